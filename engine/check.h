@@ -1,0 +1,38 @@
+// One family of error checks. Every failure throws psgd::Error whose message is one line:
+// what went wrong, then the failed expression with its file and line. Checks stay on in
+// release builds: shapes are validated once per call, never per element.
+#pragma once
+
+#include <sstream>
+#include <stdexcept>
+#include <string>
+
+namespace psgd {
+
+class Error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+namespace detail {
+
+template <class... Args>
+[[noreturn]] void throw_error(const char* file, int line, const char* expr, const Args&... what) {
+  std::ostringstream msg;
+  (msg << ... << what);
+  msg << " [" << expr << " failed at " << file << ":" << line << "]";
+  throw Error(msg.str());
+}
+
+}  // namespace detail
+}  // namespace psgd
+
+// PSGD_CHECK(cond, part, part, ...): throws psgd::Error with the parts streamed together.
+#define PSGD_CHECK(cond, ...)                                                    \
+  do {                                                                           \
+    if (!(cond)) [[unlikely]]                                                    \
+      ::psgd::detail::throw_error(__FILE__, __LINE__, #cond, __VA_ARGS__);       \
+  } while (0)
+
+// PSGD_FAIL(part, ...): unconditional failure for unreachable states and bad input.
+#define PSGD_FAIL(...) ::psgd::detail::throw_error(__FILE__, __LINE__, "PSGD_FAIL", __VA_ARGS__)

@@ -1,0 +1,43 @@
+// Layer: one node of the static, autograd-free graph. A layer holds views of its parameters
+// (ids into the ParamStore) and whatever small state its backward pass needs; the Net owns
+// every activation and gradient buffer and hands them in.
+//
+// The gradient rule, for every layer:
+//   - parameter gradients are overwritten by the layer's backward (each parameter has one user
+//     in a step);
+//   - input gradients follow the GradMode the Net passes for each input: Overwrite for the
+//     first consumer of a tensor in backward order, Accumulate for later ones, so that a tensor
+//     feeding two layers (the residual shortcut) receives the sum of both gradients;
+//   - an undefined input-gradient tensor means nobody needs it (the network input): skip it.
+#pragma once
+
+#include <span>
+#include <string>
+
+#include "engine/context.h"
+#include "kernels/ops.h"
+
+namespace psgd {
+
+enum class Mode : uint8_t { Train, Eval };
+
+class Layer {
+ public:
+  virtual ~Layer() = default;
+
+  virtual std::string describe() const = 0;  // one line, for summaries and errors
+  virtual int arity() const { return 1; }    // number of inputs
+  virtual Shape output_shape(std::span<const Shape> inputs) const = 0;
+  // Scratch floats the layer's ops need from the context's workspace for these input shapes.
+  virtual int64_t workspace_floats(std::span<const Shape> inputs) const { return 0; }
+  // Called when the Net plans a batch size: allocate per-batch state here, never in a step.
+  virtual void plan(Device device, std::span<const Shape> inputs) {}
+
+  virtual void forward(Context& ctx, std::span<const Tensor> x, const Tensor& y, Mode mode) = 0;
+  // Called after a Train-mode forward with the same tensors; dy = d(loss)/dy.
+  virtual void backward(Context& ctx, std::span<const Tensor> x, const Tensor& y,
+                        const Tensor& dy, std::span<const Tensor> dx,
+                        std::span<const ops::GradMode> dx_modes) = 0;
+};
+
+}  // namespace psgd

@@ -1,0 +1,125 @@
+#include "engine/memory.h"
+
+#include <cstdlib>
+#include <cstring>
+#include <utility>
+
+#ifdef PSGD_WITH_CUDA
+#include <cuda_runtime.h>
+
+#include "engine/memory_cuda.h"
+#endif
+
+namespace psgd {
+namespace {
+
+constexpr size_t kCpuAlignment = 64;
+
+#ifndef PSGD_WITH_CUDA
+[[noreturn]] void no_cuda() {
+  PSGD_FAIL("this psgd was built without CUDA; rebuild with -DPSGD_CUDA=ON or use the CPU");
+}
+#endif
+
+}  // namespace
+
+DeviceBuffer::DeviceBuffer(Device device, size_t bytes) : bytes_(bytes), device_(device) {
+  if (bytes == 0) return;
+  if (device == Device::CPU) {
+    const size_t rounded = (bytes + kCpuAlignment - 1) / kCpuAlignment * kCpuAlignment;
+    data_ = static_cast<std::byte*>(std::aligned_alloc(kCpuAlignment, rounded));
+    PSGD_CHECK(data_ != nullptr, "out of host memory allocating ", bytes, " bytes");
+  } else {
+#ifdef PSGD_WITH_CUDA
+    data_ = static_cast<std::byte*>(cuda_memory::allocate(bytes));
+#else
+    no_cuda();
+#endif
+  }
+  memory_zero(data_, device_, bytes_);
+}
+
+DeviceBuffer::~DeviceBuffer() { release(); }
+
+DeviceBuffer::DeviceBuffer(DeviceBuffer&& other) noexcept
+    : data_(std::exchange(other.data_, nullptr)),
+      bytes_(std::exchange(other.bytes_, 0)),
+      device_(other.device_) {}
+
+DeviceBuffer& DeviceBuffer::operator=(DeviceBuffer&& other) noexcept {
+  if (this != &other) {
+    release();
+    data_ = std::exchange(other.data_, nullptr);
+    bytes_ = std::exchange(other.bytes_, 0);
+    device_ = other.device_;
+  }
+  return *this;
+}
+
+void DeviceBuffer::release() noexcept {
+  if (!data_) return;
+  if (device_ == Device::CPU) {
+    std::free(data_);
+  } else {
+#ifdef PSGD_WITH_CUDA
+    cuda_memory::release(data_);
+#endif
+  }
+  data_ = nullptr;
+  bytes_ = 0;
+}
+
+Tensor DeviceBuffer::f32(int64_t float_offset, Shape shape) const {
+  PSGD_CHECK(float_offset >= 0 && static_cast<size_t>(float_offset + shape.numel()) *
+                                          sizeof(float) <= bytes_,
+             "view of ", shape.str(), " at float offset ", float_offset,
+             " exceeds a buffer of ", bytes_, " bytes");
+  return Tensor(reinterpret_cast<float*>(data_) + float_offset, shape, device_);
+}
+
+void memory_copy(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes) {
+  if (bytes == 0) return;
+  if (dst_device == Device::CPU && src_device == Device::CPU) {
+    std::memcpy(dst, src, bytes);
+    return;
+  }
+#ifdef PSGD_WITH_CUDA
+  const cudaMemcpyKind kind = src_device == Device::CPU   ? cudaMemcpyHostToDevice
+                              : dst_device == Device::CPU ? cudaMemcpyDeviceToHost
+                                                          : cudaMemcpyDeviceToDevice;
+  cuda_memory::copy(dst, src, bytes, kind);
+#else
+  no_cuda();
+#endif
+}
+
+void memory_zero(void* dst, Device device, size_t bytes) {
+  if (bytes == 0) return;
+  if (device == Device::CPU) {
+    std::memset(dst, 0, bytes);
+    return;
+  }
+#ifdef PSGD_WITH_CUDA
+  cuda_memory::zero(dst, bytes);
+#else
+  no_cuda();
+#endif
+}
+
+void tensor_copy(const Tensor& dst, const Tensor& src) {
+  PSGD_CHECK(dst.shape == src.shape && dst.dtype == src.dtype, "tensor_copy: ", src.shape.str(),
+             " ", dtype_name(src.dtype), " into ", dst.shape.str(), " ", dtype_name(dst.dtype));
+  memory_copy(dst.data, dst.device, src.data, src.device, src.bytes());
+}
+
+void tensor_zero(const Tensor& t) { memory_zero(t.data, t.device, t.bytes()); }
+
+bool cuda_available() {
+#ifdef PSGD_WITH_CUDA
+  return cuda_memory::device_present();
+#else
+  return false;
+#endif
+}
+
+}  // namespace psgd

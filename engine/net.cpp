@@ -1,0 +1,146 @@
+#include "engine/net.h"
+
+#include <algorithm>
+
+namespace psgd {
+
+Net::Net(std::string arch, Shape sample_shape, int classes)
+    : arch_(std::move(arch)), sample_shape_(sample_shape), classes_(classes) {
+  PSGD_CHECK(sample_shape.rank() == 3, "a sample is (C, H, W), got ", sample_shape.str());
+  PSGD_CHECK(classes >= 1, "a network needs at least one class, got ", classes);
+}
+
+int Net::add(std::unique_ptr<Layer> layer, std::vector<int> inputs) {
+  PSGD_CHECK(!params_.allocated(), "layer added after finalize()");
+  PSGD_CHECK(static_cast<int>(inputs.size()) == layer->arity(), layer->describe(), ": takes ",
+             layer->arity(), " inputs, given ", inputs.size());
+  for (int id : inputs)
+    PSGD_CHECK(id >= 0 && id < tensor_count_, layer->describe(), ": input tensor ", id,
+               " does not exist yet");
+  nodes_.push_back({std::move(layer), std::move(inputs), tensor_count_, {}, {}, {}});
+  return tensor_count_++;
+}
+
+void Net::finalize(Device device) {
+  PSGD_CHECK(!nodes_.empty(), "a network needs at least one layer");
+  params_.allocate(device);
+  loss_ = DeviceBuffer(device, sizeof(float));
+  loss_view_ = loss_.f32(0, Shape{1});
+}
+
+std::vector<const Layer*> Net::layers() const {
+  std::vector<const Layer*> out;
+  for (const Node& n : nodes_) out.push_back(n.layer.get());
+  return out;
+}
+
+void Net::plan(Context& ctx, int64_t batch) {
+  PSGD_CHECK(params_.allocated(), "plan() before finalize()");
+  PSGD_CHECK(batch >= 1, "batch size must be positive, got ", batch);
+  PSGD_CHECK(ctx.device() == params_.device(), "the network lives on ",
+             device_name(params_.device()), " but the context runs on ",
+             device_name(ctx.device()));
+
+  // Shapes, then sizes: every tensor but the input gets a value and a gradient slot.
+  std::vector<Shape> shapes(tensor_count_);
+  shapes[kInput] = Shape{batch, sample_shape_[0], sample_shape_[1], sample_shape_[2]};
+  int64_t floats = 0, workspace = 0;
+  std::vector<Shape> in_shapes;
+  for (Node& n : nodes_) {
+    in_shapes.clear();
+    for (int id : n.inputs) in_shapes.push_back(shapes[id]);
+    shapes[n.output] = n.layer->output_shape(in_shapes);
+    workspace = std::max(workspace, n.layer->workspace_floats(in_shapes));
+    n.layer->plan(ctx.device(), in_shapes);
+    floats += 2 * shapes[n.output].numel();
+  }
+  PSGD_CHECK(shapes.back() == Shape({batch, classes_}), arch_, ": the last layer gives ",
+             shapes.back().str(), ", expected logits ", Shape({batch, classes_}).str());
+
+  if (static_cast<size_t>(floats) * sizeof(float) > arena_.bytes())
+    arena_ = DeviceBuffer(ctx.device(), static_cast<size_t>(floats) * sizeof(float));
+  ctx.reserve_workspace(workspace);
+
+  values_.assign(tensor_count_, Tensor());
+  grads_.assign(tensor_count_, Tensor());
+  int64_t offset = 0;
+  for (int id = 1; id < tensor_count_; ++id) {
+    values_[id] = arena_.f32(offset, shapes[id]);
+    grads_[id] = arena_.f32(offset + shapes[id].numel(), shapes[id]);
+    offset += 2 * shapes[id].numel();
+  }
+
+  for (Node& n : nodes_) {
+    n.x.clear();
+    n.dx.clear();
+    for (int id : n.inputs) {
+      n.x.push_back(values_[id]);
+      n.dx.push_back(grads_[id]);
+    }
+  }
+
+  // Gradient modes: in backward order, the first consumer of a tensor overwrites its gradient
+  // and later consumers accumulate into it.
+  std::vector<bool> written(tensor_count_, false);
+  for (auto it = nodes_.rbegin(); it != nodes_.rend(); ++it) {
+    it->dx_modes.assign(it->inputs.size(), ops::GradMode::Overwrite);
+    for (size_t i = 0; i < it->inputs.size(); ++i) {
+      const int id = it->inputs[i];
+      if (written[id]) it->dx_modes[i] = ops::GradMode::Accumulate;
+      written[id] = true;
+    }
+  }
+  batch_ = batch;
+  loss_ready_ = false;
+}
+
+const Tensor& Net::forward(Context& ctx, const Tensor& images, Mode mode) {
+  PSGD_CHECK(images.shape.rank() == 4, arch_, ": images must be (N, C, H, W), got ",
+             images.shape.str());
+  if (images.shape[0] != batch_) plan(ctx, images.shape[0]);
+  check_shape("Net::forward", "images", images,
+              Shape{batch_, sample_shape_[0], sample_shape_[1], sample_shape_[2]});
+  PSGD_CHECK(images.device == ctx.device() && images.dtype == DType::F32, arch_,
+             ": images must be float32 on ", device_name(ctx.device()));
+  values_[kInput] = images;
+  for (Node& n : nodes_) {
+    for (size_t i = 0; i < n.inputs.size(); ++i)
+      if (n.inputs[i] == kInput) n.x[i] = images;
+    n.layer->forward(ctx, n.x, values_[n.output], mode);
+  }
+  last_mode_ = mode;
+  loss_ready_ = false;
+  return values_.back();
+}
+
+const Tensor& Net::loss(Context& ctx, const Tensor& labels) {
+  PSGD_CHECK(values_.size() == static_cast<size_t>(tensor_count_) && values_[kInput].defined(),
+             "loss() before forward()");
+  ops::softmax_cross_entropy(ctx, values_.back(), labels, loss_view_, grads_.back());
+  loss_ready_ = true;
+  return loss_view_;
+}
+
+float Net::loss_value() const {
+  float value = 0.0f;
+  memory_copy(&value, Device::CPU, loss_.data(), loss_.device(), sizeof value);
+  return value;
+}
+
+void Net::backward(Context& ctx) {
+  PSGD_CHECK(last_mode_ == Mode::Train, "backward() needs a Train-mode forward");
+  PSGD_CHECK(loss_ready_, "backward() before loss()");
+  for (auto it = nodes_.rbegin(); it != nodes_.rend(); ++it)
+    it->layer->backward(ctx, it->x, values_[it->output], grads_[it->output], it->dx, it->dx_modes);
+  loss_ready_ = false;
+}
+
+void Net::backward(Context& ctx, const Tensor& dlogits) {
+  PSGD_CHECK(values_.size() == static_cast<size_t>(tensor_count_) && values_[kInput].defined(),
+             "backward() before forward()");
+  tensor_copy(grads_.back(), dlogits);
+  loss_ready_ = true;
+  backward(ctx);
+}
+
+}  // namespace psgd

@@ -1,0 +1,84 @@
+// Net: the static layer graph. Layers are added in topological order, each reading earlier
+// tensors by id; plan() fixes every shape and places every activation and gradient in one arena
+// for a batch size; forward, loss and backward then run without allocating.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/layer.h"
+#include "engine/params.h"
+
+namespace psgd {
+
+class Net {
+ public:
+  static constexpr int kInput = 0;  // the id of the input tensor
+
+  // sample_shape: one input sample, (C, H, W).
+  Net(std::string arch, Shape sample_shape, int classes);
+  // Layers refer to params(), so a Net stays where it was built.
+  Net(const Net&) = delete;
+  Net& operator=(const Net&) = delete;
+
+  const std::string& arch() const { return arch_; }
+  int classes() const { return classes_; }
+  const Shape& sample_shape() const { return sample_shape_; }
+  ParamStore& params() { return params_; }
+  const ParamStore& params() const { return params_; }
+
+  // ---- Building ----
+  // Adds a layer reading the given tensors; returns the id of its output tensor. The last
+  // tensor added is the network output (the logits).
+  int add(std::unique_ptr<Layer> layer, std::vector<int> inputs);
+  // Allocates the parameters on `device`; no layers may be added afterwards.
+  void finalize(Device device);
+  std::vector<const Layer*> layers() const;
+
+  // ---- Running ----
+  // Fixes shapes and buffers for `batch` samples; device memory grows only when the batch is
+  // larger than any planned before. forward() plans by itself when the batch changes.
+  void plan(Context& ctx, int64_t batch);
+  // images (N, C, H, W) on the context's device; returns the logits (N, classes).
+  const Tensor& forward(Context& ctx, const Tensor& images, Mode mode);
+  // Mean softmax cross-entropy of the last forward's logits against int32 labels (N); stores
+  // d(loss)/d(logits) for backward and returns the loss (on the device, one float).
+  const Tensor& loss(Context& ctx, const Tensor& labels);
+  float loss_value() const;  // copies the last loss to the host
+  // Fills every parameter gradient in params().grads(); needs forward(Train) and loss() first.
+  void backward(Context& ctx);
+  // The same from an explicit d(loss)/d(logits) (N, classes), for losses computed elsewhere.
+  void backward(Context& ctx, const Tensor& dlogits);
+
+  const Tensor& logits() const { return values_.back(); }
+  int64_t planned_batch() const { return batch_; }
+
+ private:
+  struct Node {
+    std::unique_ptr<Layer> layer;
+    std::vector<int> inputs;
+    int output;
+    // Planned per batch: input views (the network input rebound at each forward), input
+    // gradient views and how to write each.
+    std::vector<Tensor> x, dx;
+    std::vector<ops::GradMode> dx_modes;
+  };
+
+  std::string arch_;
+  Shape sample_shape_;
+  int classes_;
+  ParamStore params_;
+  std::vector<Node> nodes_;
+  int tensor_count_ = 1;  // the input
+
+  int64_t batch_ = 0;
+  std::vector<Tensor> values_, grads_;  // by tensor id; grads_[kInput] stays undefined
+  DeviceBuffer arena_;
+  DeviceBuffer loss_;  // one float
+  Tensor loss_view_;
+  bool loss_ready_ = false;
+  Mode last_mode_ = Mode::Eval;
+};
+
+}  // namespace psgd

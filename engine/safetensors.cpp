@@ -1,0 +1,217 @@
+#include "engine/safetensors.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <nlohmann/json.hpp>
+
+#include "engine/check.h"
+
+namespace psgd {
+namespace {
+
+constexpr uint64_t kMaxHeaderBytes = 100u << 20;  // the reference implementation's bound
+constexpr uint64_t kMaxElements = 1ull << 40;
+
+struct DTypeInfo {
+  StDType dtype;
+  const char* name;
+  size_t size;
+};
+constexpr DTypeInfo kDTypes[] = {{StDType::F32, "F32", 4}, {StDType::F64, "F64", 8},
+                                 {StDType::I64, "I64", 8}, {StDType::I32, "I32", 4},
+                                 {StDType::U8, "U8", 1},   {StDType::I8, "I8", 1}};
+
+const DTypeInfo& info(StDType dtype) {
+  for (const DTypeInfo& d : kDTypes)
+    if (d.dtype == dtype) return d;
+  PSGD_FAIL("unknown safetensors dtype ", static_cast<int>(dtype));
+}
+
+std::string system_error(const std::string& what, const std::string& path) {
+  return what + " '" + path + "': " + std::strerror(errno);
+}
+
+}  // namespace
+
+const char* st_dtype_name(StDType dtype) { return info(dtype).name; }
+size_t st_dtype_size(StDType dtype) { return info(dtype).size; }
+
+int64_t StTensor::numel() const {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+// ---- Reading ----------------------------------------------------------------------------------
+SafeTensorsFile SafeTensorsFile::read(const std::string& path) {
+  std::ifstream in(path, std::ios::binary | std::ios::ate);
+  PSGD_CHECK(in.good(), system_error("cannot open checkpoint", path));
+  const std::streamsize size = in.tellg();
+  std::vector<std::byte> bytes(static_cast<size_t>(std::max<std::streamsize>(size, 0)));
+  in.seekg(0);
+  in.read(reinterpret_cast<char*>(bytes.data()), size);
+  PSGD_CHECK(in.good() || size == 0, system_error("cannot read checkpoint", path));
+  return parse(std::move(bytes), path);
+}
+
+SafeTensorsFile SafeTensorsFile::parse(std::vector<std::byte> bytes, const std::string& origin) {
+  const auto bad = [&](const auto&... why) { PSGD_FAIL(origin, ": not a valid safetensors file: ", why...); };
+  if (bytes.size() < 8) bad("only ", bytes.size(), " bytes");
+  uint64_t header_len = 0;
+  for (int i = 7; i >= 0; --i) header_len = header_len << 8 | static_cast<uint8_t>(bytes[i]);
+  if (header_len > kMaxHeaderBytes || header_len > bytes.size() - 8)
+    bad("header length ", header_len, " exceeds the file (", bytes.size(), " bytes)");
+
+  const char* header_begin = reinterpret_cast<const char*>(bytes.data()) + 8;
+  // ordered_json keeps the file's order, so tensors() and errors follow the file.
+  nlohmann::ordered_json header = nlohmann::ordered_json::parse(header_begin, header_begin + header_len, nullptr,
+                                                /*allow_exceptions=*/false);
+  if (!header.is_object()) bad("the header is not a JSON object");
+
+  SafeTensorsFile file;
+  file.origin_ = origin;
+  const std::byte* data = bytes.data() + 8 + header_len;
+  const uint64_t data_size = bytes.size() - 8 - header_len;
+  std::vector<std::pair<uint64_t, uint64_t>> ranges;
+  for (const auto& [name, spec] : header.items()) {
+    if (name == "__metadata__") {
+      if (!spec.is_object()) bad("__metadata__ is not an object");
+      for (const auto& [key, value] : spec.items()) {
+        if (!value.is_string()) bad("metadata '", key, "' is not a string");
+        file.metadata_[key] = value.get<std::string>();
+      }
+      continue;
+    }
+    if (!spec.is_object() || !spec.contains("dtype") || !spec.contains("shape") ||
+        !spec.contains("data_offsets"))
+      bad("tensor '", name, "' lacks dtype, shape or data_offsets");
+    const auto& dt = spec["dtype"];
+    const auto* known = dt.is_string()
+                            ? std::find_if(std::begin(kDTypes), std::end(kDTypes),
+                                           [&](const DTypeInfo& d) { return dt == d.name; })
+                            : std::end(kDTypes);
+    if (known == std::end(kDTypes)) bad("tensor '", name, "' has unsupported dtype ", dt.dump());
+
+    StTensor t{name, known->dtype, {}, nullptr, 0};
+    const auto& shape = spec["shape"];
+    if (!shape.is_array() || shape.size() > 8) bad("tensor '", name, "' has an invalid shape");
+    uint64_t numel = 1;
+    for (const auto& d : shape) {
+      if (!d.is_number_unsigned()) bad("tensor '", name, "' has an invalid dimension ", d.dump());
+      const uint64_t dim = d.get<uint64_t>();
+      if (dim != 0 && numel > kMaxElements / dim) bad("tensor '", name, "' is impossibly large");
+      t.shape.push_back(static_cast<int64_t>(dim));
+      numel *= dim;
+    }
+    const auto& off = spec["data_offsets"];
+    if (!off.is_array() || off.size() != 2 || !off[0].is_number_unsigned() ||
+        !off[1].is_number_unsigned())
+      bad("tensor '", name, "' has invalid data_offsets");
+    const uint64_t begin = off[0].get<uint64_t>(), end = off[1].get<uint64_t>();
+    if (begin > end || end > data_size)
+      bad("tensor '", name, "' spans bytes [", begin, ", ", end, ") outside the data (",
+          data_size, " bytes)");
+    if (end - begin != numel * known->size)
+      bad("tensor '", name, "' holds ", end - begin, " bytes but ", known->name, " ",
+          shape.dump(), " needs ", numel * known->size);
+    t.data = data + begin;
+    t.bytes = end - begin;
+    ranges.emplace_back(begin, end);
+    file.tensors_.push_back(std::move(t));
+  }
+  std::sort(ranges.begin(), ranges.end());
+  for (size_t i = 1; i < ranges.size(); ++i)
+    if (ranges[i].first < ranges[i - 1].second) bad("two tensors share bytes");
+  file.bytes_ = std::move(bytes);  // the data pointers stay valid: the vector's buffer moves
+  return file;
+}
+
+const StTensor* SafeTensorsFile::find(std::string_view name) const {
+  auto it = std::find_if(tensors_.begin(), tensors_.end(),
+                         [&](const StTensor& t) { return t.name == name; });
+  return it == tensors_.end() ? nullptr : &*it;
+}
+
+// ---- Writing ----------------------------------------------------------------------------------
+void SafeTensorsWriter::add(std::string name, StDType dtype, std::vector<int64_t> shape,
+                            const void* data) {
+  PSGD_CHECK(name != "__metadata__", "'__metadata__' is reserved");
+  int64_t numel = 1;
+  for (int64_t d : shape) numel *= d;
+  const size_t bytes = static_cast<size_t>(numel) * st_dtype_size(dtype);
+  std::vector<std::byte> copy(bytes);
+  if (bytes) std::memcpy(copy.data(), data, bytes);
+  entries_.push_back({std::move(name), dtype, std::move(shape), std::move(copy)});
+}
+
+void SafeTensorsWriter::set_metadata(std::string key, std::string value) {
+  metadata_[std::move(key)] = std::move(value);
+}
+
+void SafeTensorsWriter::write(const std::string& path) const {
+  nlohmann::ordered_json header = nlohmann::ordered_json::object();
+  if (!metadata_.empty()) header["__metadata__"] = metadata_;
+  uint64_t offset = 0;
+  for (const Entry& e : entries_) {
+    header[e.name] = {{"dtype", st_dtype_name(e.dtype)},
+                      {"shape", e.shape},
+                      {"data_offsets", {offset, offset + e.data.size()}}};
+    offset += e.data.size();
+  }
+  std::string text = header.dump();
+  text.append((8 - text.size() % 8) % 8, ' ');  // keeps the data 8-byte aligned
+
+  std::vector<std::byte> bytes(8 + text.size() + offset);
+  for (int i = 0; i < 8; ++i) bytes[i] = static_cast<std::byte>(uint64_t{text.size()} >> (8 * i));
+  std::memcpy(bytes.data() + 8, text.data(), text.size());
+  std::byte* out = bytes.data() + 8 + text.size();
+  for (const Entry& e : entries_) {
+    if (!e.data.empty()) std::memcpy(out, e.data.data(), e.data.size());
+    out += e.data.size();
+  }
+  write_file_atomic(path, bytes);
+}
+
+void write_file_atomic(const std::string& path, const std::vector<std::byte>& bytes) {
+  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  PSGD_CHECK(fd >= 0, system_error("cannot create", tmp));
+  const auto fail = [&](const std::string& what) {
+    const std::string msg = system_error(what, tmp);
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    PSGD_FAIL(msg, " (", path, " left unchanged)");
+  };
+  size_t done = 0;
+  while (done < bytes.size()) {
+    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) fail("cannot write");
+    done += static_cast<size_t>(n);
+  }
+  if (::fsync(fd) != 0) fail("cannot flush");
+  if (::close(fd) != 0) {
+    ::unlink(tmp.c_str());
+    PSGD_FAIL(system_error("cannot close", tmp), " (", path, " left unchanged)");
+  }
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    const std::string msg = system_error("cannot rename onto", path);
+    ::unlink(tmp.c_str());
+    PSGD_FAIL(msg);
+  }
+  const std::string dir = std::filesystem::path(path).parent_path().string();
+  const int dfd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    ::fsync(dfd);
+    ::close(dfd);
+  }
+}
+
+}  // namespace psgd

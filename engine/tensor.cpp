@@ -1,0 +1,93 @@
+#include "engine/tensor.h"
+
+#include <sstream>
+
+namespace psgd {
+
+const char* device_name(Device device) { return device == Device::CPU ? "cpu" : "cuda"; }
+
+const char* dtype_name(DType dtype) { return dtype == DType::F32 ? "float32" : "int32"; }
+
+size_t dtype_size(DType dtype) { return dtype == DType::F32 ? sizeof(float) : sizeof(int32_t); }
+
+Shape::Shape(std::initializer_list<int64_t> dims) {
+  PSGD_CHECK(dims.size() <= kMaxRank, "a tensor has at most ", kMaxRank, " dimensions, got ",
+             dims.size());
+  for (int64_t d : dims) {
+    PSGD_CHECK(d >= 0, "negative dimension ", d);
+    dims_[rank_++] = d;
+  }
+}
+
+int64_t Shape::operator[](int axis) const {
+  PSGD_CHECK(axis >= 0 && axis < rank_, "axis ", axis, " out of range for shape ", str());
+  return dims_[axis];
+}
+
+int64_t Shape::numel() const {
+  int64_t n = 1;
+  for (int i = 0; i < rank_; ++i) n *= dims_[i];
+  return n;
+}
+
+bool Shape::operator==(const Shape& other) const {
+  if (rank_ != other.rank_) return false;
+  for (int i = 0; i < rank_; ++i)
+    if (dims_[i] != other.dims_[i]) return false;
+  return true;
+}
+
+Shape Shape::with_dim(int axis, int64_t value) const {
+  PSGD_CHECK(axis >= 0 && axis < rank_ && value >= 0, "cannot set axis ", axis, " of ", str(),
+             " to ", value);
+  Shape s = *this;
+  s.dims_[axis] = value;
+  return s;
+}
+
+std::string Shape::str() const {
+  std::ostringstream s;
+  s << "(";
+  for (int i = 0; i < rank_; ++i) s << (i ? ", " : "") << dims_[i];
+  s << ")";
+  return s.str();
+}
+
+float* Tensor::f32() const {
+  PSGD_CHECK(dtype == DType::F32, "expected a float32 tensor, got ", dtype_name(dtype));
+  return static_cast<float*>(data);
+}
+
+int32_t* Tensor::i32() const {
+  PSGD_CHECK(dtype == DType::I32, "expected an int32 tensor, got ", dtype_name(dtype));
+  return static_cast<int32_t*>(data);
+}
+
+Tensor Tensor::reshaped(Shape s) const {
+  PSGD_CHECK(s.numel() == numel(), "cannot view ", shape.str(), " as ", s.str());
+  Tensor t = *this;
+  t.shape = s;
+  return t;
+}
+
+Tensor Tensor::slice_rows(int64_t begin, int64_t count) const {
+  PSGD_CHECK(shape.rank() >= 1 && begin >= 0 && count >= 0 && begin + count <= shape[0],
+             "rows [", begin, ", ", begin + count, ") out of range for ", shape.str());
+  const int64_t row = shape[0] ? numel() / shape[0] : 0;
+  Tensor t = *this;
+  t.data = static_cast<char*>(data) + begin * row * dtype_size(dtype);
+  t.shape = shape.with_dim(0, count);
+  return t;
+}
+
+void check_shape(const char* op, const char* what, const Tensor& t, const Shape& expected) {
+  PSGD_CHECK(t.shape == expected, op, ": ", what, " has shape ", t.shape.str(), ", expected ",
+             expected.str());
+}
+
+void check_rank(const char* op, const char* what, const Tensor& t, int rank) {
+  PSGD_CHECK(t.shape.rank() == rank, op, ": ", what, " must be ", rank, "-D, got ",
+             t.shape.str());
+}
+
+}  // namespace psgd

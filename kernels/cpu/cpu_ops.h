@@ -1,0 +1,51 @@
+// The CPU implementations behind kernels/ops.h. Callers go through psgd::ops, which has already
+// validated shapes, devices and arguments; these functions assume valid input.
+#pragma once
+
+#include "kernels/ops.h"
+
+namespace psgd::cpu {
+
+using ops::Conv2dGeometry;
+using ops::GradMode;
+using ops::Pool2dGeometry;
+
+void conv2d_forward(Context& ctx, const Tensor& x, const Tensor& w, Conv2dGeometry g,
+                    const Tensor& y);
+void conv2d_backward(Context& ctx, const Tensor& x, const Tensor& w, const Tensor& dy,
+                     Conv2dGeometry g, const Tensor& dx, GradMode dx_mode, const Tensor& dw);
+
+void batch_norm_forward_train(const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                              const Tensor& running_mean, const Tensor& running_var,
+                              ops::BatchNormParams p, const Tensor& y, const Tensor& saved_mean,
+                              const Tensor& saved_invstd);
+void batch_norm_forward_eval(const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                             const Tensor& running_mean, const Tensor& running_var,
+                             ops::BatchNormParams p, const Tensor& y);
+void batch_norm_backward(const Tensor& x, const Tensor& dy, const Tensor& gamma,
+                         const Tensor& saved_mean, const Tensor& saved_invstd, const Tensor& dx,
+                         GradMode dx_mode, const Tensor& dgamma, const Tensor& dbeta);
+
+void relu_forward(const Tensor& x, const Tensor& y);
+void relu_backward(const Tensor& y, const Tensor& dy, const Tensor& dx, GradMode dx_mode);
+void add_forward(const Tensor& a, const Tensor& b, const Tensor& y);
+void grad_pass(const Tensor& src, const Tensor& dst, GradMode mode);
+void dropout_forward(const Tensor& x, float p, uint64_t seed, uint64_t stream, const Tensor& y);
+void dropout_backward(const Tensor& dy, float p, uint64_t seed, uint64_t stream,
+                      const Tensor& dx, GradMode dx_mode);
+
+void avg_pool_forward(const Tensor& x, Pool2dGeometry g, const Tensor& y);
+void avg_pool_backward(const Tensor& dy, Pool2dGeometry g, const Tensor& dx, GradMode dx_mode);
+void max_pool_forward(const Tensor& x, Pool2dGeometry g, const Tensor& y);
+void max_pool_backward(const Tensor& x, const Tensor& dy, Pool2dGeometry g, const Tensor& dx,
+                       GradMode dx_mode);
+
+void linear_forward(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& y);
+void linear_backward(const Tensor& x, const Tensor& w, const Tensor& dy, const Tensor& dx,
+                     GradMode dx_mode, const Tensor& dw, const Tensor& db);
+
+void softmax_cross_entropy(const Tensor& logits, const Tensor& labels, const Tensor& loss,
+                           const Tensor& dlogits);
+int64_t topk_correct(const Tensor& logits, const Tensor& labels, int k);
+
+}  // namespace psgd::cpu

@@ -1,0 +1,49 @@
+// Softmax cross-entropy (forward and backward in one pass) and top-k accuracy on the CPU.
+#include <cmath>
+
+#include "kernels/cpu/cpu_ops.h"
+
+namespace psgd::cpu {
+
+void softmax_cross_entropy(const Tensor& logits, const Tensor& labels, const Tensor& loss,
+                           const Tensor& dlogits) {
+  const int64_t n = logits.shape[0], k = logits.shape[1];
+  const float* z = logits.f32();
+  const int32_t* y = labels.i32();
+  float* dz = dlogits.f32();
+  const double inv_n = 1.0 / static_cast<double>(n);
+  double total = 0.0;
+#pragma omp parallel for reduction(+ : total) schedule(static)
+  for (int64_t i = 0; i < n; ++i) {
+    const float* row = z + i * k;
+    float top = row[0];
+    for (int64_t j = 1; j < k; ++j) top = std::fmax(top, row[j]);
+    double sum = 0.0;
+    for (int64_t j = 0; j < k; ++j) sum += std::exp(static_cast<double>(row[j] - top));
+    const double log_sum = top + std::log(sum);
+    total += log_sum - row[y[i]];
+    for (int64_t j = 0; j < k; ++j) {
+      const double prob = std::exp(row[j] - log_sum);
+      dz[i * k + j] = static_cast<float>((prob - (j == y[i] ? 1.0 : 0.0)) * inv_n);
+    }
+  }
+  loss.f32()[0] = static_cast<float>(total * inv_n);
+}
+
+int64_t topk_correct(const Tensor& logits, const Tensor& labels, int k) {
+  const int64_t n = logits.shape[0], classes = logits.shape[1];
+  const float* z = logits.f32();
+  const int32_t* y = labels.i32();
+  int64_t correct = 0;
+#pragma omp parallel for reduction(+ : correct) schedule(static)
+  for (int64_t i = 0; i < n; ++i) {
+    const float* row = z + i * classes;
+    const float mine = row[y[i]];
+    int64_t rivals = 0;  // other classes scoring at least as high
+    for (int64_t j = 0; j < classes; ++j) rivals += (j != y[i] && !(row[j] < mine));
+    correct += rivals < k;
+  }
+  return correct;
+}
+
+}  // namespace psgd::cpu

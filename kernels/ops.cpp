@@ -1,0 +1,261 @@
+// Validation and device dispatch for every op in kernels/ops.h. Shapes are checked here, once,
+// for all backends; the implementations assume valid input.
+#include "kernels/ops.h"
+
+#include <algorithm>
+#include <initializer_list>
+
+#include "kernels/cpu/cpu_ops.h"
+
+namespace psgd::ops {
+namespace {
+
+// Every defined tensor must live on the context's device. The CUDA twins arrive with the CUDA
+// backend; until then a CUDA context is refused with the op's name.
+void check_devices(const Context& ctx, const char* op, std::initializer_list<const Tensor*> ts) {
+  PSGD_CHECK(ctx.device() == Device::CPU, op, " has no CUDA implementation in this build");
+  for (const Tensor* t : ts)
+    PSGD_CHECK(!t->defined() || t->device == ctx.device(), op, ": a tensor is on ",
+               device_name(t->device), " but the context runs on ", device_name(ctx.device()));
+}
+
+void check_same_shape(const char* op, const Tensor& a, const Tensor& b) {
+  PSGD_CHECK(a.shape == b.shape, op, ": shapes ", a.shape.str(), " and ", b.shape.str(),
+             " differ");
+}
+
+Shape channel_shape(const Tensor& x) { return Shape{x.shape[1]}; }
+
+void check_labels(const char* op, const Tensor& logits, const Tensor& labels) {
+  check_rank(op, "logits", logits, 2);
+  check_shape(op, "labels", labels, Shape{logits.shape[0]});
+  PSGD_CHECK(labels.dtype == DType::I32, op, ": labels must be int32");
+  const int32_t* y = labels.i32();
+  for (int64_t i = 0; i < labels.numel(); ++i)
+    PSGD_CHECK(y[i] >= 0 && y[i] < logits.shape[1], op, ": label ", y[i], " of sample ", i,
+               " is outside [0, ", logits.shape[1], ")");
+}
+
+}  // namespace
+
+// ---- Convolution ------------------------------------------------------------------------------
+Shape conv2d_output_shape(const Shape& x, const Shape& w, Conv2dGeometry g) {
+  PSGD_CHECK(x.rank() == 4 && w.rank() == 4, "conv2d: input ", x.str(), " and weight ", w.str(),
+             " must be 4-D");
+  PSGD_CHECK(x[1] == w[1], "conv2d: input has ", x[1], " channels, weight expects ", w[1]);
+  PSGD_CHECK(g.stride >= 1 && g.pad >= 0, "conv2d: stride ", g.stride, " and padding ", g.pad,
+             " are invalid");
+  const int64_t p = (x[2] + 2 * g.pad - w[2]) / g.stride + 1;
+  const int64_t q = (x[3] + 2 * g.pad - w[3]) / g.stride + 1;
+  PSGD_CHECK(x[2] + 2 * g.pad >= w[2] && x[3] + 2 * g.pad >= w[3], "conv2d: kernel ", w.str(),
+             " larger than padded input ", x.str());
+  return Shape{x[0], w[0], p, q};
+}
+
+int64_t conv2d_workspace_floats(const Shape& x, const Shape& w, Conv2dGeometry g) {
+  const Shape y = conv2d_output_shape(x, w, g);
+  const int64_t npq = y[0] * y[2] * y[3];
+  return (w[1] * w[2] * w[3] + w[0]) * npq;  // im2col columns + one (K, N*P*Q) matrix
+}
+
+void conv2d_forward(Context& ctx, const Tensor& x, const Tensor& w, Conv2dGeometry g,
+                    const Tensor& y) {
+  check_devices(ctx, "conv2d_forward", {&x, &w, &y});
+  check_shape("conv2d_forward", "output", y, conv2d_output_shape(x.shape, w.shape, g));
+  cpu::conv2d_forward(ctx, x, w, g, y);
+}
+
+void conv2d_backward(Context& ctx, const Tensor& x, const Tensor& w, const Tensor& dy,
+                     Conv2dGeometry g, const Tensor& dx, GradMode dx_mode, const Tensor& dw) {
+  check_devices(ctx, "conv2d_backward", {&x, &w, &dy, &dx, &dw});
+  check_shape("conv2d_backward", "dy", dy, conv2d_output_shape(x.shape, w.shape, g));
+  check_shape("conv2d_backward", "dw", dw, w.shape);
+  if (dx.defined()) check_shape("conv2d_backward", "dx", dx, x.shape);
+  cpu::conv2d_backward(ctx, x, w, dy, g, dx, dx_mode, dw);
+}
+
+// ---- Batch normalisation ----------------------------------------------------------------------
+namespace {
+void check_batch_norm(const char* op, const Tensor& x, std::initializer_list<const Tensor*> per_c) {
+  PSGD_CHECK(x.shape.rank() == 2 || x.shape.rank() == 4, op, ": input must be 2-D or 4-D, got ",
+             x.shape.str());
+  for (const Tensor* t : per_c) check_shape(op, "a per-channel tensor", *t, channel_shape(x));
+}
+}  // namespace
+
+void batch_norm_forward_train(Context& ctx, const Tensor& x, const Tensor& gamma,
+                              const Tensor& beta, const Tensor& running_mean,
+                              const Tensor& running_var, BatchNormParams p, const Tensor& y,
+                              const Tensor& saved_mean, const Tensor& saved_invstd) {
+  const char* op = "batch_norm_forward_train";
+  check_devices(ctx, op, {&x, &gamma, &beta, &running_mean, &running_var, &y, &saved_mean,
+                          &saved_invstd});
+  check_batch_norm(op, x, {&gamma, &beta, &running_mean, &running_var, &saved_mean,
+                           &saved_invstd});
+  check_same_shape(op, x, y);
+  PSGD_CHECK(x.numel() / x.shape[1] > 1, op,
+             ": training needs more than one value per channel, got input ", x.shape.str());
+  cpu::batch_norm_forward_train(x, gamma, beta, running_mean, running_var, p, y, saved_mean,
+                                saved_invstd);
+}
+
+void batch_norm_forward_eval(Context& ctx, const Tensor& x, const Tensor& gamma,
+                             const Tensor& beta, const Tensor& running_mean,
+                             const Tensor& running_var, BatchNormParams p, const Tensor& y) {
+  const char* op = "batch_norm_forward_eval";
+  check_devices(ctx, op, {&x, &gamma, &beta, &running_mean, &running_var, &y});
+  check_batch_norm(op, x, {&gamma, &beta, &running_mean, &running_var});
+  check_same_shape(op, x, y);
+  cpu::batch_norm_forward_eval(x, gamma, beta, running_mean, running_var, p, y);
+}
+
+void batch_norm_backward(Context& ctx, const Tensor& x, const Tensor& dy, const Tensor& gamma,
+                         const Tensor& saved_mean, const Tensor& saved_invstd, const Tensor& dx,
+                         GradMode dx_mode, const Tensor& dgamma, const Tensor& dbeta) {
+  const char* op = "batch_norm_backward";
+  check_devices(ctx, op, {&x, &dy, &gamma, &saved_mean, &saved_invstd, &dx, &dgamma, &dbeta});
+  check_batch_norm(op, x, {&gamma, &saved_mean, &saved_invstd, &dgamma, &dbeta});
+  check_same_shape(op, x, dy);
+  if (dx.defined()) check_same_shape(op, x, dx);
+  cpu::batch_norm_backward(x, dy, gamma, saved_mean, saved_invstd, dx, dx_mode, dgamma, dbeta);
+}
+
+// ---- Elementwise ------------------------------------------------------------------------------
+void relu_forward(Context& ctx, const Tensor& x, const Tensor& y) {
+  check_devices(ctx, "relu_forward", {&x, &y});
+  check_same_shape("relu_forward", x, y);
+  cpu::relu_forward(x, y);
+}
+
+void relu_backward(Context& ctx, const Tensor& y, const Tensor& dy, const Tensor& dx,
+                   GradMode dx_mode) {
+  check_devices(ctx, "relu_backward", {&y, &dy, &dx});
+  check_same_shape("relu_backward", y, dy);
+  check_same_shape("relu_backward", y, dx);
+  cpu::relu_backward(y, dy, dx, dx_mode);
+}
+
+void add_forward(Context& ctx, const Tensor& a, const Tensor& b, const Tensor& y) {
+  check_devices(ctx, "add_forward", {&a, &b, &y});
+  check_same_shape("add_forward", a, b);
+  check_same_shape("add_forward", a, y);
+  cpu::add_forward(a, b, y);
+}
+
+void grad_pass(Context& ctx, const Tensor& src, const Tensor& dst, GradMode mode) {
+  check_devices(ctx, "grad_pass", {&src, &dst});
+  check_same_shape("grad_pass", src, dst);
+  cpu::grad_pass(src, dst, mode);
+}
+
+// ---- Pooling ----------------------------------------------------------------------------------
+Shape pool2d_output_shape(const Shape& x, Pool2dGeometry g) {
+  PSGD_CHECK(x.rank() == 4, "pool2d: input must be 4-D, got ", x.str());
+  PSGD_CHECK(g.kernel >= 1 && g.stride >= 1, "pool2d: kernel ", g.kernel, " and stride ",
+             g.stride, " must be positive");
+  PSGD_CHECK(x[2] >= g.kernel && x[3] >= g.kernel, "pool2d: kernel ", g.kernel,
+             " larger than input ", x.str());
+  return Shape{x[0], x[1], (x[2] - g.kernel) / g.stride + 1, (x[3] - g.kernel) / g.stride + 1};
+}
+
+void avg_pool_forward(Context& ctx, const Tensor& x, Pool2dGeometry g, const Tensor& y) {
+  check_devices(ctx, "avg_pool_forward", {&x, &y});
+  check_shape("avg_pool_forward", "output", y, pool2d_output_shape(x.shape, g));
+  cpu::avg_pool_forward(x, g, y);
+}
+
+void avg_pool_backward(Context& ctx, const Tensor& dy, Pool2dGeometry g, const Tensor& dx,
+                       GradMode dx_mode) {
+  check_devices(ctx, "avg_pool_backward", {&dy, &dx});
+  check_shape("avg_pool_backward", "dy", dy, pool2d_output_shape(dx.shape, g));
+  cpu::avg_pool_backward(dy, g, dx, dx_mode);
+}
+
+void max_pool_forward(Context& ctx, const Tensor& x, Pool2dGeometry g, const Tensor& y) {
+  check_devices(ctx, "max_pool_forward", {&x, &y});
+  check_shape("max_pool_forward", "output", y, pool2d_output_shape(x.shape, g));
+  cpu::max_pool_forward(x, g, y);
+}
+
+void max_pool_backward(Context& ctx, const Tensor& x, const Tensor& dy, Pool2dGeometry g,
+                       const Tensor& dx, GradMode dx_mode) {
+  check_devices(ctx, "max_pool_backward", {&x, &dy, &dx});
+  check_shape("max_pool_backward", "dy", dy, pool2d_output_shape(x.shape, g));
+  check_same_shape("max_pool_backward", x, dx);
+  cpu::max_pool_backward(x, dy, g, dx, dx_mode);
+}
+
+// ---- Linear -----------------------------------------------------------------------------------
+namespace {
+// A 4-D input is read as (N, C*H*W), the flatten of PyTorch's classifiers.
+Tensor as_matrix(const Tensor& x) {
+  if (!x.defined() || x.shape.rank() == 2) return x;
+  PSGD_CHECK(x.shape.rank() == 4, "linear: input must be 2-D or 4-D, got ", x.shape.str());
+  return x.reshaped(Shape{x.shape[0], x.numel() / std::max<int64_t>(x.shape[0], 1)});
+}
+
+void check_linear(const char* op, const Tensor& x2, const Tensor& w, const Tensor& b) {
+  check_rank(op, "weight", w, 2);
+  check_rank(op, "input", x2, 2);
+  PSGD_CHECK(x2.shape[1] == w.shape[1], op, ": input has ", x2.shape[1], " features, weight ",
+             w.shape.str(), " expects ", w.shape[1]);
+  check_shape(op, "bias", b, Shape{w.shape[0]});
+}
+}  // namespace
+
+void linear_forward(Context& ctx, const Tensor& x, const Tensor& w, const Tensor& b,
+                    const Tensor& y) {
+  check_devices(ctx, "linear_forward", {&x, &w, &b, &y});
+  const Tensor x2 = as_matrix(x);
+  check_linear("linear_forward", x2, w, b);
+  check_shape("linear_forward", "output", y, Shape{x2.shape[0], w.shape[0]});
+  cpu::linear_forward(x2, w, b, y);
+}
+
+void linear_backward(Context& ctx, const Tensor& x, const Tensor& w, const Tensor& dy,
+                     const Tensor& dx, GradMode dx_mode, const Tensor& dw, const Tensor& db) {
+  check_devices(ctx, "linear_backward", {&x, &w, &dy, &dx, &dw, &db});
+  const Tensor x2 = as_matrix(x);
+  check_linear("linear_backward", x2, w, db);
+  check_shape("linear_backward", "dy", dy, Shape{x2.shape[0], w.shape[0]});
+  check_shape("linear_backward", "dw", dw, w.shape);
+  if (dx.defined()) check_same_shape("linear_backward", x, dx);
+  cpu::linear_backward(x2, w, dy, as_matrix(dx), dx_mode, dw, db);
+}
+
+// ---- Dropout ----------------------------------------------------------------------------------
+void dropout_forward(Context& ctx, const Tensor& x, float p, uint64_t seed, uint64_t stream,
+                     const Tensor& y) {
+  check_devices(ctx, "dropout_forward", {&x, &y});
+  check_same_shape("dropout_forward", x, y);
+  PSGD_CHECK(p >= 0.0f && p <= 1.0f, "dropout: probability ", p, " outside [0, 1]");
+  cpu::dropout_forward(x, p, seed, stream, y);
+}
+
+void dropout_backward(Context& ctx, const Tensor& dy, float p, uint64_t seed, uint64_t stream,
+                      const Tensor& dx, GradMode dx_mode) {
+  check_devices(ctx, "dropout_backward", {&dy, &dx});
+  check_same_shape("dropout_backward", dy, dx);
+  PSGD_CHECK(p >= 0.0f && p <= 1.0f, "dropout: probability ", p, " outside [0, 1]");
+  cpu::dropout_backward(dy, p, seed, stream, dx, dx_mode);
+}
+
+// ---- Loss and metrics -------------------------------------------------------------------------
+void softmax_cross_entropy(Context& ctx, const Tensor& logits, const Tensor& labels,
+                           const Tensor& loss, const Tensor& dlogits) {
+  const char* op = "softmax_cross_entropy";
+  check_devices(ctx, op, {&logits, &labels, &loss, &dlogits});
+  check_labels(op, logits, labels);
+  check_shape(op, "loss", loss, Shape{1});
+  check_same_shape(op, logits, dlogits);
+  cpu::softmax_cross_entropy(logits, labels, loss, dlogits);
+}
+
+int64_t topk_correct(Context& ctx, const Tensor& logits, const Tensor& labels, int k) {
+  check_devices(ctx, "topk_correct", {&logits, &labels});
+  check_labels("topk_correct", logits, labels);
+  PSGD_CHECK(k >= 1, "topk_correct: k must be positive, got ", k);
+  return cpu::topk_correct(logits, labels, k);
+}
+
+}  // namespace psgd::ops

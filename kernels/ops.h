@@ -1,0 +1,99 @@
+// The op library: stateless functions over Tensors, one signature for every device. Each op
+// checks shapes and devices, then dispatches on ctx.device() to its CPU implementation
+// (kernels/cpu) or its CUDA twin (kernels/cuda). Ops never allocate: scratch memory comes from
+// the context's workspace, sized beforehand through the *_workspace_floats functions.
+#pragma once
+
+#include <cstdint>
+
+#include "engine/context.h"
+#include "engine/tensor.h"
+
+namespace psgd::ops {
+
+// How an op writes a gradient: Overwrite for the first contribution to a tensor in a step,
+// Accumulate where a tensor feeds several consumers and gradients are summed.
+enum class GradMode : uint8_t { Overwrite, Accumulate };
+
+// ---- Convolution (no bias; groups = 1) --------------------------------------------------------
+struct Conv2dGeometry {
+  int stride = 1;
+  int pad = 0;
+};
+
+Shape conv2d_output_shape(const Shape& x, const Shape& w, Conv2dGeometry g);
+int64_t conv2d_workspace_floats(const Shape& x, const Shape& w, Conv2dGeometry g);
+// x (N, C, H, W), w (K, C, R, S) -> y (N, K, P, Q)
+void conv2d_forward(Context& ctx, const Tensor& x, const Tensor& w, Conv2dGeometry g,
+                    const Tensor& y);
+// dw is overwritten; dx (when defined) follows `dx_mode`.
+void conv2d_backward(Context& ctx, const Tensor& x, const Tensor& w, const Tensor& dy,
+                     Conv2dGeometry g, const Tensor& dx, GradMode dx_mode, const Tensor& dw);
+
+// ---- Batch normalisation over (N, H, W) per channel, PyTorch semantics ------------------------
+struct BatchNormParams {
+  float momentum = 0.1f;  // running = (1 - momentum) * running + momentum * batch
+  float eps = 1e-5f;
+};
+// Training: normalises with the biased batch variance, updates running_var with the unbiased
+// one, and saves the batch mean and 1/sqrt(var + eps) (C) for the backward pass.
+void batch_norm_forward_train(Context& ctx, const Tensor& x, const Tensor& gamma,
+                              const Tensor& beta, const Tensor& running_mean,
+                              const Tensor& running_var, BatchNormParams p, const Tensor& y,
+                              const Tensor& saved_mean, const Tensor& saved_invstd);
+void batch_norm_forward_eval(Context& ctx, const Tensor& x, const Tensor& gamma,
+                             const Tensor& beta, const Tensor& running_mean,
+                             const Tensor& running_var, BatchNormParams p, const Tensor& y);
+// Backward of the training forward; dgamma and dbeta are overwritten.
+void batch_norm_backward(Context& ctx, const Tensor& x, const Tensor& dy, const Tensor& gamma,
+                         const Tensor& saved_mean, const Tensor& saved_invstd, const Tensor& dx,
+                         GradMode dx_mode, const Tensor& dgamma, const Tensor& dbeta);
+
+// ---- Elementwise ------------------------------------------------------------------------------
+void relu_forward(Context& ctx, const Tensor& x, const Tensor& y);
+// Uses the output y: dx = dy where y > 0.
+void relu_backward(Context& ctx, const Tensor& y, const Tensor& dy, const Tensor& dx,
+                   GradMode dx_mode);
+void add_forward(Context& ctx, const Tensor& a, const Tensor& b, const Tensor& y);
+// dst = src (Overwrite) or dst += src (Accumulate): the backward of add, and gradient routing.
+void grad_pass(Context& ctx, const Tensor& src, const Tensor& dst, GradMode mode);
+
+// ---- Pooling (no padding) ---------------------------------------------------------------------
+struct Pool2dGeometry {
+  int kernel = 2;
+  int stride = 2;
+};
+Shape pool2d_output_shape(const Shape& x, Pool2dGeometry g);
+void avg_pool_forward(Context& ctx, const Tensor& x, Pool2dGeometry g, const Tensor& y);
+void avg_pool_backward(Context& ctx, const Tensor& dy, Pool2dGeometry g, const Tensor& dx,
+                       GradMode dx_mode);
+// Ties go to the first maximum in row-major window order, as PyTorch.
+void max_pool_forward(Context& ctx, const Tensor& x, Pool2dGeometry g, const Tensor& y);
+void max_pool_backward(Context& ctx, const Tensor& x, const Tensor& dy, Pool2dGeometry g,
+                       const Tensor& dx, GradMode dx_mode);
+
+// ---- Linear: y = x w^T + b ------------------------------------------------------------------
+// x (N, in) or (N, C, H, W) with C*H*W = in; w (out, in); b (out); y (N, out).
+void linear_forward(Context& ctx, const Tensor& x, const Tensor& w, const Tensor& b,
+                    const Tensor& y);
+// dw and db are overwritten; dx (when defined) follows `dx_mode`.
+void linear_backward(Context& ctx, const Tensor& x, const Tensor& w, const Tensor& dy,
+                     const Tensor& dx, GradMode dx_mode, const Tensor& dw, const Tensor& db);
+
+// ---- Dropout (inverted: kept elements scaled by 1 / (1 - p)) ----------------------------------
+// Element i is dropped when rng::uniform(rng::stream_key(seed, stream), i) < p; the backward
+// pass recomputes the same mask from the same (seed, stream), so nothing is stored.
+void dropout_forward(Context& ctx, const Tensor& x, float p, uint64_t seed, uint64_t stream,
+                     const Tensor& y);
+void dropout_backward(Context& ctx, const Tensor& dy, float p, uint64_t seed, uint64_t stream,
+                      const Tensor& dx, GradMode dx_mode);
+
+// ---- Loss and metrics -------------------------------------------------------------------------
+// Mean softmax cross-entropy of logits (N, K) against int32 labels (N), forward and backward
+// fused: writes the loss into `loss` (1) and d(loss)/d(logits) into `dlogits` (N, K).
+void softmax_cross_entropy(Context& ctx, const Tensor& logits, const Tensor& labels,
+                           const Tensor& loss, const Tensor& dlogits);
+// How many rows have their label among the k largest logits (ties count against the label).
+int64_t topk_correct(Context& ctx, const Tensor& logits, const Tensor& labels, int k);
+
+}  // namespace psgd::ops

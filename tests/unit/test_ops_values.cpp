@@ -1,0 +1,219 @@
+// Op outputs against hand-computed values and naive reference loops, and the ops' errors.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <limits>
+
+#include "kernels/ops.h"
+#include "kernels/rng.h"
+#include "tests/support/host_tensor.h"
+
+using namespace psgd;
+using namespace psgd::test;
+
+namespace {
+
+// Direct convolution, the textbook seven loops.
+void naive_conv(const HostTensor& x, const HostTensor& w, int stride, int pad, HostTensor& y) {
+  const Tensor &X = x.t(), &W = w.t(), &Y = y.t();
+  for (int64_t n = 0; n < Y.n(); ++n)
+    for (int64_t k = 0; k < Y.c(); ++k)
+      for (int64_t p = 0; p < Y.h(); ++p)
+        for (int64_t q = 0; q < Y.w(); ++q) {
+          double sum = 0.0;
+          for (int64_t c = 0; c < X.c(); ++c)
+            for (int64_t r = 0; r < W.h(); ++r)
+              for (int64_t s = 0; s < W.w(); ++s) {
+                const int64_t ih = p * stride - pad + r, iw = q * stride - pad + s;
+                if (ih < 0 || ih >= X.h() || iw < 0 || iw >= X.w()) continue;
+                sum += double(x[((n * X.c() + c) * X.h() + ih) * X.w() + iw]) *
+                       w[((k * W.c() + c) * W.h() + r) * W.w() + s];
+              }
+          y[((n * Y.c() + k) * Y.h() + p) * Y.w() + q] = static_cast<float>(sum);
+        }
+}
+
+Tensor labels_of(std::vector<int32_t>& v) {
+  return Tensor(v.data(), Shape{static_cast<int64_t>(v.size())}, Device::CPU);
+}
+
+}  // namespace
+
+TEST_CASE("conv2d: a hand-computed 2x2 box filter") {
+  Context ctx(Device::CPU, 1);
+  HostTensor x(Shape{1, 1, 3, 3}), w(Shape{1, 1, 2, 2}, 1.0f), y(Shape{1, 1, 2, 2});
+  for (int i = 0; i < 9; ++i) x[i] = static_cast<float>(i + 1);
+  ctx.reserve_workspace(ops::conv2d_workspace_floats(x.t().shape, w.t().shape, {1, 0}));
+  ops::conv2d_forward(ctx, x.t(), w.t(), {1, 0}, y.t());
+  CHECK(y[0] == 12.0f);
+  CHECK(y[1] == 16.0f);
+  CHECK(y[2] == 24.0f);
+  CHECK(y[3] == 28.0f);
+}
+
+TEST_CASE("conv2d: whole-batch im2col GEMM equals direct convolution") {
+  struct Case {
+    Shape x, w;
+    int stride, pad;
+  };
+  const Case cases[] = {{{3, 3, 7, 9}, {5, 3, 3, 3}, 1, 1},
+                        {{2, 4, 9, 7}, {6, 4, 3, 3}, 2, 1},
+                        {{3, 5, 6, 6}, {2, 5, 1, 1}, 2, 0},
+                        {{1, 2, 11, 4}, {3, 2, 5, 3}, 3, 2}};
+  for (const Case& c : cases) {
+    CAPTURE(c.x.str());
+    CAPTURE(c.w.str());
+    Context ctx(Device::CPU, 2);
+    HostTensor x(c.x), w(c.w);
+    fill_uniform(x.t(), -1, 1, 1, 0);
+    fill_uniform(w.t(), -1, 1, 1, 1);
+    const ops::Conv2dGeometry g{c.stride, c.pad};
+    HostTensor y(ops::conv2d_output_shape(c.x, c.w, g)), ref(y.t().shape);
+    ctx.reserve_workspace(ops::conv2d_workspace_floats(c.x, c.w, g));
+    ops::conv2d_forward(ctx, x.t(), w.t(), g, y.t());
+    naive_conv(x, w, c.stride, c.pad, ref);
+    for (int64_t i = 0; i < y.numel(); ++i) REQUIRE(y[i] == doctest::Approx(ref[i]).epsilon(1e-5));
+  }
+}
+
+TEST_CASE("conv2d: shape errors name the op and the shapes") {
+  Context ctx(Device::CPU, 1);
+  HostTensor x(Shape{1, 3, 5, 5}), w(Shape{4, 2, 3, 3}), y(Shape{1, 4, 5, 5});
+  CHECK_THROWS_WITH_AS(ops::conv2d_forward(ctx, x.t(), w.t(), {1, 1}, y.t()),
+                       doctest::Contains("input has 3 channels, weight expects 2"), Error);
+  HostTensor w3(Shape{4, 3, 3, 3}), wrong(Shape{1, 4, 4, 4});
+  ctx.reserve_workspace(1 << 12);
+  CHECK_THROWS_WITH_AS(ops::conv2d_forward(ctx, x.t(), w3.t(), {1, 1}, wrong.t()),
+                       doctest::Contains("expected (1, 4, 5, 5)"), Error);
+  CHECK_THROWS_AS(ops::conv2d_output_shape(Shape{1, 3, 2, 2}, Shape{1, 3, 5, 5}, {1, 0}), Error);
+}
+
+TEST_CASE("batch norm: training normalises, updates running stats and counts") {
+  Context ctx(Device::CPU, 2);
+  const int64_t n = 3, c = 2, hw = 5;
+  HostTensor x(Shape{n, c, 1, hw}), y(x.t().shape), gamma(Shape{c}), beta(Shape{c});
+  HostTensor rm(Shape{c}, 0.5f), rv(Shape{c}, 2.0f), mean(Shape{c}), invstd(Shape{c});
+  fill_uniform(x.t(), -3, 5, 2, 0);
+  gamma[0] = 2.0f, gamma[1] = 0.5f, beta[0] = 1.0f, beta[1] = -1.0f;
+  ops::batch_norm_forward_train(ctx, x.t(), gamma.t(), beta.t(), rm.t(), rv.t(), {}, y.t(),
+                                mean.t(), invstd.t());
+  for (int64_t ch = 0; ch < c; ++ch) {
+    double s = 0, s2 = 0, ys = 0, ys2 = 0;
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t j = 0; j < hw; ++j) {
+        const int64_t off = (i * c + ch) * hw + j;
+        s += x[off], s2 += double(x[off]) * x[off], ys += y[off], ys2 += double(y[off]) * y[off];
+      }
+    const double m = n * hw, mu = s / m, var = s2 / m - mu * mu;
+    CHECK(mean[ch] == doctest::Approx(mu).epsilon(1e-6));
+    CHECK(invstd[ch] == doctest::Approx(1.0 / std::sqrt(var + 1e-5)).epsilon(1e-5));
+    CHECK(rm[ch] == doctest::Approx(0.9 * 0.5 + 0.1 * mu).epsilon(1e-6));
+    CHECK(rv[ch] == doctest::Approx(0.9 * 2.0 + 0.1 * var * m / (m - 1)).epsilon(1e-5));
+    CHECK(ys / m == doctest::Approx(beta[ch]).epsilon(1e-5));
+    CHECK(std::sqrt(ys2 / m - (ys / m) * (ys / m)) ==
+          doctest::Approx(gamma[ch] * std::sqrt(var / (var + 1e-5))).epsilon(1e-4));
+  }
+}
+
+TEST_CASE("batch norm: evaluation uses the running statistics") {
+  Context ctx(Device::CPU, 1);
+  HostTensor x(Shape{2, 1, 1, 2}), y(x.t().shape), gamma(Shape{1}, 3.0f), beta(Shape{1}, 1.0f);
+  HostTensor rm(Shape{1}, 2.0f), rv(Shape{1}, 4.0f - 1e-5f);
+  x[0] = 0, x[1] = 2, x[2] = 4, x[3] = 6;
+  ops::batch_norm_forward_eval(ctx, x.t(), gamma.t(), beta.t(), rm.t(), rv.t(), {}, y.t());
+  CHECK(y[0] == doctest::Approx(-2.0f));
+  CHECK(y[2] == doctest::Approx(4.0f));
+  HostTensor one(Shape{1, 1, 1, 1}), mean(Shape{1}), invstd(Shape{1});
+  CHECK_THROWS_WITH_AS(ops::batch_norm_forward_train(ctx, one.t(), gamma.t(), beta.t(), rm.t(),
+                                                     rv.t(), {}, one.t(), mean.t(), invstd.t()),
+                       doctest::Contains("more than one value per channel"), Error);
+}
+
+TEST_CASE("max pooling: ties go to the first element, NaN propagates") {
+  Context ctx(Device::CPU, 1);
+  HostTensor x(Shape{1, 1, 2, 4}), y(Shape{1, 1, 1, 2}), dy(Shape{1, 1, 1, 2}, 1.0f);
+  HostTensor dx(x.t().shape);
+  x[0] = 5, x[1] = 5, x[4] = 5, x[5] = 1;  // window 0: a three-way tie at 5
+  x[2] = 1, x[3] = std::numeric_limits<float>::quiet_NaN(), x[6] = 9, x[7] = 2;
+  ops::max_pool_forward(ctx, x.t(), {2, 2}, y.t());
+  ops::max_pool_backward(ctx, x.t(), dy.t(), {2, 2}, dx.t(), ops::GradMode::Overwrite);
+  CHECK(y[0] == 5.0f);
+  CHECK(std::isnan(y[1]));
+  CHECK(dx[0] == 1.0f);
+  CHECK(dx[1] == 0.0f);
+  CHECK(dx[4] == 0.0f);
+  CHECK(dx[3] == 1.0f);
+}
+
+TEST_CASE("softmax cross-entropy: value, fused gradient and label checks") {
+  Context ctx(Device::CPU, 1);
+  HostTensor logits(Shape{3, 7}), dlogits(Shape{3, 7}), loss(Shape{1});
+  fill_uniform(logits.t(), -4, 4, 5, 0);
+  std::vector<int32_t> labels = {6, 0, 3};
+  ops::softmax_cross_entropy(ctx, logits.t(), labels_of(labels), loss.t(), dlogits.t());
+  const auto reference = [&] {
+    double total = 0.0;
+    for (int i = 0; i < 3; ++i) {
+      double z = 0.0;
+      for (int j = 0; j < 7; ++j) z += std::exp(double(logits[i * 7 + j]));
+      total += std::log(z) - logits[i * 7 + labels[i]];
+    }
+    return total / 3.0;
+  };
+  CHECK(loss[0] == doctest::Approx(reference()).epsilon(1e-6));
+  for (int i = 0; i < 21; ++i) {  // central differences of the double-precision reference
+    const float saved = logits[i];
+    logits[i] = saved + 1e-2f;
+    const double up = reference();
+    logits[i] = saved - 1e-2f;
+    const double down = reference();
+    logits[i] = saved;
+    CHECK(dlogits[i] == doctest::Approx((up - down) / 2e-2).epsilon(1e-3));
+  }
+  std::vector<int32_t> bad = {6, 7, 0};
+  CHECK_THROWS_WITH_AS(ops::softmax_cross_entropy(ctx, logits.t(), labels_of(bad), loss.t(),
+                                                  dlogits.t()),
+                       doctest::Contains("label 7 of sample 1 is outside [0, 7)"), Error);
+}
+
+TEST_CASE("top-k accuracy counts ties against the label") {
+  Context ctx(Device::CPU, 1);
+  HostTensor logits(Shape{3, 4});
+  const float rows[] = {0, 3, 1, 2,  /**/ 5, 5, 0, 0, /**/ 1, 2, 3, 4};
+  for (int i = 0; i < 12; ++i) logits[i] = rows[i];
+  std::vector<int32_t> labels = {1, 0, 1};
+  CHECK(ops::topk_correct(ctx, logits.t(), labels_of(labels), 1) == 1);
+  CHECK(ops::topk_correct(ctx, logits.t(), labels_of(labels), 2) == 2);
+  CHECK(ops::topk_correct(ctx, logits.t(), labels_of(labels), 3) == 3);
+}
+
+TEST_CASE("dropout: drop rate, scaling and determinism of the counter-based mask") {
+  Context ctx(Device::CPU, 2);
+  HostTensor x(Shape{4, 8, 16, 16}, 1.0f), y(x.t().shape), y2(x.t().shape), y3(x.t().shape);
+  ops::dropout_forward(ctx, x.t(), 0.5f, 11, 1, y.t());
+  ops::dropout_forward(ctx, x.t(), 0.5f, 11, 1, y2.t());
+  ops::dropout_forward(ctx, x.t(), 0.5f, 11, 2, y3.t());
+  int64_t dropped = 0, same = 0, differ = 0;
+  for (int64_t i = 0; i < x.numel(); ++i) {
+    REQUIRE((y[i] == 0.0f || y[i] == 2.0f));
+    dropped += y[i] == 0.0f;
+    same += y[i] == y2[i];
+    differ += y[i] != y3[i];
+  }
+  CHECK(same == x.numel());
+  const double rate = double(dropped) / x.numel();  // 8192 draws: 5 sigma is 0.028
+  CHECK(rate == doctest::Approx(0.5).epsilon(0.06));
+  CHECK(differ > x.numel() / 3);
+  ops::dropout_forward(ctx, x.t(), 0.0f, 11, 1, y.t());
+  CHECK(y[17] == 1.0f);
+}
+
+TEST_CASE("counter RNG: fixed values guard its definition") {
+  // tests/python/rng.py reproduces these; a change here breaks parity with saved masks.
+  const uint64_t key = rng::stream_key(0, 0);
+  CHECK(rng::mix64(0) == 0ull);
+  CHECK(rng::mix64(1) == 0x5692161D100B05E5ull);
+  CHECK(rng::uniform(key, 0) >= 0.0f);
+  CHECK(rng::uniform(key, 0) < 1.0f);
+  CHECK(rng::uniform(key, 0) != rng::uniform(key, 1));
+}

@@ -1,0 +1,138 @@
+// The safetensors reader and writer: round trips, every kind of corruption, atomic writes.
+#include <doctest/doctest.h>
+#include <sys/resource.h>
+
+#include <csignal>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include "engine/safetensors.h"
+
+using namespace psgd;
+namespace fs = std::filesystem;
+
+namespace {
+
+std::vector<std::byte> with_header(const std::string& json, size_t data_bytes) {
+  std::vector<std::byte> b(8 + json.size() + data_bytes);
+  const uint64_t n = json.size();
+  for (int i = 0; i < 8; ++i) b[i] = static_cast<std::byte>(n >> (8 * i));
+  std::memcpy(b.data() + 8, json.data(), json.size());
+  return b;
+}
+
+void rejects(const std::vector<std::byte>& bytes, const std::string& why) {
+  CAPTURE(why);
+  CHECK_THROWS_WITH_AS(SafeTensorsFile::parse(bytes, "test.safetensors"),
+                       doctest::Contains(why.c_str()), Error);
+}
+
+fs::path scratch_dir() {
+  const fs::path dir = fs::temp_directory_path() / "psgd_test_safetensors";
+  fs::create_directories(dir);
+  return dir;
+}
+
+}  // namespace
+
+TEST_CASE("safetensors: round trip of dtypes, shapes, scalars and metadata") {
+  const float f[6] = {1, -2, 3.5f, 0, 1e-30f, 7};
+  const int64_t count = 391;
+  SafeTensorsWriter w;
+  w.add("a.weight", StDType::F32, {2, 3}, f);
+  w.add("a.num_batches_tracked", StDType::I64, {}, &count);
+  w.add("empty", StDType::F32, {0, 4}, nullptr);
+  w.set_metadata("arch", "resnet32");
+  const std::string path = (scratch_dir() / "rt.safetensors").string();
+  w.write(path);
+  const SafeTensorsFile file = SafeTensorsFile::read(path);
+  REQUIRE(file.tensors().size() == 3);
+  const StTensor* a = file.find("a.weight");
+  REQUIRE(a != nullptr);
+  CHECK(a->dtype == StDType::F32);
+  CHECK(a->shape == std::vector<int64_t>{2, 3});
+  CHECK(std::memcmp(a->data, f, sizeof f) == 0);
+  const StTensor* n = file.find("a.num_batches_tracked");
+  CHECK(n->shape.empty());
+  CHECK(n->numel() == 1);
+  CHECK(file.find("empty")->bytes == 0);
+  CHECK(file.metadata().at("arch") == "resnet32");
+  CHECK(fs::file_size(path) % 8 == 0);  // header padded: data is 8-byte aligned
+}
+
+TEST_CASE("safetensors: corrupt files give one clear error each") {
+  rejects({}, "only 0 bytes");
+  rejects(std::vector<std::byte>(5), "only 5 bytes");
+  auto huge = with_header("{}", 0);
+  huge[5] = std::byte{1};
+  rejects(huge, "exceeds the file");
+  rejects(with_header("not json", 0), "not a JSON object");
+  rejects(with_header(R"({"a":{"dtype":"F32","shape":[2]}})", 8), "lacks dtype, shape");
+  rejects(with_header(R"({"a":{"dtype":"Q4","shape":[2],"data_offsets":[0,8]}})", 8),
+          "unsupported dtype");
+  rejects(with_header(R"({"a":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}})", 8),
+          "invalid dimension");
+  rejects(with_header(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,16]}})", 8),
+          "outside the data");
+  rejects(with_header(R"({"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})", 8),
+          "needs 12");
+  rejects(with_header(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
+                      R"("b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})",
+                      8),
+          "share bytes");
+  rejects(with_header(R"({"a":{"dtype":"F32","shape":[1099511627776,1099511627776],)"
+                      R"("data_offsets":[0,8]}})",
+                      8),
+          "impossibly large");
+  rejects(with_header(R"({"__metadata__":{"k":1}})", 0), "is not a string");
+  CHECK_THROWS_WITH_AS(SafeTensorsFile::read("/nonexistent/x.safetensors"),
+                       doctest::Contains("cannot open checkpoint"), Error);
+}
+
+TEST_CASE("safetensors: a truncated file is refused") {
+  const float f[4] = {1, 2, 3, 4};
+  SafeTensorsWriter w;
+  w.add("x", StDType::F32, {4}, f);
+  const std::string path = (scratch_dir() / "trunc.safetensors").string();
+  w.write(path);
+  fs::resize_file(path, fs::file_size(path) - 3);
+  CHECK_THROWS_WITH_AS(SafeTensorsFile::read(path), doctest::Contains("outside the data"), Error);
+}
+
+TEST_CASE("safetensors: writes are atomic and a failed write keeps the old file") {
+  const fs::path dir = scratch_dir();
+  const std::string path = (dir / "atomic.safetensors").string();
+  const float one = 1.0f, two = 2.0f;
+  SafeTensorsWriter first, second;
+  first.add("x", StDType::F32, {1}, &one);
+  second.add("x", StDType::F32, {1}, &two);
+  first.write(path);
+  second.write(path);
+  CHECK(*reinterpret_cast<const float*>(SafeTensorsFile::read(path).find("x")->data) == 2.0f);
+  for (const auto& entry : fs::directory_iterator(dir))
+    CHECK(entry.path().string().find(".tmp.") == std::string::npos);
+
+  // A full disk, simulated by a file-size limit: the write fails part way, the old file stays
+  // and no temporary file is left behind.
+  std::vector<float> big(4096, 3.0f);
+  SafeTensorsWriter too_big;
+  too_big.add("x", StDType::F32, {4096}, big.data());
+  rlimit saved{};
+  getrlimit(RLIMIT_FSIZE, &saved);
+  const auto old_handler = std::signal(SIGXFSZ, SIG_IGN);
+  rlimit small = saved;
+  small.rlim_cur = 4096;
+  setrlimit(RLIMIT_FSIZE, &small);
+  CHECK_THROWS_WITH_AS(too_big.write(path), doctest::Contains("left unchanged"), Error);
+  setrlimit(RLIMIT_FSIZE, &saved);
+  std::signal(SIGXFSZ, old_handler);
+  CHECK(*reinterpret_cast<const float*>(SafeTensorsFile::read(path).find("x")->data) == 2.0f);
+  for (const auto& entry : fs::directory_iterator(dir))
+    CHECK(entry.path().string().find(".tmp.") == std::string::npos);
+
+  CHECK_THROWS_WITH_AS(first.write((dir / "missing" / "x.safetensors").string()),
+                       doctest::Contains("cannot create"), Error);
+  CHECK(*reinterpret_cast<const float*>(SafeTensorsFile::read(path).find("x")->data) == 2.0f);
+}

@@ -1,0 +1,54 @@
+# Decides whether the CUDA backend is built (PSGD_CUDA = AUTO|ON|OFF) and with which
+# architectures. Sets PSGD_WITH_CUDA and, when on, the psgd::cuda target (runtime, cuBLAS, cuDNN).
+
+set(PSGD_WITH_CUDA OFF)
+set(PSGD_CUDA_SUMMARY "")
+if(PSGD_CUDA STREQUAL "OFF")
+  return()
+endif()
+if(NOT PSGD_CUDA MATCHES "^(AUTO|ON)$")
+  message(FATAL_ERROR "psgd: PSGD_CUDA must be AUTO, ON or OFF (got '${PSGD_CUDA}')")
+endif()
+
+# nvcc is often installed outside PATH.
+if(NOT DEFINED ENV{CUDACXX} AND NOT CMAKE_CUDA_COMPILER AND EXISTS /usr/local/cuda/bin/nvcc)
+  set(CMAKE_CUDA_COMPILER /usr/local/cuda/bin/nvcc)
+endif()
+include(CheckLanguage)
+check_language(CUDA)
+if(NOT CMAKE_CUDA_COMPILER)
+  if(PSGD_CUDA STREQUAL "ON")
+    message(FATAL_ERROR "psgd: PSGD_CUDA=ON but no CUDA compiler (nvcc) was found. Install the "
+                        "CUDA toolkit or set CUDACXX.")
+  endif()
+  set(PSGD_CUDA_SUMMARY " (nvcc not found)")
+  return()
+endif()
+
+if(NOT PSGD_CUDA_ARCHITECTURES)
+  execute_process(COMMAND nvidia-smi -L RESULT_VARIABLE no_gpu OUTPUT_QUIET ERROR_QUIET)
+  if(no_gpu EQUAL 0)
+    set(PSGD_CUDA_ARCHITECTURES native)
+  else()
+    set(PSGD_CUDA_ARCHITECTURES "80;90")
+  endif()
+endif()
+set(CMAKE_CUDA_ARCHITECTURES ${PSGD_CUDA_ARCHITECTURES})
+enable_language(CUDA)
+set(CMAKE_CUDA_STANDARD 20)
+set(CMAKE_CUDA_STANDARD_REQUIRED ON)
+
+find_package(CUDAToolkit REQUIRED)
+find_path(PSGD_CUDNN_INCLUDE cudnn.h HINTS ${CUDAToolkit_INCLUDE_DIRS})
+find_library(PSGD_CUDNN_LIBRARY cudnn HINTS ${CUDAToolkit_LIBRARY_DIR})
+if(NOT PSGD_CUDNN_INCLUDE OR NOT PSGD_CUDNN_LIBRARY)
+  message(FATAL_ERROR "psgd: cuDNN (cudnn.h, libcudnn) not found next to the CUDA toolkit in "
+                      "${CUDAToolkit_LIBRARY_DIR}. Install cuDNN 9 for CUDA ${CUDAToolkit_VERSION}.")
+endif()
+
+add_library(psgd::cuda INTERFACE IMPORTED)
+target_include_directories(psgd::cuda INTERFACE ${PSGD_CUDNN_INCLUDE})
+target_link_libraries(psgd::cuda INTERFACE CUDA::cudart CUDA::cublas ${PSGD_CUDNN_LIBRARY})
+target_compile_definitions(psgd::cuda INTERFACE PSGD_WITH_CUDA=1)
+set(PSGD_WITH_CUDA ON)
+set(PSGD_CUDA_SUMMARY " (CUDA ${CUDAToolkit_VERSION}, architectures ${PSGD_CUDA_ARCHITECTURES})")

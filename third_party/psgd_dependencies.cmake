@@ -1,0 +1,66 @@
+# Finds every dependency as an imported target under the psgd:: namespace. Each comes from a
+# Debian package (see scripts/install-deps.sh); a missing one stops configuration with a message
+# that names the package to install.
+
+function(psgd_require found_var package what)
+  if(NOT ${found_var})
+    message(FATAL_ERROR "psgd: ${what} not found. Install the Debian package '${package}' "
+                        "(or run scripts/install-deps.sh).")
+  endif()
+endfunction()
+
+# ---- OpenBLAS: CPU GEMM ----------------------------------------------------------------------
+find_package(OpenBLAS CONFIG QUIET)
+if(OpenBLAS_FOUND)
+  find_path(PSGD_CBLAS_INCLUDE cblas.h HINTS ${OpenBLAS_INCLUDE_DIRS} NO_DEFAULT_PATH)
+endif()
+psgd_require(PSGD_CBLAS_INCLUDE libopenblas-dev "OpenBLAS (cblas.h)")
+add_library(psgd::blas INTERFACE IMPORTED)
+target_include_directories(psgd::blas INTERFACE ${PSGD_CBLAS_INCLUDE})
+target_link_libraries(psgd::blas INTERFACE ${OpenBLAS_LIBRARIES})
+
+# ---- OpenMP: threads for the CPU kernels ------------------------------------------------------
+find_package(OpenMP COMPONENTS CXX QUIET)
+psgd_require(OpenMP_CXX_FOUND libgomp1 "OpenMP for C++")
+add_library(psgd::openmp ALIAS OpenMP::OpenMP_CXX)
+
+# ---- nlohmann-json: safetensors headers and configs -------------------------------------------
+find_package(nlohmann_json 3.10 CONFIG QUIET)
+psgd_require(nlohmann_json_FOUND nlohmann-json3-dev "nlohmann-json")
+add_library(psgd::json ALIAS nlohmann_json::nlohmann_json)
+
+# ---- CLI11: command lines ---------------------------------------------------------------------
+find_package(CLI11 2.1 CONFIG QUIET)
+psgd_require(CLI11_FOUND libcli11-dev "CLI11")
+add_library(psgd::cli ALIAS CLI11::CLI11)
+
+# ---- stb: image decoding and encoding (Debian builds the implementations into libstb) ---------
+find_path(PSGD_STB_INCLUDE stb_image.h PATH_SUFFIXES stb)
+find_library(PSGD_STB_LIBRARY stb)
+if(PSGD_STB_INCLUDE AND PSGD_STB_LIBRARY)
+  set(PSGD_STB_FOUND TRUE)
+endif()
+psgd_require(PSGD_STB_FOUND libstb-dev "stb (stb_image.h and libstb)")
+add_library(psgd::stb INTERFACE IMPORTED)
+target_include_directories(psgd::stb INTERFACE ${PSGD_STB_INCLUDE})
+target_link_libraries(psgd::stb INTERFACE ${PSGD_STB_LIBRARY})
+
+# ---- doctest: C++ tests -----------------------------------------------------------------------
+if(PSGD_BUILD_TESTS)
+  find_package(doctest CONFIG QUIET)
+  psgd_require(doctest_FOUND doctest-dev "doctest")
+endif()
+
+# ---- Python with PyTorch: parity checks (Debian's interpreter, not the first python3 on PATH) -
+find_program(PSGD_PYTHON NAMES python3 PATHS /usr/bin NO_DEFAULT_PATH)
+if(PSGD_PYTHON)
+  execute_process(COMMAND ${PSGD_PYTHON} -c "import torch, numpy"
+                  RESULT_VARIABLE PSGD_TORCH_MISSING OUTPUT_QUIET ERROR_QUIET)
+endif()
+if(PSGD_PYTHON AND NOT PSGD_TORCH_MISSING)
+  set(PSGD_HAVE_TORCH TRUE)
+else()
+  set(PSGD_HAVE_TORCH FALSE)
+  message(WARNING "psgd: /usr/bin/python3 with torch and numpy not found; the PyTorch parity "
+                  "tests are not registered. Install 'python3-torch python3-numpy'.")
+endif()
