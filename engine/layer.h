@@ -23,8 +23,11 @@ enum class Mode : uint8_t { Train, Eval };
 
 class Layer {
  public:
+  explicit Layer(std::string name) : name_(std::move(name)) {}
   virtual ~Layer() = default;
 
+  // The layer's name: the state_dict prefix of its parameters, or its module path.
+  const std::string& name() const { return name_; }
   virtual std::string describe() const = 0;  // one line, for summaries and errors
   virtual int arity() const { return 1; }    // number of inputs
   virtual Shape output_shape(std::span<const Shape> inputs) const = 0;
@@ -38,6 +41,9 @@ class Layer {
   virtual void backward(Context& ctx, std::span<const Tensor> x, const Tensor& y,
                         const Tensor& dy, std::span<const Tensor> dx,
                         std::span<const ops::GradMode> dx_modes) = 0;
+
+ protected:
+  std::string name_;
 };
 
 }  // namespace psgd

@@ -121,6 +121,11 @@ const Tensor& Net::loss(Context& ctx, const Tensor& labels) {
   return loss_view_;
 }
 
+const Tensor& Net::layer_output(size_t index) const {
+  PSGD_CHECK(index < nodes_.size() && !values_.empty(), "no planned output for layer ", index);
+  return values_[nodes_[index].output];
+}
+
 float Net::loss_value() const {
   float value = 0.0f;
   memory_copy(&value, Device::CPU, loss_.data(), loss_.device(), sizeof value);

@@ -52,6 +52,8 @@ class Net {
   void backward(Context& ctx, const Tensor& dlogits);
 
   const Tensor& logits() const { return values_.back(); }
+  // The output of layers()[index] from the last forward.
+  const Tensor& layer_output(size_t index) const;
   int64_t planned_batch() const { return batch_; }
 
  private:

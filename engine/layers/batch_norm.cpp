@@ -3,8 +3,8 @@
 namespace psgd {
 
 BatchNorm::BatchNorm(ParamStore& params, const std::string& name, int channels)
-    : params_(params),
-      name_(name),
+    : Layer(name),
+      params_(params),
       channels_(channels),
       weight_(params.add(name + ".weight", Shape{channels}, ParamRole::BnWeight)),
       bias_(params.add(name + ".bias", Shape{channels}, ParamRole::BnBias)),

@@ -24,7 +24,6 @@ class BatchNorm final : public Layer {
 
  private:
   ParamStore& params_;
-  std::string name_;
   int channels_;
   int weight_, bias_, running_mean_, running_var_, batches_tracked_;
   DeviceBuffer saved_;  // batch mean (C) then 1/sqrt(var + eps) (C), for backward

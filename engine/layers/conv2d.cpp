@@ -6,8 +6,8 @@ namespace psgd {
 
 Conv2d::Conv2d(ParamStore& params, const std::string& name, int in_channels, int out_channels,
                int kernel, int stride, int pad)
-    : params_(params),
-      name_(name),
+    : Layer(name),
+      params_(params),
       weight_(params.add(name + ".weight", Shape{out_channels, in_channels, kernel, kernel},
                          ParamRole::ConvWeight)),
       geometry_{stride, pad} {}

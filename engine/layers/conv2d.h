@@ -23,7 +23,6 @@ class Conv2d final : public Layer {
 
  private:
   ParamStore& params_;
-  std::string name_;
   int weight_;
   ops::Conv2dGeometry geometry_;
 };

@@ -30,7 +30,7 @@ void Add::backward(Context& ctx, std::span<const Tensor>, const Tensor&, const T
 }
 
 Dropout::Dropout(std::string name, float p, uint32_t stream)
-    : name_(std::move(name)), p_(p), stream_(stream) {
+    : Layer(std::move(name)), p_(p), stream_(stream) {
   PSGD_CHECK(p >= 0.0f && p < 1.0f, name_, ": dropout probability ", p, " outside [0, 1)");
 }
 

@@ -7,29 +7,23 @@ namespace psgd {
 
 class ReLU final : public Layer {
  public:
-  explicit ReLU(std::string name) : name_(std::move(name)) {}
+  explicit ReLU(std::string name) : Layer(std::move(name)) {}
   std::string describe() const override { return name_ + ": relu"; }
   Shape output_shape(std::span<const Shape> inputs) const override { return inputs[0]; }
   void forward(Context& ctx, std::span<const Tensor> x, const Tensor& y, Mode mode) override;
   void backward(Context& ctx, std::span<const Tensor> x, const Tensor& y, const Tensor& dy,
                 std::span<const Tensor> dx, std::span<const ops::GradMode> dx_modes) override;
-
- private:
-  std::string name_;
 };
 
 class Add final : public Layer {
  public:
-  explicit Add(std::string name) : name_(std::move(name)) {}
+  explicit Add(std::string name) : Layer(std::move(name)) {}
   std::string describe() const override { return name_ + ": add"; }
   int arity() const override { return 2; }
   Shape output_shape(std::span<const Shape> inputs) const override;
   void forward(Context& ctx, std::span<const Tensor> x, const Tensor& y, Mode mode) override;
   void backward(Context& ctx, std::span<const Tensor> x, const Tensor& y, const Tensor& dy,
                 std::span<const Tensor> dx, std::span<const ops::GradMode> dx_modes) override;
-
- private:
-  std::string name_;
 };
 
 // Inverted dropout; identity in Eval mode. Each Train forward draws a fresh mask from the
@@ -55,7 +49,6 @@ class Dropout final : public Layer {
     return (uint64_t{stream_} << 32) | (forward_index & 0xffffffffu);
   }
 
-  std::string name_;
   float p_;
   uint32_t stream_;
   uint64_t forwards_ = 0;

@@ -3,8 +3,8 @@
 namespace psgd {
 
 Linear::Linear(ParamStore& params, const std::string& name, int in_features, int out_features)
-    : params_(params),
-      name_(name),
+    : Layer(name),
+      params_(params),
       in_(in_features),
       out_(out_features),
       weight_(params.add(name + ".weight", Shape{out_features, in_features},

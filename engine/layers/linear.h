@@ -20,7 +20,6 @@ class Linear final : public Layer {
 
  private:
   ParamStore& params_;
-  std::string name_;
   int in_, out_;
   int weight_, bias_;
 };

@@ -11,7 +11,7 @@ std::string describe_pool(const std::string& name, const char* kind, ops::Pool2d
 }  // namespace
 
 AvgPool2d::AvgPool2d(std::string name, int kernel, int stride)
-    : name_(std::move(name)), geometry_{kernel, stride} {}
+    : Layer(std::move(name)), geometry_{kernel, stride} {}
 
 std::string AvgPool2d::describe() const { return describe_pool(name_, "avg_pool", geometry_); }
 
@@ -29,7 +29,7 @@ void AvgPool2d::backward(Context& ctx, std::span<const Tensor>, const Tensor&, c
 }
 
 MaxPool2d::MaxPool2d(std::string name, int kernel, int stride)
-    : name_(std::move(name)), geometry_{kernel, stride} {}
+    : Layer(std::move(name)), geometry_{kernel, stride} {}
 
 std::string MaxPool2d::describe() const { return describe_pool(name_, "max_pool", geometry_); }
 

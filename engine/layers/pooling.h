@@ -15,7 +15,6 @@ class AvgPool2d final : public Layer {
                 std::span<const Tensor> dx, std::span<const ops::GradMode> dx_modes) override;
 
  private:
-  std::string name_;
   ops::Pool2dGeometry geometry_;
 };
 
@@ -29,7 +28,6 @@ class MaxPool2d final : public Layer {
                 std::span<const Tensor> dx, std::span<const ops::GradMode> dx_modes) override;
 
  private:
-  std::string name_;
   ops::Pool2dGeometry geometry_;
 };
 

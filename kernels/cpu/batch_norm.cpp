@@ -26,12 +26,13 @@ void for_each_in_channel(const BnDims& d, int64_t c, const float* base, F&& f) {
   }
 }
 
-// y = x * scale + shift over one channel.
-void affine_channel(const BnDims& d, int64_t c, const float* x, float scale, float shift,
-                    float* y) {
+// y = (x - mean) * scale + beta over one channel: subtracting first keeps the precision of
+// inputs whose mean is large against their spread.
+void normalise_channel(const BnDims& d, int64_t c, const float* x, float mean, float scale,
+                       float beta, float* y) {
   for (int64_t n = 0; n < d.n; ++n) {
     const int64_t off = (n * d.c + c) * d.hw;
-    for (int64_t i = 0; i < d.hw; ++i) y[off + i] = x[off + i] * scale + shift;
+    for (int64_t i = 0; i < d.hw; ++i) y[off + i] = (x[off + i] - mean) * scale + beta;
   }
 }
 
@@ -55,9 +56,8 @@ void batch_norm_forward_train(const Tensor& x, const Tensor& gamma, const Tensor
     const double invstd = 1.0 / std::sqrt(var + p.eps);
     saved_mean.f32()[c] = static_cast<float>(mean);
     saved_invstd.f32()[c] = static_cast<float>(invstd);
-    const double scale = gamma.f32()[c] * invstd;
-    affine_channel(d, c, xp, static_cast<float>(scale),
-                   static_cast<float>(beta.f32()[c] - mean * scale), y.f32());
+    normalise_channel(d, c, xp, static_cast<float>(mean),
+                      static_cast<float>(gamma.f32()[c] * invstd), beta.f32()[c], y.f32());
     float& rm = running_mean.f32()[c];
     float& rv = running_var.f32()[c];
     rm = static_cast<float>((1.0 - p.momentum) * rm + p.momentum * mean);
@@ -71,9 +71,10 @@ void batch_norm_forward_eval(const Tensor& x, const Tensor& gamma, const Tensor&
   const BnDims d = dims_of(x);
 #pragma omp parallel for schedule(static)
   for (int64_t c = 0; c < d.c; ++c) {
-    const double scale = gamma.f32()[c] / std::sqrt(static_cast<double>(running_var.f32()[c]) + p.eps);
-    const double shift = beta.f32()[c] - running_mean.f32()[c] * scale;
-    affine_channel(d, c, x.f32(), static_cast<float>(scale), static_cast<float>(shift), y.f32());
+    const double var = running_var.f32()[c];
+    normalise_channel(d, c, x.f32(), running_mean.f32()[c],
+                      static_cast<float>(gamma.f32()[c] / std::sqrt(var + p.eps)), beta.f32()[c],
+                      y.f32());
   }
 }
 

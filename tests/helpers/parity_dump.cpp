@@ -1,0 +1,161 @@
+// psgd-parity-dump: runs one forward (and in training mode one backward) of a reference network
+// and writes everything a PyTorch re-implementation needs to check it: the starting weights (a
+// state_dict PyTorch loads strictly), the batch, the logits, the loss, every parameter
+// gradient, the BN state after the step, the dropout streams used and each ReLU's decisions.
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <vector>
+
+#include "engine/checkpoint.h"
+#include "engine/layers/elementwise.h"
+#include "kernels/rng.h"
+#include "nets/nets.h"
+
+using namespace psgd;
+
+namespace {
+
+struct Options {
+  std::string arch = "resnet32";
+  int classes = 100;
+  int batch = 16;
+  uint64_t seed = 1;
+  std::string weights_in, weights_out, inputs, out;
+  std::string mode = "train";
+  int threads = 0;
+};
+
+// BN starts at weight 1, bias 0, mean 0, var 1; random values make every BN term matter.
+void randomise_batch_norm(ParamStore& params, uint64_t seed) {
+  for (int id = 0; id < static_cast<int>(params.entries().size()); ++id) {
+    const ParamEntry& e = params.entry(id);
+    const bool around_one = e.role == ParamRole::BnWeight || e.role == ParamRole::BnRunningVar;
+    if (!around_one && e.role != ParamRole::BnBias && e.role != ParamRole::BnRunningMean) continue;
+    const uint64_t key = rng::stream_key(seed ^ 0xB7u, id);
+    const Tensor v = params.value(id);
+    for (int64_t i = 0; i < v.numel(); ++i)
+      v.f32()[i] = (around_one ? 0.5f : -0.5f) + rng::uniform(key, i);
+  }
+}
+
+struct Batch {
+  std::vector<float> images;
+  std::vector<int32_t> labels;
+};
+
+Batch make_batch(const Net& net, const Options& o) {
+  const Shape& s = net.sample_shape();
+  Batch b;
+  if (!o.inputs.empty()) {
+    const SafeTensorsFile file = SafeTensorsFile::read(o.inputs);
+    const StTensor* images = file.find("images");
+    const StTensor* labels = file.find("labels");
+    PSGD_CHECK(images && images->dtype == StDType::F32 && labels && labels->dtype == StDType::I32,
+               o.inputs, ": needs F32 'images' and I32 'labels'");
+    b.images.assign(reinterpret_cast<const float*>(images->data),
+                    reinterpret_cast<const float*>(images->data) + images->numel());
+    b.labels.assign(reinterpret_cast<const int32_t*>(labels->data),
+                    reinterpret_cast<const int32_t*>(labels->data) + labels->numel());
+    return b;
+  }
+  b.images.resize(static_cast<size_t>(o.batch * s.numel()));
+  const uint64_t key = rng::stream_key(o.seed, 0x1111);
+  for (size_t i = 0; i < b.images.size(); ++i) b.images[i] = 4.0f * rng::uniform(key, i) - 2.0f;
+  const uint64_t label_key = rng::stream_key(o.seed, 0x2222);
+  for (int i = 0; i < o.batch; ++i)
+    b.labels.push_back(static_cast<int32_t>(rng::bits64(label_key, i) % net.classes()));
+  return b;
+}
+
+std::vector<int64_t> dims(const Shape& s) {
+  std::vector<int64_t> d;
+  for (int i = 0; i < s.rank(); ++i) d.push_back(s[i]);
+  return d;
+}
+
+int run(const Options& o) {
+  Context ctx(Device::CPU, o.threads, o.seed);
+  auto net = make_net(o.arch, o.classes, Device::CPU, o.seed);
+  if (!o.weights_in.empty())
+    load_params(net->params(), o.weights_in);
+  else
+    randomise_batch_norm(net->params(), o.seed);
+  if (!o.weights_out.empty()) save_params(net->params(), o.weights_out, {{"arch", o.arch}});
+
+  Batch batch = make_batch(*net, o);
+  const int64_t n = static_cast<int64_t>(batch.labels.size());
+  const Shape& s = net->sample_shape();
+  const Tensor images(batch.images.data(), Shape{n, s[0], s[1], s[2]}, Device::CPU);
+  const Tensor labels(batch.labels.data(), Shape{n}, Device::CPU);
+  const bool train = o.mode == "train";
+  const Tensor& logits = net->forward(ctx, images, train ? Mode::Train : Mode::Eval);
+  net->loss(ctx, labels);
+  if (train) net->backward(ctx);
+
+  SafeTensorsWriter w;
+  w.add("images", StDType::F32, dims(images.shape), images.data);
+  w.add("labels", StDType::I32, {n}, labels.data);
+  w.add("logits", StDType::F32, dims(logits.shape), logits.data);
+  const float loss = net->loss_value();
+  w.add("loss", StDType::F32, {}, &loss);
+  const ParamStore& p = net->params();
+  for (int id = 0; train && id < static_cast<int>(p.entries().size()); ++id) {
+    const ParamEntry& e = p.entry(id);
+    if (storage_of(e.role) == ParamStorage::Trainable)
+      w.add("grad." + e.name, StDType::F32, dims(e.shape), p.grad(id).data);
+    else if (storage_of(e.role) == ParamStorage::Buffer)
+      w.add("state." + e.name, StDType::F32, dims(e.shape), p.value(id).data);
+    else {
+      const int64_t count = p.counter(id);
+      w.add("state." + e.name, StDType::I64, {}, &count);
+    }
+  }
+  // Which ReLUs let their input through: PyTorch follows the same decisions, so that inputs
+  // within rounding of zero cannot flip a branch and make float32 rounding look like a bug.
+  const std::vector<const Layer*> layers = net->layers();
+  for (size_t i = 0; i < layers.size(); ++i) {
+    if (!dynamic_cast<const ReLU*>(layers[i])) continue;
+    const Tensor& y = net->layer_output(i);
+    std::vector<uint8_t> open(static_cast<size_t>(y.numel()));
+    for (size_t j = 0; j < open.size(); ++j) open[j] = y.f32()[j] > 0.0f;
+    w.add("relu_open." + layers[i]->name(), StDType::U8, dims(y.shape), open.data());
+  }
+  nlohmann::json dropout = nlohmann::json::array();
+  for (const Layer* layer : layers)
+    if (const auto* d = dynamic_cast<const Dropout*>(layer); d && d->forwards() > 0)
+      dropout.push_back({{"stream", d->stream()}, {"forward_index", d->forwards() - 1}});
+  w.set_metadata("seed", std::to_string(o.seed));
+  w.set_metadata("dropout", dropout.dump());
+  w.set_metadata("mode", o.mode);
+  w.write(o.out);
+  std::printf("%s: %s, batch %lld, loss %.6f -> %s\n", o.arch.c_str(), o.mode.c_str(),
+              static_cast<long long>(n), loss, o.out.c_str());
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options o;
+  CLI::App app{"Dump one step of a psgd network for the PyTorch parity checks"};
+  app.add_option("--arch", o.arch, "network")->capture_default_str();
+  app.add_option("--classes", o.classes, "number of classes")->capture_default_str();
+  app.add_option("--batch", o.batch, "batch size of the generated batch")->capture_default_str();
+  app.add_option("--seed", o.seed, "initialisation, data and dropout seed")->capture_default_str();
+  app.add_option("--weights-in", o.weights_in, "start from these weights (safetensors)");
+  app.add_option("--weights-out", o.weights_out, "write the starting weights here");
+  app.add_option("--inputs", o.inputs, "take 'images' and 'labels' from this safetensors file");
+  app.add_option("--mode", o.mode, "train or eval")
+      ->check(CLI::IsMember({"train", "eval"}))
+      ->capture_default_str();
+  app.add_option("--threads", o.threads, "CPU threads (0: all)")->capture_default_str();
+  app.add_option("--out", o.out, "output safetensors file")->required();
+  CLI11_PARSE(app, argc, argv);
+  try {
+    return run(o);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "psgd-parity-dump: %s\n", e.what());
+    return 1;
+  }
+}
