@@ -32,7 +32,9 @@ class Layer {
   virtual int arity() const { return 1; }    // number of inputs
   virtual Shape output_shape(std::span<const Shape> inputs) const = 0;
   // Scratch floats the layer's ops need from the context's workspace for these input shapes.
-  virtual int64_t workspace_floats(std::span<const Shape> inputs) const { return 0; }
+  virtual int64_t workspace_floats(const Context& ctx, std::span<const Shape> inputs) const {
+    return 0;
+  }
   // Called when the Net plans a batch size: allocate per-batch state here, never in a step.
   virtual void plan(Device device, std::span<const Shape> inputs) {}
 

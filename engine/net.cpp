@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "engine/interval_packing.h"
+
 namespace psgd {
 
 Net::Net(std::string arch, Shape sample_shape, int classes)
@@ -41,22 +43,45 @@ void Net::plan(Context& ctx, int64_t batch) {
              device_name(params_.device()), " but the context runs on ",
              device_name(ctx.device()));
 
-  // Shapes, then sizes: every tensor but the input gets a value and a gradient slot.
+  // Shapes first; every tensor but the input gets a value and a gradient.
   std::vector<Shape> shapes(tensor_count_);
   shapes[kInput] = Shape{batch, sample_shape_[0], sample_shape_[1], sample_shape_[2]};
-  int64_t floats = 0, workspace = 0;
+  int64_t value_floats = 0, workspace = 0;
   std::vector<Shape> in_shapes;
   for (Node& n : nodes_) {
     in_shapes.clear();
     for (int id : n.inputs) in_shapes.push_back(shapes[id]);
     shapes[n.output] = n.layer->output_shape(in_shapes);
-    workspace = std::max(workspace, n.layer->workspace_floats(in_shapes));
+    workspace = std::max(workspace, n.layer->workspace_floats(ctx, in_shapes));
     n.layer->plan(ctx.device(), in_shapes);
-    floats += 2 * shapes[n.output].numel();
+    value_floats += shapes[n.output].numel();
   }
   PSGD_CHECK(shapes.back() == Shape({batch, classes_}), arch_, ": the last layer gives ",
              shapes.back().str(), ", expected logits ", Shape({batch, classes_}).str());
 
+  // Values are all kept for the backward pass. A gradient lives from the backward step of its
+  // tensor's last consumer (step -1, the loss, for the logits) to that of its producer; those
+  // never alive together share memory, which keeps the backward working set small.
+  const int steps = static_cast<int>(nodes_.size());
+  std::vector<LiveBuffer> lives(tensor_count_, LiveBuffer{0, -1, -1});
+  std::vector<bool> consumed(tensor_count_, false);
+  for (int i = steps - 1; i >= 0; --i) {
+    const Node& n = nodes_[i];
+    const int step = steps - 1 - i;
+    lives[n.output].floats = shapes[n.output].numel();
+    lives[n.output].last = step;
+    for (int id : n.inputs) {
+      if (consumed[id]) continue;
+      consumed[id] = true;
+      lives[id].first = step;
+    }
+  }
+  for (int id = 1; id + 1 < tensor_count_; ++id)
+    PSGD_CHECK(consumed[id], arch_, ": the output of layer '", nodes_[id - 1].layer->name(),
+               "' is never used");
+  const Packing grads = pack_buffers({lives.begin() + 1, lives.end()});
+
+  const int64_t floats = value_floats + grads.total_floats;
   if (static_cast<size_t>(floats) * sizeof(float) > arena_.bytes())
     arena_ = DeviceBuffer(ctx.device(), static_cast<size_t>(floats) * sizeof(float));
   ctx.reserve_workspace(workspace);
@@ -66,8 +91,8 @@ void Net::plan(Context& ctx, int64_t batch) {
   int64_t offset = 0;
   for (int id = 1; id < tensor_count_; ++id) {
     values_[id] = arena_.f32(offset, shapes[id]);
-    grads_[id] = arena_.f32(offset + shapes[id].numel(), shapes[id]);
-    offset += 2 * shapes[id].numel();
+    offset += shapes[id].numel();
+    grads_[id] = arena_.f32(value_floats + grads.offsets[id - 1], shapes[id]);
   }
 
   for (Node& n : nodes_) {

@@ -52,10 +52,10 @@ Shape conv2d_output_shape(const Shape& x, const Shape& w, Conv2dGeometry g) {
   return Shape{x[0], w[0], p, q};
 }
 
-int64_t conv2d_workspace_floats(const Shape& x, const Shape& w, Conv2dGeometry g) {
-  const Shape y = conv2d_output_shape(x, w, g);
-  const int64_t npq = y[0] * y[2] * y[3];
-  return (w[1] * w[2] * w[3] + w[0]) * npq;  // im2col columns + one (K, N*P*Q) matrix
+int64_t conv2d_workspace_floats(const Context& ctx, const Shape& x, const Shape& w,
+                                Conv2dGeometry g) {
+  conv2d_output_shape(x, w, g);  // validates
+  return cpu::conv2d_workspace_floats(ctx.threads(), x, w, g);
 }
 
 void conv2d_forward(Context& ctx, const Tensor& x, const Tensor& w, Conv2dGeometry g,

@@ -22,7 +22,9 @@ struct Conv2dGeometry {
 };
 
 Shape conv2d_output_shape(const Shape& x, const Shape& w, Conv2dGeometry g);
-int64_t conv2d_workspace_floats(const Shape& x, const Shape& w, Conv2dGeometry g);
+// Workspace for the context's device and thread count.
+int64_t conv2d_workspace_floats(const Context& ctx, const Shape& x, const Shape& w,
+                                Conv2dGeometry g);
 // x (N, C, H, W), w (K, C, R, S) -> y (N, K, P, Q)
 void conv2d_forward(Context& ctx, const Tensor& x, const Tensor& w, Conv2dGeometry g,
                     const Tensor& y);

@@ -9,12 +9,15 @@ function(psgd_require found_var package what)
   endif()
 endfunction()
 
-# ---- OpenBLAS: CPU GEMM ----------------------------------------------------------------------
-find_package(OpenBLAS CONFIG QUIET)
+# ---- OpenBLAS: CPU GEMM -------------------------------------------------------------------
+# The OpenMP build of OpenBLAS, so that BLAS and our kernels share one thread pool; with the
+# pthread build, idle OpenMP threads spin against OpenBLAS's threads and steps run 2x slower.
+find_package(OpenBLAS CONFIG QUIET NO_DEFAULT_PATH
+             PATHS /usr/lib/${CMAKE_LIBRARY_ARCHITECTURE}/openblas-openmp/cmake/openblas)
 if(OpenBLAS_FOUND)
   find_path(PSGD_CBLAS_INCLUDE cblas.h HINTS ${OpenBLAS_INCLUDE_DIRS} NO_DEFAULT_PATH)
 endif()
-psgd_require(PSGD_CBLAS_INCLUDE libopenblas-dev "OpenBLAS (cblas.h)")
+psgd_require(PSGD_CBLAS_INCLUDE libopenblas-openmp-dev "OpenBLAS built with OpenMP (cblas.h)")
 add_library(psgd::blas INTERFACE IMPORTED)
 target_include_directories(psgd::blas INTERFACE ${PSGD_CBLAS_INCLUDE})
 target_link_libraries(psgd::blas INTERFACE ${OpenBLAS_LIBRARIES})

@@ -24,8 +24,8 @@ Shape Conv2d::output_shape(std::span<const Shape> inputs) const {
   return ops::conv2d_output_shape(inputs[0], params_.entry(weight_).shape, geometry_);
 }
 
-int64_t Conv2d::workspace_floats(std::span<const Shape> inputs) const {
-  return ops::conv2d_workspace_floats(inputs[0], params_.entry(weight_).shape, geometry_);
+int64_t Conv2d::workspace_floats(const Context& ctx, std::span<const Shape> inputs) const {
+  return ops::conv2d_workspace_floats(ctx, inputs[0], params_.entry(weight_).shape, geometry_);
 }
 
 void Conv2d::forward(Context& ctx, std::span<const Tensor> x, const Tensor& y, Mode) {

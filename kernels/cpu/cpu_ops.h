@@ -10,6 +10,7 @@ using ops::Conv2dGeometry;
 using ops::GradMode;
 using ops::Pool2dGeometry;
 
+int64_t conv2d_workspace_floats(int threads, const Shape& x, const Shape& w, Conv2dGeometry g);
 void conv2d_forward(Context& ctx, const Tensor& x, const Tensor& w, Conv2dGeometry g,
                     const Tensor& y);
 void conv2d_backward(Context& ctx, const Tensor& x, const Tensor& w, const Tensor& dy,

@@ -1,70 +1,88 @@
-// Elementwise ops on the CPU: ReLU, add, gradient routing and dropout.
+// Elementwise ops on the CPU: ReLU, add, gradient routing and dropout. Plain loops over
+// restrict-qualified pointers, so that the compiler vectorises them.
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/rng.h"
 
 namespace psgd::cpu {
 namespace {
 
-// dst[i] = f(i) or dst[i] += f(i), in parallel.
-template <class F>
-void write_grad(const Tensor& dst, GradMode mode, F&& f) {
-  float* out = dst.f32();
-  const int64_t n = dst.numel();
-  if (mode == GradMode::Accumulate) {
-#pragma omp parallel for simd schedule(static)
-    for (int64_t i = 0; i < n; ++i) out[i] += f(i);
-  } else {
-#pragma omp parallel for simd schedule(static)
-    for (int64_t i = 0; i < n; ++i) out[i] = f(i);
-  }
+template <bool kAccumulate>
+inline void store(float* __restrict out, int64_t i, float value) {
+  if constexpr (kAccumulate)
+    out[i] += value;
+  else
+    out[i] = value;
 }
+
+template <bool kAccumulate>
+void relu_backward_loop(const float* __restrict y, const float* __restrict dy,
+                        float* __restrict dx, int64_t n) {
+#pragma omp parallel for simd schedule(static)
+  for (int64_t i = 0; i < n; ++i) store<kAccumulate>(dx, i, y[i] > 0.0f ? dy[i] : 0.0f);
+}
+
+template <bool kAccumulate>
+void copy_loop(const float* __restrict src, float* __restrict dst, int64_t n) {
+#pragma omp parallel for simd schedule(static)
+  for (int64_t i = 0; i < n; ++i) store<kAccumulate>(dst, i, src[i]);
+}
+
+// y = x * scale where element i is kept, 0 where it is dropped.
+template <bool kAccumulate>
+void dropout_loop(const float* __restrict x, float* __restrict y, int64_t n, uint64_t key,
+                  float p, float scale) {
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i)
+    store<kAccumulate>(y, i, rng::uniform(key, i) < p ? 0.0f : x[i] * scale);
+}
+
+float keep_scale(float p) { return p < 1.0f ? 1.0f / (1.0f - p) : 0.0f; }
 
 }  // namespace
 
 void relu_forward(const Tensor& x, const Tensor& y) {
-  const float* in = x.f32();
-  float* out = y.f32();
+  const float* __restrict in = x.f32();
+  float* __restrict out = y.f32();
   const int64_t n = x.numel();
 #pragma omp parallel for simd schedule(static)
   for (int64_t i = 0; i < n; ++i) out[i] = in[i] > 0.0f ? in[i] : 0.0f;
 }
 
 void relu_backward(const Tensor& y, const Tensor& dy, const Tensor& dx, GradMode dx_mode) {
-  const float* out = y.f32();
-  const float* g = dy.f32();
-  write_grad(dx, dx_mode, [&](int64_t i) { return out[i] > 0.0f ? g[i] : 0.0f; });
+  if (dx_mode == GradMode::Accumulate)
+    relu_backward_loop<true>(y.f32(), dy.f32(), dx.f32(), dx.numel());
+  else
+    relu_backward_loop<false>(y.f32(), dy.f32(), dx.f32(), dx.numel());
 }
 
 void add_forward(const Tensor& a, const Tensor& b, const Tensor& y) {
-  const float* pa = a.f32();
-  const float* pb = b.f32();
-  float* out = y.f32();
+  const float* __restrict pa = a.f32();
+  const float* __restrict pb = b.f32();
+  float* __restrict out = y.f32();
   const int64_t n = y.numel();
 #pragma omp parallel for simd schedule(static)
   for (int64_t i = 0; i < n; ++i) out[i] = pa[i] + pb[i];
 }
 
 void grad_pass(const Tensor& src, const Tensor& dst, GradMode mode) {
-  const float* g = src.f32();
-  write_grad(dst, mode, [&](int64_t i) { return g[i]; });
+  if (mode == GradMode::Accumulate)
+    copy_loop<true>(src.f32(), dst.f32(), dst.numel());
+  else
+    copy_loop<false>(src.f32(), dst.f32(), dst.numel());
 }
 
 void dropout_forward(const Tensor& x, float p, uint64_t seed, uint64_t stream, const Tensor& y) {
-  const uint64_t key = rng::stream_key(seed, stream);
-  const float scale = p < 1.0f ? 1.0f / (1.0f - p) : 0.0f;
-  const float* in = x.f32();
-  float* out = y.f32();
-  const int64_t n = x.numel();
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < n; ++i) out[i] = rng::uniform(key, i) < p ? 0.0f : in[i] * scale;
+  dropout_loop<false>(x.f32(), y.f32(), x.numel(), rng::stream_key(seed, stream), p,
+                      keep_scale(p));
 }
 
 void dropout_backward(const Tensor& dy, float p, uint64_t seed, uint64_t stream,
                       const Tensor& dx, GradMode dx_mode) {
   const uint64_t key = rng::stream_key(seed, stream);
-  const float scale = p < 1.0f ? 1.0f / (1.0f - p) : 0.0f;
-  const float* g = dy.f32();
-  write_grad(dx, dx_mode, [&](int64_t i) { return rng::uniform(key, i) < p ? 0.0f : g[i] * scale; });
+  if (dx_mode == GradMode::Accumulate)
+    dropout_loop<true>(dy.f32(), dx.f32(), dx.numel(), key, p, keep_scale(p));
+  else
+    dropout_loop<false>(dy.f32(), dx.f32(), dx.numel(), key, p, keep_scale(p));
 }
 
 }  // namespace psgd::cpu

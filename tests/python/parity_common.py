@@ -10,7 +10,7 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "..", "tools"))
 sys.path.insert(0, HERE)
-import reference_models  # noqa: E402,F401
+import reference_models  # noqa: E402,F401  (tools/)
 import rng  # noqa: E402,F401
 import safetensors_io  # noqa: E402,F401
 

@@ -94,7 +94,7 @@ void check_layer_gradients(Layer& layer, ParamStore& params, const std::vector<S
   HostTensor y(layer.output_shape(inputs)), r(layer.output_shape(inputs));
   fill_uniform(r.t(), -1.0f, 1.0f, opts.seed, 99);
   layer.plan(Device::CPU, inputs);
-  ctx.reserve_workspace(layer.workspace_floats(inputs));
+  ctx.reserve_workspace(layer.workspace_floats(ctx, inputs));
 
   const auto loss = [&] {
     if (before_forward) before_forward();

@@ -43,7 +43,7 @@ TEST_CASE("conv2d: a hand-computed 2x2 box filter") {
   Context ctx(Device::CPU, 1);
   HostTensor x(Shape{1, 1, 3, 3}), w(Shape{1, 1, 2, 2}, 1.0f), y(Shape{1, 1, 2, 2});
   for (int i = 0; i < 9; ++i) x[i] = static_cast<float>(i + 1);
-  ctx.reserve_workspace(ops::conv2d_workspace_floats(x.t().shape, w.t().shape, {1, 0}));
+  ctx.reserve_workspace(ops::conv2d_workspace_floats(ctx, x.t().shape, w.t().shape, {1, 0}));
   ops::conv2d_forward(ctx, x.t(), w.t(), {1, 0}, y.t());
   CHECK(y[0] == 12.0f);
   CHECK(y[1] == 16.0f);
@@ -69,7 +69,7 @@ TEST_CASE("conv2d: whole-batch im2col GEMM equals direct convolution") {
     fill_uniform(w.t(), -1, 1, 1, 1);
     const ops::Conv2dGeometry g{c.stride, c.pad};
     HostTensor y(ops::conv2d_output_shape(c.x, c.w, g)), ref(y.t().shape);
-    ctx.reserve_workspace(ops::conv2d_workspace_floats(c.x, c.w, g));
+    ctx.reserve_workspace(ops::conv2d_workspace_floats(ctx, c.x, c.w, g));
     ops::conv2d_forward(ctx, x.t(), w.t(), g, y.t());
     naive_conv(x, w, c.stride, c.pad, ref);
     for (int64_t i = 0; i < y.numel(); ++i) REQUIRE(y[i] == doctest::Approx(ref[i]).epsilon(1e-5));

@@ -1,3 +1,4 @@
+#include <cblas.h>
 #include <doctest/doctest.h>
 
 #include "engine/context.h"
@@ -60,4 +61,11 @@ TEST_CASE("context: workspace grows at planning and refuses unplanned requests")
   CHECK(ctx.workspace(100).numel() == 100);
   CHECK_THROWS_WITH_AS(ctx.workspace(101), doctest::Contains("were planned"), Error);
   if (!cuda_available()) CHECK_THROWS_AS(Context(Device::CUDA), Error);
+}
+
+TEST_CASE("context: OpenBLAS runs on the OpenMP thread pool") {
+  // The pthread build of OpenBLAS fights OpenMP's spinning threads for the cores.
+  CHECK(openblas_get_parallel() == 2);
+  Context ctx(Device::CPU, 2);
+  CHECK(openblas_get_num_threads() == 2);
 }

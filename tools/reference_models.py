@@ -1,4 +1,4 @@
-"""The reference networks in PyTorch, written for our tests from ../shared/REFERENCE.md: CIFAR
+"""The reference networks in PyTorch, written for our tests and benchmarks from ../shared/REFERENCE.md: CIFAR
 ResNets (6n+2) and VGG16-bn, with the reference's state_dict names and ReLU modules named as psgd names its ReLU
 layers. Dropout can be given fixed masks so that PyTorch reproduces the masks psgd drew."""
 
