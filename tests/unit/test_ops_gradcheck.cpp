@@ -29,6 +29,10 @@ TEST_CASE("gradcheck: conv2d") {
       {{3, 2, 5, 6}, 4, 1, 2, 0},  // the 1x1 projection shortcut
       {{2, 3, 8, 5}, 2, 5, 2, 2},  // 5x5 kernel
       {{3, 2, 6, 7}, 3, 2, 1, 0},  // even kernel, no padding
+      // Large enough for several cache panels: forward panels that end mid-row of an image,
+      // backward panels of one image each.
+      {{3, 8, 40, 50}, 4, 3, 1, 1},
+      {{5, 8, 81, 61}, 3, 3, 2, 1},
   };
   for (const ConvCase& c : cases) {
     CAPTURE(c.input.str());

@@ -59,7 +59,10 @@ TEST_CASE("conv2d: whole-batch im2col GEMM equals direct convolution") {
   const Case cases[] = {{{3, 3, 7, 9}, {5, 3, 3, 3}, 1, 1},
                         {{2, 4, 9, 7}, {6, 4, 3, 3}, 2, 1},
                         {{3, 5, 6, 6}, {2, 5, 1, 1}, 2, 0},
-                        {{1, 2, 11, 4}, {3, 2, 5, 3}, 3, 2}};
+                        {{1, 2, 11, 4}, {3, 2, 5, 3}, 3, 2},
+                        // several cache panels, ending mid-row and mid-image
+                        {{3, 3, 61, 67}, {4, 3, 3, 3}, 1, 1},
+                        {{4, 16, 33, 31}, {8, 16, 3, 3}, 2, 1}};
   for (const Case& c : cases) {
     CAPTURE(c.x.str());
     CAPTURE(c.w.str());
