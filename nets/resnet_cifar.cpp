@@ -52,7 +52,7 @@ std::unique_ptr<Net> resnet_cifar(int depth, int classes, Device device, uint64_
       in = width;
     }
   }
-  x = net->add(std::make_unique<AvgPool2d>("avgpool", 8, 8), {x});
+  x = net->add(std::make_unique<Pool2d>("avgpool", PoolKind::Average, 8, 8), {x});
   net->add(std::make_unique<Linear>(net->params(), "fc", 64, classes), {x});
   net->finalize(device);
   init_pytorch_default(net->params(), seed);

@@ -28,7 +28,7 @@ std::unique_ptr<Net> vgg16_bn(int classes, Device device, uint64_t seed) {
   const auto features = [&](int i) { return "features." + std::to_string(i); };
   for (int width : kConfigD) {
     if (width == kPool) {
-      x = net->add(std::make_unique<MaxPool2d>(features(index++), 2, 2), {x});
+      x = net->add(std::make_unique<Pool2d>(features(index++), PoolKind::Max, 2, 2), {x});
       continue;
     }
     x = net->add(std::make_unique<Conv2d>(p, features(index++), in, width, 3, 1, 1), {x});

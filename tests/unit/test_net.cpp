@@ -23,7 +23,7 @@ std::unique_ptr<Net> two_consumer_net() {
   int t2 = net->add(std::make_unique<BatchNorm>(p, "bn", 4), {t1});
   t2 = net->add(std::make_unique<ReLU>("relu"), {t2});
   int x = net->add(std::make_unique<Add>("add"), {t1, t2});
-  x = net->add(std::make_unique<AvgPool2d>("pool", 5, 5), {x});
+  x = net->add(std::make_unique<Pool2d>("pool", PoolKind::Average, 5, 5), {x});
   net->add(std::make_unique<Linear>(p, "fc", 4, 3), {x});
   net->finalize(Device::CPU);
   init_pytorch_default(p, 3);

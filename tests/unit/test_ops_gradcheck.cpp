@@ -78,7 +78,7 @@ TEST_CASE("gradcheck: average pooling") {
   for (const PoolCase& c : cases) {
     CAPTURE(c.input.str());
     ParamStore params;
-    AvgPool2d pool("pool", c.kernel, c.stride);
+    Pool2d pool("pool", PoolKind::Average, c.kernel, c.stride);
     check_layer_gradients(pool, params, {c.input});
   }
 }
@@ -87,7 +87,7 @@ TEST_CASE("gradcheck: max pooling with distinct values") {
   for (const Shape& input : {Shape{3, 2, 6, 8}, Shape{1, 3, 7, 5}}) {
     CAPTURE(input.str());
     ParamStore params;
-    MaxPool2d pool("pool", 2, 2);
+    Pool2d pool("pool", PoolKind::Max, 2, 2);
     check_layer_gradients(pool, params, {input}, {},
                           [](int, const Tensor& t) { fill_distinct(t, 0.05f, 4, 0); });
   }
