@@ -36,6 +36,12 @@ std::vector<const Layer*> Net::layers() const {
   return out;
 }
 
+std::vector<Layer*> Net::layers() {
+  std::vector<Layer*> out;
+  for (Node& n : nodes_) out.push_back(n.layer.get());
+  return out;
+}
+
 void Net::plan(Context& ctx, int64_t batch) {
   PSGD_CHECK(params_.allocated(), "plan() before finalize()");
   PSGD_CHECK(batch >= 1, "batch size must be positive, got ", batch);

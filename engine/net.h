@@ -35,6 +35,7 @@ class Net {
   // Allocates the parameters on `device`; no layers may be added afterwards.
   void finalize(Device device);
   std::vector<const Layer*> layers() const;
+  std::vector<Layer*> layers();
 
   // ---- Running ----
   // Fixes shapes and buffers for `batch` samples; device memory grows only when the batch is

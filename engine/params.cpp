@@ -41,7 +41,7 @@ int ParamStore::add(std::string name, Shape shape, ParamRole role) {
       counters_.push_back(0);
       break;
   }
-  entries_.push_back({std::move(name), shape, role, offset});
+  entries_.push_back({std::move(name), shape, role, offset, QuantSpec{}});
   return static_cast<int>(entries_.size()) - 1;
 }
 
@@ -51,6 +51,15 @@ void ParamStore::allocate(Device device) {
   grads_ = DeviceBuffer(device, trainable_count_ * sizeof(float));
   buffers_ = DeviceBuffer(device, buffer_count_ * sizeof(float));
   allocated_ = true;
+}
+
+void ParamStore::set_quant(int id, QuantSpec spec) {
+  const ParamEntry& e = entry(id);
+  PSGD_CHECK(storage_of(e.role) == ParamStorage::Trainable || !spec.quantized(), "'", e.name,
+             "' (", role_name(e.role), ") cannot be quantized");
+  PSGD_CHECK(spec.bits == 0 || (spec.bits >= 2 && spec.bits <= 8), "'", e.name,
+             "': weight bits must be 2..8 (or 0 for float), got ", spec.bits);
+  entries_[id].quant = spec;
 }
 
 const ParamEntry& ParamStore::entry(int id) const {

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "engine/memory.h"
+#include "engine/quant_spec.h"
 
 namespace psgd {
 
@@ -34,6 +35,7 @@ struct ParamEntry {
   Shape shape;
   ParamRole role;
   int64_t offset;  // elements into the flat storage of its kind
+  QuantSpec quant;  // trainable tensors only; float by default
 };
 
 class ParamStore {
@@ -44,6 +46,9 @@ class ParamStore {
   void allocate(Device device);
   bool allocated() const { return allocated_; }
   Device device() const { return weights_.device(); }
+
+  // Sets how a trainable tensor is quantized (bits 0 for float, else 2..8).
+  void set_quant(int id, QuantSpec spec);
 
   const std::vector<ParamEntry>& entries() const { return entries_; }
   const ParamEntry& entry(int id) const;

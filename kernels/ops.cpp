@@ -258,4 +258,61 @@ int64_t topk_correct(Context& ctx, const Tensor& logits, const Tensor& labels, i
   return cpu::topk_correct(logits, labels, k);
 }
 
+// ---- Quantization -----------------------------------------------------------------------------
+void tensor_min_max(Context& ctx, const Tensor& x, const Tensor& out) {
+  check_devices(ctx, "tensor_min_max", {&x, &out});
+  check_shape("tensor_min_max", "out", out, Shape{2});
+  PSGD_CHECK(x.numel() > 0, "tensor_min_max: empty tensor");
+  cpu::tensor_min_max(x, out);
+}
+
+void quantize_weights(Context& ctx, const Tensor& x, float delta, int levels, const Tensor& y) {
+  check_devices(ctx, "quantize_weights", {&x, &y});
+  check_same_shape("quantize_weights", x, y);
+  PSGD_CHECK(levels >= 1 && delta >= 0.0f, "quantize_weights: levels ", levels, " and delta ",
+             delta, " are invalid");
+  cpu::quantize_weights(x, delta, levels, y);
+}
+
+void quantize_activations(Context& ctx, const Tensor& x, float delta, int levels,
+                          const Tensor& y) {
+  check_devices(ctx, "quantize_activations", {&x, &y});
+  check_same_shape("quantize_activations", x, y);
+  PSGD_CHECK(levels >= 1 && delta >= 0.0f, "quantize_activations: levels ", levels,
+             " and delta ", delta, " are invalid");
+  cpu::quantize_activations(x, delta, levels, y);
+}
+
+// ---- The fused optimizer step ------------------------------------------------------------------
+namespace {
+void check_segments(const char* op, const Tensor& weights,
+                    std::initializer_list<const Tensor*> same,
+                    std::span<const OptimSegment> segments) {
+  check_rank(op, "weights", weights, 1);
+  for (const Tensor* t : same) check_same_shape(op, weights, *t);
+  for (const OptimSegment& s : segments) {
+    PSGD_CHECK(s.offset >= 0 && s.count >= 0 && s.offset + s.count <= weights.numel(), op,
+               ": segment [", s.offset, ", ", s.offset + s.count, ") outside ",
+               weights.numel(), " weights");
+    PSGD_CHECK(s.target != PsgTarget::Grid || s.levels >= 1.0f, op,
+               ": a grid segment needs levels");
+  }
+}
+}  // namespace
+
+void psgd_sgd_step(Context& ctx, const Tensor& weights, const Tensor& grads,
+                   const Tensor& momentum, std::span<const OptimSegment> segments, SgdStep h) {
+  check_devices(ctx, "psgd_sgd_step", {&weights, &grads, &momentum});
+  check_segments("psgd_sgd_step", weights, {&grads, &momentum}, segments);
+  cpu::psgd_sgd_step(weights, grads, momentum, segments, h);
+}
+
+void psgd_adam_step(Context& ctx, const Tensor& weights, const Tensor& grads, const Tensor& m,
+                    const Tensor& v, std::span<const OptimSegment> segments, AdamStep h) {
+  check_devices(ctx, "psgd_adam_step", {&weights, &grads, &m, &v});
+  check_segments("psgd_adam_step", weights, {&grads, &m, &v}, segments);
+  PSGD_CHECK(h.step >= 1, "psgd_adam_step: steps count from 1, got ", h.step);
+  cpu::psgd_adam_step(weights, grads, m, v, segments, h);
+}
+
 }  // namespace psgd::ops

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 
 #include "engine/context.h"
 #include "engine/tensor.h"
@@ -97,5 +98,48 @@ void softmax_cross_entropy(Context& ctx, const Tensor& logits, const Tensor& lab
                            const Tensor& loss, const Tensor& dlogits);
 // How many rows have their label among the k largest logits (ties count against the label).
 int64_t topk_correct(Context& ctx, const Tensor& logits, const Tensor& labels, int k);
+
+// ---- Quantization (kernels/quant_math.h holds the element arithmetic) ------------------------
+// out (2) = {min over x, max over x}.
+void tensor_min_max(Context& ctx, const Tensor& x, const Tensor& out);
+// y = Q(x) on the grid -levels .. levels with step delta.
+void quantize_weights(Context& ctx, const Tensor& x, float delta, int levels, const Tensor& y);
+// y = delta * round(clamp(x / delta, 0, levels)): a quantizing ReLU.
+void quantize_activations(Context& ctx, const Tensor& x, float delta, int levels,
+                          const Tensor& y);
+
+// ---- The fused optimizer step ------------------------------------------------------------------
+// What the PSG scaling does to one tensor's gradient.
+enum class PsgTarget : uint8_t {
+  None,  // plain gradient
+  Grid,  // g * lambda * |w - Q(w)|: pulls weights toward the quantization grid
+  Zero,  // g * lambda * |w|: pulls weights toward zero (pruning)
+};
+
+// One tensor's segment of the flat buffers, with its quantizer for this step.
+struct OptimSegment {
+  int64_t offset = 0, count = 0;
+  PsgTarget target = PsgTarget::None;
+  float delta = 0.0f;   // the grid step of the step's range (Grid only)
+  float levels = 0.0f;  // L of the grid (Grid only)
+};
+
+struct SgdStep {
+  float lr = 0.0f, momentum = 0.0f, weight_decay = 0.0f, lambda = 0.0f;
+  bool first = false;  // the momentum buffer starts as the first update, as PyTorch's SGD
+};
+
+struct AdamStep {
+  float lr = 0.0f, beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f, weight_decay = 0.0f, lambda = 0.0f;
+  int64_t step = 1;  // 1-based, for the bias corrections
+};
+
+// One pass over every segment: g *= PSG scale, d = g + weight_decay * w, then PyTorch's SGD
+// (buf = d at the first step, buf = momentum * buf + d later; w -= lr * buf) ...
+void psgd_sgd_step(Context& ctx, const Tensor& weights, const Tensor& grads,
+                   const Tensor& momentum, std::span<const OptimSegment> segments, SgdStep h);
+// ... or PyTorch's Adam (L2 decay added to the gradient, bias-corrected moments).
+void psgd_adam_step(Context& ctx, const Tensor& weights, const Tensor& grads, const Tensor& m,
+                    const Tensor& v, std::span<const OptimSegment> segments, AdamStep h);
 
 }  // namespace psgd::ops

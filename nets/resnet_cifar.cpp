@@ -23,14 +23,14 @@ int conv_bn(Net& net, int x, const std::string& conv, const std::string& bn, int
 
 int basic_block(Net& net, int x, const std::string& name, int in, int out, int stride) {
   int h = conv_bn(net, x, name + ".conv1", name + ".bn1", in, out, 3, stride);
-  h = net.add(std::make_unique<ReLU>(name + ".relu1"), {h});
+  h = net.add(std::make_unique<ReLU>(name + ".relu1", name + ".bn1"), {h});
   h = conv_bn(net, h, name + ".conv2", name + ".bn2", out, out, 3, 1);
   const bool project = stride != 1 || in != out;
   const int shortcut = project ? conv_bn(net, x, name + ".downsample.0", name + ".downsample.1",
                                          in, out, 1, stride)
                                : x;
   const int sum = net.add(std::make_unique<Add>(name + ".add"), {h, shortcut});
-  return net.add(std::make_unique<ReLU>(name + ".relu2"), {sum});
+  return net.add(std::make_unique<ReLU>(name + ".relu2", name + ".bn2"), {sum});
 }
 
 }  // namespace
@@ -42,7 +42,7 @@ std::unique_ptr<Net> resnet_cifar(int depth, int classes, Device device, uint64_
   auto net = std::make_unique<Net>("resnet" + std::to_string(depth),
                                    Shape{3, kCifarSide, kCifarSide}, classes);
   int x = conv_bn(*net, Net::kInput, "conv1", "bn1", 3, 16, 3, 1);
-  x = net->add(std::make_unique<ReLU>("relu"), {x});
+  x = net->add(std::make_unique<ReLU>("relu", "bn1"), {x});
   int in = 16;
   for (int stage = 0; stage < 3; ++stage) {
     const int width = 16 << stage;

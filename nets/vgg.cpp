@@ -32,8 +32,9 @@ std::unique_ptr<Net> vgg16_bn(int classes, Device device, uint64_t seed) {
       continue;
     }
     x = net->add(std::make_unique<Conv2d>(p, features(index++), in, width, 3, 1, 1), {x});
-    x = net->add(std::make_unique<BatchNorm>(p, features(index++), width), {x});
-    x = net->add(std::make_unique<ReLU>(features(index++)), {x});
+    const std::string bn = features(index++);
+    x = net->add(std::make_unique<BatchNorm>(p, bn, width), {x});
+    x = net->add(std::make_unique<ReLU>(features(index++), bn), {x});
     in = width;
   }
   // Each dropout draws from its own RNG stream, numbered by its position in the classifier.

@@ -1,11 +1,52 @@
 #include "engine/layers/elementwise.h"
 
+#include <algorithm>
 #include <sstream>
+
+#include "kernels/quant_math.h"
 
 namespace psgd {
 
-void ReLU::forward(Context& ctx, std::span<const Tensor> x, const Tensor& y, Mode) {
-  ops::relu_forward(ctx, x[0], y);
+ReLU::ReLU(std::string name, std::string clip_bn)
+    : Layer(std::move(name)), clip_bn_(std::move(clip_bn)) {}
+
+std::string ReLU::describe() const {
+  if (bits_ == 0) return name_ + ": relu";
+  return name_ + ": relu, activations at " + std::to_string(bits_) + " bits (" +
+         (clip_max_ > 0.0f ? "clipped" : "running") + " range)";
+}
+
+void ReLU::plan(Device device, std::span<const Shape>) {
+  if (scratch_.bytes() == 0 || scratch_.device() != device)
+    scratch_ = DeviceBuffer(device, 2 * sizeof(float));
+}
+
+void ReLU::set_activation_quant(int bits, float clip_max) {
+  PSGD_CHECK(bits == 0 || (bits >= 2 && bits <= 8), name_,
+             ": activation bits must be 2..8 (or 0 for float), got ", bits);
+  PSGD_CHECK(clip_max >= 0.0f, name_, ": the clipping range must not be negative");
+  bits_ = bits;
+  clip_max_ = clip_max;
+  running_max_ = 0.0f;
+  seen_ = false;
+}
+
+void ReLU::forward(Context& ctx, std::span<const Tensor> x, const Tensor& y, Mode mode) {
+  if (bits_ == 0) {
+    ops::relu_forward(ctx, x[0], y);
+    return;
+  }
+  PSGD_CHECK(mode == Mode::Eval, name_, ": activation quantization is for evaluation only");
+  if (clip_max_ == 0.0f) {  // the running range of the reference
+    const Tensor minmax = scratch_.f32(0, Shape{2});
+    ops::tensor_min_max(ctx, x[0], minmax);
+    float batch[2];
+    memory_copy(batch, Device::CPU, minmax.data, minmax.device, sizeof batch);
+    running_max_ = quant::running_update(running_max_, std::max(0.0f, batch[1]), !seen_);
+    seen_ = true;
+  }
+  const int levels = quant::activation_levels(bits_);
+  ops::quantize_activations(ctx, x[0], activation_max() / static_cast<float>(levels), levels, y);
 }
 
 void ReLU::backward(Context& ctx, std::span<const Tensor>, const Tensor& y, const Tensor& dy,

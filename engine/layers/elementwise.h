@@ -2,17 +2,38 @@
 #pragma once
 
 #include "engine/layer.h"
+#include "engine/memory.h"
 
 namespace psgd {
 
+// ReLU, which at evaluation can also quantize its output to `bits` (levels 0 .. 2^bits - 1):
+// the range is fixed (clipped) or runs over the evaluation batches as the reference's.
 class ReLU final : public Layer {
  public:
-  explicit ReLU(std::string name) : Layer(std::move(name)) {}
-  std::string describe() const override { return name_ + ": relu"; }
+  // clip_bn: the BatchNorm right before this ReLU (for a block's last ReLU, the one of the
+  // residual branch), whose beta + n * gamma gives the clipped range; "" when there is none.
+  explicit ReLU(std::string name, std::string clip_bn = "");
+  std::string describe() const override;
   Shape output_shape(std::span<const Shape> inputs) const override { return inputs[0]; }
+  void plan(Device device, std::span<const Shape> inputs) override;
   void forward(Context& ctx, std::span<const Tensor> x, const Tensor& y, Mode mode) override;
   void backward(Context& ctx, std::span<const Tensor> x, const Tensor& y, const Tensor& dy,
                 std::span<const Tensor> dx, std::span<const ops::GradMode> dx_modes) override;
+
+  const std::string& clip_bn() const { return clip_bn_; }
+  // bits 0 turns quantization off; clip_max > 0 fixes the range, 0 lets it run (reset here).
+  void set_activation_quant(int bits, float clip_max);
+  int activation_bits() const { return bits_; }
+  // The range of the last quantized evaluation batch.
+  float activation_max() const { return clip_max_ > 0.0f ? clip_max_ : running_max_; }
+
+ private:
+  std::string clip_bn_;
+  int bits_ = 0;
+  float clip_max_ = 0.0f;
+  float running_max_ = 0.0f;
+  bool seen_ = false;
+  DeviceBuffer scratch_;  // (2): a batch's min and max
 };
 
 class Add final : public Layer {

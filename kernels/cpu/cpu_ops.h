@@ -49,4 +49,13 @@ void softmax_cross_entropy(const Tensor& logits, const Tensor& labels, const Ten
                            const Tensor& dlogits);
 int64_t topk_correct(const Tensor& logits, const Tensor& labels, int k);
 
+void tensor_min_max(const Tensor& x, const Tensor& out);
+void quantize_weights(const Tensor& x, float delta, int levels, const Tensor& y);
+void quantize_activations(const Tensor& x, float delta, int levels, const Tensor& y);
+
+void psgd_sgd_step(const Tensor& weights, const Tensor& grads, const Tensor& momentum,
+                   std::span<const ops::OptimSegment> segments, ops::SgdStep h);
+void psgd_adam_step(const Tensor& weights, const Tensor& grads, const Tensor& m, const Tensor& v,
+                    std::span<const ops::OptimSegment> segments, ops::AdamStep h);
+
 }  // namespace psgd::cpu

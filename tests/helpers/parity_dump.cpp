@@ -5,6 +5,7 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <nlohmann/json.hpp>
+#include <utility>
 #include <vector>
 
 #include "engine/checkpoint.h"
@@ -113,7 +114,7 @@ int run(const Options& o) {
   }
   // Which ReLUs let their input through: PyTorch follows the same decisions, so that inputs
   // within rounding of zero cannot flip a branch and make float32 rounding look like a bug.
-  const std::vector<const Layer*> layers = net->layers();
+  const std::vector<const Layer*> layers = std::as_const(*net).layers();
   for (size_t i = 0; i < layers.size(); ++i) {
     if (!dynamic_cast<const ReLU*>(layers[i])) continue;
     const Tensor& y = net->layer_output(i);

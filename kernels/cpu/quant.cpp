@@ -1,0 +1,41 @@
+// Quantization kernels on the CPU: per-tensor range, weight and activation quantize-dequantize.
+#include <algorithm>
+#include <limits>
+
+#include "kernels/cpu/cpu_ops.h"
+#include "kernels/quant_math.h"
+
+namespace psgd::cpu {
+
+void tensor_min_max(const Tensor& x, const Tensor& out) {
+  const float* __restrict p = x.f32();
+  const int64_t n = x.numel();
+  float lo = std::numeric_limits<float>::infinity(), hi = -lo;
+#pragma omp parallel for simd reduction(min : lo) reduction(max : hi) schedule(static)
+  for (int64_t i = 0; i < n; ++i) {
+    lo = std::min(lo, p[i]);
+    hi = std::max(hi, p[i]);
+  }
+  out.f32()[0] = lo;
+  out.f32()[1] = hi;
+}
+
+void quantize_weights(const Tensor& x, float delta, int levels, const Tensor& y) {
+  const float* __restrict in = x.f32();
+  float* __restrict out = y.f32();
+  const float l = static_cast<float>(levels);
+  const int64_t n = x.numel();
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) out[i] = quant::quantize_weight(in[i], delta, l);
+}
+
+void quantize_activations(const Tensor& x, float delta, int levels, const Tensor& y) {
+  const float* __restrict in = x.f32();
+  float* __restrict out = y.f32();
+  const float l = static_cast<float>(levels);
+  const int64_t n = x.numel();
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) out[i] = quant::quantize_activation(in[i], delta, l);
+}
+
+}  // namespace psgd::cpu
