@@ -10,10 +10,11 @@
 
 #include "engine/checkpoint.h"
 #include "engine/layers/elementwise.h"
-#include "kernels/rng.h"
 #include "nets/nets.h"
+#include "tests/helpers/dump_support.h"
 
 using namespace psgd;
+using namespace psgd::test;
 
 namespace {
 
@@ -27,54 +28,6 @@ struct Options {
   int threads = 0;
 };
 
-// BN starts at weight 1, bias 0, mean 0, var 1; random values make every BN term matter.
-void randomise_batch_norm(ParamStore& params, uint64_t seed) {
-  for (int id = 0; id < static_cast<int>(params.entries().size()); ++id) {
-    const ParamEntry& e = params.entry(id);
-    const bool around_one = e.role == ParamRole::BnWeight || e.role == ParamRole::BnRunningVar;
-    if (!around_one && e.role != ParamRole::BnBias && e.role != ParamRole::BnRunningMean) continue;
-    const uint64_t key = rng::stream_key(seed ^ 0xB7u, id);
-    const Tensor v = params.value(id);
-    for (int64_t i = 0; i < v.numel(); ++i)
-      v.f32()[i] = (around_one ? 0.5f : -0.5f) + rng::uniform(key, i);
-  }
-}
-
-struct Batch {
-  std::vector<float> images;
-  std::vector<int32_t> labels;
-};
-
-Batch make_batch(const Net& net, const Options& o) {
-  const Shape& s = net.sample_shape();
-  Batch b;
-  if (!o.inputs.empty()) {
-    const SafeTensorsFile file = SafeTensorsFile::read(o.inputs);
-    const StTensor* images = file.find("images");
-    const StTensor* labels = file.find("labels");
-    PSGD_CHECK(images && images->dtype == StDType::F32 && labels && labels->dtype == StDType::I32,
-               o.inputs, ": needs F32 'images' and I32 'labels'");
-    b.images.assign(reinterpret_cast<const float*>(images->data),
-                    reinterpret_cast<const float*>(images->data) + images->numel());
-    b.labels.assign(reinterpret_cast<const int32_t*>(labels->data),
-                    reinterpret_cast<const int32_t*>(labels->data) + labels->numel());
-    return b;
-  }
-  b.images.resize(static_cast<size_t>(o.batch * s.numel()));
-  const uint64_t key = rng::stream_key(o.seed, 0x1111);
-  for (size_t i = 0; i < b.images.size(); ++i) b.images[i] = 4.0f * rng::uniform(key, i) - 2.0f;
-  const uint64_t label_key = rng::stream_key(o.seed, 0x2222);
-  for (int i = 0; i < o.batch; ++i)
-    b.labels.push_back(static_cast<int32_t>(rng::bits64(label_key, i) % net.classes()));
-  return b;
-}
-
-std::vector<int64_t> dims(const Shape& s) {
-  std::vector<int64_t> d;
-  for (int i = 0; i < s.rank(); ++i) d.push_back(s[i]);
-  return d;
-}
-
 int run(const Options& o) {
   Context ctx(Device::CPU, o.threads, o.seed);
   auto net = make_net(o.arch, o.classes, Device::CPU, o.seed);
@@ -84,11 +37,10 @@ int run(const Options& o) {
     randomise_batch_norm(net->params(), o.seed);
   if (!o.weights_out.empty()) save_params(net->params(), o.weights_out, {{"arch", o.arch}});
 
-  Batch batch = make_batch(*net, o);
-  const int64_t n = static_cast<int64_t>(batch.labels.size());
-  const Shape& s = net->sample_shape();
-  const Tensor images(batch.images.data(), Shape{n, s[0], s[1], s[2]}, Device::CPU);
-  const Tensor labels(batch.labels.data(), Shape{n}, Device::CPU);
+  const Batch batch = o.inputs.empty() ? synthetic_batch(*net, o.batch, o.seed, 0)
+                                        : batch_from_file(o.inputs);
+  const Tensor images = batch.images_tensor(*net), labels = batch.labels_tensor();
+  const int64_t n = labels.numel();
   const bool train = o.mode == "train";
   const Tensor& logits = net->forward(ctx, images, train ? Mode::Train : Mode::Eval);
   net->loss(ctx, labels);
@@ -114,16 +66,9 @@ int run(const Options& o) {
   }
   // Which ReLUs let their input through: PyTorch follows the same decisions, so that inputs
   // within rounding of zero cannot flip a branch and make float32 rounding look like a bug.
-  const std::vector<const Layer*> layers = std::as_const(*net).layers();
-  for (size_t i = 0; i < layers.size(); ++i) {
-    if (!dynamic_cast<const ReLU*>(layers[i])) continue;
-    const Tensor& y = net->layer_output(i);
-    std::vector<uint8_t> open(static_cast<size_t>(y.numel()));
-    for (size_t j = 0; j < open.size(); ++j) open[j] = y.f32()[j] > 0.0f;
-    w.add("relu_open." + layers[i]->name(), StDType::U8, dims(y.shape), open.data());
-  }
+  add_relu_decisions(w, *net, "");
   nlohmann::json dropout = nlohmann::json::array();
-  for (const Layer* layer : layers)
+  for (const Layer* layer : std::as_const(*net).layers())
     if (const auto* d = dynamic_cast<const Dropout*>(layer); d && d->forwards() > 0)
       dropout.push_back({{"stream", d->stream()}, {"forward_index", d->forwards() - 1}});
   w.set_metadata("seed", std::to_string(o.seed));

@@ -29,10 +29,15 @@ class ReluPins:
         self.overridden = 0
         self.total = 0
         self.worst_tie = 0.0  # largest |input| / max |input| among overridden decisions
+        self.hooks = []
         for name, module in model.named_modules():
             if isinstance(module, torch.nn.ReLU):
                 open_mask = torch.from_numpy(dump["relu_open." + name].astype(bool))
-                module.register_forward_hook(self._hook(open_mask))
+                self.hooks.append(module.register_forward_hook(self._hook(open_mask)))
+
+    def remove(self):
+        for hook in self.hooks:
+            hook.remove()
 
     def _hook(self, open_mask):
         def pin(module, inputs, output):
