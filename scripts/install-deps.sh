@@ -8,6 +8,7 @@ packages=(
   libopenblas-dev                               # CPU GEMM
   doctest-dev                                   # C++ tests
   libstb-dev                                    # image reading and writing
+  zlib1g-dev                                    # gzipped IDX files
   nlohmann-json3-dev                            # safetensors headers, configs
   libcli11-dev                                  # command lines
   python3-torch python3-numpy                   # PyTorch parity checks and benchmarks

@@ -48,6 +48,13 @@ add_library(psgd::stb INTERFACE IMPORTED)
 target_include_directories(psgd::stb INTERFACE ${PSGD_STB_INCLUDE})
 target_link_libraries(psgd::stb INTERFACE ${PSGD_STB_LIBRARY})
 
+# ---- zlib: gzipped IDX files -----------------------------------------------------------------
+find_package(ZLIB QUIET)
+psgd_require(ZLIB_FOUND zlib1g-dev "zlib")
+
+# ---- Threads: the loader's prefetching thread -------------------------------------------------
+find_package(Threads REQUIRED)
+
 # ---- doctest: C++ tests -----------------------------------------------------------------------
 if(PSGD_BUILD_TESTS)
   find_package(doctest CONFIG QUIET)

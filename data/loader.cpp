@@ -1,0 +1,151 @@
+#include "data/loader.h"
+
+#include <algorithm>
+#include <numeric>
+
+#include "data/augment.h"
+#include "engine/check.h"
+#include "kernels/rng.h"
+
+namespace psgd::data {
+namespace {
+
+// Streams of the order and hold-out permutations, apart from the augmentation streams.
+constexpr uint64_t kOrderStream = 0x0dd5ull << 48;
+constexpr uint64_t kHoldOutStream = 0x401dull << 48;
+
+void permute(std::vector<int64_t>& v, uint64_t key) {
+  for (size_t i = v.size(); i > 1; --i) std::swap(v[i - 1], v[rng::bits64(key, i) % i]);
+}
+
+}  // namespace
+
+std::vector<int64_t> epoch_order(int64_t n, uint64_t seed, int64_t epoch, bool shuffle) {
+  std::vector<int64_t> order(static_cast<size_t>(n));
+  std::iota(order.begin(), order.end(), 0);
+  if (shuffle) permute(order, rng::stream_key(seed, kOrderStream + static_cast<uint64_t>(epoch)));
+  return order;
+}
+
+HeldOut hold_out(int64_t n, int64_t count, uint64_t seed) {
+  PSGD_CHECK(count >= 0 && count < n, "cannot hold out ", count, " of ", n, " samples");
+  std::vector<int64_t> order(static_cast<size_t>(n));
+  std::iota(order.begin(), order.end(), 0);
+  permute(order, rng::stream_key(seed, kHoldOutStream));
+  HeldOut h{{order.begin() + count, order.end()}, {order.begin(), order.begin() + count}};
+  std::sort(h.train.begin(), h.train.end());
+  std::sort(h.validation.begin(), h.validation.end());
+  return h;
+}
+
+Loader::Loader(const Dataset& data, LoaderConfig config, std::vector<int64_t> subset)
+    : data_(data), config_(config), subset_(std::move(subset)) {
+  PSGD_CHECK(config.world >= 1 && config.rank >= 0 && config.rank < config.world,
+             "rank ", config.rank, " of ", config.world, " is invalid");
+  PSGD_CHECK(config.batch_size >= 1, "batch size must be positive, got ", config.batch_size);
+  PSGD_CHECK(config.batch_size % config.world == 0, "the global batch of ", config.batch_size,
+             " does not split evenly over ", config.world, " ranks");
+  PSGD_CHECK(config.prefetch >= 1, "prefetch must be at least 1");
+  if (subset_.empty()) {
+    subset_.resize(static_cast<size_t>(data.size()));
+    std::iota(subset_.begin(), subset_.end(), 0);
+  }
+  for (int64_t i : subset_)
+    PSGD_CHECK(i >= 0 && i < data.size(), "sample ", i, " outside the dataset");
+  PSGD_CHECK(!subset_.empty(), "the loader has no samples");
+  const int64_t per_rank = config.batch_size / config.world;
+  slots_.resize(static_cast<size_t>(config.prefetch));
+  for (Slot& s : slots_) {
+    s.images.resize(static_cast<size_t>(per_rank * kImageBytes));
+    s.labels.resize(static_cast<size_t>(per_rank));
+  }
+}
+
+Loader::~Loader() { stop(); }
+
+int64_t Loader::batches_per_epoch() const {
+  const int64_t n = samples(), b = config_.batch_size;
+  return config_.drop_last ? n / b : (n + b - 1) / b;
+}
+
+std::vector<int64_t> Loader::shard(const std::vector<int64_t>& order, int64_t b) const {
+  const int64_t begin = b * config_.batch_size;
+  const int64_t size = std::min(config_.batch_size, static_cast<int64_t>(order.size()) - begin);
+  // Even split; a last partial batch is spread as evenly as it goes.
+  const int64_t lo = begin + size * config_.rank / config_.world;
+  const int64_t hi = begin + size * (config_.rank + 1) / config_.world;
+  std::vector<int64_t> out;
+  for (int64_t i = lo; i < hi; ++i) out.push_back(subset_[static_cast<size_t>(order[i])]);
+  return out;
+}
+
+void Loader::stop() {
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+  }
+  changed_.notify_all();
+  if (worker_.joinable()) worker_.join();
+}
+
+void Loader::start_epoch(int64_t epoch) {
+  stop();
+  produced_ = consumed_ = 0;
+  total_ = batches_per_epoch();
+  stopping_ = false;
+  error_ = nullptr;
+  worker_ = std::thread(&Loader::produce, this, epoch,
+                        epoch_order(samples(), config_.seed, epoch, config_.shuffle));
+}
+
+void Loader::produce(int64_t epoch, std::vector<int64_t> order) {
+  try {
+    for (int64_t b = 0; b < total_; ++b) {
+      {
+        // A slot is free once the batch before it in the ring has been handed out and released
+        // (the consumer holds one batch at a time).
+        std::unique_lock lock(mutex_);
+        changed_.wait(lock, [&] {
+          return stopping_ || b - std::max<int64_t>(consumed_ - 1, 0) < static_cast<int64_t>(slots_.size());
+        });
+        if (stopping_) return;
+      }
+      Slot& slot = slots_[static_cast<size_t>(b % static_cast<int64_t>(slots_.size()))];
+      const std::vector<int64_t> samples = shard(order, b);
+      slot.count = static_cast<int64_t>(samples.size());
+      for (size_t k = 0; k < samples.size(); ++k) {
+        const int64_t i = samples[k];
+        const SampleDraws draws = draw_sample(config_.seed, static_cast<uint64_t>(epoch), i);
+        transform_image(data_.image(i), slot.images.data() + k * kImageBytes,
+                        config_.augment ? &draws : nullptr, data_.norm);
+        slot.labels[k] = data_.labels[static_cast<size_t>(i)];
+      }
+      {
+        std::lock_guard lock(mutex_);
+        ++produced_;
+      }
+      changed_.notify_all();
+    }
+  } catch (...) {
+    std::lock_guard lock(mutex_);
+    error_ = std::current_exception();
+    changed_.notify_all();
+  }
+}
+
+bool Loader::next(Tensor& images, Tensor& labels) {
+  PSGD_CHECK(worker_.joinable() || total_ > 0, "next() before start_epoch()");
+  std::unique_lock lock(mutex_);
+  if (consumed_ == total_) return false;
+  changed_.wait(lock, [&] { return produced_ > consumed_ || error_; });
+  if (error_) std::rethrow_exception(error_);
+  Slot& slot = slots_[static_cast<size_t>(consumed_ % static_cast<int64_t>(slots_.size()))];
+  ++consumed_;
+  lock.unlock();
+  changed_.notify_all();  // the previous batch is released
+  images = Tensor(slot.images.data(), Shape{slot.count, kChannels, kSide, kSide}, Device::CPU);
+  labels = Tensor(slot.labels.data(), Shape{slot.count}, Device::CPU);
+  return true;
+}
+
+}  // namespace psgd::data
