@@ -1,0 +1,45 @@
+// psgd-bench-loader: how many augmented, normalised images per second the loader prepares on
+// its one background thread (= per CPU core), over whole epochs of a dataset.
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cstdio>
+
+#include "data/dataset.h"
+#include "data/importers.h"
+#include "data/loader.h"
+
+using namespace psgd;
+using namespace psgd::data;
+
+int main(int argc, char** argv) {
+  std::string dir;
+  int epochs = 3;
+  int64_t batch = 128;
+  CLI::App app{"Measure the loader's throughput (augmented images per second per core)"};
+  app.add_option("--data", dir, "dataset folder (default: synthetic CIFAR-10 in a temporary folder)");
+  app.add_option("--epochs", epochs, "epochs to time")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--batch", batch, "batch size")->check(CLI::PositiveNumber)->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+  try {
+    if (dir.empty()) {
+      dir = "/tmp/psgd_bench_loader";
+      write_synthetic(dir, DatasetFormat::Cifar10, 50000, 100, 0);
+    }
+    const Dataset d = load_dataset(dir, Split::Train);
+    Loader loader(d, {.batch_size = batch, .seed = 1});
+    int64_t images = 0;
+    const auto start = std::chrono::steady_clock::now();
+    for (int e = 0; e < epochs; ++e) {
+      loader.start_epoch(e);
+      Tensor x, y;
+      while (loader.next(x, y)) images += x.shape[0];
+    }
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    std::printf("%s: %lld augmented images in %.2f s: %.0f images/s on one loader thread\n",
+                d.name.c_str(), static_cast<long long>(images), seconds, images / seconds);
+    return 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "psgd-bench-loader: %s\n", e.what());
+    return 1;
+  }
+}
