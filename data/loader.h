@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "data/dataset.h"
-#include "engine/tensor.h"
+#include "engine/batch_source.h"
 
 namespace psgd::data {
 
@@ -33,7 +33,7 @@ struct HeldOut {
 };
 HeldOut hold_out(int64_t n, int64_t count, uint64_t seed);
 
-class Loader {
+class Loader final : public BatchSource {
  public:
   // `subset` restricts the loader to these sample indices (empty: the whole dataset).
   Loader(const Dataset& data, LoaderConfig config, std::vector<int64_t> subset = {});
@@ -42,12 +42,12 @@ class Loader {
   Loader& operator=(const Loader&) = delete;
 
   // Starts preparing `epoch` (numbered as the training loop numbers it).
-  void start_epoch(int64_t epoch);
-  int64_t batches_per_epoch() const;
-  int64_t samples() const { return static_cast<int64_t>(subset_.size()); }
+  void start_epoch(int64_t epoch) override;
+  int64_t batches_per_epoch() const override;
+  int64_t samples() const override { return static_cast<int64_t>(subset_.size()); }
   // This rank's next batch: images (n, 3, 32, 32) float and labels (n) int32, valid until the
   // next call; false at the end of the epoch.
-  bool next(Tensor& images, Tensor& labels);
+  bool next(Tensor& images, Tensor& labels) override;
   // The dataset indices of this rank's part of global batch `b` of an epoch order.
   std::vector<int64_t> shard(const std::vector<int64_t>& order, int64_t b) const;
 

@@ -11,17 +11,29 @@ namespace psgd {
 
 class Error : public std::runtime_error {
  public:
-  using std::runtime_error::runtime_error;
+  // what() is the message and where the check failed; message() is for users' eyes.
+  Error(const std::string& message, const std::string& where)
+      : std::runtime_error(message + " [" + where + "]"), message_(message) {}
+  const std::string& message() const { return message_; }
+
+ private:
+  std::string message_;
 };
+
+// The text to show a user for any exception: psgd's own without the source location.
+inline std::string user_message(const std::exception& e) {
+  const auto* own = dynamic_cast<const Error*>(&e);
+  return own ? own->message() : e.what();
+}
 
 namespace detail {
 
 template <class... Args>
 [[noreturn]] void throw_error(const char* file, int line, const char* expr, const Args&... what) {
-  std::ostringstream msg;
+  std::ostringstream msg, where;
   (msg << ... << what);
-  msg << " [" << expr << " failed at " << file << ":" << line << "]";
-  throw Error(msg.str());
+  where << expr << " failed at " << file << ":" << line;
+  throw Error(msg.str(), where.str());
 }
 
 }  // namespace detail

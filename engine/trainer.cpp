@@ -1,0 +1,144 @@
+#include "engine/trainer.h"
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <iomanip>
+#include <nlohmann/json.hpp>
+
+#include "engine/weight_quant.h"
+#include "kernels/ops.h"
+
+namespace psgd {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+}  // namespace
+
+EvalResult evaluate(Context& ctx, Net& net, BatchSource& source) {
+  EvalResult r;
+  double loss_sum = 0.0;
+  int64_t top1 = 0, top5 = 0;
+  source.start_epoch(0);
+  Tensor images, labels;
+  while (source.next(images, labels)) {
+    const Tensor& logits = net.forward(ctx, images, Mode::Eval);
+    net.loss(ctx, labels);
+    loss_sum += static_cast<double>(net.loss_value()) * labels.numel();
+    top1 += ops::topk_correct(ctx, logits, labels, 1);
+    top5 += ops::topk_correct(ctx, logits, labels, std::min(5, net.classes()));
+    r.samples += labels.numel();
+  }
+  PSGD_CHECK(r.samples > 0, "evaluation on an empty set");
+  r.loss = loss_sum / r.samples;
+  r.top1 = static_cast<double>(top1) / r.samples;
+  r.top5 = static_cast<double>(top5) / r.samples;
+  return r;
+}
+
+EvalResult evaluate_low_precision(Context& ctx, Net& net, BatchSource& source) {
+  WeightsSnapshot keep(net.params());
+  quantize_in_place(ctx, net.params());
+  return evaluate(ctx, net, source);
+}
+
+Trainer::Trainer(Context& ctx, Net& net, Optimizer& optimizer, BatchSource& train,
+                 BatchSource& test, TrainerConfig config, TrainProgress progress)
+    : ctx_(ctx), net_(net), optimizer_(optimizer), train_(train), test_(test),
+      config_(std::move(config)), progress_(progress), quantized_(!optimizer.ranges().ids().empty()) {
+  config_.schedule.validate();
+  if (!config_.out_dir.empty()) std::filesystem::create_directories(config_.out_dir);
+}
+
+TrainProgress Trainer::run() {
+  for (int64_t epoch = std::max(config_.first_epoch, progress_.epoch + 1);
+       epoch <= config_.last_epoch; ++epoch) {
+    const auto start = Clock::now();
+    const float lr = config_.schedule.lr(static_cast<int>(epoch));
+    const EpochStats train = train_epoch(epoch, lr);
+    const EvalResult fp = evaluate(ctx_, net_, test_);
+    const EvalResult lp = quantized_ ? evaluate_low_precision(ctx_, net_, test_) : fp;
+    const bool fp_best = fp.top1 > progress_.best_fp, lp_best = lp.top1 > progress_.best_lp;
+    progress_.epoch = epoch;
+    progress_.best_fp = std::max(progress_.best_fp, fp.top1);
+    progress_.best_lp = std::max(progress_.best_lp, lp.top1);
+    record(epoch, lr, train, fp, lp, seconds_since(start), fp_best, lp_best);
+  }
+  return progress_;
+}
+
+Trainer::EpochStats Trainer::train_epoch(int64_t epoch, float lr) {
+  const auto start = Clock::now();
+  auto last_report = start;
+  const int64_t batches = train_.batches_per_epoch();
+  double loss_sum = 0.0;
+  int64_t correct = 0, seen = 0, step = 0;
+  train_.start_epoch(epoch);
+  Tensor images, labels;
+  while (train_.next(images, labels)) {
+    const Tensor& logits = net_.forward(ctx_, images, Mode::Train);
+    net_.loss(ctx_, labels);
+    const float loss = net_.loss_value();
+    PSGD_CHECK(std::isfinite(loss), "epoch ", epoch, ", step ", step + 1, ": the loss is ", loss,
+               "; stopping (checkpoints of earlier epochs are intact; try a lower learning rate)");
+    correct += ops::topk_correct(ctx_, logits, labels, 1);
+    net_.backward(ctx_);
+    optimizer_.step(ctx_, lr);
+    loss_sum += static_cast<double>(loss) * labels.numel();
+    seen += labels.numel();
+    ++step;
+    if (!config_.log) continue;
+    const bool due = config_.interactive ? seconds_since(last_report) > 0.25
+                                         : step % std::max<int64_t>(1, batches / 4) == 0 && step < batches;
+    if (!due) continue;
+    last_report = Clock::now();
+    std::ostream& log = *config_.log;
+    log << (config_.interactive ? "\r" : "") << "epoch " << epoch << " " << step << "/" << batches
+        << "  loss " << std::fixed << std::setprecision(4) << loss_sum / seen << "  "
+        << std::setprecision(0) << seen / seconds_since(start) << " img/s"
+        << (config_.interactive ? "   " : "\n") << std::flush;
+  }
+  if (config_.log && config_.interactive) *config_.log << "\r" << std::string(60, ' ') << "\r";
+  PSGD_CHECK(seen > 0, "epoch ", epoch, ": the training set gave no batches");
+  return {loss_sum / seen, static_cast<double>(correct) / seen, seen / seconds_since(start)};
+}
+
+void Trainer::record(int64_t epoch, float lr, const EpochStats& train, const EvalResult& fp,
+                     const EvalResult& lp, double seconds, bool fp_best, bool lp_best) {
+  if (config_.log) {
+    std::ostream& log = *config_.log;
+    log << std::fixed << "epoch " << epoch << "/" << config_.last_epoch << "  lr "
+        << std::setprecision(5) << lr << "  train loss " << std::setprecision(4) << train.loss
+        << " acc " << std::setprecision(2) << 100 * train.accuracy << "%  FP " << 100 * fp.top1
+        << "% (best " << 100 * progress_.best_fp << "%)";
+    if (quantized_) log << "  LP " << 100 * lp.top1 << "% (best " << 100 * progress_.best_lp << "%)";
+    log << "  " << std::setprecision(0) << train.images_per_second << " img/s  "
+        << std::setprecision(1) << seconds << " s" << std::endl;
+  }
+  if (config_.out_dir.empty()) return;
+  const nlohmann::json row = {{"epoch", epoch},          {"lr", lr},
+                              {"train_loss", train.loss}, {"train_acc", train.accuracy},
+                              {"fp_loss", fp.loss},       {"fp_acc", fp.top1},
+                              {"fp_top5", fp.top5},       {"lp_loss", lp.loss},
+                              {"lp_acc", lp.top1},        {"lp_top5", lp.top5},
+                              {"best_fp", progress_.best_fp}, {"best_lp", progress_.best_lp},
+                              {"images_per_s", train.images_per_second}, {"seconds", seconds}};
+  std::ofstream metrics(std::filesystem::path(config_.out_dir) / "metrics.jsonl", std::ios::app);
+  metrics << row.dump() << "\n";
+  PSGD_CHECK(metrics.good(), config_.out_dir, "/metrics.jsonl: cannot write");
+  const auto path = [&](const char* name) {
+    return (std::filesystem::path(config_.out_dir) / name).string();
+  };
+  save_checkpoint(path("last.safetensors"), net_, optimizer_, progress_, config_.metadata);
+  if (fp_best) save_checkpoint(path("best_fp.safetensors"), net_, optimizer_, progress_, config_.metadata);
+  if (lp_best && quantized_)
+    save_checkpoint(path("best_lp.safetensors"), net_, optimizer_, progress_, config_.metadata);
+}
+
+}  // namespace psgd

@@ -1,0 +1,62 @@
+// The epoch loop of the reference: train an epoch, evaluate the float (FP) and the
+// low-precision (LP) network on the test set, print a line, append a metrics row, write
+// checkpoints. Knows nothing of files' formats beyond checkpoints, nor of devices.
+#pragma once
+
+#include <map>
+#include <ostream>
+#include <string>
+
+#include "engine/batch_source.h"
+#include "engine/schedule.h"
+#include "engine/train_state.h"
+
+namespace psgd {
+
+struct EvalResult {
+  double loss = 0.0, top1 = 0.0, top5 = 0.0;  // mean loss; accuracies in [0, 1]
+  int64_t samples = 0;
+};
+
+// One pass over `source` in evaluation mode.
+EvalResult evaluate(Context& ctx, Net& net, BatchSource& source);
+// The same with every quantized tensor replaced by Q(w) (ranges fresh from the weights); the
+// float weights are restored afterwards.
+EvalResult evaluate_low_precision(Context& ctx, Net& net, BatchSource& source);
+
+struct TrainerConfig {
+  int64_t first_epoch = 1, last_epoch = 1;
+  LrSchedule schedule;
+  std::string out_dir;  // metrics.jsonl and checkpoints; empty writes nothing
+  std::map<std::string, std::string> metadata;  // recorded in every checkpoint
+  std::ostream* log = nullptr;                  // epoch lines; null is silent
+  bool interactive = false;  // refresh a progress line (a terminal) or print plain lines
+};
+
+class Trainer {
+ public:
+  Trainer(Context& ctx, Net& net, Optimizer& optimizer, BatchSource& train, BatchSource& test,
+          TrainerConfig config, TrainProgress progress = {});
+  // Runs the remaining epochs; stops with a psgd::Error on a non-finite loss, leaving the last
+  // good checkpoint in place.
+  TrainProgress run();
+
+ private:
+  struct EpochStats {
+    double loss = 0.0, accuracy = 0.0, images_per_second = 0.0;
+  };
+  EpochStats train_epoch(int64_t epoch, float lr);
+  void record(int64_t epoch, float lr, const EpochStats& train, const EvalResult& fp,
+              const EvalResult& lp, double seconds, bool fp_best, bool lp_best);
+
+  Context& ctx_;
+  Net& net_;
+  Optimizer& optimizer_;
+  BatchSource& train_;
+  BatchSource& test_;
+  TrainerConfig config_;
+  TrainProgress progress_;
+  bool quantized_;
+};
+
+}  // namespace psgd

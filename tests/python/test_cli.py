@@ -1,0 +1,118 @@
+#!/usr/bin/python3
+"""psgd-train and psgd-eval end to end on a small synthetic dataset: training with the
+reference's option spellings, outputs, bit-identical resume, a checkpoint PyTorch loads
+strictly, evaluation, and a clear one-line error for each kind of bad input."""
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import torch
+
+from parity_common import reference_models, safetensors_io
+
+FAILURES = []
+
+
+def check(condition, what):
+    print(f"  {'ok  ' if condition else 'FAIL'} {what}")
+    if not condition:
+        FAILURES.append(what)
+
+
+def run(args, expect_ok=True):
+    r = subprocess.run(args, capture_output=True, text=True)
+    if expect_ok and r.returncode != 0:
+        print(r.stdout, r.stderr)
+    return r
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--bin", required=True, help="folder holding psgd-train, psgd-eval, psgd-data")
+    args = parser.parse_args()
+    train, evaluate, data_tool = (os.path.join(args.bin, n) for n in ("psgd-train", "psgd-eval", "psgd-data"))
+    tmp = tempfile.mkdtemp(prefix="psgd_cli_")
+    try:
+        data = os.path.join(tmp, "data")
+        run([data_tool, "synth", "--out", data, "--train", "192", "--test", "64", "--seed", "3"])
+        common = ["--data", data, "--arch", "resnet20", "--lr", "0.05", "--w_bit", "4", "--lambda_s", "50",
+                  "--first_last_quant", "--decay_epoch", "2", "--batch_size", "64", "--threads", "2"]
+        a, b = os.path.join(tmp, "a"), os.path.join(tmp, "b")
+
+        print("training with the reference's option names:")
+        r = run([train, *common, "--epoch", "2", "--out", a])
+        check(r.returncode == 0, "psgd-train exits 0")
+        check(all(os.path.exists(os.path.join(a, f)) for f in
+                  ("config.json", "metrics.jsonl", "last.safetensors", "best_fp.safetensors", "best_lp.safetensors")),
+              "config.json, metrics.jsonl and the three checkpoints exist")
+        rows = [json.loads(line) for line in open(os.path.join(a, "metrics.jsonl"))]
+        check([row["epoch"] for row in rows] == [1, 2], "one metrics row per epoch")
+        check(abs(rows[1]["lr"] - 0.005) < 1e-9, "the decay epoch multiplies lr by gamma")
+        config = json.load(open(os.path.join(a, "config.json")))
+        check(config["w_bits"] == 4 and config["lambda_s"] == 50 and config["first_last_quant"],
+              "config.json records every option")
+        check("epoch 2/2" in r.stdout and "LP" in r.stdout, "an epoch line with FP and LP accuracy")
+
+        print("resume:")
+        run([train, *common, "--epoch", "1", "--out", b])
+        r = run([train, "--resume", b, "--epochs", "2"])
+        check(r.returncode == 0 and "resuming" in r.stdout, "--resume continues the run")
+        same = open(os.path.join(a, "last.safetensors"), "rb").read() == open(os.path.join(b, "last.safetensors"), "rb").read()
+        check(same, "an interrupted run ends with exactly the uninterrupted run's checkpoint")
+
+        print("PyTorch reads our checkpoint:")
+        tensors, meta = safetensors_io.load(os.path.join(a, "last.safetensors"))
+        state = {k: torch.from_numpy(v) for k, v in tensors.items() if not k.startswith("psgd.")}
+        model = reference_models.build("resnet20", 10)
+        model.load_state_dict(state, strict=True)
+        check(meta["arch"] == "resnet20" and meta["epoch"] == "2", "metadata: arch and epoch")
+        check(model(torch.zeros(1, 3, 32, 32)).shape == (1, 10), "load_state_dict(strict=True) and a forward")
+
+        print("psgd-eval:")
+        report = os.path.join(tmp, "report")
+        r = run([evaluate, "--model", os.path.join(a, "last.safetensors"), "--data", data,
+                 "--act_quant", "--a_bit", "4", "--act_clipping", "--sweep", "8", "4", "2",
+                 "--sparsity", "0.3", "--report", report])
+        check(r.returncode == 0 and "FP" in r.stdout and "LP W4A4" in r.stdout, "FP and LP accuracy")
+        check("W2" in r.stdout and "pruned to 30.00%" in r.stdout, "sweep and pruning")
+        check(os.path.exists(report + ".json") and os.path.exists(report + ".csv"), "report as JSON and CSV")
+
+        print("bad input gives one clear line and a non-zero exit:")
+        bad = [
+            ([train, *common, "--w_bit", "1", "--out", os.path.join(tmp, "x")], "bits must be 2..8 or 32"),
+            ([train, "--data", os.path.join(tmp, "nowhere")], "no such folder"),
+            ([train, "--data", data, "--lr", "-1"], "--lr"),
+            ([train, "--data", data, "--batch-size", "0"], "--batch-size"),
+            ([train, "--data", data, "--optimizer", "adam"], "give --lambda-s > 0"),
+            ([train, "--resume", data], "no config.json"),
+            ([train, "--data", data, "--arch", "resnet32", "--init", os.path.join(a, "last.safetensors"),
+              "--out", os.path.join(tmp, "y")], "checkpoint cannot start a resnet32"),
+            ([evaluate, "--model", os.path.join(a, "config.json"), "--data", data], "not a valid safetensors file"),
+        ]
+        for command, message in bad:
+            r = run(command, expect_ok=False)
+            text = (r.stdout + r.stderr).strip()
+            check(r.returncode != 0 and message in text and len(r.stderr.strip().splitlines()) <= 2,
+                  f"{' '.join(command[1:3])}...: '{message}'")
+
+        print("a diverging run stops and keeps the last good checkpoint:")
+        before = open(os.path.join(b, "last.safetensors"), "rb").read()
+        config = json.load(open(os.path.join(b, "config.json")))
+        config["lr"] = 1e30
+        json.dump(config, open(os.path.join(b, "config.json"), "w"))
+        r = run([train, "--resume", b, "--epochs", "3"], expect_ok=False)
+        check(r.returncode != 0 and "the loss is" in r.stderr, "a NaN loss stops training with a message")
+        check(open(os.path.join(b, "last.safetensors"), "rb").read() == before, "last.safetensors untouched")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"{'cli: PASSED' if not FAILURES else f'cli: FAILED ({len(FAILURES)})'}")
+    sys.exit(1 if FAILURES else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+#include "tools/train/train_options.h"
+
+#include <filesystem>
+
+#include "engine/check.h"
+#include "nets/nets.h"
+
+namespace psgd::train {
+
+void add_options(CLI::App& app, TrainOptions& o, std::string& resume) {
+  const auto bits = CLI::Validator(
+      [](std::string& s) {
+        const int b = std::stoi(s);
+        return (b >= 2 && b <= 8) || b == 32 ? std::string() : "bits must be 2..8 or 32";
+      },
+      "2..8|32");
+  app.add_option("--arch", o.arch, "network")->check(CLI::IsMember(net_names()))->capture_default_str();
+  app.add_option("--data", o.data, "dataset folder (CIFAR binary files or psgd-data output)");
+  app.add_option("--dataset", o.dataset, "dataset format")->check(CLI::IsMember({"cifar100", "cifar10", "auto"}))->capture_default_str();
+  app.add_flag("--coarse", o.coarse, "CIFAR-100: train on the 20 coarse classes");
+  app.add_option("--epochs,--epoch", o.epochs, "last epoch")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--lr", o.lr, "learning rate (Adam: multiplied by 1e-2 x lambda_s, as the reference)")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--momentum", o.momentum, "SGD momentum")->check(CLI::Range(0.0, 1.0))->capture_default_str();
+  app.add_option("--weight-decay,--weight_decay", o.weight_decay, "L2 weight decay (default 1e-4, 0 at 2 bits)")->check(CLI::NonNegativeNumber);
+  app.add_option("--decay-epochs,--decay_epoch", o.decay_epochs, "multistep: epochs from which lr is multiplied by gamma")->capture_default_str();
+  app.add_option("--gamma", o.gamma, "multistep decay factor")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--schedule", o.schedule, "learning-rate schedule")->check(CLI::IsMember({"multistep", "cosine"}))->capture_default_str();
+  app.add_option("--warmup-epochs", o.warmup_epochs, "linear warm-up epochs")->check(CLI::NonNegativeNumber)->capture_default_str();
+  app.add_option("--batch-size,--batch_size", o.batch_size, "training batch")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--eval-batch-size", o.eval_batch_size, "test batch")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--optimizer", o.optimizer, "optimizer")->check(CLI::IsMember({"sgd", "adam"}))->capture_default_str();
+  app.add_flag_callback("--adam", [&o] { o.optimizer = "adam"; }, "the reference's spelling of --optimizer adam");
+  app.add_option("--w-bits,--w_bit", o.w_bits, "weight bits (32: float)")->check(bits)->capture_default_str();
+  app.add_option("--lambda-s,--lambda_s", o.lambda_s, "PSG strength (0: vanilla SGD)")->check(CLI::NonNegativeNumber)->capture_default_str();
+  app.add_option("--target", o.target, "PSG target: the quantization grid, or zero (pruning)")->check(CLI::IsMember({"grid", "zero"}))->capture_default_str();
+  app.add_flag("--first-last-quant,--first_last_quant", o.first_last_quant, "quantize the first and last layers too (8 bits below 4)");
+  app.add_option("--a-bits,--a_bit", o.a_bits, "activation bits, recorded for evaluation")->check(bits)->capture_default_str();
+  app.add_option("--init,--load_pretrained", o.init, "start from these weights (safetensors), at their epoch + 1");
+  app.add_option("--resume", resume, "continue the run in this output folder");
+  app.add_option("--seed", o.seed, "initialisation, order, augmentation and dropout seed")->capture_default_str();
+  app.add_option("--out", o.out, "output folder (default runs/<arch>)");
+  app.add_option("--device", o.device, "cpu, cuda, or auto")->check(CLI::IsMember({"cpu", "cuda", "auto"}))->capture_default_str();
+  app.add_option("--gpu,--cu_num", o.gpu, "GPU index")->check(CLI::NonNegativeNumber)->capture_default_str();
+  app.add_option("--threads", o.threads, "CPU threads (0: all cores)")->check(CLI::NonNegativeNumber)->capture_default_str();
+  app.add_option("--train-subset", o.train_subset, "train on this many samples (0: all)")->check(CLI::NonNegativeNumber)->capture_default_str();
+  app.add_option("--test-subset", o.test_subset, "evaluate on this many samples (0: all)")->check(CLI::NonNegativeNumber)->capture_default_str();
+}
+
+void validate(const TrainOptions& o) {
+  PSGD_CHECK(!o.data.empty(), "--data is required: a folder with CIFAR binary files or psgd-data output");
+  PSGD_CHECK(std::filesystem::is_directory(o.data), "--data ", o.data, ": no such folder");
+  PSGD_CHECK(o.init.empty() || std::filesystem::exists(o.init), "--init ", o.init, ": no such file");
+  PSGD_CHECK(o.optimizer != "adam" || o.lambda_s > 0,
+             "--optimizer adam uses lr x 1e-2 x lambda_s (the reference's rule): give --lambda-s > 0");
+  PSGD_CHECK(o.lambda_s == 0 || o.w_bits != 32, "--lambda-s needs quantized weights (--w-bits 2..8)");
+}
+
+}  // namespace psgd::train

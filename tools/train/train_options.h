@@ -1,0 +1,60 @@
+// psgd-train's options: their defaults, the command line (with the reference's spellings as
+// aliases), validation, and config.json.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+namespace psgd::train {
+
+struct TrainOptions {
+  std::string arch = "resnet32";
+  std::string data;
+  std::string dataset = "auto";  // cifar100 | cifar10 | auto
+  bool coarse = false;
+  int epochs = 150;
+  float lr = 0.1f;
+  float momentum = 0.9f;
+  float weight_decay = -1.0f;  // negative: the reference's 1e-4, or 0 at 2 bits
+  std::vector<int> decay_epochs = {82, 123};
+  float gamma = 0.1f;
+  std::string schedule = "multistep";  // multistep | cosine
+  int warmup_epochs = 0;
+  int64_t batch_size = 128;
+  int64_t eval_batch_size = 100;
+  std::string optimizer = "sgd";  // sgd | adam
+  int w_bits = 4;
+  float lambda_s = 0.0f;
+  std::string target = "grid";  // grid | zero
+  bool first_last_quant = false;
+  int a_bits = 32;
+  std::string init;
+  uint64_t seed = 0;
+  std::string out;
+  std::string device = "auto";
+  int gpu = 0;
+  int threads = 0;
+  int64_t train_subset = 0, test_subset = 0;  // 0: everything
+  int first_epoch = 1;  // set by the run: the first epoch it trained (the schedule starts here)
+
+  float effective_weight_decay() const { return weight_decay >= 0 ? weight_decay : (w_bits == 2 ? 0.0f : 1e-4f); }
+  // The reference's Adam learning rate: lr x 1e-2 x lambda_s.
+  float effective_lr() const { return optimizer == "adam" ? lr * 1e-2f * lambda_s : lr; }
+};
+
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(TrainOptions, arch, data, dataset, coarse, epochs, lr,
+                                                momentum, weight_decay, decay_epochs, gamma, schedule,
+                                                warmup_epochs, batch_size, eval_batch_size, optimizer,
+                                                w_bits, lambda_s, target, first_last_quant, a_bits,
+                                                init, seed, out, device, gpu, threads, train_subset,
+                                                test_subset, first_epoch)
+
+// Registers every option on `app`; `resume` receives --resume.
+void add_options(CLI::App& app, TrainOptions& o, std::string& resume);
+// A clear error for an impossible combination.
+void validate(const TrainOptions& o);
+
+}  // namespace psgd::train
