@@ -1,42 +1,43 @@
 #!/usr/bin/env bash
-# The main job, from a fresh Debian machine: installs the dependencies, builds, then runs what
-# the engine offers today. Outputs go to out/.
-#   0. Fashion-MNIST imported into the CIFAR layout (datasets/fashion-mnist), with a grid of
-#      samples, raw and augmented (out/fashion-mnist.png).
-#   1. The authors' ResNet-32 checkpoint (../shared/checkpoints/ResNet150.pth, or the file named
-#      by PSGD_CHECKPOINT) converted to safetensors and evaluated by our engine beside PyTorch
-#      on real images (Fashion-MNIST from Debian's dataset-fashion-mnist).
-#   2. A ResNet-32 training step at batch 128 timed on our CPU backend and on PyTorch.
-# Training itself (psgd-train) arrives with the binaries; see the README's status section.
+# The main job, from a fresh Debian machine: installs the dependencies, builds, imports
+# Fashion-MNIST (Debian's dataset-fashion-mnist) into the CIFAR layout, and runs the reference's
+# workflow on it, sized for a few minutes on two CPU cores:
+#   1. ResNet-32 trained with plain SGD (lambda_s 0) on a 10,000-image subset;
+#   2. PSGD (W4, lambda_s 150, first/last layers quantized) from those weights;
+#   3. both networks evaluated on the full test set in float (FP) and at 4 and 3 bits.
+# Outputs go to out/: the runs (config, metrics, checkpoints) and a grid of samples.
+# PSGD_QUICK=1 shrinks everything further (a smoke test).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 scripts/build.sh
-build=${PSGD_BUILD_DIR:-build}
+bin=${PSGD_BUILD_DIR:-build}/tools
 mkdir -p out
 
-# The default dataset: Fashion-MNIST from Debian's dataset-fashion-mnist, in the CIFAR layout.
 fashion=datasets/fashion-mnist
 if [[ ! -f $fashion/dataset.json ]]; then
-  "$build/tools/psgd-data" import-idx --from /usr/share/datasets/fashion-mnist --out "$fashion" \
+  "$bin/psgd-data" import-idx --from /usr/share/datasets/fashion-mnist --out "$fashion" \
     --name fashion-mnist \
     --class-names "T-shirt/top,Trouser,Pullover,Dress,Coat,Sandal,Shirt,Sneaker,Bag,Ankle boot"
 fi
-"$build/tools/psgd-data" inspect "$fashion" --grid out/fashion-mnist.png
+"$bin/psgd-data" inspect "$fashion" --grid out/fashion-mnist.png | head -3
 
-checkpoint=${PSGD_CHECKPOINT:-../shared/checkpoints/ResNet150.pth}
-if [[ -f $checkpoint ]]; then
-  echo "== The authors' checkpoint through psgd: $checkpoint"
-  /usr/bin/python3 tools/convert_pth.py "$checkpoint" out/resnet32_sgd150.safetensors \
-    --arch resnet32
-  /usr/bin/python3 tests/python/parity_checkpoint.py --dump "$build/tests/helpers/psgd-parity-dump" \
-    --checkpoint "$checkpoint"
-else
-  echo "== No checkpoint at $checkpoint (set PSGD_CHECKPOINT): skipping the checkpoint check"
-fi
+subset=10000 test_subset=2000 sgd_epochs=3 psgd_epochs=5
+if [[ ${PSGD_QUICK:-0} == 1 ]]; then subset=512 test_subset=256 sgd_epochs=1 psgd_epochs=2; fi
+common=(--arch resnet32 --data "$fashion" --train-subset "$subset" --test-subset "$test_subset")
 
-echo "== ResNet-32 training step, batch 128: psgd CPU beside PyTorch CPU"
-/usr/bin/python3 tools/bench/cpu_step.py --bench "$build/tools/psgd-bench-step" --repeats 5 \
-  --json out/cpu_step.json 2>/dev/null
-echo "== Outputs: out/fashion-mnist.png (samples), out/resnet32_sgd150.safetensors (converted"
-echo "   weights), out/cpu_step.json (step timing); the dataset is in $fashion"
+start=$SECONDS
+echo "== 1. plain SGD (lambda_s 0), epochs 1-$sgd_epochs"
+rm -rf out/fashion-sgd out/fashion-psgd
+"$bin/psgd-train" "${common[@]}" --epochs "$sgd_epochs" --lr 0.1 --decay-epochs "$sgd_epochs" \
+  --lambda-s 0 --out out/fashion-sgd
+echo "== 2. PSGD (W4, lambda_s 150, first/last quantized), epochs $((sgd_epochs + 1))-$psgd_epochs"
+"$bin/psgd-train" "${common[@]}" --init out/fashion-sgd/last.safetensors --epochs "$psgd_epochs" \
+  --lr 0.01 --decay-epochs 1000 --w-bits 4 --lambda-s 150 --first-last-quant --out out/fashion-psgd
+for run in sgd psgd; do
+  echo "== 3. $run network on the full test set: FP, W4 and W3"
+  "$bin/psgd-eval" --model "out/fashion-$run/last.safetensors" --data "$fashion" --w-bits 4 \
+    --first-last-quant --sweep 4 3
+done
+echo "== done in $((SECONDS - start)) s of training and evaluation. Outputs: out/fashion-sgd and"
+echo "   out/fashion-psgd (config.json, metrics.jsonl, checkpoints), out/fashion-mnist.png (samples)"
