@@ -82,6 +82,20 @@ def main():
         check("W2" in r.stdout and "pruned to 30.00%" in r.stdout, "sweep and pruning")
         check(os.path.exists(report + ".json") and os.path.exists(report + ".csv"), "report as JSON and CSV")
 
+        exported = os.path.join(tmp, "int.safetensors")
+        r = run([evaluate, "--model", os.path.join(a, "last.safetensors"), "--data", data,
+                 "--find-clipping", "--holdout", "64", "--export", exported])
+        check(r.returncode == 0 and "chosen n =" in r.stdout, "--find-clipping picks a range")
+        ints, meta = safetensors_io.load(exported)
+        conv = ints["layer1.0.conv1.weight"]
+        check(conv.dtype.kind == "i" and conv.itemsize == 1 and abs(int(conv.min())) <= 7 and int(conv.max()) <= 7,
+              "--export: I8 levels within the 4-bit range")
+        w = tensors["layer1.0.conv1.weight"]
+        scale = float(ints["layer1.0.conv1.weight.scale"])
+        check(abs(scale - max(abs(min(0.0, float(w.min()))), max(0.0, float(w.max()))) / 7) < 1e-7,
+              "--export: the scale is delta of the fresh range")
+        check(float(abs(conv * scale - w).max()) <= scale / 2 + 1e-6, "--export: levels x scale is Q(w)")
+
         print("bad input gives one clear line and a non-zero exit:")
         bad = [
             ([train, *common, "--w_bit", "1", "--out", os.path.join(tmp, "x")], "bits must be 2..8 or 32"),

@@ -2,6 +2,8 @@
 // and low precision (LP: weights on their grid, optionally quantized activations), and beyond
 // the reference: a sweep of bit widths, magnitude pruning, and the per-layer report.
 #include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -17,6 +19,7 @@
 #include "engine/train_state.h"
 #include "engine/trainer.h"
 #include "engine/weight_quant.h"
+#include "kernels/quant_math.h"
 #include "nets/nets.h"
 #include "nets/quant_config.h"
 
@@ -33,6 +36,9 @@ struct EvalOptions {
   double sparsity = -1.0;
   std::string prune_scope = "layer";
   std::string report;  // file prefix for .json and .csv
+  std::string export_path;
+  bool find_clipping = false;
+  int64_t holdout = 2000;
   int64_t batch_size = 100;
   int threads = 0;
 };
@@ -60,6 +66,71 @@ EvalResult evaluate_at(Context& ctx, Net& net, BatchSource& test, const EvalOpti
   const EvalResult r = evaluate_low_precision(ctx, net, test);
   set_activation_quant(net, {});
   return r;
+}
+
+// Quantized weights as integers: each quantized tensor as I8 levels with its F32 step under
+// "<name>.scale"; everything else as stored.
+void export_integer_model(Context& ctx, const Net& net, const EvalOptions& o) {
+  const ParamStore& p = net.params();
+  SafeTensorsWriter w;
+  DeviceBuffer scratch(p.device(), 2 * sizeof(float));
+  std::vector<float> values;
+  std::vector<int8_t> levels;
+  for (int id = 0; id < static_cast<int>(p.entries().size()); ++id) {
+    const ParamEntry& e = p.entry(id);
+    std::vector<int64_t> shape;
+    for (int d = 0; d < e.shape.rank(); ++d) shape.push_back(e.shape[d]);
+    if (storage_of(e.role) == ParamStorage::Counter) {
+      const int64_t count = p.counter(id);
+      w.add(e.name, StDType::I64, shape, &count);
+      continue;
+    }
+    const Tensor v = p.value(id);
+    values.resize(static_cast<size_t>(v.numel()));
+    memory_copy(values.data(), Device::CPU, v.data, v.device, v.bytes());
+    if (!e.quant.quantized()) {
+      w.add(e.name, StDType::F32, shape, values.data());
+      continue;
+    }
+    const float delta = fresh_delta(ctx, v, e.quant.bits, scratch.f32(0, Shape{2}));
+    const float top = static_cast<float>(quant::weight_levels(e.quant.bits));
+    levels.resize(values.size());
+    for (size_t i = 0; i < values.size(); ++i)
+      levels[i] = static_cast<int8_t>(delta == 0.0f ? 0.0f : nearbyintf(std::clamp(values[i] / delta, -top, top)));
+    w.add(e.name, StDType::I8, shape, levels.data());
+    w.add(e.name + ".scale", StDType::F32, {}, &delta);
+  }
+  w.set_metadata("format", "psgd-int8-1");
+  w.set_metadata("arch", net.arch());
+  w.set_metadata("classes", std::to_string(net.classes()));
+  w.set_metadata("w_bits", std::to_string(o.w_bits));
+  w.write(o.export_path);
+}
+
+// Picks the clipping range n on a held-out part of the training set: the n whose W/A-quantized
+// network is most accurate there.
+float find_clipping(Context& ctx, Net& net, const EvalOptions& o, int a_bits) {
+  const data::Dataset train_set = data::load_dataset(
+      o.data, data::Split::Train, {data::parse_format(o.dataset), o.coarse});
+  const int64_t holdout = std::min<int64_t>(o.holdout, train_set.size() - 1);
+  data::Loader held(train_set, {.batch_size = o.batch_size, .shuffle = false, .augment = false},
+                    data::hold_out(train_set.size(), holdout, 0).validation);
+  EvalOptions trial = o;
+  trial.act_clipping = true;
+  float best_n = 0.0f;
+  double best = -1.0;
+  std::printf("\nclipping range on %lld held-out training images (W%dA%d):\n",
+              static_cast<long long>(holdout), o.w_bits, a_bits);
+  for (float n : {1.0f, 2.0f, 3.0f, 4.0f, 5.0f, 6.0f, 8.0f, 10.0f}) {
+    trial.clipping_range = n;
+    const double acc = evaluate_at(ctx, net, held, trial, o.w_bits, a_bits).top1;
+    std::printf("  n = %4.1f  %s\n", n, percent(acc).c_str());
+    if (acc > best) {
+      best = acc;
+      best_n = n;
+    }
+  }
+  return best_n;
 }
 
 void write_report(const std::vector<QuantReportRow>& rows, const std::string& prefix) {
@@ -122,6 +193,19 @@ int run(EvalOptions o) {
       std::printf("  %-34s %8lld weights  %s zero\n", l.name.c_str(), static_cast<long long>(l.count),
                   percent(l.sparsity()).c_str());
   }
+  if (o.find_clipping) {
+    EvalOptions chosen = o;
+    chosen.act_clipping = true;
+    chosen.clipping_range = find_clipping(ctx, *net, o, o.act_quant ? o.a_bits : 4);
+    const int a = o.act_quant ? o.a_bits : 4;
+    std::printf("chosen n = %.1f: test LP W%dA%d %s\n", chosen.clipping_range, o.w_bits, a,
+                percent(evaluate_at(ctx, *net, test, chosen, o.w_bits, a).top1).c_str());
+    assign_quantizers(net->params(), {.w_bits = o.w_bits, .first_last = o.first_last, .psg = false});
+  }
+  if (!o.export_path.empty()) {
+    export_integer_model(ctx, *net, o);
+    std::printf("integer model (I8 levels + F32 scales) -> %s\n", o.export_path.c_str());
+  }
   if (!o.report.empty()) {
     const std::vector<QuantReportRow> rows = quantization_report(ctx, net->params());
     std::printf("\n%-34s %4s %10s %10s %12s %9s %8s\n", "tensor", "bits", "delta", "MAPE", "SSE", "SQNR dB", "zeros");
@@ -162,6 +246,9 @@ int main(int argc, char** argv) {
   app.add_option("--sparsity", o.sparsity, "evaluate the float network magnitude-pruned to this sparsity")->check(CLI::Range(0.0, 1.0));
   app.add_option("--prune-scope", o.prune_scope, "prune each layer, or all at once")->check(CLI::IsMember({"layer", "global"}))->capture_default_str();
   app.add_option("--report", o.report, "print the per-layer table and write it to <prefix>.json and .csv");
+  app.add_flag("--find-clipping", o.find_clipping, "pick the clipping range on held-out training images");
+  app.add_option("--holdout", o.holdout, "held-out training images for --find-clipping")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--export", o.export_path, "write the LP model as I8 levels plus F32 scales (safetensors)");
   app.add_option("--batch-size", o.batch_size, "evaluation batch")->check(CLI::PositiveNumber)->capture_default_str();
   app.add_option("--threads", o.threads, "CPU threads (0: all cores)")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
