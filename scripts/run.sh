@@ -5,7 +5,7 @@
 #   1. ResNet-32 trained with plain SGD (lambda_s 0) on a 10,000-image subset;
 #   2. PSGD (W4, lambda_s 150, first/last layers quantized) from those weights;
 #   3. both networks evaluated on the full test set in float (FP) and at 4 and 3 bits.
-# Outputs go to out/: the runs (config, metrics, checkpoints) and a grid of samples.
+# Outputs go to out/: the runs (config, metrics, checkpoints), plots and a grid of samples.
 # PSGD_QUICK=1 shrinks everything further (a smoke test).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,5 +39,10 @@ for run in sgd psgd; do
   "$bin/psgd-eval" --model "out/fashion-$run/last.safetensors" --data "$fashion" --w-bits 4 \
     --first-last-quant --sweep 4 3
 done
+/usr/bin/python3 tools/visualize.py weights out/fashion-sgd/last.safetensors \
+  out/fashion-psgd/last.safetensors --bits 4 --layers layer1.2.conv1.weight layer2.1.conv1.weight \
+  layer3.3.conv2.weight --out out/plots
+/usr/bin/python3 tools/visualize.py curves out/fashion-sgd out/fashion-psgd --out out/plots/curves.png
 echo "== done in $((SECONDS - start)) s of training and evaluation. Outputs: out/fashion-sgd and"
-echo "   out/fashion-psgd (config.json, metrics.jsonl, checkpoints), out/fashion-mnist.png (samples)"
+echo "   out/fashion-psgd (config.json, metrics.jsonl, checkpoints), out/plots (weight histograms"
+echo "   SGD beside PSGD with the 4-bit grid, training curves), out/fashion-mnist.png (samples)"

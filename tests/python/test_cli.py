@@ -96,6 +96,16 @@ def main():
               "--export: the scale is delta of the fresh range")
         check(float(abs(conv * scale - w).max()) <= scale / 2 + 1e-6, "--export: levels x scale is Q(w)")
 
+        print("plots:")
+        visualize = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tools", "visualize.py")
+        plots = os.path.join(tmp, "plots")
+        r = run([sys.executable, visualize, "weights", os.path.join(a, "last.safetensors"),
+                 os.path.join(b, "last.safetensors"), "--layers", "layer1.0.conv1.weight", "--out", plots])
+        check(r.returncode == 0 and os.path.exists(os.path.join(plots, "layer1_0_conv1_weight.png")),
+              "weight histograms side by side")
+        r = run([sys.executable, visualize, "curves", a, b, "--out", os.path.join(plots, "curves.png")])
+        check(r.returncode == 0 and os.path.exists(os.path.join(plots, "curves.png")), "training curves")
+
         print("bad input gives one clear line and a non-zero exit:")
         bad = [
             ([train, *common, "--w_bit", "1", "--out", os.path.join(tmp, "x")], "bits must be 2..8 or 32"),
