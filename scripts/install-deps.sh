@@ -5,7 +5,8 @@ set -euo pipefail
 
 packages=(
   build-essential cmake ninja-build pkg-config  # toolchain
-  libopenblas-dev                               # CPU GEMM
+  clang libclang-rt-14-dev                      # libFuzzer for the fuzz tests
+  libopenblas-openmp-dev                        # CPU GEMM (OpenMP build: shares our threads)
   doctest-dev                                   # C++ tests
   libstb-dev                                    # image reading and writing
   zlib1g-dev                                    # gzipped IDX files
