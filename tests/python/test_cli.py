@@ -65,6 +65,11 @@ def main():
         same = open(os.path.join(a, "last.safetensors"), "rb").read() == open(os.path.join(b, "last.safetensors"), "rb").read()
         check(same, "an interrupted run ends with exactly the uninterrupted run's checkpoint")
 
+        r = run([train, *common, "--epoch", "1", "--holdout", "32", "--no-augment", "--no-shuffle",
+                 "--drop-last", "--norm-mean", "0.5", "0.5", "0.5", "--out", os.path.join(tmp, "h")])
+        check(r.returncode == 0 and "32 held-out images" in r.stdout,
+              "--holdout evaluates on held-out training images; augmentation and shuffling switch off")
+
         print("PyTorch reads our checkpoint:")
         tensors, meta = safetensors_io.load(os.path.join(a, "last.safetensors"))
         state = {k: torch.from_numpy(v) for k, v in tensors.items() if not k.startswith("psgd.")}

@@ -57,12 +57,28 @@ int run(TrainOptions o, const std::string& resume, const CLI::App& app) {
   Context ctx(pick_device(o), o.threads, o.seed);
 
   const data::DatasetOptions dopts{data::parse_format(o.dataset), o.coarse};
-  const data::Dataset train_set = data::load_dataset(o.data, data::Split::Train, dopts);
-  const data::Dataset test_set = data::load_dataset(o.data, data::Split::Test, dopts);
-  data::Loader train(train_set, {.batch_size = o.batch_size, .seed = o.seed},
-                     subset(train_set.size(), o.train_subset, o.seed));
-  data::Loader test(test_set, {.batch_size = o.eval_batch_size, .shuffle = false, .augment = false},
-                    subset(test_set.size(), o.test_subset, o.seed));
+  data::Dataset train_set = data::load_dataset(o.data, data::Split::Train, dopts);
+  data::Dataset test_set = o.holdout > 0 ? data::Dataset{} : data::load_dataset(o.data, data::Split::Test, dopts);
+  for (data::Dataset* d : {&train_set, &test_set}) {
+    if (!o.norm_mean.empty()) std::copy(o.norm_mean.begin(), o.norm_mean.end(), d->norm.mean.begin());
+    if (!o.norm_std.empty()) std::copy(o.norm_std.begin(), o.norm_std.end(), d->norm.std.begin());
+  }
+  std::vector<int64_t> train_indices = subset(train_set.size(), o.train_subset, o.seed), test_indices;
+  if (o.holdout > 0) {  // validation images come out of the training set
+    const data::HeldOut split = data::hold_out(train_set.size(), o.holdout, o.seed);
+    train_indices = split.train;
+    if (o.train_subset > 0 && o.train_subset < static_cast<int64_t>(split.train.size()))
+      train_indices.resize(static_cast<size_t>(o.train_subset));
+    test_indices = split.validation;
+  } else {
+    test_indices = subset(test_set.size(), o.test_subset, o.seed);
+  }
+  const data::Dataset& eval_set = o.holdout > 0 ? train_set : test_set;
+  data::Loader train(train_set, {.batch_size = o.batch_size, .shuffle = !o.no_shuffle,
+                                 .augment = !o.no_augment, .drop_last = o.drop_last, .seed = o.seed},
+                     train_indices);
+  data::Loader test(eval_set, {.batch_size = o.eval_batch_size, .shuffle = false, .augment = false},
+                    test_indices);
 
   auto net = make_net(o.arch, train_set.classes, ctx.device(), o.seed);
   assign_quantizers(net->params(), {.w_bits = o.w_bits, .first_last = o.first_last_quant,
@@ -92,7 +108,7 @@ int run(TrainOptions o, const std::string& resume, const CLI::App& app) {
   }
 
   std::cout << net->arch() << " on " << train_set.name << " (" << train.samples() << " training, "
-            << test.samples() << " test images, " << train_set.classes << " classes), "
+            << test.samples() << (o.holdout > 0 ? " held-out" : " test") << " images, " << train_set.classes << " classes), "
             << device_name(ctx.device()) << " with " << ctx.threads() << " threads; W"
             << o.w_bits << (o.first_last_quant ? " first/last quantized" : "") << ", lambda_s "
             << o.lambda_s << ", " << o.optimizer << " lr " << o.effective_lr() << "\n";

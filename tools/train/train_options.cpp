@@ -43,6 +43,12 @@ void add_options(CLI::App& app, TrainOptions& o, std::string& resume) {
   app.add_option("--gpu,--cu_num", o.gpu, "GPU index")->check(CLI::NonNegativeNumber)->capture_default_str();
   app.add_option("--threads", o.threads, "CPU threads (0: all cores)")->check(CLI::NonNegativeNumber)->capture_default_str();
   app.add_option("--train-subset", o.train_subset, "train on this many samples (0: all)")->check(CLI::NonNegativeNumber)->capture_default_str();
+  app.add_option("--holdout", o.holdout, "evaluate on this many held-out training images instead of the test set")->check(CLI::NonNegativeNumber)->capture_default_str();
+  app.add_flag("--no-augment", o.no_augment, "train on the images as stored (debugging, parity runs)");
+  app.add_flag("--no-shuffle", o.no_shuffle, "keep the stored order every epoch");
+  app.add_flag("--drop-last", o.drop_last, "drop the last partial training batch");
+  app.add_option("--norm-mean", o.norm_mean, "override the per-channel mean (3 values, pixels in [0, 1])")->expected(3);
+  app.add_option("--norm-std", o.norm_std, "override the per-channel std (3 values)")->expected(3);
   app.add_option("--test-subset", o.test_subset, "evaluate on this many samples (0: all)")->check(CLI::NonNegativeNumber)->capture_default_str();
 }
 
@@ -52,6 +58,7 @@ void validate(const TrainOptions& o) {
   PSGD_CHECK(o.init.empty() || std::filesystem::exists(o.init), "--init ", o.init, ": no such file");
   PSGD_CHECK(o.optimizer != "adam" || o.lambda_s > 0,
              "--optimizer adam uses lr x 1e-2 x lambda_s (the reference's rule): give --lambda-s > 0");
+  for (float s : o.norm_std) PSGD_CHECK(s > 0, "--norm-std values must be positive");
   PSGD_CHECK(o.lambda_s == 0 || o.w_bits != 32, "--lambda-s needs quantized weights (--w-bits 2..8)");
 }
 

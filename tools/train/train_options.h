@@ -38,6 +38,9 @@ struct TrainOptions {
   int gpu = 0;
   int threads = 0;
   int64_t train_subset = 0, test_subset = 0;  // 0: everything
+  int64_t holdout = 0;  // > 0: evaluate on this many held-out training images, not the test set
+  bool no_augment = false, no_shuffle = false, drop_last = false;
+  std::vector<float> norm_mean, norm_std;  // empty: the dataset's own
   int first_epoch = 1;  // set by the run: the first epoch it trained (the schedule starts here)
 
   float effective_weight_decay() const { return weight_decay >= 0 ? weight_decay : (w_bits == 2 ? 0.0f : 1e-4f); }
@@ -50,7 +53,8 @@ NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(TrainOptions, arch, data, datase
                                                 warmup_epochs, batch_size, eval_batch_size, optimizer,
                                                 w_bits, lambda_s, target, first_last_quant, a_bits,
                                                 init, seed, out, device, gpu, threads, train_subset,
-                                                test_subset, first_epoch)
+                                                test_subset, holdout, no_augment, no_shuffle, drop_last,
+                                                norm_mean, norm_std, first_epoch)
 
 // Registers every option on `app`; `resume` receives --resume.
 void add_options(CLI::App& app, TrainOptions& o, std::string& resume);
