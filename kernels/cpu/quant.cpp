@@ -20,22 +20,28 @@ void tensor_min_max(const Tensor& x, const Tensor& out) {
   out.f32()[1] = hi;
 }
 
-void quantize_weights(const Tensor& x, float delta, int levels, const Tensor& y) {
+namespace {
+
+// y[i] = f(x[i]) in parallel.
+template <class F>
+void map_elements(const Tensor& x, const Tensor& y, F&& f) {
   const float* __restrict in = x.f32();
   float* __restrict out = y.f32();
-  const float l = static_cast<float>(levels);
   const int64_t n = x.numel();
 #pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < n; ++i) out[i] = quant::quantize_weight(in[i], delta, l);
+  for (int64_t i = 0; i < n; ++i) out[i] = f(in[i]);
+}
+
+}  // namespace
+
+void quantize_weights(const Tensor& x, float delta, int levels, const Tensor& y) {
+  const float l = static_cast<float>(levels);
+  map_elements(x, y, [=](float v) { return quant::quantize_weight(v, delta, l); });
 }
 
 void quantize_activations(const Tensor& x, float delta, int levels, const Tensor& y) {
-  const float* __restrict in = x.f32();
-  float* __restrict out = y.f32();
   const float l = static_cast<float>(levels);
-  const int64_t n = x.numel();
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < n; ++i) out[i] = quant::quantize_activation(in[i], delta, l);
+  map_elements(x, y, [=](float v) { return quant::quantize_activation(v, delta, l); });
 }
 
 }  // namespace psgd::cpu
