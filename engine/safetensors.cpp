@@ -58,6 +58,11 @@ SafeTensorsFile SafeTensorsFile::read(const std::string& path) {
   in.seekg(0);
   in.read(reinterpret_cast<char*>(bytes.data()), size);
   PSGD_CHECK(in.good() || size == 0, system_error("cannot read checkpoint", path));
+  // PyTorch files start as a zip archive ("PK") or a pickle (protocol byte 0x80).
+  const bool pytorch = bytes.size() >= 2 && ((bytes[0] == std::byte{'P'} && bytes[1] == std::byte{'K'}) ||
+                                             bytes[0] == std::byte{0x80});
+  PSGD_CHECK(!pytorch, path, ": a PyTorch checkpoint, not safetensors; convert it with "
+                             "tools/convert_pth.py");
   return parse(std::move(bytes), path);
 }
 

@@ -91,6 +91,13 @@ TEST_CASE("safetensors: corrupt files give one clear error each") {
                        doctest::Contains("cannot open checkpoint"), Error);
 }
 
+TEST_CASE("safetensors: a PyTorch checkpoint is recognised and pointed to the converter") {
+  const std::string path = (scratch_dir() / "model.pth").string();
+  std::ofstream(path, std::ios::binary) << "PK\x03\x04 a zip archive";
+  CHECK_THROWS_WITH_AS(SafeTensorsFile::read(path), doctest::Contains("convert it with tools/convert_pth.py"),
+                       Error);
+}
+
 TEST_CASE("safetensors: a truncated file is refused") {
   const float f[4] = {1, 2, 3, 4};
   SafeTensorsWriter w;
