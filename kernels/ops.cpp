@@ -6,14 +6,28 @@
 #include <initializer_list>
 
 #include "kernels/cpu/cpu_ops.h"
+#ifdef PSGD_WITH_CUDA
+#include "kernels/cuda/cuda_ops.h"
+#endif
+
+// Calls the op's twin for the context's device.
+#ifdef PSGD_WITH_CUDA
+#define PSGD_DISPATCH(ctx, op, ...) \
+  ((ctx).device() == Device::CUDA ? cuda::op(__VA_ARGS__) : cpu::op(__VA_ARGS__))
+#else
+#define PSGD_DISPATCH(ctx, op, ...) cpu::op(__VA_ARGS__)
+#endif
 
 namespace psgd::ops {
 namespace {
 
-// Every defined tensor must live on the context's device. The CUDA twins arrive with the CUDA
-// backend; until then a CUDA context is refused with the op's name.
+// Ops whose CUDA twin is still to come refuse a CUDA context by name.
+void require_cpu(const Context& ctx, const char* op) {
+  PSGD_CHECK(ctx.device() == Device::CPU, op, " has no CUDA implementation yet");
+}
+
+// Every defined tensor must live on the context's device.
 void check_devices(const Context& ctx, const char* op, std::initializer_list<const Tensor*> ts) {
-  PSGD_CHECK(ctx.device() == Device::CPU, op, " has no CUDA implementation in this build");
   for (const Tensor* t : ts)
     PSGD_CHECK(!t->defined() || t->device == ctx.device(), op, ": a tensor is on ",
                device_name(t->device), " but the context runs on ", device_name(ctx.device()));
@@ -60,6 +74,7 @@ int64_t conv2d_workspace_floats(const Context& ctx, const Shape& x, const Shape&
 
 void conv2d_forward(Context& ctx, const Tensor& x, const Tensor& w, Conv2dGeometry g,
                     const Tensor& y) {
+  require_cpu(ctx, "conv2d_forward");
   check_devices(ctx, "conv2d_forward", {&x, &w, &y});
   check_shape("conv2d_forward", "output", y, conv2d_output_shape(x.shape, w.shape, g));
   cpu::conv2d_forward(ctx, x, w, g, y);
@@ -67,6 +82,7 @@ void conv2d_forward(Context& ctx, const Tensor& x, const Tensor& w, Conv2dGeomet
 
 void conv2d_backward(Context& ctx, const Tensor& x, const Tensor& w, const Tensor& dy,
                      Conv2dGeometry g, const Tensor& dx, GradMode dx_mode, const Tensor& dw) {
+  require_cpu(ctx, "conv2d_backward");
   check_devices(ctx, "conv2d_backward", {&x, &w, &dy, &dx, &dw});
   check_shape("conv2d_backward", "dy", dy, conv2d_output_shape(x.shape, w.shape, g));
   check_shape("conv2d_backward", "dw", dw, w.shape);
@@ -87,6 +103,7 @@ void batch_norm_forward_train(Context& ctx, const Tensor& x, const Tensor& gamma
                               const Tensor& beta, const Tensor& running_mean,
                               const Tensor& running_var, BatchNormParams p, const Tensor& y,
                               const Tensor& saved_mean, const Tensor& saved_invstd) {
+  require_cpu(ctx, "batch_norm_forward_train");
   const char* op = "batch_norm_forward_train";
   check_devices(ctx, op, {&x, &gamma, &beta, &running_mean, &running_var, &y, &saved_mean,
                           &saved_invstd});
@@ -102,6 +119,7 @@ void batch_norm_forward_train(Context& ctx, const Tensor& x, const Tensor& gamma
 void batch_norm_forward_eval(Context& ctx, const Tensor& x, const Tensor& gamma,
                              const Tensor& beta, const Tensor& running_mean,
                              const Tensor& running_var, BatchNormParams p, const Tensor& y) {
+  require_cpu(ctx, "batch_norm_forward_eval");
   const char* op = "batch_norm_forward_eval";
   check_devices(ctx, op, {&x, &gamma, &beta, &running_mean, &running_var, &y});
   check_batch_norm(op, x, {&gamma, &beta, &running_mean, &running_var});
@@ -112,6 +130,7 @@ void batch_norm_forward_eval(Context& ctx, const Tensor& x, const Tensor& gamma,
 void batch_norm_backward(Context& ctx, const Tensor& x, const Tensor& dy, const Tensor& gamma,
                          const Tensor& saved_mean, const Tensor& saved_invstd, const Tensor& dx,
                          GradMode dx_mode, const Tensor& dgamma, const Tensor& dbeta) {
+  require_cpu(ctx, "batch_norm_backward");
   const char* op = "batch_norm_backward";
   check_devices(ctx, op, {&x, &dy, &gamma, &saved_mean, &saved_invstd, &dx, &dgamma, &dbeta});
   check_batch_norm(op, x, {&gamma, &saved_mean, &saved_invstd, &dgamma, &dbeta});
@@ -124,7 +143,7 @@ void batch_norm_backward(Context& ctx, const Tensor& x, const Tensor& dy, const 
 void relu_forward(Context& ctx, const Tensor& x, const Tensor& y) {
   check_devices(ctx, "relu_forward", {&x, &y});
   check_same_shape("relu_forward", x, y);
-  cpu::relu_forward(x, y);
+  PSGD_DISPATCH(ctx, relu_forward, x, y);
 }
 
 void relu_backward(Context& ctx, const Tensor& y, const Tensor& dy, const Tensor& dx,
@@ -132,20 +151,20 @@ void relu_backward(Context& ctx, const Tensor& y, const Tensor& dy, const Tensor
   check_devices(ctx, "relu_backward", {&y, &dy, &dx});
   check_same_shape("relu_backward", y, dy);
   check_same_shape("relu_backward", y, dx);
-  cpu::relu_backward(y, dy, dx, dx_mode);
+  PSGD_DISPATCH(ctx, relu_backward, y, dy, dx, dx_mode);
 }
 
 void add_forward(Context& ctx, const Tensor& a, const Tensor& b, const Tensor& y) {
   check_devices(ctx, "add_forward", {&a, &b, &y});
   check_same_shape("add_forward", a, b);
   check_same_shape("add_forward", a, y);
-  cpu::add_forward(a, b, y);
+  PSGD_DISPATCH(ctx, add_forward, a, b, y);
 }
 
 void grad_pass(Context& ctx, const Tensor& src, const Tensor& dst, GradMode mode) {
   check_devices(ctx, "grad_pass", {&src, &dst});
   check_same_shape("grad_pass", src, dst);
-  cpu::grad_pass(src, dst, mode);
+  PSGD_DISPATCH(ctx, grad_pass, src, dst, mode);
 }
 
 // ---- Pooling ----------------------------------------------------------------------------------
@@ -159,6 +178,7 @@ Shape pool2d_output_shape(const Shape& x, Pool2dGeometry g) {
 }
 
 void avg_pool_forward(Context& ctx, const Tensor& x, Pool2dGeometry g, const Tensor& y) {
+  require_cpu(ctx, "avg_pool_forward");
   check_devices(ctx, "avg_pool_forward", {&x, &y});
   check_shape("avg_pool_forward", "output", y, pool2d_output_shape(x.shape, g));
   cpu::avg_pool_forward(x, g, y);
@@ -166,12 +186,14 @@ void avg_pool_forward(Context& ctx, const Tensor& x, Pool2dGeometry g, const Ten
 
 void avg_pool_backward(Context& ctx, const Tensor& dy, Pool2dGeometry g, const Tensor& dx,
                        GradMode dx_mode) {
+  require_cpu(ctx, "avg_pool_backward");
   check_devices(ctx, "avg_pool_backward", {&dy, &dx});
   check_shape("avg_pool_backward", "dy", dy, pool2d_output_shape(dx.shape, g));
   cpu::avg_pool_backward(dy, g, dx, dx_mode);
 }
 
 void max_pool_forward(Context& ctx, const Tensor& x, Pool2dGeometry g, const Tensor& y) {
+  require_cpu(ctx, "max_pool_forward");
   check_devices(ctx, "max_pool_forward", {&x, &y});
   check_shape("max_pool_forward", "output", y, pool2d_output_shape(x.shape, g));
   cpu::max_pool_forward(x, g, y);
@@ -179,6 +201,7 @@ void max_pool_forward(Context& ctx, const Tensor& x, Pool2dGeometry g, const Ten
 
 void max_pool_backward(Context& ctx, const Tensor& x, const Tensor& dy, Pool2dGeometry g,
                        const Tensor& dx, GradMode dx_mode) {
+  require_cpu(ctx, "max_pool_backward");
   check_devices(ctx, "max_pool_backward", {&x, &dy, &dx});
   check_shape("max_pool_backward", "dy", dy, pool2d_output_shape(x.shape, g));
   check_same_shape("max_pool_backward", x, dx);
@@ -205,6 +228,7 @@ void check_linear(const char* op, const Tensor& x2, const Tensor& w, const Tenso
 
 void linear_forward(Context& ctx, const Tensor& x, const Tensor& w, const Tensor& b,
                     const Tensor& y) {
+  require_cpu(ctx, "linear_forward");
   check_devices(ctx, "linear_forward", {&x, &w, &b, &y});
   const Tensor x2 = as_matrix(x);
   check_linear("linear_forward", x2, w, b);
@@ -214,6 +238,7 @@ void linear_forward(Context& ctx, const Tensor& x, const Tensor& w, const Tensor
 
 void linear_backward(Context& ctx, const Tensor& x, const Tensor& w, const Tensor& dy,
                      const Tensor& dx, GradMode dx_mode, const Tensor& dw, const Tensor& db) {
+  require_cpu(ctx, "linear_backward");
   check_devices(ctx, "linear_backward", {&x, &w, &dy, &dx, &dw, &db});
   const Tensor x2 = as_matrix(x);
   check_linear("linear_backward", x2, w, db);
@@ -229,7 +254,7 @@ void dropout_forward(Context& ctx, const Tensor& x, float p, uint64_t seed, uint
   check_devices(ctx, "dropout_forward", {&x, &y});
   check_same_shape("dropout_forward", x, y);
   PSGD_CHECK(p >= 0.0f && p <= 1.0f, "dropout: probability ", p, " outside [0, 1]");
-  cpu::dropout_forward(x, p, seed, stream, y);
+  PSGD_DISPATCH(ctx, dropout_forward, x, p, seed, stream, y);
 }
 
 void dropout_backward(Context& ctx, const Tensor& dy, float p, uint64_t seed, uint64_t stream,
@@ -237,12 +262,13 @@ void dropout_backward(Context& ctx, const Tensor& dy, float p, uint64_t seed, ui
   check_devices(ctx, "dropout_backward", {&dy, &dx});
   check_same_shape("dropout_backward", dy, dx);
   PSGD_CHECK(p >= 0.0f && p <= 1.0f, "dropout: probability ", p, " outside [0, 1]");
-  cpu::dropout_backward(dy, p, seed, stream, dx, dx_mode);
+  PSGD_DISPATCH(ctx, dropout_backward, dy, p, seed, stream, dx, dx_mode);
 }
 
 // ---- Loss and metrics -------------------------------------------------------------------------
 void softmax_cross_entropy(Context& ctx, const Tensor& logits, const Tensor& labels,
                            const Tensor& loss, const Tensor& dlogits) {
+  require_cpu(ctx, "softmax_cross_entropy");
   const char* op = "softmax_cross_entropy";
   check_devices(ctx, op, {&logits, &labels, &loss, &dlogits});
   check_labels(op, logits, labels);
@@ -252,6 +278,7 @@ void softmax_cross_entropy(Context& ctx, const Tensor& logits, const Tensor& lab
 }
 
 int64_t topk_correct(Context& ctx, const Tensor& logits, const Tensor& labels, int k) {
+  require_cpu(ctx, "topk_correct");
   check_devices(ctx, "topk_correct", {&logits, &labels});
   check_labels("topk_correct", logits, labels);
   PSGD_CHECK(k >= 1, "topk_correct: k must be positive, got ", k);
@@ -260,6 +287,7 @@ int64_t topk_correct(Context& ctx, const Tensor& logits, const Tensor& labels, i
 
 // ---- Quantization -----------------------------------------------------------------------------
 void tensor_min_max(Context& ctx, const Tensor& x, const Tensor& out) {
+  require_cpu(ctx, "tensor_min_max");
   check_devices(ctx, "tensor_min_max", {&x, &out});
   check_shape("tensor_min_max", "out", out, Shape{2});
   PSGD_CHECK(x.numel() > 0, "tensor_min_max: empty tensor");
@@ -271,7 +299,7 @@ void quantize_weights(Context& ctx, const Tensor& x, float delta, int levels, co
   check_same_shape("quantize_weights", x, y);
   PSGD_CHECK(levels >= 1 && delta >= 0.0f, "quantize_weights: levels ", levels, " and delta ",
              delta, " are invalid");
-  cpu::quantize_weights(x, delta, levels, y);
+  PSGD_DISPATCH(ctx, quantize_weights, x, delta, levels, y);
 }
 
 void quantize_activations(Context& ctx, const Tensor& x, float delta, int levels,
@@ -280,7 +308,7 @@ void quantize_activations(Context& ctx, const Tensor& x, float delta, int levels
   check_same_shape("quantize_activations", x, y);
   PSGD_CHECK(levels >= 1 && delta >= 0.0f, "quantize_activations: levels ", levels,
              " and delta ", delta, " are invalid");
-  cpu::quantize_activations(x, delta, levels, y);
+  PSGD_DISPATCH(ctx, quantize_activations, x, delta, levels, y);
 }
 
 // ---- The fused optimizer step ------------------------------------------------------------------
@@ -302,6 +330,7 @@ void check_segments(const char* op, const Tensor& weights,
 
 void psgd_sgd_step(Context& ctx, const Tensor& weights, const Tensor& grads,
                    const Tensor& momentum, std::span<const OptimSegment> segments, SgdStep h) {
+  require_cpu(ctx, "psgd_sgd_step");
   check_devices(ctx, "psgd_sgd_step", {&weights, &grads, &momentum});
   check_segments("psgd_sgd_step", weights, {&grads, &momentum}, segments);
   cpu::psgd_sgd_step(weights, grads, momentum, segments, h);
@@ -309,6 +338,7 @@ void psgd_sgd_step(Context& ctx, const Tensor& weights, const Tensor& grads,
 
 void psgd_adam_step(Context& ctx, const Tensor& weights, const Tensor& grads, const Tensor& m,
                     const Tensor& v, std::span<const OptimSegment> segments, AdamStep h) {
+  require_cpu(ctx, "psgd_adam_step");
   check_devices(ctx, "psgd_adam_step", {&weights, &grads, &m, &v});
   check_segments("psgd_adam_step", weights, {&grads, &m, &v}, segments);
   PSGD_CHECK(h.step >= 1, "psgd_adam_step: steps count from 1, got ", h.step);

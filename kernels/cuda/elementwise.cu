@@ -1,0 +1,68 @@
+// Elementwise ops on CUDA: ReLU, add, gradient routing and dropout (the same counter-based RNG
+// as the CPU, so the same masks).
+#include "kernels/cuda/cuda_ops.h"
+#include "kernels/cuda/launch.h"
+#include "kernels/rng.h"
+
+namespace psgd::cuda {
+namespace {
+
+// dst[i] = value(i), or dst[i] += value(i).
+template <class F>
+void write_grad(const Tensor& dst, GradMode mode, F value) {
+  float* out = dst.f32();
+  if (mode == GradMode::Accumulate)
+    for_each(dst.numel(), [=] __device__(int64_t i) { out[i] += value(i); });
+  else
+    for_each(dst.numel(), [=] __device__(int64_t i) { out[i] = value(i); });
+}
+
+__host__ __device__ inline float keep_scale(float p) { return p < 1.0f ? 1.0f / (1.0f - p) : 0.0f; }
+
+}  // namespace
+
+void relu_forward(const Tensor& x, const Tensor& y) {
+  const float* in = x.f32();
+  float* out = y.f32();
+  for_each(x.numel(), [=] __device__(int64_t i) { out[i] = in[i] > 0.0f ? in[i] : 0.0f; });
+}
+
+void relu_backward(const Tensor& y, const Tensor& dy, const Tensor& dx, GradMode dx_mode) {
+  const float* out = y.f32();
+  const float* g = dy.f32();
+  write_grad(dx, dx_mode, [=] __device__(int64_t i) { return out[i] > 0.0f ? g[i] : 0.0f; });
+}
+
+void add_forward(const Tensor& a, const Tensor& b, const Tensor& y) {
+  const float* pa = a.f32();
+  const float* pb = b.f32();
+  float* out = y.f32();
+  for_each(y.numel(), [=] __device__(int64_t i) { out[i] = pa[i] + pb[i]; });
+}
+
+void grad_pass(const Tensor& src, const Tensor& dst, GradMode mode) {
+  const float* g = src.f32();
+  write_grad(dst, mode, [=] __device__(int64_t i) { return g[i]; });
+}
+
+void dropout_forward(const Tensor& x, float p, uint64_t seed, uint64_t stream, const Tensor& y) {
+  const uint64_t key = rng::stream_key(seed, stream);
+  const float scale = keep_scale(p);
+  const float* in = x.f32();
+  float* out = y.f32();
+  for_each(x.numel(), [=] __device__(int64_t i) {
+    out[i] = rng::uniform(key, i) < p ? 0.0f : in[i] * scale;
+  });
+}
+
+void dropout_backward(const Tensor& dy, float p, uint64_t seed, uint64_t stream,
+                      const Tensor& dx, GradMode dx_mode) {
+  const uint64_t key = rng::stream_key(seed, stream);
+  const float scale = keep_scale(p);
+  const float* g = dy.f32();
+  write_grad(dx, dx_mode, [=] __device__(int64_t i) {
+    return rng::uniform(key, i) < p ? 0.0f : g[i] * scale;
+  });
+}
+
+}  // namespace psgd::cuda
