@@ -42,8 +42,10 @@ set(CMAKE_CUDA_STANDARD 20)
 set(CMAKE_CUDA_STANDARD_REQUIRED ON)
 
 find_package(CUDAToolkit REQUIRED)
-find_path(PSGD_CUDNN_INCLUDE cudnn.h HINTS ${CUDAToolkit_INCLUDE_DIRS})
-find_library(PSGD_CUDNN_LIBRARY cudnn HINTS ${CUDAToolkit_LIBRARY_DIR})
+set(PSGD_CUDNN_ROOT "" CACHE PATH "cuDNN's folder (include/, lib/) when it is not beside the toolkit")
+find_path(PSGD_CUDNN_INCLUDE cudnn.h HINTS ${PSGD_CUDNN_ROOT}/include ${CUDAToolkit_INCLUDE_DIRS})
+find_library(PSGD_CUDNN_LIBRARY NAMES cudnn libcudnn.so.9
+             HINTS ${PSGD_CUDNN_ROOT}/lib ${CUDAToolkit_LIBRARY_DIR})
 if(NOT PSGD_CUDNN_INCLUDE OR NOT PSGD_CUDNN_LIBRARY)
   message(FATAL_ERROR "psgd: cuDNN (cudnn.h, libcudnn) not found next to the CUDA toolkit in "
                       "${CUDAToolkit_LIBRARY_DIR}. Install cuDNN 9 for CUDA ${CUDAToolkit_VERSION}.")

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Every GPU check in one call, for a machine with one GPU and no network (the device tool):
+# the card, driver and CUDA libraries present; a build for that card; the whole test suite;
+# compute-sanitizer (memcheck and racecheck) over the CUDA kernel tests; a short benchmark.
+# Logs go to $OUT (default out/gpu-check): summary.txt, card.txt, build.log, tests.log,
+# sanitizer.log, bench.log. Exits non-zero if any step failed.
+#
+# Here, first:   scripts/stage-gpu-deps.sh        (our Debian headers and libraries -> .gpu-deps)
+# Then, device:  run(command="scripts/gpu-check.sh", carry=[".gpu-deps"], timeout_s=540)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=${OUT:-out/gpu-check}
+build=build-gpu
+mkdir -p "$out"
+: > "$out/summary.txt"
+status=0
+
+step() {
+  local name=$1 log=$2
+  shift 2
+  local start=$SECONDS
+  if "$@" >> "$out/$log" 2>&1; then
+    echo "ok    $name ($((SECONDS - start)) s)" | tee -a "$out/summary.txt"
+  else
+    echo "FAIL  $name ($((SECONDS - start)) s; see $log)" | tee -a "$out/summary.txt"
+    status=1
+  fi
+}
+
+card() {
+  nvidia-smi
+  nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv
+  command -v nvcc && nvcc --version
+  echo "-- CUDA libraries found:"
+  find / -xdev \( -name 'cudnn.h' -o -name 'cublas_v2.h' -o -name 'nccl.h' -o -name 'libcudnn.so*' \
+    -o -name 'libnccl.so*' -o -name 'libcublas.so*' \) 2>/dev/null | sort | head -40
+  command -v compute-sanitizer
+}
+
+cudnn_root() {  # cuDNN from the toolkit, else from the pip wheel of the image
+  [[ -f /usr/local/cuda/include/cudnn.h ]] && return
+  python3 -c 'import nvidia.cudnn, os; print(os.path.dirname(nvidia.cudnn.__file__))' 2>/dev/null
+}
+
+configure_and_build() {
+  local deps=() root
+  [[ -d .gpu-deps ]] && deps+=("-DPSGD_DEPS_ROOT=$PWD/.gpu-deps")
+  root=$(cudnn_root)
+  [[ -n $root ]] && deps+=("-DPSGD_CUDNN_ROOT=$root")
+  cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DPSGD_CUDA=ON \
+    -DPSGD_CUDA_ARCHITECTURES="${PSGD_CUDA_ARCH:-native}" "${deps[@]}" &&
+    cmake --build "$build" -j"$(nproc)"
+}
+
+sanitize() {
+  compute-sanitizer --tool memcheck --error-exitcode 1 "$build/tests/test_cuda_ops" &&
+    compute-sanitizer --tool racecheck --error-exitcode 1 "$build/tests/test_cuda_ops"
+}
+
+step "card and toolkit" card.txt card
+step "build for this card" build.log configure_and_build
+if [[ -x $build/tests/test_cuda_ops ]]; then
+  step "test suite" tests.log ctest --test-dir "$build" --output-on-failure -j8 -E '^fuzz/'
+  step "compute-sanitizer" sanitizer.log sanitize
+  step "benchmark (CPU step on this host)" bench.log \
+    "$build/tools/psgd-bench-step" --threads "$(nproc)" --repeats 5
+fi
+echo "gpu-check: $([[ $status -eq 0 ]] && echo passed || echo FAILED); logs in $out" | tee -a "$out/summary.txt"
+exit $status
