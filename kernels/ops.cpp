@@ -44,6 +44,7 @@ void check_labels(const char* op, const Tensor& logits, const Tensor& labels) {
   check_rank(op, "logits", logits, 2);
   check_shape(op, "labels", labels, Shape{logits.shape[0]});
   PSGD_CHECK(labels.dtype == DType::I32, op, ": labels must be int32");
+  if (labels.device != Device::CPU) return;  // the CUDA kernels turn a bad label into a NaN loss
   const int32_t* y = labels.i32();
   for (int64_t i = 0; i < labels.numel(); ++i)
     PSGD_CHECK(y[i] >= 0 && y[i] < logits.shape[1], op, ": label ", y[i], " of sample ", i,
@@ -103,7 +104,6 @@ void batch_norm_forward_train(Context& ctx, const Tensor& x, const Tensor& gamma
                               const Tensor& beta, const Tensor& running_mean,
                               const Tensor& running_var, BatchNormParams p, const Tensor& y,
                               const Tensor& saved_mean, const Tensor& saved_invstd) {
-  require_cpu(ctx, "batch_norm_forward_train");
   const char* op = "batch_norm_forward_train";
   check_devices(ctx, op, {&x, &gamma, &beta, &running_mean, &running_var, &y, &saved_mean,
                           &saved_invstd});
@@ -112,31 +112,29 @@ void batch_norm_forward_train(Context& ctx, const Tensor& x, const Tensor& gamma
   check_same_shape(op, x, y);
   PSGD_CHECK(x.numel() / x.shape[1] > 1, op,
              ": training needs more than one value per channel, got input ", x.shape.str());
-  cpu::batch_norm_forward_train(x, gamma, beta, running_mean, running_var, p, y, saved_mean,
+  PSGD_DISPATCH(ctx, batch_norm_forward_train, x, gamma, beta, running_mean, running_var, p, y, saved_mean,
                                 saved_invstd);
 }
 
 void batch_norm_forward_eval(Context& ctx, const Tensor& x, const Tensor& gamma,
                              const Tensor& beta, const Tensor& running_mean,
                              const Tensor& running_var, BatchNormParams p, const Tensor& y) {
-  require_cpu(ctx, "batch_norm_forward_eval");
   const char* op = "batch_norm_forward_eval";
   check_devices(ctx, op, {&x, &gamma, &beta, &running_mean, &running_var, &y});
   check_batch_norm(op, x, {&gamma, &beta, &running_mean, &running_var});
   check_same_shape(op, x, y);
-  cpu::batch_norm_forward_eval(x, gamma, beta, running_mean, running_var, p, y);
+  PSGD_DISPATCH(ctx, batch_norm_forward_eval, x, gamma, beta, running_mean, running_var, p, y);
 }
 
 void batch_norm_backward(Context& ctx, const Tensor& x, const Tensor& dy, const Tensor& gamma,
                          const Tensor& saved_mean, const Tensor& saved_invstd, const Tensor& dx,
                          GradMode dx_mode, const Tensor& dgamma, const Tensor& dbeta) {
-  require_cpu(ctx, "batch_norm_backward");
   const char* op = "batch_norm_backward";
   check_devices(ctx, op, {&x, &dy, &gamma, &saved_mean, &saved_invstd, &dx, &dgamma, &dbeta});
   check_batch_norm(op, x, {&gamma, &saved_mean, &saved_invstd, &dgamma, &dbeta});
   check_same_shape(op, x, dy);
   if (dx.defined()) check_same_shape(op, x, dx);
-  cpu::batch_norm_backward(x, dy, gamma, saved_mean, saved_invstd, dx, dx_mode, dgamma, dbeta);
+  PSGD_DISPATCH(ctx, batch_norm_backward, x, dy, gamma, saved_mean, saved_invstd, dx, dx_mode, dgamma, dbeta);
 }
 
 // ---- Elementwise ------------------------------------------------------------------------------
@@ -178,34 +176,30 @@ Shape pool2d_output_shape(const Shape& x, Pool2dGeometry g) {
 }
 
 void avg_pool_forward(Context& ctx, const Tensor& x, Pool2dGeometry g, const Tensor& y) {
-  require_cpu(ctx, "avg_pool_forward");
   check_devices(ctx, "avg_pool_forward", {&x, &y});
   check_shape("avg_pool_forward", "output", y, pool2d_output_shape(x.shape, g));
-  cpu::avg_pool_forward(x, g, y);
+  PSGD_DISPATCH(ctx, avg_pool_forward, x, g, y);
 }
 
 void avg_pool_backward(Context& ctx, const Tensor& dy, Pool2dGeometry g, const Tensor& dx,
                        GradMode dx_mode) {
-  require_cpu(ctx, "avg_pool_backward");
   check_devices(ctx, "avg_pool_backward", {&dy, &dx});
   check_shape("avg_pool_backward", "dy", dy, pool2d_output_shape(dx.shape, g));
-  cpu::avg_pool_backward(dy, g, dx, dx_mode);
+  PSGD_DISPATCH(ctx, avg_pool_backward, dy, g, dx, dx_mode);
 }
 
 void max_pool_forward(Context& ctx, const Tensor& x, Pool2dGeometry g, const Tensor& y) {
-  require_cpu(ctx, "max_pool_forward");
   check_devices(ctx, "max_pool_forward", {&x, &y});
   check_shape("max_pool_forward", "output", y, pool2d_output_shape(x.shape, g));
-  cpu::max_pool_forward(x, g, y);
+  PSGD_DISPATCH(ctx, max_pool_forward, x, g, y);
 }
 
 void max_pool_backward(Context& ctx, const Tensor& x, const Tensor& dy, Pool2dGeometry g,
                        const Tensor& dx, GradMode dx_mode) {
-  require_cpu(ctx, "max_pool_backward");
   check_devices(ctx, "max_pool_backward", {&x, &dy, &dx});
   check_shape("max_pool_backward", "dy", dy, pool2d_output_shape(x.shape, g));
   check_same_shape("max_pool_backward", x, dx);
-  cpu::max_pool_backward(x, dy, g, dx, dx_mode);
+  PSGD_DISPATCH(ctx, max_pool_backward, x, dy, g, dx, dx_mode);
 }
 
 // ---- Linear -----------------------------------------------------------------------------------
@@ -268,30 +262,27 @@ void dropout_backward(Context& ctx, const Tensor& dy, float p, uint64_t seed, ui
 // ---- Loss and metrics -------------------------------------------------------------------------
 void softmax_cross_entropy(Context& ctx, const Tensor& logits, const Tensor& labels,
                            const Tensor& loss, const Tensor& dlogits) {
-  require_cpu(ctx, "softmax_cross_entropy");
   const char* op = "softmax_cross_entropy";
   check_devices(ctx, op, {&logits, &labels, &loss, &dlogits});
   check_labels(op, logits, labels);
   check_shape(op, "loss", loss, Shape{1});
   check_same_shape(op, logits, dlogits);
-  cpu::softmax_cross_entropy(logits, labels, loss, dlogits);
+  PSGD_DISPATCH(ctx, softmax_cross_entropy, logits, labels, loss, dlogits);
 }
 
 int64_t topk_correct(Context& ctx, const Tensor& logits, const Tensor& labels, int k) {
-  require_cpu(ctx, "topk_correct");
   check_devices(ctx, "topk_correct", {&logits, &labels});
   check_labels("topk_correct", logits, labels);
   PSGD_CHECK(k >= 1, "topk_correct: k must be positive, got ", k);
-  return cpu::topk_correct(logits, labels, k);
+  return PSGD_DISPATCH(ctx, topk_correct, logits, labels, k);
 }
 
 // ---- Quantization -----------------------------------------------------------------------------
 void tensor_min_max(Context& ctx, const Tensor& x, const Tensor& out) {
-  require_cpu(ctx, "tensor_min_max");
   check_devices(ctx, "tensor_min_max", {&x, &out});
   check_shape("tensor_min_max", "out", out, Shape{2});
   PSGD_CHECK(x.numel() > 0, "tensor_min_max: empty tensor");
-  cpu::tensor_min_max(x, out);
+  PSGD_DISPATCH(ctx, tensor_min_max, x, out);
 }
 
 void quantize_weights(Context& ctx, const Tensor& x, float delta, int levels, const Tensor& y) {
@@ -330,19 +321,17 @@ void check_segments(const char* op, const Tensor& weights,
 
 void psgd_sgd_step(Context& ctx, const Tensor& weights, const Tensor& grads,
                    const Tensor& momentum, std::span<const OptimSegment> segments, SgdStep h) {
-  require_cpu(ctx, "psgd_sgd_step");
   check_devices(ctx, "psgd_sgd_step", {&weights, &grads, &momentum});
   check_segments("psgd_sgd_step", weights, {&grads, &momentum}, segments);
-  cpu::psgd_sgd_step(weights, grads, momentum, segments, h);
+  PSGD_DISPATCH(ctx, psgd_sgd_step, weights, grads, momentum, segments, h);
 }
 
 void psgd_adam_step(Context& ctx, const Tensor& weights, const Tensor& grads, const Tensor& m,
                     const Tensor& v, std::span<const OptimSegment> segments, AdamStep h) {
-  require_cpu(ctx, "psgd_adam_step");
   check_devices(ctx, "psgd_adam_step", {&weights, &grads, &m, &v});
   check_segments("psgd_adam_step", weights, {&grads, &m, &v}, segments);
   PSGD_CHECK(h.step >= 1, "psgd_adam_step: steps count from 1, got ", h.step);
-  cpu::psgd_adam_step(weights, grads, m, v, segments, h);
+  PSGD_DISPATCH(ctx, psgd_adam_step, weights, grads, m, v, segments, h);
 }
 
 }  // namespace psgd::ops

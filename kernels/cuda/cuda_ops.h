@@ -19,5 +19,32 @@ void dropout_backward(const Tensor& dy, float p, uint64_t seed, uint64_t stream,
 
 void quantize_weights(const Tensor& x, float delta, int levels, const Tensor& y);
 void quantize_activations(const Tensor& x, float delta, int levels, const Tensor& y);
+void tensor_min_max(const Tensor& x, const Tensor& out);
+
+void avg_pool_forward(const Tensor& x, ops::Pool2dGeometry g, const Tensor& y);
+void avg_pool_backward(const Tensor& dy, ops::Pool2dGeometry g, const Tensor& dx, GradMode dx_mode);
+void max_pool_forward(const Tensor& x, ops::Pool2dGeometry g, const Tensor& y);
+void max_pool_backward(const Tensor& x, const Tensor& dy, ops::Pool2dGeometry g, const Tensor& dx,
+                       GradMode dx_mode);
+
+void batch_norm_forward_train(const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                              const Tensor& running_mean, const Tensor& running_var,
+                              ops::BatchNormParams p, const Tensor& y, const Tensor& saved_mean,
+                              const Tensor& saved_invstd);
+void batch_norm_forward_eval(const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                             const Tensor& running_mean, const Tensor& running_var,
+                             ops::BatchNormParams p, const Tensor& y);
+void batch_norm_backward(const Tensor& x, const Tensor& dy, const Tensor& gamma,
+                         const Tensor& saved_mean, const Tensor& saved_invstd, const Tensor& dx,
+                         GradMode dx_mode, const Tensor& dgamma, const Tensor& dbeta);
+
+void softmax_cross_entropy(const Tensor& logits, const Tensor& labels, const Tensor& loss,
+                           const Tensor& dlogits);
+int64_t topk_correct(const Tensor& logits, const Tensor& labels, int k);
+
+void psgd_sgd_step(const Tensor& weights, const Tensor& grads, const Tensor& momentum,
+                   std::span<const ops::OptimSegment> segments, ops::SgdStep h);
+void psgd_adam_step(const Tensor& weights, const Tensor& grads, const Tensor& m, const Tensor& v,
+                    std::span<const ops::OptimSegment> segments, ops::AdamStep h);
 
 }  // namespace psgd::cuda

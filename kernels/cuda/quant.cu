@@ -1,9 +1,42 @@
 // Quantize-dequantize on CUDA, with the element arithmetic of kernels/quant_math.h.
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/launch.h"
+#include "kernels/cuda/reduce.h"
 #include "kernels/quant_math.h"
 
 namespace psgd::cuda {
+namespace {
+
+// min and max of n values by one block, in a fixed order.
+__global__ void min_max_kernel(const float* x, int64_t n, float* out) {
+  __shared__ float lo[kThreads], hi[kThreads];
+  float mine_lo = INFINITY, mine_hi = -INFINITY;
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
+    mine_lo = fminf(mine_lo, x[i]);
+    mine_hi = fmaxf(mine_hi, x[i]);
+  }
+  lo[threadIdx.x] = mine_lo;
+  hi[threadIdx.x] = mine_hi;
+  __syncthreads();
+  for (int stride = kThreads / 2; stride > 0; stride /= 2) {
+    if (threadIdx.x < stride) {
+      lo[threadIdx.x] = fminf(lo[threadIdx.x], lo[threadIdx.x + stride]);
+      hi[threadIdx.x] = fmaxf(hi[threadIdx.x], hi[threadIdx.x + stride]);
+    }
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) {
+    out[0] = lo[0];
+    out[1] = hi[0];
+  }
+}
+
+}  // namespace
+
+void tensor_min_max(const Tensor& x, const Tensor& out) {
+  min_max_kernel<<<1, kThreads>>>(x.f32(), x.numel(), out.f32());
+  CUDA_CHECK_LAUNCH();
+}
 
 void quantize_weights(const Tensor& x, float delta, int levels, const Tensor& y) {
   const float* in = x.f32();

@@ -3,7 +3,9 @@
 #define DOCTEST_CONFIG_IMPLEMENT
 #include <doctest/doctest.h>
 
+#include <cmath>
 #include <cstdio>
+#include <tuple>
 #include <functional>
 #include <memory>
 
@@ -56,6 +58,40 @@ void compare(const char* what, int inputs, const std::function<void(Context&, st
   }
 }
 
+// A tensor on both devices with the same values.
+struct Twin {
+  HostTensor host;
+  DeviceCopy device;
+  Twin(Shape shape, float lo, float hi, uint64_t stream)
+      : host(shape), device((fill_uniform(host.t(), lo, hi, 2, stream), host.t())) {}
+  void expect_close(const char* what, double tolerance) const {
+    const std::vector<float> got = device.host();
+    double scale = 1e-30, worst = 0.0;
+    for (int64_t i = 0; i < host.numel(); ++i) {
+      scale = std::max(scale, std::fabs(static_cast<double>(host[i])));
+      worst = std::max(worst, std::fabs(static_cast<double>(got[i]) - host[i]));
+    }
+    INFO(what, ": worst difference ", worst, " at scale ", scale);
+    CHECK(worst / scale <= tolerance);
+  }
+};
+
+using TwinList = std::vector<std::unique_ptr<Twin>>;
+
+// Runs op on the CPU tensors and on the GPU tensors, then compares every tensor.
+void run_both(TwinList& ts, const std::function<void(Context&, const std::vector<Tensor>&)>& op,
+              const char* what, double tolerance) {
+  Context cpu(Device::CPU, 2, 3), gpu(Device::CUDA, 2, 3);
+  std::vector<Tensor> on_cpu, on_gpu;
+  for (auto& t : ts) {
+    on_cpu.push_back(t->host.t());
+    on_gpu.push_back(t->device.t);
+  }
+  op(cpu, on_cpu);
+  op(gpu, on_gpu);
+  for (auto& t : ts) t->expect_close(what, tolerance);
+}
+
 }  // namespace
 
 TEST_CASE("cuda: ReLU, add and gradient routing equal the CPU") {
@@ -77,6 +113,86 @@ TEST_CASE("cuda: dropout draws the CPU's masks") {
 TEST_CASE("cuda: weight and activation quantization equal the CPU") {
   compare("quantize_weights", 1, [](Context& c, std::vector<Tensor>& t) { ops::quantize_weights(c, t[0], 0.3f, 7, t[1]); });
   compare("quantize_activations", 1, [](Context& c, std::vector<Tensor>& t) { ops::quantize_activations(c, t[0], 0.1f, 15, t[1]); });
+}
+
+TEST_CASE("cuda: batch norm, training and evaluation, forward and backward") {
+  for (const Shape& x : {Shape{3, 5, 3, 7}, Shape{16, 16, 32, 32}, Shape{6, 4}}) {
+    CAPTURE(x.str());
+    const Shape c{x[1]};
+    TwinList t;
+    for (const auto& [shape, lo, hi] : {std::tuple{x, -2.0f, 3.0f}, {c, 0.5f, 1.5f}, {c, -0.5f, 0.5f},
+                                        {c, -0.5f, 0.5f}, {c, 0.5f, 1.5f}, {x, 0.0f, 0.0f},
+                                        {c, 0.0f, 0.0f}, {c, 0.0f, 0.0f}, {x, -1.0f, 1.0f},
+                                        {x, 0.0f, 0.0f}, {c, 0.0f, 0.0f}, {c, 0.0f, 0.0f}})
+      t.push_back(std::make_unique<Twin>(shape, lo, hi, t.size()));
+    run_both(t, [](Context& ctx, const std::vector<Tensor>& v) {
+      ops::batch_norm_forward_train(ctx, v[0], v[1], v[2], v[3], v[4], {}, v[5], v[6], v[7]);
+      ops::batch_norm_backward(ctx, v[0], v[8], v[1], v[6], v[7], v[9], ops::GradMode::Overwrite,
+                               v[10], v[11]);
+      ops::batch_norm_forward_eval(ctx, v[0], v[1], v[2], v[3], v[4], {}, v[5]);
+    }, "batch_norm", 1e-5);
+  }
+}
+
+TEST_CASE("cuda: average and max pooling, forward and backward, overlapping windows") {
+  struct Case {
+    Shape x;
+    int kernel, stride;
+  };
+  for (const Case& c : {Case{{2, 3, 8, 8}, 8, 8}, Case{{3, 2, 7, 7}, 3, 2}, Case{{3, 1, 7, 5}, 2, 2},
+                        Case{{64, 16, 32, 32}, 2, 2}}) {
+    CAPTURE(c.x.str());
+    const ops::Pool2dGeometry g{c.kernel, c.stride};
+    const Shape y = ops::pool2d_output_shape(c.x, g);
+    TwinList t;
+    for (const Shape& s : {c.x, y, y, c.x, c.x}) t.push_back(std::make_unique<Twin>(s, -1.0f, 1.0f, t.size()));
+    run_both(t, [g](Context& ctx, const std::vector<Tensor>& v) {
+      ops::avg_pool_forward(ctx, v[0], g, v[1]);
+      ops::avg_pool_backward(ctx, v[2], g, v[3], ops::GradMode::Accumulate);
+      ops::max_pool_forward(ctx, v[0], g, v[1]);
+      ops::max_pool_backward(ctx, v[0], v[2], g, v[4], ops::GradMode::Overwrite);
+    }, "pooling", 1e-6);
+  }
+}
+
+TEST_CASE("cuda: softmax cross-entropy, top-k and the min/max reduction") {
+  for (int64_t rows : {1, 3, 512}) {
+    CAPTURE(rows);
+    std::vector<int32_t> labels(static_cast<size_t>(rows));
+    for (int64_t i = 0; i < rows; ++i) labels[i] = static_cast<int32_t>((i * 37) % 100);
+    DeviceBuffer device_labels(Device::CUDA, labels.size() * sizeof(int32_t));
+    memory_copy(device_labels.data(), Device::CUDA, labels.data(), Device::CPU, labels.size() * 4);
+    const Tensor host_y(labels.data(), Shape{rows}, Device::CPU);
+    const Tensor gpu_y(reinterpret_cast<int32_t*>(device_labels.data()), Shape{rows}, Device::CUDA);
+    TwinList t;
+    for (const Shape& s : {Shape{rows, 100}, Shape{1}, Shape{rows, 100}, Shape{2}})
+      t.push_back(std::make_unique<Twin>(s, -4.0f, 4.0f, t.size()));
+    int64_t correct[2][3] = {};
+    run_both(t, [&](Context& ctx, const std::vector<Tensor>& v) {
+      const Tensor& y = ctx.device() == Device::CPU ? host_y : gpu_y;
+      ops::softmax_cross_entropy(ctx, v[0], y, v[1], v[2]);
+      ops::tensor_min_max(ctx, v[0], v[3]);
+      for (int k : {1, 5, 100}) correct[ctx.device() == Device::CUDA][k == 1 ? 0 : k == 5 ? 1 : 2] =
+          ops::topk_correct(ctx, v[0], y, k);
+    }, "loss", 1e-6);
+    for (int k = 0; k < 3; ++k) CHECK(correct[0][k] == correct[1][k]);
+  }
+}
+
+TEST_CASE("cuda: the PSGD optimizer step, SGD and Adam, grid and zero targets") {
+  const int64_t n = 1000;
+  std::vector<ops::OptimSegment> segments = {{0, 300, ops::PsgTarget::Grid, 0.05f, 7.0f},
+                                             {300, 200, ops::PsgTarget::Zero},
+                                             {500, 500, ops::PsgTarget::None}};
+  TwinList t;
+  for (int i = 0; i < 4; ++i) t.push_back(std::make_unique<Twin>(Shape{n}, -0.3f, 0.3f, i));
+  run_both(t, [&](Context& ctx, const std::vector<Tensor>& v) {
+    for (bool first : {true, false})
+      ops::psgd_sgd_step(ctx, v[0], v[1], v[2], segments, {0.01f, 0.9f, 1e-4f, 150.0f, first});
+    for (int64_t step : {1, 2})
+      ops::psgd_adam_step(ctx, v[0], v[1], v[2], v[3], segments,
+                          {.lr = 1e-3f, .weight_decay = 1e-4f, .lambda = 150.0f, .step = step});
+  }, "optimizer", 1e-5);
 }
 
 int main(int argc, char** argv) {

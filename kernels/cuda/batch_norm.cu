@@ -1,0 +1,121 @@
+// Batch normalisation on CUDA, PyTorch semantics: one block per channel, sums in double in a
+// fixed order (deterministic), as the CPU twin.
+#include <cmath>
+
+#include "kernels/cuda/cuda_ops.h"
+#include "kernels/cuda/reduce.h"
+
+namespace psgd::cuda {
+namespace {
+
+struct BnDims {
+  int64_t n, c, hw;
+  __host__ __device__ int64_t count() const { return n * hw; }
+  // The offset of the i-th element (over N and the spatial positions) of channel ch.
+  __device__ int64_t at(int64_t ch, int64_t i) const { return (i / hw * c + ch) * hw + i % hw; }
+};
+
+BnDims dims_of(const Tensor& x) {
+  return {x.shape[0], x.shape[1], x.shape.rank() == 4 ? x.shape[2] * x.shape[3] : 1};
+}
+
+__global__ void forward_train_kernel(BnDims d, const float* x, const float* gamma,
+                                     const float* beta, float* running_mean, float* running_var,
+                                     ops::BatchNormParams p, float* y, float* saved_mean,
+                                     float* saved_invstd) {
+  const int64_t ch = blockIdx.x;
+  const double m = static_cast<double>(d.count());
+  double sum = 0.0;
+  for (int64_t i = threadIdx.x; i < d.count(); i += blockDim.x) sum += x[d.at(ch, i)];
+  const double mean = block_sum(sum) / m;
+  double squares = 0.0;
+  for (int64_t i = threadIdx.x; i < d.count(); i += blockDim.x) {
+    const double v = x[d.at(ch, i)] - mean;
+    squares += v * v;
+  }
+  const double var = block_sum(squares) / m;
+  const double invstd = 1.0 / sqrt(var + p.eps);
+  const float mean_f = static_cast<float>(mean);
+  const float scale = static_cast<float>(gamma[ch] * invstd);
+  for (int64_t i = threadIdx.x; i < d.count(); i += blockDim.x) {
+    const int64_t o = d.at(ch, i);
+    y[o] = (x[o] - mean_f) * scale + beta[ch];
+  }
+  if (threadIdx.x == 0) {
+    saved_mean[ch] = mean_f;
+    saved_invstd[ch] = static_cast<float>(invstd);
+    running_mean[ch] = static_cast<float>((1.0 - p.momentum) * running_mean[ch] + p.momentum * mean);
+    running_var[ch] = static_cast<float>((1.0 - p.momentum) * running_var[ch] +
+                                         p.momentum * var * m / (m - 1.0));
+  }
+}
+
+__global__ void backward_kernel(BnDims d, const float* x, const float* dy, const float* gamma,
+                                const float* saved_mean, const float* saved_invstd, float* dx,
+                                bool accumulate, float* dgamma, float* dbeta) {
+  const int64_t ch = blockIdx.x;
+  const float mean = saved_mean[ch], invstd = saved_invstd[ch];
+  double sum_dy = 0.0, sum_dy_xc = 0.0;
+  for (int64_t i = threadIdx.x; i < d.count(); i += blockDim.x) {
+    const int64_t o = d.at(ch, i);
+    sum_dy += dy[o];
+    sum_dy_xc += static_cast<double>(dy[o]) * (x[o] - mean);
+  }
+  sum_dy = block_sum(sum_dy);
+  sum_dy_xc = block_sum(sum_dy_xc);
+  if (threadIdx.x == 0) {
+    dbeta[ch] = static_cast<float>(sum_dy);
+    dgamma[ch] = static_cast<float>(sum_dy_xc * invstd);
+  }
+  if (!dx) return;
+  const double m = static_cast<double>(d.count());
+  const float k = static_cast<float>(gamma[ch] * invstd);
+  const float mean_dy = static_cast<float>(sum_dy / m);
+  const float slope = static_cast<float>(sum_dy_xc / m * invstd * invstd);
+  for (int64_t i = threadIdx.x; i < d.count(); i += blockDim.x) {
+    const int64_t o = d.at(ch, i);
+    const float g = k * (dy[o] - mean_dy - (x[o] - mean) * slope);
+    dx[o] = accumulate ? dx[o] + g : g;
+  }
+}
+
+}  // namespace
+
+void batch_norm_forward_train(const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                              const Tensor& running_mean, const Tensor& running_var,
+                              ops::BatchNormParams p, const Tensor& y, const Tensor& saved_mean,
+                              const Tensor& saved_invstd) {
+  const BnDims d = dims_of(x);
+  forward_train_kernel<<<static_cast<unsigned>(d.c), kThreads>>>(
+      d, x.f32(), gamma.f32(), beta.f32(), running_mean.f32(), running_var.f32(), p, y.f32(),
+      saved_mean.f32(), saved_invstd.f32());
+  CUDA_CHECK_LAUNCH();
+}
+
+void batch_norm_forward_eval(const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                             const Tensor& running_mean, const Tensor& running_var,
+                             ops::BatchNormParams p, const Tensor& y) {
+  const BnDims d = dims_of(x);
+  const float *in = x.f32(), *g = gamma.f32(), *b = beta.f32();
+  const float *rm = running_mean.f32(), *rv = running_var.f32();
+  float* out = y.f32();
+  const float eps = p.eps;
+  for_each(x.numel(), [=] __device__(int64_t o) {
+    const int64_t ch = o / d.hw % d.c;
+    const float scale = static_cast<float>(g[ch] / sqrt(static_cast<double>(rv[ch]) + eps));
+    out[o] = (in[o] - rm[ch]) * scale + b[ch];
+  });
+}
+
+void batch_norm_backward(const Tensor& x, const Tensor& dy, const Tensor& gamma,
+                         const Tensor& saved_mean, const Tensor& saved_invstd, const Tensor& dx,
+                         GradMode dx_mode, const Tensor& dgamma, const Tensor& dbeta) {
+  const BnDims d = dims_of(x);
+  backward_kernel<<<static_cast<unsigned>(d.c), kThreads>>>(
+      d, x.f32(), dy.f32(), gamma.f32(), saved_mean.f32(), saved_invstd.f32(),
+      dx.defined() ? dx.f32() : nullptr, dx_mode == GradMode::Accumulate, dgamma.f32(),
+      dbeta.f32());
+  CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace psgd::cuda

@@ -1,0 +1,75 @@
+// Softmax cross-entropy (forward and backward fused) and top-k accuracy on CUDA. One block of
+// threads walks the rows; the mean loss and the count are block reductions (deterministic).
+#include <cmath>
+
+#include "kernels/cuda/cuda_ops.h"
+#include "kernels/cuda/reduce.h"
+
+namespace psgd::cuda {
+namespace {
+
+// A label outside [0, K) makes the loss NaN, which the trainer stops on.
+__global__ void cross_entropy_kernel(const float* z, const int32_t* y, int64_t n, int64_t k,
+                                     float* loss, float* dz) {
+  const double inv_n = 1.0 / static_cast<double>(n);
+  double total = 0.0;
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
+    const float* row = z + i * k;
+    const int32_t label = y[i];
+    if (label < 0 || label >= k) {
+      total += NAN;
+      continue;
+    }
+    float top = row[0];
+    for (int64_t j = 1; j < k; ++j) top = fmaxf(top, row[j]);
+    double sum = 0.0;
+    for (int64_t j = 0; j < k; ++j) sum += exp(static_cast<double>(row[j] - top));
+    const double log_sum = top + log(sum);
+    total += log_sum - row[label];
+    for (int64_t j = 0; j < k; ++j)
+      dz[i * k + j] = static_cast<float>((exp(row[j] - log_sum) - (j == label ? 1.0 : 0.0)) * inv_n);
+  }
+  total = block_sum(total);
+  if (threadIdx.x == 0) *loss = static_cast<float>(total * inv_n);
+}
+
+__global__ void topk_kernel(const float* z, const int32_t* y, int64_t n, int64_t k, int top,
+                            unsigned long long* correct) {
+  unsigned long long count = 0;
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
+    const float* row = z + i * k;
+    const int32_t label = y[i];
+    if (label < 0 || label >= k) continue;
+    int64_t rivals = 0;
+    for (int64_t j = 0; j < k; ++j) rivals += (j != label && !(row[j] < row[label]));
+    count += rivals < top;
+  }
+  count = block_sum(count);
+  if (threadIdx.x == 0) *correct = count;
+}
+
+}  // namespace
+
+void softmax_cross_entropy(const Tensor& logits, const Tensor& labels, const Tensor& loss,
+                           const Tensor& dlogits) {
+  cross_entropy_kernel<<<1, kThreads>>>(logits.f32(), labels.i32(), logits.shape[0],
+                                        logits.shape[1], loss.f32(), dlogits.f32());
+  CUDA_CHECK_LAUNCH();
+}
+
+int64_t topk_correct(const Tensor& logits, const Tensor& labels, int k) {
+  // One counter for the process, allocated at the first call, never inside later steps.
+  static unsigned long long* const device = [] {
+    unsigned long long* p = nullptr;
+    CUDA_CHECK(cudaMalloc(&p, sizeof *p));
+    return p;
+  }();
+  topk_kernel<<<1, kThreads>>>(logits.f32(), labels.i32(), logits.shape[0], logits.shape[1], k,
+                               device);
+  CUDA_CHECK_LAUNCH();
+  unsigned long long host = 0;
+  CUDA_CHECK(cudaMemcpy(&host, device, sizeof host, cudaMemcpyDeviceToHost));
+  return static_cast<int64_t>(host);
+}
+
+}  // namespace psgd::cuda

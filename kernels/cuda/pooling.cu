@@ -1,0 +1,106 @@
+// Average and max pooling on CUDA (no padding). Backward passes gather per input element from
+// the windows that cover it, so no two threads write the same element.
+#include "kernels/cuda/cuda_ops.h"
+#include "kernels/cuda/launch.h"
+
+namespace psgd::cuda {
+namespace {
+
+struct PoolDims {
+  int64_t planes, h, w, p, q;
+  int k, s;
+};
+
+PoolDims dims_of(const Shape& x, ops::Pool2dGeometry g) {
+  const Shape y = ops::pool2d_output_shape(x, g);
+  return {x[0] * x[1], x[2], x[3], y[2], y[3], g.kernel, g.stride};
+}
+
+// Row-major index within the plane of the first maximum of window (p, q), as the CPU.
+__device__ int64_t argmax_in_window(const PoolDims& d, const float* plane, int64_t p, int64_t q) {
+  int64_t best = p * d.s * d.w + q * d.s;
+  for (int i = 0; i < d.k; ++i)
+    for (int j = 0; j < d.k; ++j) {
+      const int64_t idx = (p * d.s + i) * d.w + q * d.s + j;
+      if (plane[idx] > plane[best] || isnan(plane[idx])) best = idx;
+      if (isnan(plane[best])) return best;
+    }
+  return best;
+}
+
+// The windows [p0, p1) x [q0, q1) that cover input element (r, c).
+__device__ void covering(const PoolDims& d, int64_t r, int64_t c, int64_t& p0, int64_t& p1,
+                         int64_t& q0, int64_t& q1) {
+  p0 = r < d.k ? 0 : (r - d.k) / d.s + 1;
+  p1 = min(d.p, r / d.s + 1);
+  q0 = c < d.k ? 0 : (c - d.k) / d.s + 1;
+  q1 = min(d.q, c / d.s + 1);
+}
+
+}  // namespace
+
+void avg_pool_forward(const Tensor& x, ops::Pool2dGeometry g, const Tensor& y) {
+  const PoolDims d = dims_of(x.shape, g);
+  const float* in = x.f32();
+  float* out = y.f32();
+  const float inv = 1.0f / static_cast<float>(d.k * d.k);
+  for_each(y.numel(), [=] __device__(int64_t o) {
+    const int64_t plane = o / (d.p * d.q), p = o / d.q % d.p, q = o % d.q;
+    const float* src = in + plane * d.h * d.w;
+    float sum = 0.0f;
+    for (int i = 0; i < d.k; ++i)
+      for (int j = 0; j < d.k; ++j) sum += src[(p * d.s + i) * d.w + q * d.s + j];
+    out[o] = sum * inv;
+  });
+}
+
+void avg_pool_backward(const Tensor& dy, ops::Pool2dGeometry g, const Tensor& dx,
+                       GradMode dx_mode) {
+  const PoolDims d = dims_of(dx.shape, g);
+  const float* gy = dy.f32();
+  float* gx = dx.f32();
+  const float inv = 1.0f / static_cast<float>(d.k * d.k);
+  const bool accumulate = dx_mode == GradMode::Accumulate;
+  for_each(dx.numel(), [=] __device__(int64_t e) {
+    const int64_t plane = e / (d.h * d.w), r = e / d.w % d.h, c = e % d.w;
+    int64_t p0, p1, q0, q1;
+    covering(d, r, c, p0, p1, q0, q1);
+    float sum = 0.0f;
+    for (int64_t p = p0; p < p1; ++p)
+      for (int64_t q = q0; q < q1; ++q) sum += gy[(plane * d.p + p) * d.q + q] * inv;
+    gx[e] = accumulate ? gx[e] + sum : sum;
+  });
+}
+
+void max_pool_forward(const Tensor& x, ops::Pool2dGeometry g, const Tensor& y) {
+  const PoolDims d = dims_of(x.shape, g);
+  const float* in = x.f32();
+  float* out = y.f32();
+  for_each(y.numel(), [=] __device__(int64_t o) {
+    const int64_t plane = o / (d.p * d.q), p = o / d.q % d.p, q = o % d.q;
+    const float* src = in + plane * d.h * d.w;
+    out[o] = src[argmax_in_window(d, src, p, q)];
+  });
+}
+
+void max_pool_backward(const Tensor& x, const Tensor& dy, ops::Pool2dGeometry g, const Tensor& dx,
+                       GradMode dx_mode) {
+  const PoolDims d = dims_of(x.shape, g);
+  const float* in = x.f32();
+  const float* gy = dy.f32();
+  float* gx = dx.f32();
+  const bool accumulate = dx_mode == GradMode::Accumulate;
+  for_each(dx.numel(), [=] __device__(int64_t e) {
+    const int64_t plane = e / (d.h * d.w), r = e / d.w % d.h, c = e % d.w;
+    const float* src = in + plane * d.h * d.w;
+    int64_t p0, p1, q0, q1;
+    covering(d, r, c, p0, p1, q0, q1);
+    float sum = 0.0f;
+    for (int64_t p = p0; p < p1; ++p)
+      for (int64_t q = q0; q < q1; ++q)
+        if (argmax_in_window(d, src, p, q) == r * d.w + c) sum += gy[(plane * d.p + p) * d.q + q];
+    gx[e] = accumulate ? gx[e] + sum : sum;
+  });
+}
+
+}  // namespace psgd::cuda
