@@ -21,7 +21,6 @@ class Context {
   void reserve_workspace(int64_t floats);
   // A float view of the first `floats` workspace elements; more than was reserved is a bug.
   Tensor workspace(int64_t floats) const;
-  int64_t workspace_floats() const { return workspace_floats_; }
 
  private:
   Device device_;

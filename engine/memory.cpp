@@ -112,8 +112,6 @@ void tensor_copy(const Tensor& dst, const Tensor& src) {
   memory_copy(dst.data, dst.device, src.data, src.device, src.bytes());
 }
 
-void tensor_zero(const Tensor& t) { memory_zero(t.data, t.device, t.bytes()); }
-
 bool cuda_available() {
 #ifdef PSGD_WITH_CUDA
   return cuda_memory::device_present();

@@ -37,9 +37,8 @@ class DeviceBuffer {
 void memory_copy(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes);
 void memory_zero(void* dst, Device device, size_t bytes);
 
-// Tensor-level helpers: shapes and element types must match.
+// dst = src: shapes and element types must match.
 void tensor_copy(const Tensor& dst, const Tensor& src);
-void tensor_zero(const Tensor& t);
 
 bool cuda_available();  // built with CUDA and a device is visible
 

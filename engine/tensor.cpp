@@ -37,14 +37,6 @@ bool Shape::operator==(const Shape& other) const {
   return true;
 }
 
-Shape Shape::with_dim(int axis, int64_t value) const {
-  PSGD_CHECK(axis >= 0 && axis < rank_ && value >= 0, "cannot set axis ", axis, " of ", str(),
-             " to ", value);
-  Shape s = *this;
-  s.dims_[axis] = value;
-  return s;
-}
-
 std::string Shape::str() const {
   std::ostringstream s;
   s << "(";
@@ -67,16 +59,6 @@ Tensor Tensor::reshaped(Shape s) const {
   PSGD_CHECK(s.numel() == numel(), "cannot view ", shape.str(), " as ", s.str());
   Tensor t = *this;
   t.shape = s;
-  return t;
-}
-
-Tensor Tensor::slice_rows(int64_t begin, int64_t count) const {
-  PSGD_CHECK(shape.rank() >= 1 && begin >= 0 && count >= 0 && begin + count <= shape[0],
-             "rows [", begin, ", ", begin + count, ") out of range for ", shape.str());
-  const int64_t row = shape[0] ? numel() / shape[0] : 0;
-  Tensor t = *this;
-  t.data = static_cast<char*>(data) + begin * row * dtype_size(dtype);
-  t.shape = shape.with_dim(0, count);
   return t;
 }
 

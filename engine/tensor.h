@@ -30,7 +30,6 @@ class Shape {
   int64_t numel() const;
   bool operator==(const Shape& other) const;
   bool operator!=(const Shape& other) const { return !(*this == other); }
-  Shape with_dim(int axis, int64_t value) const;  // a copy with one dimension changed
   std::string str() const;  // "(2, 3, 32, 32)"
 
  private:
@@ -64,8 +63,6 @@ struct Tensor {
 
   // The same memory seen with another shape of equal element count.
   Tensor reshaped(Shape s) const;
-  // Rows [begin, begin + count) of the first axis.
-  Tensor slice_rows(int64_t begin, int64_t count) const;
 };
 
 // Shape checks used by every op; they name the op and both shapes in the error.

@@ -16,7 +16,6 @@ TEST_CASE("shape: rank, element count, equality and text") {
   CHECK(s != Shape({2, 3, 7, 5}));
   CHECK(s.str() == "(2, 3, 5, 7)");
   CHECK(Shape{}.numel() == 1);
-  CHECK(s.with_dim(0, 9) == Shape({9, 3, 5, 7}));
 }
 
 TEST_CASE("shape: invalid dimensions are errors") {
@@ -25,31 +24,25 @@ TEST_CASE("shape: invalid dimensions are errors") {
   CHECK_THROWS_WITH_AS(Shape({2, 3})[2], doctest::Contains("axis 2 out of range"), Error);
 }
 
-TEST_CASE("tensor: views, typed access and row slices") {
+TEST_CASE("tensor: views and typed access") {
   DeviceBuffer buf(Device::CPU, 24 * sizeof(float));
   const Tensor t = buf.f32(0, Shape{2, 3, 2, 2});
   CHECK(t.n() == 2);
   CHECK(t.c() == 3);
   CHECK(t.bytes() == 96);
-  const Tensor rows = t.slice_rows(1, 1);
-  CHECK(rows.f32() == t.f32() + 12);
-  CHECK(rows.shape == Shape({1, 3, 2, 2}));
   CHECK(t.reshaped(Shape{2, 12}).shape == Shape({2, 12}));
   CHECK_THROWS_AS(t.reshaped(Shape{5, 5}), Error);
-  CHECK_THROWS_AS(t.slice_rows(1, 2), Error);
   CHECK_THROWS_WITH_AS(t.i32(), doctest::Contains("expected an int32 tensor"), Error);
   CHECK_THROWS_AS(buf.f32(20, Shape{5}), Error);
 }
 
-TEST_CASE("memory: buffers start zeroed, copy and zero round trip") {
+TEST_CASE("memory: buffers start zeroed and copy") {
   DeviceBuffer a(Device::CPU, 8 * sizeof(float)), b(Device::CPU, 8 * sizeof(float));
   const Tensor ta = a.f32(0, Shape{8}), tb = b.f32(0, Shape{8});
   for (int i = 0; i < 8; ++i) CHECK(ta.f32()[i] == 0.0f);
   for (int i = 0; i < 8; ++i) ta.f32()[i] = static_cast<float>(i);
   tensor_copy(tb, ta);
   CHECK(tb.f32()[7] == 7.0f);
-  tensor_zero(ta);
-  CHECK(ta.f32()[7] == 0.0f);
   CHECK_THROWS_AS(tensor_copy(tb.reshaped(Shape{2, 4}), ta), Error);
 }
 
