@@ -36,6 +36,12 @@ template <class... Args>
   throw Error(msg.str(), where.str());
 }
 
+// The function called in a library-call expression: "cudaMalloc(&p, n)" -> "cudaMalloc".
+inline std::string call_name(const char* expr) {
+  const std::string e(expr);
+  return e.substr(0, e.find('('));
+}
+
 }  // namespace detail
 }  // namespace psgd
 

@@ -1,21 +1,53 @@
-// Context: where ops run and what they share: the device, CPU threads, the base RNG seed and one
-// preallocated workspace. (The CUDA backend adds the stream and the cuBLAS/cuDNN handles here.)
+// Context: where ops run and what they share: the device, CPU threads, the base RNG seed, one
+// preallocated workspace, and on CUDA the stream with the cuBLAS and cuDNN handles bound to it.
 #pragma once
 
 #include <cstdint>
+#include <memory>
 
 #include "engine/memory.h"
 
+// The CUDA handle types, declared as CUDA's own headers declare them so that this header stays
+// free of CUDA includes (cudaStream_t, cublasHandle_t and cudnnHandle_t are pointers to these).
+struct CUstream_st;
+struct cublasContext;
+struct cudnnContext;
+
 namespace psgd {
+
+// How the GPU does float32 maths.
+struct GpuMath {
+  // TF32 tensor cores in convolutions and matrix products (cards from Ampere on). Off is strict
+  // float32, for parity runs.
+  bool tf32 = true;
+  // Deterministic cuDNN algorithms, so that two runs give identical weights.
+  bool deterministic = false;
+};
+
+struct CudaResources;  // engine/context_cuda.cpp
 
 class Context {
  public:
   // threads = 0 uses every core the process may run on.
-  explicit Context(Device device = Device::CPU, int threads = 0, uint64_t seed = 0);
+  explicit Context(Device device = Device::CPU, int threads = 0, uint64_t seed = 0,
+                   GpuMath math = {});
+  ~Context();
+  Context(const Context&) = delete;
+  Context& operator=(const Context&) = delete;
 
   Device device() const { return device_; }
   int threads() const { return threads_; }
   uint64_t seed() const { return seed_; }
+  const GpuMath& math() const { return math_; }
+
+  // CUDA contexts only. Every op of a context runs on its stream: the per-thread default
+  // stream of the thread that made the context (see kernels/cuda/launch.h), which CUDA graphs
+  // can capture.
+  CUstream_st* stream() const;
+  cublasContext* cublas() const;
+  cudnnContext* cudnn() const;
+  // Waits until the device has finished this context's work (outside steps only).
+  void synchronize() const;
 
   // The workspace only grows here, at planning time, never inside a step.
   void reserve_workspace(int64_t floats);
@@ -26,6 +58,8 @@ class Context {
   Device device_;
   int threads_;
   uint64_t seed_;
+  GpuMath math_;
+  std::unique_ptr<CudaResources, void (*)(CudaResources*)> cuda_;
   DeviceBuffer workspace_;
   int64_t workspace_floats_ = 0;
 };

@@ -77,6 +77,14 @@ Tensor DeviceBuffer::f32(int64_t float_offset, Shape shape) const {
   return Tensor(reinterpret_cast<float*>(data_) + float_offset, shape, device_);
 }
 
+Tensor DeviceBuffer::f64(size_t byte_offset, Shape shape) const {
+  PSGD_CHECK(byte_offset % sizeof(double) == 0 &&
+                 byte_offset + static_cast<size_t>(shape.numel()) * sizeof(double) <= bytes_,
+             "float64 view of ", shape.str(), " at byte ", byte_offset, " in a buffer of ", bytes_,
+             " bytes");
+  return Tensor(reinterpret_cast<double*>(data_ + byte_offset), shape, device_);
+}
+
 void memory_copy(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes) {
   if (bytes == 0) return;
   if (dst_device == Device::CPU && src_device == Device::CPU) {
@@ -112,11 +120,36 @@ void tensor_copy(const Tensor& dst, const Tensor& src) {
   memory_copy(dst.data, dst.device, src.data, src.device, src.bytes());
 }
 
+bool cuda_built() {
+#ifdef PSGD_WITH_CUDA
+  return true;
+#else
+  return false;
+#endif
+}
+
 bool cuda_available() {
 #ifdef PSGD_WITH_CUDA
   return cuda_memory::device_present();
 #else
   return false;
+#endif
+}
+
+int cuda_device_count() {
+#ifdef PSGD_WITH_CUDA
+  return cuda_memory::device_count();
+#else
+  return 0;
+#endif
+}
+
+void cuda_select_device(int index) {
+  const int count = cuda_device_count();
+  PSGD_CHECK(index >= 0 && index < count, "GPU ", index, " does not exist: ", count,
+             " GPU(s) visible");
+#ifdef PSGD_WITH_CUDA
+  cuda_memory::select(index);
 #endif
 }
 

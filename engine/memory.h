@@ -24,6 +24,8 @@ class DeviceBuffer {
 
   // A float32 view of `shape` starting `float_offset` floats into the buffer (bounds-checked).
   Tensor f32(int64_t float_offset, Shape shape) const;
+  // A float64 view of `shape` starting `byte_offset` bytes into the buffer (8-byte aligned).
+  Tensor f64(size_t byte_offset, Shape shape) const;
 
  private:
   void release() noexcept;
@@ -40,6 +42,10 @@ void memory_zero(void* dst, Device device, size_t bytes);
 // dst = src: shapes and element types must match.
 void tensor_copy(const Tensor& dst, const Tensor& src);
 
+bool cuda_built();      // this build has the CUDA backend
 bool cuda_available();  // built with CUDA and a device is visible
+int cuda_device_count();
+// Makes GPU `index` this thread's device for every later allocation, context and kernel.
+void cuda_select_device(int index);
 
 }  // namespace psgd

@@ -11,5 +11,7 @@ void release(void* ptr) noexcept;
 void copy(void* dst, const void* src, size_t bytes, int kind);
 void zero(void* ptr, size_t bytes);
 bool device_present();
+int device_count();
+void select(int index);
 
 }  // namespace psgd::cuda_memory

@@ -6,9 +6,16 @@ namespace psgd {
 
 const char* device_name(Device device) { return device == Device::CPU ? "cpu" : "cuda"; }
 
-const char* dtype_name(DType dtype) { return dtype == DType::F32 ? "float32" : "int32"; }
+const char* dtype_name(DType dtype) {
+  switch (dtype) {
+    case DType::F32: return "float32";
+    case DType::I32: return "int32";
+    case DType::F64: return "float64";
+  }
+  return "?";
+}
 
-size_t dtype_size(DType dtype) { return dtype == DType::F32 ? sizeof(float) : sizeof(int32_t); }
+size_t dtype_size(DType dtype) { return dtype == DType::F64 ? sizeof(double) : sizeof(float); }
 
 Shape::Shape(std::initializer_list<int64_t> dims) {
   PSGD_CHECK(dims.size() <= kMaxRank, "a tensor has at most ", kMaxRank, " dimensions, got ",
@@ -53,6 +60,11 @@ float* Tensor::f32() const {
 int32_t* Tensor::i32() const {
   PSGD_CHECK(dtype == DType::I32, "expected an int32 tensor, got ", dtype_name(dtype));
   return static_cast<int32_t*>(data);
+}
+
+double* Tensor::f64() const {
+  PSGD_CHECK(dtype == DType::F64, "expected a float64 tensor, got ", dtype_name(dtype));
+  return static_cast<double*>(data);
 }
 
 Tensor Tensor::reshaped(Shape s) const {

@@ -11,7 +11,8 @@
 namespace psgd {
 
 enum class Device : uint8_t { CPU, CUDA };
-enum class DType : uint8_t { F32, I32 };
+// F64 is for small statistics only (sums exchanged between ranks); ops compute in F32.
+enum class DType : uint8_t { F32, I32, F64 };
 
 const char* device_name(Device device);
 const char* dtype_name(DType dtype);
@@ -46,6 +47,7 @@ struct Tensor {
   Tensor() = default;
   Tensor(float* ptr, Shape s, Device dev) : data(ptr), shape(s), dtype(DType::F32), device(dev) {}
   Tensor(int32_t* ptr, Shape s, Device dev) : data(ptr), shape(s), dtype(DType::I32), device(dev) {}
+  Tensor(double* ptr, Shape s, Device dev) : data(ptr), shape(s), dtype(DType::F64), device(dev) {}
 
   int64_t numel() const { return shape.numel(); }
   size_t bytes() const { return static_cast<size_t>(numel()) * dtype_size(dtype); }
@@ -54,6 +56,7 @@ struct Tensor {
   // Typed access; the element type is checked.
   float* f32() const;
   int32_t* i32() const;
+  double* f64() const;
 
   // NCHW accessors for 4-D tensors.
   int64_t n() const { return shape[0]; }

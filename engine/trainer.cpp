@@ -7,6 +7,7 @@
 #include <iomanip>
 #include <nlohmann/json.hpp>
 
+#include "engine/data_parallel.h"
 #include "engine/weight_quant.h"
 #include "kernels/ops.h"
 
@@ -21,10 +22,9 @@ double seconds_since(Clock::time_point start) {
 
 }  // namespace
 
-EvalResult evaluate(Context& ctx, Net& net, BatchSource& source) {
+EvalResult evaluate(Context& ctx, Net& net, BatchSource& source, Comm& comm) {
   EvalResult r;
-  double loss_sum = 0.0;
-  int64_t top1 = 0, top5 = 0;
+  double loss_sum = 0.0, top1 = 0.0, top5 = 0.0, samples = 0.0;
   source.start_epoch(0);
   Tensor images, labels;
   while (source.next(images, labels)) {
@@ -33,26 +33,35 @@ EvalResult evaluate(Context& ctx, Net& net, BatchSource& source) {
     loss_sum += static_cast<double>(net.loss_value()) * labels.numel();
     top1 += ops::topk_correct(ctx, logits, labels, 1);
     top5 += ops::topk_correct(ctx, logits, labels, std::min(5, net.classes()));
-    r.samples += labels.numel();
+    samples += labels.numel();
   }
-  PSGD_CHECK(r.samples > 0, "evaluation on an empty set");
-  r.loss = loss_sum / r.samples;
-  r.top1 = static_cast<double>(top1) / r.samples;
-  r.top5 = static_cast<double>(top5) / r.samples;
+  double totals[] = {loss_sum, top1, top5, samples};
+  comm.allreduce_host(totals, ReduceOp::Sum);
+  PSGD_CHECK(totals[3] > 0, "evaluation on an empty set");
+  r.samples = static_cast<int64_t>(totals[3]);
+  r.loss = totals[0] / totals[3];
+  r.top1 = totals[1] / totals[3];
+  r.top5 = totals[2] / totals[3];
   return r;
 }
 
-EvalResult evaluate_low_precision(Context& ctx, Net& net, BatchSource& source) {
+EvalResult evaluate_low_precision(Context& ctx, Net& net, BatchSource& source, Comm& comm) {
   WeightsSnapshot keep(net.params());
   quantize_in_place(ctx, net.params());
-  return evaluate(ctx, net, source);
+  return evaluate(ctx, net, source, comm);
 }
 
 Trainer::Trainer(Context& ctx, Net& net, Optimizer& optimizer, BatchSource& train,
                  BatchSource& test, TrainerConfig config, TrainProgress progress)
     : ctx_(ctx), net_(net), optimizer_(optimizer), train_(train), test_(test),
-      config_(std::move(config)), progress_(progress), quantized_(!optimizer.ranges().ids().empty()) {
+      config_(std::move(config)), progress_(progress),
+      comm_(config_.comm ? *config_.comm : single_rank()),
+      quantized_(!optimizer.ranges().ids().empty()) {
   config_.schedule.validate();
+  if (comm_.rank() != 0) {  // rank 0 speaks and writes for the job
+    config_.log = nullptr;
+    config_.out_dir.clear();
+  }
   if (!config_.out_dir.empty()) std::filesystem::create_directories(config_.out_dir);
 }
 
@@ -62,8 +71,11 @@ TrainProgress Trainer::run() {
     const auto start = Clock::now();
     const float lr = config_.schedule.lr(static_cast<int>(epoch));
     const EpochStats train = train_epoch(epoch, lr);
-    const EvalResult fp = evaluate(ctx_, net_, test_);
-    const EvalResult lp = quantized_ ? evaluate_low_precision(ctx_, net_, test_) : fp;
+    // One model for the whole job: rank 0's BN statistics, and replicas checked identical.
+    broadcast_buffers(ctx_, comm_, net_);
+    check_replicas_agree(comm_, net_, optimizer_);
+    const EvalResult fp = evaluate(ctx_, net_, test_, comm_);
+    const EvalResult lp = quantized_ ? evaluate_low_precision(ctx_, net_, test_, comm_) : fp;
     const bool fp_best = fp.top1 > progress_.best_fp, lp_best = lp.top1 > progress_.best_lp;
     progress_.epoch = epoch;
     progress_.best_fp = std::max(progress_.best_fp, fp.top1);
@@ -89,6 +101,7 @@ Trainer::EpochStats Trainer::train_epoch(int64_t epoch, float lr) {
                "; stopping (checkpoints of earlier epochs are intact; try a lower learning rate)");
     correct += ops::topk_correct(ctx_, logits, labels, 1);
     net_.backward(ctx_);
+    comm_.allreduce_mean(ctx_, net_.params().grads());
     optimizer_.step(ctx_, lr);
     loss_sum += static_cast<double>(loss) * labels.numel();
     seen += labels.numel();
@@ -101,12 +114,14 @@ Trainer::EpochStats Trainer::train_epoch(int64_t epoch, float lr) {
     std::ostream& log = *config_.log;
     log << (config_.interactive ? "\r" : "") << "epoch " << epoch << " " << step << "/" << batches
         << "  loss " << std::fixed << std::setprecision(4) << loss_sum / seen << "  "
-        << std::setprecision(0) << seen / seconds_since(start) << " img/s"
+        << std::setprecision(0) << seen * comm_.world() / seconds_since(start) << " img/s"
         << (config_.interactive ? "   " : "\n") << std::flush;
   }
   if (config_.log && config_.interactive) *config_.log << "\r" << std::string(60, ' ') << "\r";
-  PSGD_CHECK(seen > 0, "epoch ", epoch, ": the training set gave no batches");
-  return {loss_sum / seen, static_cast<double>(correct) / seen, seen / seconds_since(start)};
+  double totals[] = {loss_sum, static_cast<double>(correct), static_cast<double>(seen)};
+  comm_.allreduce_host(totals, ReduceOp::Sum);
+  PSGD_CHECK(totals[2] > 0, "epoch ", epoch, ": the training set gave no batches");
+  return {totals[0] / totals[2], totals[1] / totals[2], totals[2] / seconds_since(start)};
 }
 
 void Trainer::record(int64_t epoch, float lr, const EpochStats& train, const EvalResult& fp,

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "engine/batch_source.h"
+#include "engine/comm.h"
 #include "engine/schedule.h"
 #include "engine/train_state.h"
 
@@ -18,16 +19,21 @@ struct EvalResult {
   int64_t samples = 0;
 };
 
-// One pass over `source` in evaluation mode.
-EvalResult evaluate(Context& ctx, Net& net, BatchSource& source);
+// One pass over `source` in evaluation mode; in a job, each rank passes over its shard and the
+// results are summed over `comm`.
+EvalResult evaluate(Context& ctx, Net& net, BatchSource& source, Comm& comm = single_rank());
 // The same with every quantized tensor replaced by Q(w) (ranges fresh from the weights); the
 // float weights are restored afterwards.
-EvalResult evaluate_low_precision(Context& ctx, Net& net, BatchSource& source);
+EvalResult evaluate_low_precision(Context& ctx, Net& net, BatchSource& source,
+                                  Comm& comm = single_rank());
 
 struct TrainerConfig {
   int64_t first_epoch = 1, last_epoch = 1;
   LrSchedule schedule;
   std::string out_dir;  // metrics.jsonl and checkpoints; empty writes nothing
+  // The job's ranks (null: a single rank). Gradients are averaged over them at every step;
+  // only rank 0 logs and writes.
+  Comm* comm = nullptr;
   std::map<std::string, std::string> metadata;  // recorded in every checkpoint
   std::ostream* log = nullptr;                  // epoch lines; null is silent
   bool interactive = false;  // refresh a progress line (a terminal) or print plain lines
@@ -56,6 +62,7 @@ class Trainer {
   BatchSource& test_;
   TrainerConfig config_;
   TrainProgress progress_;
+  Comm& comm_;
   bool quantized_;
 };
 

@@ -21,11 +21,6 @@
 namespace psgd::ops {
 namespace {
 
-// Ops whose CUDA twin is still to come refuse a CUDA context by name.
-void require_cpu(const Context& ctx, const char* op) {
-  PSGD_CHECK(ctx.device() == Device::CPU, op, " has no CUDA implementation yet");
-}
-
 // Every defined tensor must live on the context's device.
 void check_devices(const Context& ctx, const char* op, std::initializer_list<const Tensor*> ts) {
   for (const Tensor* t : ts)
@@ -70,25 +65,26 @@ Shape conv2d_output_shape(const Shape& x, const Shape& w, Conv2dGeometry g) {
 int64_t conv2d_workspace_floats(const Context& ctx, const Shape& x, const Shape& w,
                                 Conv2dGeometry g) {
   conv2d_output_shape(x, w, g);  // validates
+#ifdef PSGD_WITH_CUDA
+  if (ctx.device() == Device::CUDA) return cuda::conv2d_workspace_floats(ctx, x, w, g);
+#endif
   return cpu::conv2d_workspace_floats(ctx.threads(), x, w, g);
 }
 
 void conv2d_forward(Context& ctx, const Tensor& x, const Tensor& w, Conv2dGeometry g,
                     const Tensor& y) {
-  require_cpu(ctx, "conv2d_forward");
   check_devices(ctx, "conv2d_forward", {&x, &w, &y});
   check_shape("conv2d_forward", "output", y, conv2d_output_shape(x.shape, w.shape, g));
-  cpu::conv2d_forward(ctx, x, w, g, y);
+  PSGD_DISPATCH(ctx, conv2d_forward, ctx, x, w, g, y);
 }
 
 void conv2d_backward(Context& ctx, const Tensor& x, const Tensor& w, const Tensor& dy,
                      Conv2dGeometry g, const Tensor& dx, GradMode dx_mode, const Tensor& dw) {
-  require_cpu(ctx, "conv2d_backward");
   check_devices(ctx, "conv2d_backward", {&x, &w, &dy, &dx, &dw});
   check_shape("conv2d_backward", "dy", dy, conv2d_output_shape(x.shape, w.shape, g));
   check_shape("conv2d_backward", "dw", dw, w.shape);
   if (dx.defined()) check_shape("conv2d_backward", "dx", dx, x.shape);
-  cpu::conv2d_backward(ctx, x, w, dy, g, dx, dx_mode, dw);
+  PSGD_DISPATCH(ctx, conv2d_backward, ctx, x, w, dy, g, dx, dx_mode, dw);
 }
 
 // ---- Batch normalisation ----------------------------------------------------------------------
@@ -135,6 +131,70 @@ void batch_norm_backward(Context& ctx, const Tensor& x, const Tensor& dy, const 
   check_same_shape(op, x, dy);
   if (dx.defined()) check_same_shape(op, x, dx);
   PSGD_DISPATCH(ctx, batch_norm_backward, x, dy, gamma, saved_mean, saved_invstd, dx, dx_mode, dgamma, dbeta);
+}
+
+namespace {
+Shape moments_shape(const Tensor& x) { return Shape{2, x.shape[1]}; }
+
+void check_sums(const char* op, const Tensor& sums, const Shape& shape) {
+  check_shape(op, "sums", sums, shape);
+  PSGD_CHECK(sums.dtype == DType::F64, op, ": the sums must be float64");
+}
+}  // namespace
+
+void batch_norm_moments(Context& ctx, const Tensor& x, const Tensor& shift, const Tensor& moments) {
+  const char* op = "batch_norm_moments";
+  check_devices(ctx, op, {&x, &shift, &moments});
+  check_batch_norm(op, x, {&shift});
+  check_sums(op, moments, moments_shape(x));
+  PSGD_DISPATCH(ctx, batch_norm_moments, x, shift, moments);
+}
+
+void batch_norm_stats(Context& ctx, const Tensor& shift, const Tensor& moments, int64_t count,
+                      BatchNormParams p, const Tensor& running_mean, const Tensor& running_var,
+                      const Tensor& mean, const Tensor& invstd) {
+  const char* op = "batch_norm_stats";
+  check_devices(ctx, op, {&shift, &moments, &running_mean, &running_var, &mean, &invstd});
+  check_rank(op, "shift", shift, 1);
+  for (const Tensor* t : {&running_mean, &running_var, &mean, &invstd})
+    check_shape(op, "a per-channel tensor", *t, shift.shape);
+  check_sums(op, moments, Shape{2, shift.shape[0]});
+  PSGD_CHECK(count > 1, op, ": training needs more than one value per channel, got ", count);
+  PSGD_DISPATCH(ctx, batch_norm_stats, shift, moments, count, p, running_mean, running_var, mean, invstd);
+}
+
+void batch_norm_normalize(Context& ctx, const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                          const Tensor& mean, const Tensor& invstd, const Tensor& y) {
+  const char* op = "batch_norm_normalize";
+  check_devices(ctx, op, {&x, &gamma, &beta, &mean, &invstd, &y});
+  check_batch_norm(op, x, {&gamma, &beta, &mean, &invstd});
+  check_same_shape(op, x, y);
+  PSGD_DISPATCH(ctx, batch_norm_normalize, x, gamma, beta, mean, invstd, y);
+}
+
+void batch_norm_backward_reduce(Context& ctx, const Tensor& x, const Tensor& dy, const Tensor& mean,
+                                const Tensor& invstd, const Tensor& sums, const Tensor& dgamma,
+                                const Tensor& dbeta) {
+  const char* op = "batch_norm_backward_reduce";
+  check_devices(ctx, op, {&x, &dy, &mean, &invstd, &sums, &dgamma, &dbeta});
+  check_batch_norm(op, x, {&mean, &invstd, &dgamma, &dbeta});
+  check_sums(op, sums, moments_shape(x));
+  check_same_shape(op, x, dy);
+  PSGD_DISPATCH(ctx, batch_norm_backward_reduce, x, dy, mean, invstd, sums, dgamma, dbeta);
+}
+
+void batch_norm_backward_input(Context& ctx, const Tensor& x, const Tensor& dy, const Tensor& gamma,
+                               const Tensor& mean, const Tensor& invstd, const Tensor& sums,
+                               int64_t count, const Tensor& dx, GradMode dx_mode) {
+  const char* op = "batch_norm_backward_input";
+  check_devices(ctx, op, {&x, &dy, &gamma, &mean, &invstd, &sums, &dx});
+  check_batch_norm(op, x, {&gamma, &mean, &invstd});
+  check_sums(op, sums, moments_shape(x));
+  check_same_shape(op, x, dy);
+  check_same_shape(op, x, dx);
+  PSGD_CHECK(count >= x.numel() / x.shape[1], op, ": ", count,
+             " values per channel is fewer than this rank holds");
+  PSGD_DISPATCH(ctx, batch_norm_backward_input, x, dy, gamma, mean, invstd, sums, count, dx, dx_mode);
 }
 
 // ---- Elementwise ------------------------------------------------------------------------------
@@ -222,23 +282,28 @@ void check_linear(const char* op, const Tensor& x2, const Tensor& w, const Tenso
 
 void linear_forward(Context& ctx, const Tensor& x, const Tensor& w, const Tensor& b,
                     const Tensor& y) {
-  require_cpu(ctx, "linear_forward");
   check_devices(ctx, "linear_forward", {&x, &w, &b, &y});
   const Tensor x2 = as_matrix(x);
   check_linear("linear_forward", x2, w, b);
   check_shape("linear_forward", "output", y, Shape{x2.shape[0], w.shape[0]});
+#ifdef PSGD_WITH_CUDA
+  if (ctx.device() == Device::CUDA) return cuda::linear_forward(ctx, x2, w, b, y);
+#endif
   cpu::linear_forward(x2, w, b, y);
 }
 
 void linear_backward(Context& ctx, const Tensor& x, const Tensor& w, const Tensor& dy,
                      const Tensor& dx, GradMode dx_mode, const Tensor& dw, const Tensor& db) {
-  require_cpu(ctx, "linear_backward");
   check_devices(ctx, "linear_backward", {&x, &w, &dy, &dx, &dw, &db});
   const Tensor x2 = as_matrix(x);
   check_linear("linear_backward", x2, w, db);
   check_shape("linear_backward", "dy", dy, Shape{x2.shape[0], w.shape[0]});
   check_shape("linear_backward", "dw", dw, w.shape);
   if (dx.defined()) check_same_shape("linear_backward", x, dx);
+#ifdef PSGD_WITH_CUDA
+  if (ctx.device() == Device::CUDA)
+    return cuda::linear_backward(ctx, x2, w, dy, as_matrix(dx), dx_mode, dw, db);
+#endif
   cpu::linear_backward(x2, w, dy, as_matrix(dx), dx_mode, dw, db);
 }
 

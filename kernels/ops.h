@@ -52,6 +52,32 @@ void batch_norm_backward(Context& ctx, const Tensor& x, const Tensor& dy, const 
                          const Tensor& saved_mean, const Tensor& saved_invstd, const Tensor& dx,
                          GradMode dx_mode, const Tensor& dgamma, const Tensor& dbeta);
 
+// The same in stages, for statistics summed over ranks (synchronised BN): forward is moments ->
+// (sum over ranks) -> stats -> normalize, backward is backward_reduce -> (sum over ranks) ->
+// backward_input. The sums are float64, so that summing them over ranks in any order gives the
+// statistics of one rank holding the whole batch, to the last float32 bit.
+// moments (2, C) float64 = {sum (x - shift), sum (x - shift)^2} over this rank's x. `shift` (C)
+// must be the same on every rank (the running mean serves) and near the mean, against
+// cancellation.
+void batch_norm_moments(Context& ctx, const Tensor& x, const Tensor& shift, const Tensor& moments);
+// From moments over `count` values per channel: the batch mean and 1/sqrt(var + eps) (C), and
+// the running estimates updated as batch_norm_forward_train does. `shift` may alias running_mean.
+void batch_norm_stats(Context& ctx, const Tensor& shift, const Tensor& moments, int64_t count,
+                      BatchNormParams p, const Tensor& running_mean, const Tensor& running_var,
+                      const Tensor& mean, const Tensor& invstd);
+// y = (x - mean) * invstd * gamma + beta.
+void batch_norm_normalize(Context& ctx, const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                          const Tensor& mean, const Tensor& invstd, const Tensor& y);
+// sums (2, C) float64 = {sum dy, sum dy * xhat} over this rank's values, and this rank's share
+// of the parameter gradients: dbeta = sum dy, dgamma = sum dy * xhat (overwritten).
+void batch_norm_backward_reduce(Context& ctx, const Tensor& x, const Tensor& dy, const Tensor& mean,
+                                const Tensor& invstd, const Tensor& sums, const Tensor& dgamma,
+                                const Tensor& dbeta);
+// dx from sums (2, C) over `count` values per channel.
+void batch_norm_backward_input(Context& ctx, const Tensor& x, const Tensor& dy, const Tensor& gamma,
+                               const Tensor& mean, const Tensor& invstd, const Tensor& sums,
+                               int64_t count, const Tensor& dx, GradMode dx_mode);
+
 // ---- Elementwise ------------------------------------------------------------------------------
 void relu_forward(Context& ctx, const Tensor& x, const Tensor& y);
 // Uses the output y: dx = dy where y > 0.

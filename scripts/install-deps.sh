@@ -12,6 +12,7 @@ packages=(
   zlib1g-dev                                    # gzipped IDX files
   nlohmann-json3-dev                            # safetensors headers, configs
   libcli11-dev                                  # command lines
+  libopenmpi-dev openmpi-bin                    # multi-rank jobs (mpirun)
   python3-torch python3-numpy                   # PyTorch parity checks and benchmarks
   python3-matplotlib                            # tools/visualize.py
   dataset-fashion-mnist                         # the default real dataset

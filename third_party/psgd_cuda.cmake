@@ -43,6 +43,7 @@ set(CMAKE_CUDA_STANDARD_REQUIRED ON)
 
 find_package(CUDAToolkit REQUIRED)
 set(PSGD_CUDNN_ROOT "" CACHE PATH "cuDNN's folder (include/, lib/) when it is not beside the toolkit")
+set(PSGD_NCCL_ROOT "" CACHE PATH "NCCL's folder (include/, lib/) when it is not beside the toolkit")
 find_path(PSGD_CUDNN_INCLUDE cudnn.h HINTS ${PSGD_CUDNN_ROOT}/include ${CUDAToolkit_INCLUDE_DIRS})
 find_library(PSGD_CUDNN_LIBRARY NAMES cudnn libcudnn.so.9
              HINTS ${PSGD_CUDNN_ROOT}/lib ${CUDAToolkit_LIBRARY_DIR})
@@ -54,6 +55,23 @@ endif()
 add_library(psgd::cuda INTERFACE IMPORTED)
 target_include_directories(psgd::cuda INTERFACE ${PSGD_CUDNN_INCLUDE})
 target_link_libraries(psgd::cuda INTERFACE CUDA::cudart CUDA::cublas ${PSGD_CUDNN_LIBRARY})
-target_compile_definitions(psgd::cuda INTERFACE PSGD_WITH_CUDA=1)
+# All CUDA work runs on the per-thread default stream (capturable in CUDA graphs, unlike the
+# legacy default stream): kernels launched without a stream and host-side runtime calls alike.
+target_compile_definitions(psgd::cuda INTERFACE PSGD_WITH_CUDA=1 CUDA_API_PER_THREAD_DEFAULT_STREAM=1)
+target_compile_options(psgd::cuda INTERFACE $<$<COMPILE_LANGUAGE:CUDA>:--default-stream=per-thread>)
 set(PSGD_WITH_CUDA ON)
 set(PSGD_CUDA_SUMMARY " (CUDA ${CUDAToolkit_VERSION}, architectures ${PSGD_CUDA_ARCHITECTURES})")
+
+# ---- NCCL: collectives between GPU ranks (optional) -------------------------------------------
+find_path(PSGD_NCCL_INCLUDE nccl.h HINTS ${PSGD_NCCL_ROOT}/include ${CUDAToolkit_INCLUDE_DIRS})
+find_library(PSGD_NCCL_LIBRARY NAMES nccl libnccl.so.2 HINTS ${PSGD_NCCL_ROOT}/lib ${CUDAToolkit_LIBRARY_DIR})
+set(PSGD_WITH_NCCL OFF)
+if(PSGD_NCCL_INCLUDE AND PSGD_NCCL_LIBRARY)
+  add_library(psgd::nccl INTERFACE IMPORTED)
+  target_include_directories(psgd::nccl INTERFACE ${PSGD_NCCL_INCLUDE})
+  target_link_libraries(psgd::nccl INTERFACE ${PSGD_NCCL_LIBRARY})
+  set(PSGD_WITH_NCCL ON)
+  string(APPEND PSGD_CUDA_SUMMARY ", NCCL")
+else()
+  string(APPEND PSGD_CUDA_SUMMARY ", no NCCL (GPU ranks unavailable)")
+endif()

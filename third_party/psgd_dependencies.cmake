@@ -68,6 +68,19 @@ endif()
 find_package(ZLIB QUIET)
 psgd_require(ZLIB_FOUND zlib1g-dev "zlib")
 
+# ---- MPI: multi-rank jobs (optional; a missing MPI builds single-rank binaries) -------------
+set(PSGD_WITH_MPI OFF)
+if(NOT PSGD_MPI STREQUAL "OFF")
+  set(MPI_CXX_SKIP_MPICXX ON)  # the C API only: the C++ bindings are long deprecated
+  find_package(MPI COMPONENTS CXX QUIET)
+  if(MPI_CXX_FOUND)
+    add_library(psgd::mpi ALIAS MPI::MPI_CXX)
+    set(PSGD_WITH_MPI ON)
+  elseif(PSGD_MPI STREQUAL "ON")
+    psgd_require(MPI_CXX_FOUND libopenmpi-dev "MPI")
+  endif()
+endif()
+
 # ---- Threads: the loader's prefetching thread -------------------------------------------------
 find_package(Threads REQUIRED)
 

@@ -25,7 +25,7 @@ Shape BatchNorm::output_shape(std::span<const Shape> inputs) const {
 
 void BatchNorm::plan(Device device, std::span<const Shape>) {
   if (saved_.bytes() == 0 || saved_.device() != device)
-    saved_ = DeviceBuffer(device, 2 * channels_ * sizeof(float));
+    saved_ = DeviceBuffer(device, 2 * channels_ * (sizeof(float) + sizeof(double)));
 }
 
 void BatchNorm::forward(Context& ctx, std::span<const Tensor> x, const Tensor& y, Mode mode) {
@@ -35,17 +35,47 @@ void BatchNorm::forward(Context& ctx, std::span<const Tensor> x, const Tensor& y
     ops::batch_norm_forward_eval(ctx, x[0], gamma, beta, mean, var, {}, y);
     return;
   }
-  ops::batch_norm_forward_train(ctx, x[0], gamma, beta, mean, var, {}, y,
-                                saved_.f32(0, Shape{channels_}),
-                                saved_.f32(channels_, Shape{channels_}));
+  if (sync_)
+    forward_synchronised(ctx, x[0], y);
+  else
+    ops::batch_norm_forward_train(ctx, x[0], gamma, beta, mean, var, {}, y, saved_mean(),
+                                  saved_invstd());
   ++params_.counter(batches_tracked_);
+}
+
+void BatchNorm::forward_synchronised(Context& ctx, const Tensor& x, const Tensor& y) {
+  const Tensor running_mean = params_.value(running_mean_);
+  // The running mean is the same on every rank and near the batch mean: a good shift.
+  ops::batch_norm_moments(ctx, x, running_mean, exchange());
+  sync_->allreduce_sum(ctx, exchange());
+  const int64_t count = x.numel() / channels_ * sync_->world();
+  ops::batch_norm_stats(ctx, running_mean, exchange(), count, {}, running_mean,
+                        params_.value(running_var_), saved_mean(), saved_invstd());
+  ops::batch_norm_normalize(ctx, x, params_.value(weight_), params_.value(bias_), saved_mean(),
+                            saved_invstd(), y);
 }
 
 void BatchNorm::backward(Context& ctx, std::span<const Tensor> x, const Tensor&, const Tensor& dy,
                          std::span<const Tensor> dx, std::span<const ops::GradMode> dx_modes) {
-  ops::batch_norm_backward(ctx, x[0], dy, params_.value(weight_), saved_.f32(0, Shape{channels_}),
-                           saved_.f32(channels_, Shape{channels_}), dx[0], dx_modes[0],
-                           params_.grad(weight_), params_.grad(bias_));
+  if (sync_) {
+    backward_synchronised(ctx, x[0], dy, dx[0], dx_modes[0]);
+    return;
+  }
+  ops::batch_norm_backward(ctx, x[0], dy, params_.value(weight_), saved_mean(), saved_invstd(),
+                           dx[0], dx_modes[0], params_.grad(weight_), params_.grad(bias_));
+}
+
+void BatchNorm::backward_synchronised(Context& ctx, const Tensor& x, const Tensor& dy,
+                                      const Tensor& dx, ops::GradMode dx_mode) {
+  // This rank's dbeta = sum dy and dgamma = sum dy * xhat are its share of the parameter
+  // gradients, which the gradient all-reduce averages; the input gradient needs their sums.
+  const Tensor sums = exchange();
+  ops::batch_norm_backward_reduce(ctx, x, dy, saved_mean(), saved_invstd(), sums,
+                                  params_.grad(weight_), params_.grad(bias_));
+  if (!dx.defined()) return;
+  sync_->allreduce_sum(ctx, sums);
+  ops::batch_norm_backward_input(ctx, x, dy, params_.value(weight_), saved_mean(), saved_invstd(),
+                                 sums, x.numel() / channels_ * sync_->world(), dx, dx_mode);
 }
 
 }  // namespace psgd

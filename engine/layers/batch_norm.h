@@ -2,6 +2,7 @@
 // variance to normalise, unbiased variance in the running estimate, num_batches_tracked.
 #pragma once
 
+#include "engine/comm.h"
 #include "engine/layer.h"
 #include "engine/params.h"
 
@@ -19,14 +20,29 @@ class BatchNorm final : public Layer {
   void backward(Context& ctx, std::span<const Tensor> x, const Tensor& y, const Tensor& dy,
                 std::span<const Tensor> dx, std::span<const ops::GradMode> dx_modes) override;
 
+  // Synchronised BN: training statistics and their gradients are summed over the ranks of
+  // `comm` (each holding an equal share of the batch), so that N ranks normalise as one rank
+  // with the whole batch. Null (the default) keeps per-replica statistics.
+  void synchronise_over(Comm* comm) { sync_ = comm; }
+
   int weight_id() const { return weight_; }
   int bias_id() const { return bias_; }
 
  private:
+  void forward_synchronised(Context& ctx, const Tensor& x, const Tensor& y);
+  void backward_synchronised(Context& ctx, const Tensor& x, const Tensor& dy, const Tensor& dx,
+                             ops::GradMode dx_mode);
+  Tensor saved_mean() const { return saved_.f32(0, Shape{channels_}); }
+  Tensor saved_invstd() const { return saved_.f32(channels_, Shape{channels_}); }
+  Tensor exchange() const { return saved_.f64(2 * channels_ * sizeof(float), Shape{2, channels_}); }
+
   ParamStore& params_;
   int channels_;
   int weight_, bias_, running_mean_, running_var_, batches_tracked_;
-  DeviceBuffer saved_;  // batch mean (C) then 1/sqrt(var + eps) (C), for backward
+  Comm* sync_ = nullptr;
+  // Batch mean (C), 1/sqrt(var + eps) (C) for backward, then (2, C) float64 for the sums that
+  // synchronised BN exchanges between ranks.
+  DeviceBuffer saved_;
 };
 
 }  // namespace psgd

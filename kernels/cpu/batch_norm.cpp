@@ -36,6 +36,23 @@ void channel_moments(const BnDims& d, int64_t c, const float* __restrict x, doub
   }
 }
 
+// Sum of dy and of dy * (x - mean) over one channel, in double.
+void channel_gradient_sums(const BnDims& d, int64_t c, const float* __restrict x,
+                           const float* __restrict dy, float mean, double& sum_dy,
+                           double& sum_dy_xc) {
+  sum_dy = 0.0;
+  sum_dy_xc = 0.0;
+  for (int64_t n = 0; n < d.n; ++n) {
+    const float* __restrict xp = x + d.plane(n, c);
+    const float* __restrict g = dy + d.plane(n, c);
+#pragma omp simd reduction(+ : sum_dy, sum_dy_xc)
+    for (int64_t i = 0; i < d.hw; ++i) {
+      sum_dy += g[i];
+      sum_dy_xc += static_cast<double>(g[i]) * (xp[i] - mean);
+    }
+  }
+}
+
 // y = (x - mean) * scale + beta over one channel: subtracting first keeps the precision of
 // inputs whose mean is large against their spread.
 void normalise_channel(const BnDims& d, int64_t c, const float* __restrict x, float mean,
@@ -99,16 +116,8 @@ void batch_norm_backward(const Tensor& x, const Tensor& dy, const Tensor& gamma,
 #pragma omp parallel for schedule(static)
   for (int64_t c = 0; c < d.c; ++c) {
     const float mean = saved_mean.f32()[c], invstd = saved_invstd.f32()[c];
-    double sum_dy = 0.0, sum_dy_xc = 0.0;  // xc = x - mean
-    for (int64_t n = 0; n < d.n; ++n) {
-      const float* __restrict xp = x.f32() + d.plane(n, c);
-      const float* __restrict g = dy.f32() + d.plane(n, c);
-#pragma omp simd reduction(+ : sum_dy, sum_dy_xc)
-      for (int64_t i = 0; i < d.hw; ++i) {
-        sum_dy += g[i];
-        sum_dy_xc += static_cast<double>(g[i]) * (xp[i] - mean);
-      }
-    }
+    double sum_dy, sum_dy_xc;
+    channel_gradient_sums(d, c, x.f32(), dy.f32(), mean, sum_dy, sum_dy_xc);
     dbeta.f32()[c] = static_cast<float>(sum_dy);
     dgamma.f32()[c] = static_cast<float>(sum_dy_xc * invstd);
     if (!dx.defined()) continue;
@@ -126,6 +135,91 @@ void batch_norm_backward(const Tensor& x, const Tensor& dy, const Tensor& gamma,
       } else {
 #pragma omp simd
         for (int64_t i = 0; i < d.hw; ++i) out[i] = k * (g[i] - mean_dy - (xp[i] - mean) * slope);
+      }
+    }
+  }
+}
+
+}  // namespace psgd::cpu
+
+// ---- Stages of synchronised BN ------------------------------------------------------------------
+namespace psgd::cpu {
+
+void batch_norm_moments(const Tensor& x, const Tensor& shift, const Tensor& moments) {
+  const BnDims d = dims_of(x);
+#pragma omp parallel for schedule(static)
+  for (int64_t c = 0; c < d.c; ++c) {
+    double sum, squares;
+    channel_moments(d, c, x.f32(), shift.f32()[c], sum, squares);
+    moments.f64()[c] = sum;
+    moments.f64()[d.c + c] = squares;
+  }
+}
+
+void batch_norm_stats(const Tensor& shift, const Tensor& moments, int64_t count,
+                      ops::BatchNormParams p, const Tensor& running_mean, const Tensor& running_var,
+                      const Tensor& mean, const Tensor& invstd) {
+  const int64_t channels = shift.numel();
+  const double m = static_cast<double>(count);
+  for (int64_t c = 0; c < channels; ++c) {
+    const double mean_shifted = moments.f64()[c] / m;
+    const double batch_mean = shift.f32()[c] + mean_shifted;  // read before running_mean moves
+    const double var = std::max(0.0, moments.f64()[channels + c] / m - mean_shifted * mean_shifted);
+    mean.f32()[c] = static_cast<float>(batch_mean);
+    invstd.f32()[c] = static_cast<float>(1.0 / std::sqrt(var + p.eps));
+    float& rm = running_mean.f32()[c];
+    float& rv = running_var.f32()[c];
+    rm = static_cast<float>((1.0 - p.momentum) * rm + p.momentum * batch_mean);
+    rv = static_cast<float>((1.0 - p.momentum) * rv + p.momentum * var * m / (m - 1.0));
+  }
+}
+
+void batch_norm_normalize(const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                          const Tensor& mean, const Tensor& invstd, const Tensor& y) {
+  const BnDims d = dims_of(x);
+#pragma omp parallel for schedule(static)
+  for (int64_t c = 0; c < d.c; ++c)
+    normalise_channel(d, c, x.f32(), mean.f32()[c], gamma.f32()[c] * invstd.f32()[c], beta.f32()[c],
+                      y.f32());
+}
+
+void batch_norm_backward_reduce(const Tensor& x, const Tensor& dy, const Tensor& mean,
+                                const Tensor& invstd, const Tensor& sums, const Tensor& dgamma,
+                                const Tensor& dbeta) {
+  const BnDims d = dims_of(x);
+#pragma omp parallel for schedule(static)
+  for (int64_t c = 0; c < d.c; ++c) {
+    double sum_dy, sum_dy_xc;
+    channel_gradient_sums(d, c, x.f32(), dy.f32(), mean.f32()[c], sum_dy, sum_dy_xc);
+    const double sum_dy_xhat = sum_dy_xc * invstd.f32()[c];
+    sums.f64()[c] = sum_dy;
+    sums.f64()[d.c + c] = sum_dy_xhat;
+    dbeta.f32()[c] = static_cast<float>(sum_dy);
+    dgamma.f32()[c] = static_cast<float>(sum_dy_xhat);
+  }
+}
+
+void batch_norm_backward_input(const Tensor& x, const Tensor& dy, const Tensor& gamma,
+                               const Tensor& mean, const Tensor& invstd, const Tensor& sums,
+                               int64_t count, const Tensor& dx, GradMode dx_mode) {
+  const BnDims d = dims_of(x);
+  const double m = static_cast<double>(count);
+  const bool accumulate = dx_mode == GradMode::Accumulate;
+#pragma omp parallel for schedule(static)
+  for (int64_t c = 0; c < d.c; ++c) {
+    // dx = gamma * invstd * (dy - sum(dy) / m - xhat * sum(dy * xhat) / m)
+    const float mu = mean.f32()[c], is = invstd.f32()[c];
+    const float k = gamma.f32()[c] * is;
+    const float mean_dy = static_cast<float>(sums.f64()[c] / m);
+    const float slope = static_cast<float>(sums.f64()[d.c + c] / m * is);
+    for (int64_t n = 0; n < d.n; ++n) {
+      const float* __restrict xp = x.f32() + d.plane(n, c);
+      const float* __restrict g = dy.f32() + d.plane(n, c);
+      float* __restrict out = dx.f32() + d.plane(n, c);
+#pragma omp simd
+      for (int64_t i = 0; i < d.hw; ++i) {
+        const float v = k * (g[i] - mean_dy - (xp[i] - mu) * slope);
+        out[i] = accumulate ? out[i] + v : v;
       }
     }
   }

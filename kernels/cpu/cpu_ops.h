@@ -26,6 +26,18 @@ void batch_norm_forward_eval(const Tensor& x, const Tensor& gamma, const Tensor&
 void batch_norm_backward(const Tensor& x, const Tensor& dy, const Tensor& gamma,
                          const Tensor& saved_mean, const Tensor& saved_invstd, const Tensor& dx,
                          GradMode dx_mode, const Tensor& dgamma, const Tensor& dbeta);
+void batch_norm_moments(const Tensor& x, const Tensor& shift, const Tensor& moments);
+void batch_norm_stats(const Tensor& shift, const Tensor& moments, int64_t count,
+                      ops::BatchNormParams p, const Tensor& running_mean,
+                      const Tensor& running_var, const Tensor& mean, const Tensor& invstd);
+void batch_norm_normalize(const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                          const Tensor& mean, const Tensor& invstd, const Tensor& y);
+void batch_norm_backward_reduce(const Tensor& x, const Tensor& dy, const Tensor& mean,
+                                const Tensor& invstd, const Tensor& sums, const Tensor& dgamma,
+                                const Tensor& dbeta);
+void batch_norm_backward_input(const Tensor& x, const Tensor& dy, const Tensor& gamma,
+                               const Tensor& mean, const Tensor& invstd, const Tensor& sums,
+                               int64_t count, const Tensor& dx, GradMode dx_mode);
 
 void relu_forward(const Tensor& x, const Tensor& y);
 void relu_backward(const Tensor& y, const Tensor& dy, const Tensor& dx, GradMode dx_mode);

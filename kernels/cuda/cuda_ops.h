@@ -1,6 +1,6 @@
 // The CUDA twins of the CPU kernels in kernels/cpu/cpu_ops.h, same signatures. Callers go
 // through psgd::ops, which validates and dispatches on the context's device. Only compiled with
-// the CUDA backend; ops without a twin yet are refused on a CUDA context by the dispatcher.
+// the CUDA backend.
 #pragma once
 
 #include "kernels/ops.h"
@@ -8,6 +8,18 @@
 namespace psgd::cuda {
 
 using ops::GradMode;
+
+int64_t conv2d_workspace_floats(const Context& ctx, const Shape& x, const Shape& w,
+                                ops::Conv2dGeometry g);
+void conv2d_forward(Context& ctx, const Tensor& x, const Tensor& w, ops::Conv2dGeometry g,
+                    const Tensor& y);
+void conv2d_backward(Context& ctx, const Tensor& x, const Tensor& w, const Tensor& dy,
+                     ops::Conv2dGeometry g, const Tensor& dx, GradMode dx_mode, const Tensor& dw);
+// x (N, in) as a matrix; as cpu::linear_*.
+void linear_forward(Context& ctx, const Tensor& x, const Tensor& w, const Tensor& b,
+                    const Tensor& y);
+void linear_backward(Context& ctx, const Tensor& x, const Tensor& w, const Tensor& dy,
+                     const Tensor& dx, GradMode dx_mode, const Tensor& dw, const Tensor& db);
 
 void relu_forward(const Tensor& x, const Tensor& y);
 void relu_backward(const Tensor& y, const Tensor& dy, const Tensor& dx, GradMode dx_mode);
@@ -37,6 +49,18 @@ void batch_norm_forward_eval(const Tensor& x, const Tensor& gamma, const Tensor&
 void batch_norm_backward(const Tensor& x, const Tensor& dy, const Tensor& gamma,
                          const Tensor& saved_mean, const Tensor& saved_invstd, const Tensor& dx,
                          GradMode dx_mode, const Tensor& dgamma, const Tensor& dbeta);
+void batch_norm_moments(const Tensor& x, const Tensor& shift, const Tensor& moments);
+void batch_norm_stats(const Tensor& shift, const Tensor& moments, int64_t count,
+                      ops::BatchNormParams p, const Tensor& running_mean,
+                      const Tensor& running_var, const Tensor& mean, const Tensor& invstd);
+void batch_norm_normalize(const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                          const Tensor& mean, const Tensor& invstd, const Tensor& y);
+void batch_norm_backward_reduce(const Tensor& x, const Tensor& dy, const Tensor& mean,
+                                const Tensor& invstd, const Tensor& sums, const Tensor& dgamma,
+                                const Tensor& dbeta);
+void batch_norm_backward_input(const Tensor& x, const Tensor& dy, const Tensor& gamma,
+                               const Tensor& mean, const Tensor& invstd, const Tensor& sums,
+                               int64_t count, const Tensor& dx, GradMode dx_mode);
 
 void softmax_cross_entropy(const Tensor& logits, const Tensor& labels, const Tensor& loss,
                            const Tensor& dlogits);

@@ -132,6 +132,67 @@ TEST_CASE("batch norm: evaluation uses the running statistics") {
                        doctest::Contains("more than one value per channel"), Error);
 }
 
+TEST_CASE("synchronised batch norm: stages over two shards equal one BN over the whole batch") {
+  Context ctx(Device::CPU, 2);
+  const int64_t n = 6, c = 3, h = 4, w = 5, half = n / 2 * c * h * w;
+  HostTensor x(Shape{n, c, h, w}), dy(x.t().shape), gamma(Shape{c}), beta(Shape{c});
+  fill_uniform(x.t(), 2, 7, 3, 0);  // a mean well away from zero, as conv outputs can have
+  fill_uniform(dy.t(), -1, 1, 3, 1);
+  fill_uniform(gamma.t(), 0.5, 2, 3, 2);
+  fill_uniform(beta.t(), -1, 1, 3, 3);
+  // One BN over the batch.
+  HostTensor rm(Shape{c}, 4.0f), rv(Shape{c}, 1.0f), mean(Shape{c}), invstd(Shape{c});
+  HostTensor y(x.t().shape), dx(x.t().shape), dgamma(Shape{c}), dbeta(Shape{c});
+  ops::batch_norm_forward_train(ctx, x.t(), gamma.t(), beta.t(), rm.t(), rv.t(), {}, y.t(),
+                                mean.t(), invstd.t());
+  ops::batch_norm_backward(ctx, x.t(), dy.t(), gamma.t(), mean.t(), invstd.t(), dx.t(),
+                           ops::GradMode::Overwrite, dgamma.t(), dbeta.t());
+  // Two shards, as two ranks would run it, with their float64 sums added between the stages.
+  const Shape shard_shape{n / 2, c, h, w};
+  const auto shard = [&](const HostTensor& t, int i) {
+    return Tensor(const_cast<float*>(t.t().f32()) + i * half, shard_shape, Device::CPU);
+  };
+  std::vector<double> total(2 * c), part(2 * c);
+  const Tensor total_t(total.data(), Shape{2, c}, Device::CPU), part_t(part.data(), Shape{2, c}, Device::CPU);
+  HostTensor srm(Shape{c}, 4.0f), srv(Shape{c}, 1.0f), smean(Shape{c}), sinvstd(Shape{c});
+  for (int i = 0; i < 2; ++i) {
+    ops::batch_norm_moments(ctx, shard(x, i), srm.t(), part_t);
+    for (int64_t j = 0; j < 2 * c; ++j) total[j] += part[j];
+  }
+  ops::batch_norm_stats(ctx, srm.t(), total_t, n * h * w, {}, srm.t(), srv.t(), smean.t(),
+                        sinvstd.t());
+  HostTensor sy(x.t().shape), sdx(x.t().shape, 7.0f), pg(Shape{c}), pb(Shape{c}), gsum(Shape{c});
+  std::fill(total.begin(), total.end(), 0.0);
+  for (int i = 0; i < 2; ++i) {
+    ops::batch_norm_normalize(ctx, shard(x, i), gamma.t(), beta.t(), smean.t(), sinvstd.t(),
+                              shard(sy, i));
+    ops::batch_norm_backward_reduce(ctx, shard(x, i), shard(dy, i), smean.t(), sinvstd.t(), part_t,
+                                    pg.t(), pb.t());
+    for (int64_t j = 0; j < 2 * c; ++j) total[j] += part[j];
+    for (int64_t j = 0; j < c; ++j) gsum[j] += pg[j];
+  }
+  for (int i = 0; i < 2; ++i)
+    ops::batch_norm_backward_input(ctx, shard(x, i), shard(dy, i), gamma.t(), smean.t(),
+                                   sinvstd.t(), total_t, n * h * w, shard(sdx, i),
+                                   ops::GradMode::Overwrite);
+  for (int64_t j = 0; j < c; ++j) {
+    CHECK(smean[j] == doctest::Approx(mean[j]).epsilon(1e-6));
+    CHECK(sinvstd[j] == doctest::Approx(invstd[j]).epsilon(1e-6));
+    CHECK(srm[j] == doctest::Approx(rm[j]).epsilon(1e-6));
+    CHECK(srv[j] == doctest::Approx(rv[j]).epsilon(1e-6));
+    CHECK(total[j] == doctest::Approx(dbeta[j]).epsilon(1e-6));
+    CHECK(gsum[j] == doctest::Approx(dgamma[j]).epsilon(1e-6));
+  }
+  double worst_y = 0, worst_dx = 0, dx_scale = 0;
+  for (int64_t i = 0; i < x.numel(); ++i) {
+    worst_y = std::max(worst_y, std::abs(double(sy[i]) - y[i]));
+    worst_dx = std::max(worst_dx, std::abs(double(sdx[i]) - dx[i]));
+    dx_scale = std::max(dx_scale, std::abs(double(dx[i])));
+  }
+  CHECK(worst_y < 1e-5);
+  CHECK(worst_dx < 1e-6 * dx_scale);
+}
+
 TEST_CASE("max pooling: ties go to the first element, NaN propagates") {
   Context ctx(Device::CPU, 1);
   HostTensor x(Shape{1, 1, 2, 4}), y(Shape{1, 1, 1, 2}), dy(Shape{1, 1, 1, 2}, 1.0f);

@@ -9,6 +9,9 @@
 
 #include "data/dataset.h"
 #include "data/loader.h"
+#include "engine/comm.h"
+#include "engine/data_parallel.h"
+#include "engine/device_batches.h"
 #include "engine/safetensors.h"
 #include "engine/trainer.h"
 #include "nets/nets.h"
@@ -26,13 +29,17 @@ std::vector<int64_t> subset(int64_t size, int64_t keep, uint64_t seed) {
   return data::hold_out(size, size - keep, seed).train;
 }
 
-Device pick_device(const TrainOptions& o) {
-  PSGD_CHECK(o.device != "cuda", "--device cuda: this build's CUDA backend has no training kernels "
-                                 "yet; use --device cpu");
-  if (o.device == "auto" && cuda_available())
-    std::cout << "note: a GPU is present, but the CUDA training kernels are not built yet; "
-                 "training on the CPU\n";
-  return Device::CPU;
+// The CPU, or the GPU of this rank (--gpu alone; the local rank's in a job), made current.
+Device pick_device(const TrainOptions& o, const Comm& comm) {
+  if (o.device == "cpu") return Device::CPU;
+  if (!cuda_available()) {
+    PSGD_CHECK(o.device != "cuda", "--device cuda: no GPU is visible to this process",
+               cuda_built() ? "" : " (and this build has no CUDA backend)");
+    if (comm.rank() == 0) std::cout << "note: no GPU found; training on the CPU\n";
+    return Device::CPU;
+  }
+  cuda_select_device(comm.world() > 1 ? comm.local_rank() % cuda_device_count() : o.gpu);
+  return Device::CUDA;
 }
 
 TrainOptions resumed_options(const std::string& dir, const CLI::App& app, const TrainOptions& given) {
@@ -50,11 +57,17 @@ TrainOptions resumed_options(const std::string& dir, const CLI::App& app, const 
   return o;
 }
 
-int run(TrainOptions o, const std::string& resume, const CLI::App& app) {
+int run(TrainOptions o, const std::string& resume, const CLI::App& app, Comm& job) {
   if (!resume.empty()) o = resumed_options(resume, app, o);
   if (o.out.empty()) o.out = "runs/" + o.arch;
-  validate(o);
-  Context ctx(pick_device(o), o.threads, o.seed);
+  validate(o, job.world());
+  const bool leader = job.rank() == 0;
+  Context ctx(pick_device(o, job), o.threads, rank_seed(o.seed, job.rank()),
+              {.tf32 = !o.strict_fp32, .deterministic = o.deterministic});
+  // GPU ranks exchange device tensors through NCCL; CPU ranks use the job's MPI ranks.
+  std::unique_ptr<Comm> gpu_ranks;
+  if (ctx.device() == Device::CUDA && (job.world() > 1 || o.nccl)) gpu_ranks = make_nccl_comm(job, ctx);
+  Comm& comm = gpu_ranks ? *gpu_ranks : job;
 
   const data::DatasetOptions dopts{data::parse_format(o.dataset), o.coarse};
   data::Dataset train_set = data::load_dataset(o.data, data::Split::Train, dopts);
@@ -75,10 +88,13 @@ int run(TrainOptions o, const std::string& resume, const CLI::App& app) {
   }
   const data::Dataset& eval_set = o.holdout > 0 ? train_set : test_set;
   data::Loader train(train_set, {.batch_size = o.batch_size, .shuffle = !o.no_shuffle,
-                                 .augment = !o.no_augment, .drop_last = o.drop_last, .seed = o.seed},
+                                 .augment = !o.no_augment, .drop_last = o.drop_last, .seed = o.seed,
+                                 .rank = comm.rank(), .world = comm.world()},
                      train_indices);
-  data::Loader test(eval_set, {.batch_size = o.eval_batch_size, .shuffle = false, .augment = false},
+  data::Loader test(eval_set, {.batch_size = o.eval_batch_size, .shuffle = false, .augment = false,
+                               .rank = comm.rank(), .world = comm.world()},
                     test_indices);
+  DeviceBatches train_batches(train, ctx.device()), test_batches(test, ctx.device());
 
   auto net = make_net(o.arch, train_set.classes, ctx.device(), o.seed);
   assign_quantizers(net->params(), {.w_bits = o.w_bits, .first_last = o.first_last_quant,
@@ -88,18 +104,22 @@ int run(TrainOptions o, const std::string& resume, const CLI::App& app) {
                                       .momentum = o.momentum,
                                       .weight_decay = o.effective_weight_decay(),
                                       .lambda_s = o.lambda_s});
+  if (o.sync_bn) synchronise_batch_norm(*net, comm);
   TrainProgress progress;
   const fs::path last = fs::path(o.out) / "last.safetensors";
   if (!resume.empty()) {
     PSGD_CHECK(fs::exists(last), "--resume ", resume, ": no last.safetensors to continue from");
     progress = load_checkpoint(last.string(), *net, &optimizer);
-    std::cout << "resuming " << o.out << " after epoch " << progress.epoch << "\n";
+    if (leader) std::cout << "resuming " << o.out << " after epoch " << progress.epoch << "\n";
   } else {
     if (!o.init.empty()) {
       progress.epoch = load_checkpoint(o.init, *net, nullptr).epoch;
-      std::cout << "starting from " << o.init << " (epoch " << progress.epoch << ")\n";
+      if (leader) std::cout << "starting from " << o.init << " (epoch " << progress.epoch << ")\n";
     }
     o.first_epoch = static_cast<int>(progress.epoch) + 1;
+  }
+  broadcast_state(ctx, comm, *net, optimizer);  // every rank starts from rank 0's state
+  if (resume.empty() && leader) {
     fs::create_directories(o.out);
     const std::string config = nlohmann::json(o).dump(2) + "\n";
     write_file_atomic((fs::path(o.out) / "config.json").string(),
@@ -107,7 +127,11 @@ int run(TrainOptions o, const std::string& resume, const CLI::App& app) {
                        reinterpret_cast<const std::byte*>(config.data() + config.size())});
   }
 
-  std::cout << net->arch() << " on " << train_set.name << " (" << train.samples() << " training, "
+  if (leader && comm.world() > 1)
+    std::cout << comm.world() << " ranks (" << comm.backend() << "), global batch " << o.batch_size
+              << ", " << (o.sync_bn ? "synchronised" : "per-rank") << " BN\n";
+  if (leader)
+    std::cout << net->arch() << " on " << train_set.name << " (" << train.samples() << " training, "
             << test.samples() << (o.holdout > 0 ? " held-out" : " test") << " images, " << train_set.classes << " classes), "
             << device_name(ctx.device()) << " with " << ctx.threads() << " threads; W"
             << o.w_bits << (o.first_last_quant ? " first/last quantized" : "") << ", lambda_s "
@@ -125,10 +149,12 @@ int run(TrainOptions o, const std::string& resume, const CLI::App& app) {
                  {"lambda_s", std::to_string(o.lambda_s)}, {"first_last_quant", o.first_last_quant ? "1" : "0"},
                  {"dataset", train_set.name}, {"seed", std::to_string(o.seed)}};
   tc.log = &std::cout;
-  tc.interactive = isatty(fileno(stdout));
-  Trainer trainer(ctx, *net, optimizer, train, test, tc, progress);
+  tc.interactive = isatty(fileno(stdout)) && !launched_by_mpi();  // mpirun relays through a pty
+  tc.comm = &comm;
+  Trainer trainer(ctx, *net, optimizer, train_batches, test_batches, tc, progress);
   const TrainProgress done = trainer.run();
-  std::cout << "done: best FP " << 100 * done.best_fp << "%, best LP " << 100 * done.best_lp
+  if (leader)
+    std::cout << "done: best FP " << 100 * done.best_fp << "%, best LP " << 100 * done.best_lp
             << "%; checkpoints, config.json and metrics.jsonl in " << o.out << "\n";
   return 0;
 }
@@ -141,10 +167,16 @@ int main(int argc, char** argv) {
   CLI::App app{"Train a CIFAR network with PSGD (Position-based Scaled Gradient); --lambda-s 0 is plain SGD"};
   add_options(app, options, resume);
   CLI11_PARSE(app, argc, argv);
+  std::unique_ptr<Comm> job;
   try {
-    return run(options, resume, app);
+    job = join_job();
+    return run(options, resume, app, *job);
   } catch (const std::exception& e) {
-    std::cerr << "psgd-train: " << user_message(e) << std::endl;
-    return 1;
+    if (!job || job->world() == 1) {
+      std::cerr << "psgd-train: " << user_message(e) << std::endl;
+      return 1;
+    }
+    // Take the other ranks down with this one: they would wait for it in the next collective.
+    job->abort("psgd-train rank " + std::to_string(job->rank()) + ": " + user_message(e));
   }
 }

@@ -26,7 +26,7 @@ void add_options(CLI::App& app, TrainOptions& o, std::string& resume) {
   app.add_option("--gamma", o.gamma, "multistep decay factor")->check(CLI::PositiveNumber)->capture_default_str();
   app.add_option("--schedule", o.schedule, "learning-rate schedule")->check(CLI::IsMember({"multistep", "cosine"}))->capture_default_str();
   app.add_option("--warmup-epochs", o.warmup_epochs, "linear warm-up epochs")->check(CLI::NonNegativeNumber)->capture_default_str();
-  app.add_option("--batch-size,--batch_size", o.batch_size, "training batch")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--batch-size,--batch_size", o.batch_size, "training batch (global: split evenly over the ranks of a job)")->check(CLI::PositiveNumber)->capture_default_str();
   app.add_option("--eval-batch-size", o.eval_batch_size, "test batch")->check(CLI::PositiveNumber)->capture_default_str();
   app.add_option("--optimizer", o.optimizer, "optimizer")->check(CLI::IsMember({"sgd", "adam"}))->capture_default_str();
   app.add_flag_callback("--adam", [&o] { o.optimizer = "adam"; }, "the reference's spelling of --optimizer adam");
@@ -40,7 +40,11 @@ void add_options(CLI::App& app, TrainOptions& o, std::string& resume) {
   app.add_option("--seed", o.seed, "initialisation, order, augmentation and dropout seed")->capture_default_str();
   app.add_option("--out", o.out, "output folder (default runs/<arch>)");
   app.add_option("--device", o.device, "cpu, cuda, or auto")->check(CLI::IsMember({"cpu", "cuda", "auto"}))->capture_default_str();
-  app.add_option("--gpu,--cu_num", o.gpu, "GPU index")->check(CLI::NonNegativeNumber)->capture_default_str();
+  app.add_option("--gpu,--cu_num", o.gpu, "GPU index (single rank; ranks of a job take the GPU of their local rank)")->check(CLI::NonNegativeNumber)->capture_default_str();
+  app.add_flag("--strict-fp32", o.strict_fp32, "GPU: strict float32, no TF32 tensor cores (parity runs)");
+  app.add_flag("--deterministic", o.deterministic, "GPU: deterministic algorithms, so that two runs give identical weights");
+  app.add_flag("--sync-bn", o.sync_bn, "with several ranks: BN statistics over the whole global batch (default: per rank)");
+  app.add_flag("--nccl", o.nccl, "use NCCL collectives even for a single GPU rank (checks the multi-GPU path)");
   app.add_option("--threads", o.threads, "CPU threads (0: all cores)")->check(CLI::NonNegativeNumber)->capture_default_str();
   app.add_option("--train-subset", o.train_subset, "train on this many samples (0: all)")->check(CLI::NonNegativeNumber)->capture_default_str();
   app.add_option("--holdout", o.holdout, "evaluate on this many held-out training images instead of the test set")->check(CLI::NonNegativeNumber)->capture_default_str();
@@ -52,7 +56,12 @@ void add_options(CLI::App& app, TrainOptions& o, std::string& resume) {
   app.add_option("--test-subset", o.test_subset, "evaluate on this many samples (0: all)")->check(CLI::NonNegativeNumber)->capture_default_str();
 }
 
-void validate(const TrainOptions& o) {
+void validate(const TrainOptions& o, int world) {
+  PSGD_CHECK(o.batch_size % world == 0, "--batch-size ", o.batch_size, " is the global batch and does not split evenly over ",
+             world, " ranks");
+  PSGD_CHECK(o.eval_batch_size % world == 0, "--eval-batch-size ", o.eval_batch_size,
+             " does not split evenly over ", world, " ranks");
+  PSGD_CHECK(!o.nccl || o.device != "cpu", "--nccl needs GPU ranks (--device cuda)");
   PSGD_CHECK(!o.data.empty(), "--data is required: a folder with CIFAR binary files or psgd-data output");
   PSGD_CHECK(std::filesystem::is_directory(o.data), "--data ", o.data, ": no such folder");
   PSGD_CHECK(o.init.empty() || std::filesystem::exists(o.init), "--init ", o.init, ": no such file");

@@ -37,6 +37,10 @@ struct TrainOptions {
   std::string device = "auto";
   int gpu = 0;
   int threads = 0;
+  bool sync_bn = false;        // BN statistics over the whole global batch in a job
+  bool nccl = false;           // NCCL collectives even for a lone GPU rank (tests that path)
+  bool strict_fp32 = false;    // no TF32 on the GPU
+  bool deterministic = false;  // deterministic cuDNN algorithms
   int64_t train_subset = 0, test_subset = 0;  // 0: everything
   int64_t holdout = 0;  // > 0: evaluate on this many held-out training images, not the test set
   bool no_augment = false, no_shuffle = false, drop_last = false;
@@ -52,13 +56,14 @@ NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(TrainOptions, arch, data, datase
                                                 momentum, weight_decay, decay_epochs, gamma, schedule,
                                                 warmup_epochs, batch_size, eval_batch_size, optimizer,
                                                 w_bits, lambda_s, target, first_last_quant, a_bits,
-                                                init, seed, out, device, gpu, threads, train_subset,
+                                                init, seed, out, device, gpu, threads, sync_bn, nccl,
+                                                strict_fp32, deterministic, train_subset,
                                                 test_subset, holdout, no_augment, no_shuffle, drop_last,
                                                 norm_mean, norm_std, first_epoch)
 
 // Registers every option on `app`; `resume` receives --resume.
 void add_options(CLI::App& app, TrainOptions& o, std::string& resume);
-// A clear error for an impossible combination.
-void validate(const TrainOptions& o);
+// A clear error for an impossible combination; `world` is the number of ranks in the job.
+void validate(const TrainOptions& o, int world = 1);
 
 }  // namespace psgd::train

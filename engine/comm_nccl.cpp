@@ -1,0 +1,82 @@
+// GPU ranks over NCCL. The communicator's id comes from rank 0 through the host ranks (MPI);
+// collectives run on the context's stream, so they are captured in the training step's CUDA
+// graph like any kernel, and the host never waits for them.
+#include <nccl.h>
+
+#include <iostream>
+
+#include "engine/comm.h"
+#include "engine/cuda_check.h"
+
+#define NCCL_CHECK(expr)                                                                       \
+  do {                                                                                         \
+    const ncclResult_t psgd_status_ = (expr);                                                  \
+    if (psgd_status_ != ncclSuccess) [[unlikely]]                                              \
+      ::psgd::detail::throw_error(__FILE__, __LINE__, #expr, ::psgd::detail::call_name(#expr), \
+                                  " failed: ", ncclGetErrorString(psgd_status_));              \
+  } while (0)
+
+namespace psgd {
+namespace {
+
+class NcclRanks final : public Comm {
+ public:
+  NcclRanks(Comm& host, Context& ctx) : host_(host) {
+    PSGD_CHECK(ctx.device() == Device::CUDA, "NCCL ranks need a CUDA context");
+    ncclUniqueId id{};
+    if (host.rank() == 0) NCCL_CHECK(ncclGetUniqueId(&id));
+    host.broadcast_host(std::as_writable_bytes(std::span(&id, 1)), 0);
+    NCCL_CHECK(ncclCommInitRank(&comm_, host.world(), id, host.rank()));
+  }
+  ~NcclRanks() override {
+    if (comm_) ncclCommDestroy(comm_);
+  }
+
+  int rank() const override { return host_.rank(); }
+  int world() const override { return host_.world(); }
+  int local_rank() const override { return host_.local_rank(); }
+  const char* backend() const override { return "nccl"; }
+
+  void allreduce_sum(Context& ctx, const Tensor& t) override { allreduce(ctx, t, ncclSum); }
+  void allreduce_mean(Context& ctx, const Tensor& t) override { allreduce(ctx, t, ncclAvg); }
+  void broadcast(Context& ctx, const Tensor& t, int root) override {
+    require_device(t, "broadcast");
+    NCCL_CHECK(ncclBroadcast(t.data, t.data, t.bytes(), ncclUint8, root, comm_, ctx.stream()));
+  }
+  void allreduce_host(std::span<double> values, ReduceOp op) override {
+    host_.allreduce_host(values, op);
+  }
+  void broadcast_host(std::span<std::byte> bytes, int root) override {
+    host_.broadcast_host(bytes, root);
+  }
+  [[noreturn]] void abort(const std::string& message) override {
+    // Kernels of a collective whose peer died never finish: abort the communicator first.
+    ncclCommAbort(comm_);
+    comm_ = nullptr;
+    host_.abort(message);
+    std::abort();  // not reached: for the compiler
+  }
+
+ private:
+  void allreduce(Context& ctx, const Tensor& t, ncclRedOp_t op) {
+    require_device(t, "allreduce");
+    PSGD_CHECK(t.dtype != DType::I32, "NCCL allreduce: integer tensors are not reduced");
+    NCCL_CHECK(ncclAllReduce(t.data, t.data, static_cast<size_t>(t.numel()),
+                             t.dtype == DType::F64 ? ncclDouble : ncclFloat, op, comm_,
+                             ctx.stream()));
+  }
+  static void require_device(const Tensor& t, const char* what) {
+    PSGD_CHECK(t.device == Device::CUDA, "NCCL ", what, " of a CPU tensor");
+  }
+
+  Comm& host_;
+  ncclComm_t comm_ = nullptr;
+};
+
+}  // namespace
+
+std::unique_ptr<Comm> make_nccl_comm(Comm& host, Context& ctx) {
+  return std::make_unique<NcclRanks>(host, ctx);
+}
+
+}  // namespace psgd

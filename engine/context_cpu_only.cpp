@@ -1,0 +1,22 @@
+// CPU-only builds: a Context never holds CUDA resources (making one on CUDA already failed
+// because no GPU is available), so these are never called with a real object.
+#include "engine/context_cuda.h"
+
+namespace psgd {
+
+CudaResources* create_cuda_resources(const GpuMath&) {
+  PSGD_FAIL("this build has no CUDA backend");
+}
+void destroy_cuda_resources(CudaResources*) {}
+CUstream_st* cuda_stream(const CudaResources&) {
+  return nullptr;
+}
+cublasContext* cuda_cublas(const CudaResources&) {
+  return nullptr;
+}
+cudnnContext* cuda_cudnn(const CudaResources&) {
+  return nullptr;
+}
+void cuda_synchronize(const CudaResources&) {}
+
+}  // namespace psgd
