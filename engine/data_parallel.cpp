@@ -35,12 +35,9 @@ void check_replicas_agree(Comm& comm, const Net& net, const Optimizer& optimizer
     weighted += host[i] * static_cast<double>(i % 1021 + 1);
   }
   check_ranks_agree(comm, std::vector<double>{sum, weighted}, "the weights");
-  const RunningRanges& ranges = optimizer.ranges();
-  std::vector<double> bounds;
-  for (size_t i = 0; i < ranges.ids().size(); ++i) {
-    bounds.push_back(ranges.x_min(i));
-    bounds.push_back(ranges.x_max(i));
-  }
+  const std::vector<float> lo = optimizer.ranges().x_min(), hi = optimizer.ranges().x_max();
+  std::vector<double> bounds(lo.begin(), lo.end());
+  bounds.insert(bounds.end(), hi.begin(), hi.end());
   check_ranks_agree(comm, bounds, "the quantizer ranges");
 }
 

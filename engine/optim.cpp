@@ -8,8 +8,6 @@
 namespace psgd {
 namespace {
 
-constexpr size_t kNoRange = std::numeric_limits<size_t>::max();
-
 ops::PsgTarget target_of(const QuantSpec& q, float lambda_s) {
   if (!q.quantized() || !q.psg || lambda_s == 0.0f) return ops::PsgTarget::None;
   return q.target == QuantTarget::Zero ? ops::PsgTarget::Zero : ops::PsgTarget::Grid;
@@ -22,22 +20,36 @@ Optimizer::Optimizer(ParamStore& params, OptimizerConfig config)
   PSGD_CHECK(params.allocated(), "the optimizer needs allocated parameters");
   PSGD_CHECK(config.weight_decay >= 0.0f && config.lambda_s >= 0.0f && config.momentum >= 0.0f,
              "weight decay, lambda_s and momentum must not be negative");
+  PSGD_CHECK(params.trainable_count() <= std::numeric_limits<int32_t>::max(),
+             "the segment table holds int32 offsets: ", params.trainable_count(),
+             " trainable values are too many");
   const std::vector<int>& quantized = ranges_.ids();
+  std::vector<int32_t> table;
   for (int id = 0; id < static_cast<int>(params.entries().size()); ++id) {
     const ParamEntry& e = params.entry(id);
     if (storage_of(e.role) != ParamStorage::Trainable) continue;
-    ops::OptimSegment s;
-    s.offset = e.offset;
-    s.count = e.shape.numel();
-    s.target = target_of(e.quant, config.lambda_s);
-    if (s.target == ops::PsgTarget::Grid)
-      s.levels = static_cast<float>(quant::weight_levels(e.quant.bits));
-    segments_.push_back(s);
+    const ops::PsgTarget target = target_of(e.quant, config.lambda_s);
     const auto at = std::find(quantized.begin(), quantized.end(), id);
-    range_of_segment_.push_back(at == quantized.end() ? kNoRange
-                                                      : static_cast<size_t>(at - quantized.begin()));
+    int32_t row[ops::kSegmentFields];
+    row[ops::kSegmentOffset] = static_cast<int32_t>(e.offset);
+    row[ops::kSegmentCount] = static_cast<int32_t>(e.shape.numel());
+    row[ops::kSegmentTarget] = static_cast<int32_t>(target);
+    row[ops::kSegmentLevels] = e.quant.quantized() ? quant::weight_levels(e.quant.bits) : 0;
+    row[ops::kSegmentRange] =
+        at == quantized.end() ? -1 : static_cast<int32_t>(at - quantized.begin());
+    table.insert(table.end(), row, row + ops::kSegmentFields);
+    ++segment_rows_;
   }
+  segments_ = DeviceBuffer(params.device(), std::max<size_t>(1, table.size()) * sizeof(int32_t));
+  memory_copy(segments_.data(), params.device(), table.data(), Device::CPU,
+              table.size() * sizeof(int32_t));
+  hyper_ = DeviceBuffer(params.device(), ops::kHyperFields * sizeof(float));
   state_ = DeviceBuffer(params.device(), state_count() * params.weights().bytes());
+}
+
+Tensor Optimizer::segments() const {
+  return Tensor(reinterpret_cast<int32_t*>(segments_.data()),
+                Shape{segment_rows_, ops::kSegmentFields}, segments_.device());
 }
 
 Tensor Optimizer::state(int index) const {
@@ -45,23 +57,25 @@ Tensor Optimizer::state(int index) const {
   return state_.f32(index * params_.trainable_count(), Shape{params_.trainable_count()});
 }
 
-void Optimizer::step(Context& ctx, float lr) {
-  const bool grid = std::any_of(segments_.begin(), segments_.end(), [](const ops::OptimSegment& s) {
-    return s.target == ops::PsgTarget::Grid;
-  });
-  if (!ranges_.ids().empty()) ranges_.update(ctx, params_);
-  if (grid)
-    for (size_t i = 0; i < segments_.size(); ++i)
-      if (segments_[i].target == ops::PsgTarget::Grid)
-        segments_[i].delta = ranges_.delta(range_of_segment_[i], params_);
+void Optimizer::prepare(float lr) {
   ++steps_;
+  float hyper[ops::kHyperFields] = {lr, 0.0f, 0.0f};
+  if (config_.kind == OptimizerKind::Adam)
+    ops::adam_hyper(lr, config_.beta1, config_.beta2, steps_, hyper);
+  memory_copy(hyper_.data(), hyper_.device(), hyper, Device::CPU, sizeof hyper);
+}
+
+void Optimizer::apply(Context& ctx) {
+  if (!ranges_.ids().empty()) ranges_.update(ctx, params_.weights(), segments());
+  const Tensor hyper = hyper_.f32(0, Shape{ops::kHyperFields});
   if (config_.kind == OptimizerKind::Sgd) {
-    ops::psgd_sgd_step(ctx, params_.weights(), params_.grads(), state(0), segments_,
-                       {lr, config_.momentum, config_.weight_decay, config_.lambda_s, steps_ == 1});
+    ops::psgd_sgd_step(ctx, params_.weights(), params_.grads(), state(0), segments(),
+                       ranges_.values(), hyper,
+                       {config_.momentum, config_.weight_decay, config_.lambda_s, steps_ == 1});
   } else {
-    ops::psgd_adam_step(ctx, params_.weights(), params_.grads(), state(0), state(1), segments_,
-                        {lr, config_.beta1, config_.beta2, config_.eps, config_.weight_decay,
-                         config_.lambda_s, steps_});
+    ops::psgd_adam_step(
+        ctx, params_.weights(), params_.grads(), state(0), state(1), segments(), ranges_.values(),
+        hyper, {config_.beta1, config_.beta2, config_.eps, config_.weight_decay, config_.lambda_s});
   }
 }
 

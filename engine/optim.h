@@ -24,7 +24,18 @@ class Optimizer {
 
   // One update of every trainable tensor from params.grads(), at learning rate `lr`. Updates the
   // quantizer ranges from the weights first, as the reference does in its forward pass.
-  void step(Context& ctx, float lr);
+  void step(Context& ctx, float lr) {
+    prepare(lr);
+    apply(ctx);
+  }
+  // The two halves of step(), for captured steps: prepare() sets this step's values on the
+  // device (counts the step, writes lr and Adam's bias corrections); apply() launches the
+  // kernels, which read them there.
+  void prepare(float lr);
+  void apply(Context& ctx);
+  // Whether apply() launches the same kernels with the same arguments as at the previous step,
+  // so that a captured step may replay it: true after the first step.
+  bool replayable() const { return steps_ >= 2 && ranges_.started(); }
 
   const OptimizerConfig& config() const { return config_; }
   int64_t steps() const { return steps_; }
@@ -34,13 +45,15 @@ class Optimizer {
   Tensor state(int index) const;
   int state_count() const { return config_.kind == OptimizerKind::Sgd ? 1 : 2; }
   void set_steps(int64_t steps) { steps_ = steps; }
+  Tensor segments() const;
 
  private:
   ParamStore& params_;
   OptimizerConfig config_;
   RunningRanges ranges_;
-  std::vector<ops::OptimSegment> segments_;  // one per trainable tensor, in table order
-  std::vector<size_t> range_of_segment_;     // index into ranges_, or npos
+  DeviceBuffer segments_;  // the segment table (kernels/ops.h), int32 (tensors, fields)
+  int64_t segment_rows_ = 0;
+  DeviceBuffer hyper_;     // this step's lr and Adam corrections (ops::HyperField)
   DeviceBuffer state_;
   int64_t steps_ = 0;
 };

@@ -61,11 +61,7 @@ void save_checkpoint(const std::string& path, const Net& net, const Optimizer& o
   const int64_t steps = optimizer.steps();
   w.add(kOptimizer + "steps", StDType::I64, {}, &steps);
   const RunningRanges& r = optimizer.ranges();
-  std::vector<float> lo, hi;
-  for (size_t i = 0; i < r.ids().size(); ++i) {
-    lo.push_back(r.x_min(i));
-    hi.push_back(r.x_max(i));
-  }
+  const std::vector<float> lo = r.x_min(), hi = r.x_max();
   const int64_t started = r.started();
   w.add(kRanges + "x_min", StDType::F32, {static_cast<int64_t>(lo.size())}, lo.data());
   w.add(kRanges + "x_max", StDType::F32, {static_cast<int64_t>(hi.size())}, hi.data());

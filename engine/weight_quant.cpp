@@ -22,32 +22,47 @@ std::pair<float, float> zero_inclusive_range(Context& ctx, const Tensor& w,
 RunningRanges::RunningRanges(const ParamStore& params) {
   for (int id = 0; id < static_cast<int>(params.entries().size()); ++id)
     if (params.entry(id).quant.quantized()) ids_.push_back(id);
-  x_min_.assign(ids_.size(), 0.0f);
-  x_max_.assign(ids_.size(), 0.0f);
-  scratch_ = DeviceBuffer(params.device(), 2 * sizeof(float));
+  values_ = DeviceBuffer(params.device(), std::max<size_t>(1, 2 * ids_.size()) * sizeof(float));
 }
 
-void RunningRanges::update(Context& ctx, const ParamStore& params) {
-  const Tensor scratch = scratch_.f32(0, Shape{2});
-  for (size_t i = 0; i < ids_.size(); ++i) {
-    const auto [lo, hi] = zero_inclusive_range(ctx, params.value(ids_[i]), scratch);
-    x_min_[i] = quant::running_update(x_min_[i], lo, !started_);
-    x_max_[i] = quant::running_update(x_max_[i], hi, !started_);
-  }
+Tensor RunningRanges::values() const {
+  return values_.f32(0, Shape{static_cast<int64_t>(ids_.size()), 2});
+}
+
+void RunningRanges::update(Context& ctx, const Tensor& weights, const Tensor& segments) {
+  ops::update_weight_ranges(ctx, weights, segments, values(), !started_);
   started_ = true;
 }
 
-float RunningRanges::delta(size_t i, const ParamStore& params) const {
-  PSGD_CHECK(started_, "quantizer ranges used before the first training step");
-  return quant::weight_delta(x_min_[i], x_max_[i],
-                             quant::weight_levels(params.entry(ids_[i]).quant.bits));
+std::vector<float> RunningRanges::host() const {
+  std::vector<float> out(2 * ids_.size());
+  const Tensor v = values();
+  memory_copy(out.data(), Device::CPU, v.data, v.device, v.bytes());
+  return out;
 }
 
-void RunningRanges::restore(std::vector<float> x_min, std::vector<float> x_max) {
+std::vector<float> RunningRanges::x_min() const {
+  std::vector<float> all = host(), out;
+  for (size_t i = 0; i < ids_.size(); ++i) out.push_back(all[2 * i]);
+  return out;
+}
+
+std::vector<float> RunningRanges::x_max() const {
+  std::vector<float> all = host(), out;
+  for (size_t i = 0; i < ids_.size(); ++i) out.push_back(all[2 * i + 1]);
+  return out;
+}
+
+void RunningRanges::restore(const std::vector<float>& x_min, const std::vector<float>& x_max) {
   PSGD_CHECK(x_min.size() == ids_.size() && x_max.size() == ids_.size(), "saved ranges cover ",
              x_min.size(), " tensors, the network quantizes ", ids_.size());
-  x_min_ = std::move(x_min);
-  x_max_ = std::move(x_max);
+  std::vector<float> all;
+  for (size_t i = 0; i < ids_.size(); ++i) {
+    all.push_back(x_min[i]);
+    all.push_back(x_max[i]);
+  }
+  const Tensor v = values();
+  memory_copy(v.data, v.device, all.data(), Device::CPU, v.bytes());
   started_ = true;
 }
 

@@ -12,28 +12,34 @@ namespace psgd {
 
 // The range [x_min, x_max] of each quantized tensor, tracked as the reference does during
 // training: from min(0, min w) and max(0, max w) of the weights at each step, the first step
-// setting it and later ones moving it with momentum 0.1. Not part of the reference's
-// checkpoints; ours save it with the optimizer state.
+// setting it and later ones moving it with momentum 0.1. Kept on the parameters' device, where
+// the optimizer's update reads it. Not part of the reference's checkpoints; ours save it with
+// the optimizer state.
 class RunningRanges {
  public:
   explicit RunningRanges(const ParamStore& params);
 
-  // Folds the current weights into the ranges: call once per training step, before the update.
-  void update(Context& ctx, const ParamStore& params);
+  // Folds the current weights in, one launch for all tensors: call once per training step,
+  // before the update. `segments` is the optimizer's table (kernels/ops.h), whose rows name
+  // their range.
+  void update(Context& ctx, const Tensor& weights, const Tensor& segments);
   bool started() const { return started_; }
 
   const std::vector<int>& ids() const { return ids_; }  // the quantized tensors, in table order
-  float x_min(size_t i) const { return x_min_[i]; }
-  float x_max(size_t i) const { return x_max_[i]; }
-  float delta(size_t i, const ParamStore& params) const;
+  // (tensors, 2) = {x_min, x_max} on the device.
+  Tensor values() const;
+  // Host copies (not inside a step): x_min and x_max of every range, in ids() order.
+  std::vector<float> x_min() const;
+  std::vector<float> x_max() const;
   // For checkpoints: restore ranges saved earlier.
-  void restore(std::vector<float> x_min, std::vector<float> x_max);
+  void restore(const std::vector<float>& x_min, const std::vector<float>& x_max);
 
  private:
+  std::vector<float> host() const;
+
   std::vector<int> ids_;
-  std::vector<float> x_min_, x_max_;
   bool started_ = false;
-  DeviceBuffer scratch_;  // (2): one tensor's min and max
+  DeviceBuffer values_;
 };
 
 // The range of a tensor fresh from its weights, as LP evaluation takes it: min(0, min w) and

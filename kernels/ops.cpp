@@ -3,6 +3,7 @@
 #include "kernels/ops.h"
 
 #include <algorithm>
+#include <cmath>
 #include <initializer_list>
 
 #include "kernels/cpu/cpu_ops.h"
@@ -369,34 +370,53 @@ void quantize_activations(Context& ctx, const Tensor& x, float delta, int levels
 
 // ---- The fused optimizer step ------------------------------------------------------------------
 namespace {
-void check_segments(const char* op, const Tensor& weights,
-                    std::initializer_list<const Tensor*> same,
-                    std::span<const OptimSegment> segments) {
+// The table is validated once, where it is built (the host copy); here only its shape.
+void check_table(const char* op, const Tensor& weights, std::initializer_list<const Tensor*> same,
+                 const Tensor& segments, const Tensor& ranges) {
   check_rank(op, "weights", weights, 1);
   for (const Tensor* t : same) check_same_shape(op, weights, *t);
-  for (const OptimSegment& s : segments) {
-    PSGD_CHECK(s.offset >= 0 && s.count >= 0 && s.offset + s.count <= weights.numel(), op,
-               ": segment [", s.offset, ", ", s.offset + s.count, ") outside ",
-               weights.numel(), " weights");
-    PSGD_CHECK(s.target != PsgTarget::Grid || s.levels >= 1.0f, op,
-               ": a grid segment needs levels");
-  }
+  check_rank(op, "segments", segments, 2);
+  PSGD_CHECK(segments.dtype == DType::I32 && segments.shape[1] == kSegmentFields, op,
+             ": the segment table must be int32 (tensors, ", int{kSegmentFields}, "), got ",
+             segments.shape.str());
+  PSGD_CHECK(ranges.numel() == 0 || (ranges.shape.rank() == 2 && ranges.shape[1] == 2), op,
+             ": ranges must be (tensors, 2), got ", ranges.shape.str());
 }
 }  // namespace
 
+void update_weight_ranges(Context& ctx, const Tensor& weights, const Tensor& segments,
+                          const Tensor& ranges, bool first) {
+  check_devices(ctx, "update_weight_ranges", {&weights, &segments, &ranges});
+  check_table("update_weight_ranges", weights, {}, segments, ranges);
+  if (ranges.numel() == 0) return;
+  PSGD_DISPATCH(ctx, update_weight_ranges, weights, segments, ranges, first);
+}
+
+void adam_hyper(float lr, float beta1, float beta2, int64_t step, float* hyper) {
+  PSGD_CHECK(step >= 1, "Adam steps count from 1, got ", step);
+  // PyTorch's Adam: step_size = lr / (1 - beta1^t); denom = sqrt(v) / sqrt(1 - beta2^t) + eps.
+  const double t = static_cast<double>(step);
+  hyper[kHyperLr] = lr;
+  hyper[kHyperAdamStepSize] = static_cast<float>(lr / (1.0 - std::pow(beta1, t)));
+  hyper[kHyperAdamRootBias2] = static_cast<float>(std::sqrt(1.0 - std::pow(beta2, t)));
+}
+
 void psgd_sgd_step(Context& ctx, const Tensor& weights, const Tensor& grads,
-                   const Tensor& momentum, std::span<const OptimSegment> segments, SgdStep h) {
-  check_devices(ctx, "psgd_sgd_step", {&weights, &grads, &momentum});
-  check_segments("psgd_sgd_step", weights, {&grads, &momentum}, segments);
-  PSGD_DISPATCH(ctx, psgd_sgd_step, weights, grads, momentum, segments, h);
+                   const Tensor& momentum, const Tensor& segments, const Tensor& ranges,
+                   const Tensor& hyper, SgdStep h) {
+  check_devices(ctx, "psgd_sgd_step", {&weights, &grads, &momentum, &segments, &ranges, &hyper});
+  check_table("psgd_sgd_step", weights, {&grads, &momentum}, segments, ranges);
+  check_shape("psgd_sgd_step", "hyper", hyper, Shape{kHyperFields});
+  PSGD_DISPATCH(ctx, psgd_sgd_step, weights, grads, momentum, segments, ranges, hyper, h);
 }
 
 void psgd_adam_step(Context& ctx, const Tensor& weights, const Tensor& grads, const Tensor& m,
-                    const Tensor& v, std::span<const OptimSegment> segments, AdamStep h) {
-  check_devices(ctx, "psgd_adam_step", {&weights, &grads, &m, &v});
-  check_segments("psgd_adam_step", weights, {&grads, &m, &v}, segments);
-  PSGD_CHECK(h.step >= 1, "psgd_adam_step: steps count from 1, got ", h.step);
-  PSGD_DISPATCH(ctx, psgd_adam_step, weights, grads, m, v, segments, h);
+                    const Tensor& v, const Tensor& segments, const Tensor& ranges,
+                    const Tensor& hyper, AdamStep h) {
+  check_devices(ctx, "psgd_adam_step", {&weights, &grads, &m, &v, &segments, &ranges, &hyper});
+  check_table("psgd_adam_step", weights, {&grads, &m, &v}, segments, ranges);
+  check_shape("psgd_adam_step", "hyper", hyper, Shape{kHyperFields});
+  PSGD_DISPATCH(ctx, psgd_adam_step, weights, grads, m, v, segments, ranges, hyper, h);
 }
 
 }  // namespace psgd::ops

@@ -136,36 +136,59 @@ void quantize_activations(Context& ctx, const Tensor& x, float delta, int levels
 
 // ---- The fused optimizer step ------------------------------------------------------------------
 // What the PSG scaling does to one tensor's gradient.
-enum class PsgTarget : uint8_t {
+enum class PsgTarget : int32_t {
   None,  // plain gradient
   Grid,  // g * lambda * |w - Q(w)|: pulls weights toward the quantization grid
   Zero,  // g * lambda * |w|: pulls weights toward zero (pruning)
 };
 
-// One tensor's segment of the flat buffers, with its quantizer for this step.
-struct OptimSegment {
-  int64_t offset = 0, count = 0;
-  PsgTarget target = PsgTarget::None;
-  float delta = 0.0f;   // the grid step of the step's range (Grid only)
-  float levels = 0.0f;  // L of the grid (Grid only)
+// The optimizer's segment table: an int32 tensor (tensors, kSegmentFields), one row per
+// trainable tensor of the flat buffers, built once and kept on the device, so that one launch
+// updates every tensor and a captured step replays without host work.
+enum SegmentField : int {
+  kSegmentOffset,  // first element in the flat buffers
+  kSegmentCount,   // elements
+  kSegmentTarget,  // PsgTarget
+  kSegmentLevels,  // L of the quantization grid (quantized tensors)
+  kSegmentRange,   // row of the ranges table, or -1 for a tensor without a quantizer
+  kSegmentFields
+};
+
+// The running quantizer ranges: ranges (R, 2) = {x_min, x_max} per quantized tensor. Folds each
+// such segment's min(0, min w) and max(0, max w) in: `first` sets the ranges, later steps move
+// them by momentum 0.1, as the reference's forward pass does. One launch for all tensors.
+void update_weight_ranges(Context& ctx, const Tensor& weights, const Tensor& segments,
+                          const Tensor& ranges, bool first);
+
+// Step values that change from step to step are read from a small float tensor on the device,
+// `hyper` (kHyperFields), written before each step, so that a captured step can be replayed.
+enum HyperField : int {
+  kHyperLr,               // learning rate
+  kHyperAdamStepSize,     // lr / (1 - beta1^t)
+  kHyperAdamRootBias2,    // sqrt(1 - beta2^t)
+  kHyperFields
 };
 
 struct SgdStep {
-  float lr = 0.0f, momentum = 0.0f, weight_decay = 0.0f, lambda = 0.0f;
+  float momentum = 0.0f, weight_decay = 0.0f, lambda = 0.0f;
   bool first = false;  // the momentum buffer starts as the first update, as PyTorch's SGD
 };
 
 struct AdamStep {
-  float lr = 0.0f, beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f, weight_decay = 0.0f, lambda = 0.0f;
-  int64_t step = 1;  // 1-based, for the bias corrections
+  float beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f, weight_decay = 0.0f, lambda = 0.0f;
 };
+// hyper's values for Adam's step `step` (1-based) at learning rate lr.
+void adam_hyper(float lr, float beta1, float beta2, int64_t step, float* hyper);
 
-// One pass over every segment: g *= PSG scale, d = g + weight_decay * w, then PyTorch's SGD
-// (buf = d at the first step, buf = momentum * buf + d later; w -= lr * buf) ...
+// One pass over every segment: g *= PSG scale (delta from the segment's range), d = g +
+// weight_decay * w, then PyTorch's SGD (buf = d at the first step, buf = momentum * buf + d
+// later; w -= lr * buf) ...
 void psgd_sgd_step(Context& ctx, const Tensor& weights, const Tensor& grads,
-                   const Tensor& momentum, std::span<const OptimSegment> segments, SgdStep h);
+                   const Tensor& momentum, const Tensor& segments, const Tensor& ranges,
+                   const Tensor& hyper, SgdStep h);
 // ... or PyTorch's Adam (L2 decay added to the gradient, bias-corrected moments).
 void psgd_adam_step(Context& ctx, const Tensor& weights, const Tensor& grads, const Tensor& m,
-                    const Tensor& v, std::span<const OptimSegment> segments, AdamStep h);
+                    const Tensor& v, const Tensor& segments, const Tensor& ranges,
+                    const Tensor& hyper, AdamStep h);
 
 }  // namespace psgd::ops

@@ -65,9 +65,13 @@ void tensor_min_max(const Tensor& x, const Tensor& out);
 void quantize_weights(const Tensor& x, float delta, int levels, const Tensor& y);
 void quantize_activations(const Tensor& x, float delta, int levels, const Tensor& y);
 
+void update_weight_ranges(const Tensor& weights, const Tensor& segments, const Tensor& ranges,
+                          bool first);
 void psgd_sgd_step(const Tensor& weights, const Tensor& grads, const Tensor& momentum,
-                   std::span<const ops::OptimSegment> segments, ops::SgdStep h);
+                   const Tensor& segments, const Tensor& ranges, const Tensor& hyper,
+                   ops::SgdStep h);
 void psgd_adam_step(const Tensor& weights, const Tensor& grads, const Tensor& m, const Tensor& v,
-                    std::span<const ops::OptimSegment> segments, ops::AdamStep h);
+                    const Tensor& segments, const Tensor& ranges, const Tensor& hyper,
+                    ops::AdamStep h);
 
 }  // namespace psgd::cpu

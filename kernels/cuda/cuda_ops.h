@@ -66,9 +66,13 @@ void softmax_cross_entropy(const Tensor& logits, const Tensor& labels, const Ten
                            const Tensor& dlogits);
 int64_t topk_correct(const Tensor& logits, const Tensor& labels, int k);
 
+void update_weight_ranges(const Tensor& weights, const Tensor& segments, const Tensor& ranges,
+                          bool first);
 void psgd_sgd_step(const Tensor& weights, const Tensor& grads, const Tensor& momentum,
-                   std::span<const ops::OptimSegment> segments, ops::SgdStep h);
+                   const Tensor& segments, const Tensor& ranges, const Tensor& hyper,
+                   ops::SgdStep h);
 void psgd_adam_step(const Tensor& weights, const Tensor& grads, const Tensor& m, const Tensor& v,
-                    std::span<const ops::OptimSegment> segments, ops::AdamStep h);
+                    const Tensor& segments, const Tensor& ranges, const Tensor& hyper,
+                    ops::AdamStep h);
 
 }  // namespace psgd::cuda

@@ -1,59 +1,124 @@
-// The PSGD optimizer step on CUDA: the element update of the CPU twin, one launch per tensor
-// segment for now (one launch over a device-side table is the planned fusion).
+// The PSGD optimizer step on CUDA: the element update of the CPU twin in one launch over the
+// flat buffers; each block loads the segment table into shared memory and finds an element's
+// tensor by binary search over the offsets. The quantizer ranges take one more launch, one
+// block per tensor.
 #include <cmath>
 
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/launch.h"
+#include "kernels/cuda/reduce.h"
 #include "kernels/quant_math.h"
 
 namespace psgd::cuda {
 namespace {
 
-__device__ inline float scaled_gradient(ops::PsgTarget target, float delta, float levels,
-                                        float lambda, float w, float g) {
-  if (target == ops::PsgTarget::Grid)
-    return g * (lambda * fabsf(w - quant::quantize_weight(w, delta, levels)));
-  if (target == ops::PsgTarget::Zero) return g * (lambda * fabsf(w));
+struct Segment {
+  int64_t offset, count;
+  ops::PsgTarget target;
+  float levels, delta;
+};
+
+__device__ inline float scaled_gradient(const Segment& s, float lambda, float w, float g) {
+  if (s.target == ops::PsgTarget::Grid)
+    return g * (lambda * fabsf(w - quant::quantize_weight(w, s.delta, s.levels)));
+  if (s.target == ops::PsgTarget::Zero) return g * (lambda * fabsf(w));
   return g;
+}
+
+// Runs update(i, segment) for every element i of every segment of the table.
+template <class Update>
+__global__ void segments_kernel(int64_t total, const int32_t* table, int rows, const float* ranges,
+                                Update update) {
+  extern __shared__ Segment segments[];
+  for (int r = threadIdx.x; r < rows; r += blockDim.x) {
+    const int32_t* t = table + r * ops::kSegmentFields;
+    Segment s{t[ops::kSegmentOffset], t[ops::kSegmentCount],
+              static_cast<ops::PsgTarget>(t[ops::kSegmentTarget]),
+              static_cast<float>(t[ops::kSegmentLevels]), 0.0f};
+    const int32_t range = t[ops::kSegmentRange];
+    if (range >= 0 && s.target == ops::PsgTarget::Grid)
+      s.delta =
+          quant::weight_delta(ranges[2 * range], ranges[2 * range + 1], t[ops::kSegmentLevels]);
+    segments[r] = s;
+  }
+  __syncthreads();
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    int lo = 0, hi = rows - 1;  // the last segment starting at or before i
+    while (lo < hi) {
+      const int mid = (lo + hi + 1) / 2;
+      if (segments[mid].offset <= i)
+        lo = mid;
+      else
+        hi = mid - 1;
+    }
+    const Segment& s = segments[lo];
+    if (i >= s.offset && i < s.offset + s.count) update(i, s);
+  }
+}
+
+template <class Update>
+void for_each_segment_element(const Tensor& weights, const Tensor& segments, const Tensor& ranges,
+                              Update update) {
+  const int rows = static_cast<int>(segments.shape[0]);
+  if (rows == 0 || weights.numel() == 0) return;
+  segments_kernel<<<blocks_for(weights.numel()), kThreads, rows * sizeof(Segment)>>>(
+      weights.numel(), segments.i32(), rows, ranges.numel() ? ranges.f32() : nullptr, update);
+  CUDA_CHECK_LAUNCH();
+}
+
+__global__ void ranges_kernel(const float* weights, const int32_t* table, float* ranges,
+                              bool first) {
+  const int32_t* t = table + blockIdx.x * ops::kSegmentFields;
+  const int32_t range = t[ops::kSegmentRange];
+  if (range < 0) return;  // the whole block leaves together
+  float lo, hi;
+  block_min_max(weights + t[ops::kSegmentOffset], t[ops::kSegmentCount], lo, hi);
+  if (threadIdx.x == 0) {
+    ranges[2 * range] = quant::running_update(ranges[2 * range], fminf(0.0f, lo), first);
+    ranges[2 * range + 1] = quant::running_update(ranges[2 * range + 1], fmaxf(0.0f, hi), first);
+  }
 }
 
 }  // namespace
 
+void update_weight_ranges(const Tensor& weights, const Tensor& segments, const Tensor& ranges,
+                          bool first) {
+  if (segments.shape[0] == 0) return;
+  ranges_kernel<<<static_cast<unsigned>(segments.shape[0]), kThreads>>>(
+      weights.f32(), segments.i32(), ranges.f32(), first);
+  CUDA_CHECK_LAUNCH();
+}
+
 void psgd_sgd_step(const Tensor& weights, const Tensor& grads, const Tensor& momentum,
-                   std::span<const ops::OptimSegment> segments, ops::SgdStep h) {
-  for (const ops::OptimSegment& s : segments) {
-    float* w = weights.f32() + s.offset;
-    const float* g = grads.f32() + s.offset;
-    float* buf = momentum.f32() + s.offset;
-    const ops::PsgTarget target = s.target;
-    const float delta = s.delta, levels = s.levels;
-    for_each(s.count, [=] __device__(int64_t i) {
-      const float d = scaled_gradient(target, delta, levels, h.lambda, w[i], g[i]) + h.weight_decay * w[i];
-      buf[i] = h.first ? d : h.momentum * buf[i] + d;
-      w[i] -= h.lr * buf[i];
-    });
-  }
+                   const Tensor& segments, const Tensor& ranges, const Tensor& hyper,
+                   ops::SgdStep h) {
+  float* w = weights.f32();
+  const float* g = grads.f32();
+  float* buf = momentum.f32();
+  const float* hp = hyper.f32();
+  for_each_segment_element(weights, segments, ranges, [=] __device__(int64_t i, const Segment& s) {
+    const float d = scaled_gradient(s, h.lambda, w[i], g[i]) + h.weight_decay * w[i];
+    buf[i] = h.first ? d : h.momentum * buf[i] + d;
+    w[i] -= hp[ops::kHyperLr] * buf[i];
+  });
 }
 
 void psgd_adam_step(const Tensor& weights, const Tensor& grads, const Tensor& m, const Tensor& v,
-                    std::span<const ops::OptimSegment> segments, ops::AdamStep h) {
-  const double t = static_cast<double>(h.step);
-  const float step_size = static_cast<float>(h.lr / (1.0 - std::pow(h.beta1, t)));
-  const float root_correction2 = static_cast<float>(std::sqrt(1.0 - std::pow(h.beta2, t)));
-  for (const ops::OptimSegment& s : segments) {
-    float* w = weights.f32() + s.offset;
-    const float* g = grads.f32() + s.offset;
-    float* mp = m.f32() + s.offset;
-    float* vp = v.f32() + s.offset;
-    const ops::PsgTarget target = s.target;
-    const float delta = s.delta, levels = s.levels;
-    for_each(s.count, [=] __device__(int64_t i) {
-      const float d = scaled_gradient(target, delta, levels, h.lambda, w[i], g[i]) + h.weight_decay * w[i];
-      mp[i] = h.beta1 * mp[i] + (1.0f - h.beta1) * d;
-      vp[i] = h.beta2 * vp[i] + (1.0f - h.beta2) * d * d;
-      w[i] -= step_size * (mp[i] / (sqrtf(vp[i]) / root_correction2 + h.eps));
-    });
-  }
+                    const Tensor& segments, const Tensor& ranges, const Tensor& hyper,
+                    ops::AdamStep h) {
+  float* w = weights.f32();
+  const float* g = grads.f32();
+  float* mp = m.f32();
+  float* vp = v.f32();
+  const float* hp = hyper.f32();
+  for_each_segment_element(weights, segments, ranges, [=] __device__(int64_t i, const Segment& s) {
+    const float d = scaled_gradient(s, h.lambda, w[i], g[i]) + h.weight_decay * w[i];
+    mp[i] = h.beta1 * mp[i] + (1.0f - h.beta1) * d;
+    vp[i] = h.beta2 * vp[i] + (1.0f - h.beta2) * d * d;
+    w[i] -= hp[ops::kHyperAdamStepSize] *
+            (mp[i] / (sqrtf(vp[i]) / hp[ops::kHyperAdamRootBias2] + h.eps));
+  });
 }
 
 }  // namespace psgd::cuda

@@ -9,25 +9,11 @@ namespace {
 
 // min and max of n values by one block, in a fixed order.
 __global__ void min_max_kernel(const float* x, int64_t n, float* out) {
-  __shared__ float lo[kThreads], hi[kThreads];
-  float mine_lo = INFINITY, mine_hi = -INFINITY;
-  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
-    mine_lo = fminf(mine_lo, x[i]);
-    mine_hi = fmaxf(mine_hi, x[i]);
-  }
-  lo[threadIdx.x] = mine_lo;
-  hi[threadIdx.x] = mine_hi;
-  __syncthreads();
-  for (int stride = kThreads / 2; stride > 0; stride /= 2) {
-    if (threadIdx.x < stride) {
-      lo[threadIdx.x] = fminf(lo[threadIdx.x], lo[threadIdx.x + stride]);
-      hi[threadIdx.x] = fmaxf(hi[threadIdx.x], hi[threadIdx.x + stride]);
-    }
-    __syncthreads();
-  }
+  float lo, hi;
+  block_min_max(x, n, lo, hi);
   if (threadIdx.x == 0) {
-    out[0] = lo[0];
-    out[1] = hi[0];
+    out[0] = lo;
+    out[1] = hi;
   }
 }
 

@@ -21,4 +21,28 @@ __device__ T block_sum(T value) {
   return total;
 }
 
+// The min and max of x[0, n) over the block (NaN ignored, as fminf/fmaxf); every thread gets
+// both.
+__device__ inline void block_min_max(const float* x, int64_t n, float& lo, float& hi) {
+  __shared__ float low[kThreads], high[kThreads];
+  float mine_lo = INFINITY, mine_hi = -INFINITY;
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
+    mine_lo = fminf(mine_lo, x[i]);
+    mine_hi = fmaxf(mine_hi, x[i]);
+  }
+  low[threadIdx.x] = mine_lo;
+  high[threadIdx.x] = mine_hi;
+  __syncthreads();
+  for (int stride = kThreads / 2; stride > 0; stride /= 2) {
+    if (threadIdx.x < stride) {
+      low[threadIdx.x] = fminf(low[threadIdx.x], low[threadIdx.x + stride]);
+      high[threadIdx.x] = fmaxf(high[threadIdx.x], high[threadIdx.x + stride]);
+    }
+    __syncthreads();
+  }
+  lo = low[0];
+  hi = high[0];
+  __syncthreads();
+}
+
 }  // namespace psgd::cuda

@@ -78,10 +78,11 @@ struct Twin {
 
 using TwinList = std::vector<std::unique_ptr<Twin>>;
 
-// Runs op on the CPU tensors and on the GPU tensors, then compares every tensor.
+// Runs op on the CPU tensors and on the GPU tensors, then compares every tensor. The GPU runs
+// strict float32 unless `math` allows TF32.
 void run_both(TwinList& ts, const std::function<void(Context&, const std::vector<Tensor>&)>& op,
-              const char* what, double tolerance) {
-  Context cpu(Device::CPU, 2, 3), gpu(Device::CUDA, 2, 3);
+              const char* what, double tolerance, GpuMath math = {.tf32 = false}) {
+  Context cpu(Device::CPU, 2, 3), gpu(Device::CUDA, 2, 3, math);
   std::vector<Tensor> on_cpu, on_gpu;
   for (auto& t : ts) {
     on_cpu.push_back(t->host.t());
@@ -179,20 +180,101 @@ TEST_CASE("cuda: softmax cross-entropy, top-k and the min/max reduction") {
   }
 }
 
-TEST_CASE("cuda: the PSGD optimizer step, SGD and Adam, grid and zero targets") {
+TEST_CASE("cuda: the PSGD optimizer step in one launch, SGD and Adam, grid and zero targets") {
   const int64_t n = 1000;
-  std::vector<ops::OptimSegment> segments = {{0, 300, ops::PsgTarget::Grid, 0.05f, 7.0f},
-                                             {300, 200, ops::PsgTarget::Zero},
-                                             {500, 500, ops::PsgTarget::None}};
+  using ops::PsgTarget;
+  // {offset, count, target, levels, range}: a grid tensor, a zero-target one, a 2-bit grid
+  // tensor of 3 values, and a plain one.
+  std::vector<int32_t> table = {0,   300, int32_t(PsgTarget::Grid), 7, 0,  300, 200, int32_t(PsgTarget::Zero), 0, -1,
+                                500, 3,   int32_t(PsgTarget::Grid), 1, 1,  503, 497, int32_t(PsgTarget::None), 0, -1};
+  const Shape table_shape{4, ops::kSegmentFields};
+  DeviceBuffer gpu_table(Device::CUDA, table.size() * sizeof(int32_t));
+  memory_copy(gpu_table.data(), Device::CUDA, table.data(), Device::CPU, table.size() * sizeof(int32_t));
+  const Tensor host_t(table.data(), table_shape, Device::CPU);
+  const Tensor gpu_t(reinterpret_cast<int32_t*>(gpu_table.data()), table_shape, Device::CUDA);
   TwinList t;
   for (int i = 0; i < 4; ++i) t.push_back(std::make_unique<Twin>(Shape{n}, -0.3f, 0.3f, i));
+  t.push_back(std::make_unique<Twin>(Shape{2, 2}, 0.0f, 0.0f, 4));                 // ranges
+  t.push_back(std::make_unique<Twin>(Shape{ops::kHyperFields}, 0.0f, 0.0f, 5));  // hyper
   run_both(t, [&](Context& ctx, const std::vector<Tensor>& v) {
-    for (bool first : {true, false})
-      ops::psgd_sgd_step(ctx, v[0], v[1], v[2], segments, {0.01f, 0.9f, 1e-4f, 150.0f, first});
-    for (int64_t step : {1, 2})
-      ops::psgd_adam_step(ctx, v[0], v[1], v[2], v[3], segments,
-                          {.lr = 1e-3f, .weight_decay = 1e-4f, .lambda = 150.0f, .step = step});
+    const Tensor& segments = ctx.device() == Device::CPU ? host_t : gpu_t;
+    const auto set_hyper = [&](const float* values) {
+      memory_copy(v[5].data, v[5].device, values, Device::CPU, ops::kHyperFields * sizeof(float));
+    };
+    for (bool first : {true, false}) {
+      ops::update_weight_ranges(ctx, v[0], segments, v[4], first);
+      const float sgd[ops::kHyperFields] = {0.01f, 0.0f, 0.0f};
+      set_hyper(sgd);
+      ops::psgd_sgd_step(ctx, v[0], v[1], v[2], segments, v[4], v[5], {0.9f, 1e-4f, 150.0f, first});
+    }
+    for (int64_t step : {1, 2}) {
+      float adam[ops::kHyperFields];
+      ops::adam_hyper(1e-3f, 0.9f, 0.999f, step, adam);
+      set_hyper(adam);
+      ops::psgd_adam_step(ctx, v[0], v[1], v[2], v[3], segments, v[4], v[5],
+                          {.weight_decay = 1e-4f, .lambda = 150.0f});
+    }
   }, "optimizer", 1e-5);
+}
+
+TEST_CASE("cuda: convolution through cuDNN, strict float32 and TF32") {
+  struct Case {
+    Shape x, w;
+    ops::Conv2dGeometry g;
+  };
+  for (const Case& c : {Case{{2, 3, 32, 32}, {16, 3, 3, 3}, {1, 1}}, Case{{5, 16, 9, 7}, {32, 16, 3, 3}, {2, 1}},
+                        Case{{3, 32, 8, 8}, {64, 32, 1, 1}, {2, 0}}, Case{{128, 16, 32, 32}, {16, 16, 3, 3}, {1, 1}}}) {
+    for (const bool tf32 : {false, true}) {
+      CAPTURE(c.x.str());
+      CAPTURE(tf32);
+      const Shape y = ops::conv2d_output_shape(c.x, c.w, c.g);
+      TwinList t;
+      for (const Shape& s : {c.x, c.w, y, y, c.x, c.w}) t.push_back(std::make_unique<Twin>(s, -1.0f, 1.0f, t.size()));
+      run_both(t, [&](Context& ctx, const std::vector<Tensor>& v) {
+        ctx.reserve_workspace(ops::conv2d_workspace_floats(ctx, c.x, c.w, c.g));
+        ops::conv2d_forward(ctx, v[0], v[1], c.g, v[2]);
+        ops::conv2d_backward(ctx, v[0], v[1], v[3], c.g, v[4], ops::GradMode::Accumulate, v[5]);
+      }, "conv2d", tf32 ? 1e-3 : 1e-5, {.tf32 = tf32});
+    }
+  }
+}
+
+TEST_CASE("cuda: linear layers through cuBLAS") {
+  for (const auto& [n, in, out] : {std::tuple<int64_t, int64_t, int64_t>{1, 64, 10}, {7, 13, 5}, {128, 512, 100}}) {
+    CAPTURE(n);
+    TwinList t;
+    for (const Shape& s : {Shape{n, in}, Shape{out, in}, Shape{out}, Shape{n, out}, Shape{n, out},
+                           Shape{n, in}, Shape{out, in}, Shape{out}})
+      t.push_back(std::make_unique<Twin>(s, -1.0f, 1.0f, t.size()));
+    run_both(t, [](Context& ctx, const std::vector<Tensor>& v) {
+      ops::linear_forward(ctx, v[0], v[1], v[2], v[3]);
+      ops::linear_backward(ctx, v[0], v[1], v[4], v[5], ops::GradMode::Overwrite, v[6], v[7]);
+    }, "linear", 1e-5);
+  }
+}
+
+TEST_CASE("cuda: synchronised batch norm's stages") {
+  for (const Shape& x : {Shape{3, 5, 3, 7}, Shape{16, 16, 32, 32}}) {
+    CAPTURE(x.str());
+    const Shape c{x[1]};
+    TwinList t;
+    for (const auto& [shape, lo, hi] : {std::tuple{x, 1.0f, 3.0f}, {c, 0.5f, 1.5f}, {c, -0.5f, 0.5f},
+                                        {c, 1.5f, 2.5f}, {c, 0.5f, 1.5f}, {c, 0.0f, 0.0f},
+                                        {c, 0.0f, 0.0f}, {x, 0.0f, 0.0f}, {x, -1.0f, 1.0f},
+                                        {c, 0.0f, 0.0f}, {c, 0.0f, 0.0f}, {x, 0.0f, 0.0f}})
+      t.push_back(std::make_unique<Twin>(shape, lo, hi, t.size()));
+    run_both(t, [&](Context& ctx, const std::vector<Tensor>& v) {
+      DeviceBuffer sums(ctx.device(), 2 * c[0] * sizeof(double));
+      const Tensor s = sums.f64(0, Shape{2, c[0]});
+      const int64_t count = x.numel() / x[1];
+      ops::batch_norm_moments(ctx, v[0], v[3], s);
+      ops::batch_norm_stats(ctx, v[3], s, count, {}, v[3], v[4], v[5], v[6]);
+      ops::batch_norm_normalize(ctx, v[0], v[1], v[2], v[5], v[6], v[7]);
+      ops::batch_norm_backward_reduce(ctx, v[0], v[8], v[5], v[6], s, v[9], v[10]);
+      ops::batch_norm_backward_input(ctx, v[0], v[8], v[1], v[5], v[6], s, count, v[11],
+                                     ops::GradMode::Overwrite);
+    }, "batch_norm stages", 1e-5);
+  }
 }
 
 int main(int argc, char** argv) {

@@ -9,6 +9,7 @@
 #include "engine/layers/elementwise.h"
 #include "engine/pruning.h"
 #include "engine/quant_report.h"
+#include "engine/optim.h"
 #include "engine/weight_quant.h"
 #include "kernels/ops.h"
 #include "kernels/quant_math.h"
@@ -89,23 +90,25 @@ TEST_CASE("which tensors are quantized: ResNet and VGG, first/last on and off, 2
 
 TEST_CASE("running ranges: the first step sets them, later ones move by momentum 0.1") {
   ParamStore p;
+  p.add("bn.weight", Shape{3}, ParamRole::BnWeight);  // a tensor without a range comes first
   const int w = p.add("conv.weight", Shape{4}, ParamRole::ConvWeight);
   p.allocate(Device::CPU);
   p.set_quant(w, {4, true, QuantTarget::Grid});
   Context ctx(Device::CPU, 1);
-  RunningRanges ranges(p);
+  Optimizer opt(p, {.lambda_s = 1.0f});  // its segment table names the range of each tensor
+  RunningRanges& ranges = opt.ranges();
   const Tensor v = p.value(w);
   const float first[] = {0.2f, 0.5f, 0.1f, 0.3f};  // all positive: x_min clamps to 0
   for (int i = 0; i < 4; ++i) v.f32()[i] = first[i];
-  ranges.update(ctx, p);
-  CHECK(ranges.x_min(0) == 0.0f);
-  CHECK(ranges.x_max(0) == 0.5f);
+  for (int i = 0; i < 3; ++i) p.value(0).f32()[i] = 9.0f;  // must not leak into the range
+  ranges.update(ctx, p.weights(), opt.segments());
+  CHECK(ranges.x_min()[0] == 0.0f);
+  CHECK(ranges.x_max()[0] == 0.5f);
   const float second[] = {-0.4f, 0.1f, 0.9f, 0.0f};
   for (int i = 0; i < 4; ++i) v.f32()[i] = second[i];
-  ranges.update(ctx, p);
-  CHECK(ranges.x_min(0) == 0.1f * -0.4f + 0.9f * 0.0f);
-  CHECK(ranges.x_max(0) == 0.1f * 0.9f + 0.9f * 0.5f);
-  CHECK(ranges.delta(0, p) == std::fmax(std::fabs(ranges.x_min(0)), ranges.x_max(0)) / 7.0f);
+  ranges.update(ctx, p.weights(), opt.segments());
+  CHECK(ranges.x_min()[0] == 0.1f * -0.4f + 0.9f * 0.0f);
+  CHECK(ranges.x_max()[0] == 0.1f * 0.9f + 0.9f * 0.5f);
 }
 
 TEST_CASE("LP evaluation quantizes every quantized tensor and leaves the float weights") {
