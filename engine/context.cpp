@@ -40,6 +40,7 @@ void Context::reserve_workspace(int64_t floats) {
   if (floats <= workspace_floats_) return;
   workspace_ = DeviceBuffer(device_, static_cast<size_t>(floats) * sizeof(float));
   workspace_floats_ = floats;
+  ++workspace_generation_;
 }
 
 Tensor Context::workspace(int64_t floats) const {

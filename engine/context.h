@@ -51,6 +51,8 @@ class Context {
 
   // The workspace only grows here, at planning time, never inside a step.
   void reserve_workspace(int64_t floats);
+  // Changes whenever the workspace moves (a captured step holds its address).
+  uint64_t workspace_generation() const { return workspace_generation_; }
   // A float view of the first `floats` workspace elements; more than was reserved is a bug.
   Tensor workspace(int64_t floats) const;
 
@@ -62,6 +64,7 @@ class Context {
   std::unique_ptr<CudaResources, void (*)(CudaResources*)> cuda_;
   DeviceBuffer workspace_;
   int64_t workspace_floats_ = 0;
+  uint64_t workspace_generation_ = 0;
 };
 
 }  // namespace psgd

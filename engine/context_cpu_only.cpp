@@ -1,5 +1,6 @@
 // CPU-only builds: a Context never holds CUDA resources (making one on CUDA already failed
 // because no GPU is available), so these are never called with a real object.
+#include "engine/captured_graph.h"
 #include "engine/context_cuda.h"
 
 namespace psgd {
@@ -18,5 +19,13 @@ cudnnContext* cuda_cudnn(const CudaResources&) {
   return nullptr;
 }
 void cuda_synchronize(const CudaResources&) {}
+
+struct CapturedGraph::Impl {};
+
+CapturedGraph CapturedGraph::capture(Context&, const std::function<void()>&) {
+  PSGD_FAIL("this build has no CUDA backend: nothing to capture");
+}
+
+void CapturedGraph::replay(Context&) const { PSGD_FAIL("this build has no CUDA backend"); }
 
 }  // namespace psgd

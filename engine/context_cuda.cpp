@@ -3,20 +3,27 @@
 #include <cublas_v2.h>
 #include <cudnn.h>
 
+#include "engine/captured_graph.h"
 #include "engine/cuda_check.h"
 
 namespace psgd {
+
+// cuBLAS's own workspace, given explicitly so that captured steps allocate nothing.
+constexpr size_t kCublasWorkspaceBytes = size_t{32} << 20;
 
 struct CudaResources {
   cudaStream_t stream = cudaStreamPerThread;
   cublasHandle_t cublas = nullptr;
   cudnnHandle_t cudnn = nullptr;
+  void* cublas_workspace = nullptr;
 };
 
 CudaResources* create_cuda_resources(const GpuMath& math) {
   auto r = std::make_unique<CudaResources>();
   CUBLAS_CHECK(cublasCreate(&r->cublas));
   CUBLAS_CHECK(cublasSetStream(r->cublas, r->stream));
+  CUDA_CHECK(cudaMalloc(&r->cublas_workspace, kCublasWorkspaceBytes));
+  CUBLAS_CHECK(cublasSetWorkspace(r->cublas, r->cublas_workspace, kCublasWorkspaceBytes));
   // Strict float32 also rules out cuBLAS's reduced-precision reductions.
   CUBLAS_CHECK(
       cublasSetMathMode(r->cublas, math.tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_PEDANTIC_MATH));
@@ -29,6 +36,7 @@ void destroy_cuda_resources(CudaResources* r) {
   if (!r) return;
   if (r->cudnn) cudnnDestroy(r->cudnn);
   if (r->cublas) cublasDestroy(r->cublas);
+  cudaFree(r->cublas_workspace);
   delete r;
 }
 
@@ -43,6 +51,41 @@ cudnnContext* cuda_cudnn(const CudaResources& r) {
 }
 void cuda_synchronize(const CudaResources& r) {
   CUDA_CHECK(cudaStreamSynchronize(r.stream));
+}
+
+// ---- Captured steps -----------------------------------------------------------------------------
+struct CapturedGraph::Impl {
+  cudaGraph_t graph = nullptr;
+  cudaGraphExec_t exec = nullptr;
+  ~Impl() {
+    if (exec) cudaGraphExecDestroy(exec);
+    if (graph) cudaGraphDestroy(graph);
+  }
+};
+
+CapturedGraph CapturedGraph::capture(Context& ctx, const std::function<void()>& work) {
+  PSGD_CHECK(ctx.device() == Device::CUDA, "only GPU work can be captured");
+  auto impl = std::make_shared<Impl>();
+  // Thread-local mode: work of other threads (the loader's copies) does not break the capture.
+  CUDA_CHECK(cudaStreamBeginCapture(ctx.stream(), cudaStreamCaptureModeThreadLocal));
+  try {
+    work();
+  } catch (...) {
+    cudaGraph_t partial = nullptr;
+    cudaStreamEndCapture(ctx.stream(), &partial);
+    if (partial) cudaGraphDestroy(partial);
+    throw;
+  }
+  CUDA_CHECK(cudaStreamEndCapture(ctx.stream(), &impl->graph));
+  CUDA_CHECK(cudaGraphInstantiate(&impl->exec, impl->graph, 0));
+  CapturedGraph out;
+  out.impl_ = std::move(impl);
+  return out;
+}
+
+void CapturedGraph::replay(Context& ctx) const {
+  PSGD_CHECK(impl_, "replay of an empty graph");
+  CUDA_CHECK(cudaGraphLaunch(impl_->exec, ctx.stream()));
 }
 
 }  // namespace psgd

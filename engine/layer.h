@@ -44,6 +44,13 @@ class Layer {
                         const Tensor& dy, std::span<const Tensor> dx,
                         std::span<const ops::GradMode> dx_modes) = 0;
 
+  // Whether a captured training step may replay this layer's kernels: false where their
+  // arguments change from step to step (dropout's mask key).
+  virtual bool replayable() const { return true; }
+  // The host-side bookkeeping of a Train forward (counters), for a replayed step whose kernels
+  // ran without forward() being called.
+  virtual void count_replayed_forward() {}
+
  protected:
   std::string name_;
 };

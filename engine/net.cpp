@@ -88,8 +88,10 @@ void Net::plan(Context& ctx, int64_t batch) {
   const Packing grads = pack_buffers({lives.begin() + 1, lives.end()});
 
   const int64_t floats = value_floats + grads.total_floats;
-  if (static_cast<size_t>(floats) * sizeof(float) > arena_.bytes())
+  if (static_cast<size_t>(floats) * sizeof(float) > arena_.bytes()) {
     arena_ = DeviceBuffer(ctx.device(), static_cast<size_t>(floats) * sizeof(float));
+    ++memory_generation_;
+  }
   ctx.reserve_workspace(workspace);
 
   values_.assign(tensor_count_, Tensor());
@@ -150,6 +152,14 @@ const Tensor& Net::loss(Context& ctx, const Tensor& labels) {
   ops::softmax_cross_entropy(ctx, values_.back(), labels, loss_view_, grads_.back());
   loss_ready_ = true;
   return loss_view_;
+}
+
+bool Net::replayable() const {
+  return std::all_of(nodes_.begin(), nodes_.end(), [](const Node& n) { return n.layer->replayable(); });
+}
+
+void Net::count_replayed_forward() {
+  for (Node& n : nodes_) n.layer->count_replayed_forward();
 }
 
 const Tensor& Net::layer_output(size_t index) const {

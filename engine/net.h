@@ -52,6 +52,13 @@ class Net {
   // The same from an explicit d(loss)/d(logits) (N, classes), for losses computed elsewhere.
   void backward(Context& ctx, const Tensor& dlogits);
 
+  // For captured steps: whether every layer may be replayed, the host bookkeeping of a replayed
+  // Train forward, and a count that changes whenever planning moves the activation memory (a
+  // captured step holds its addresses).
+  bool replayable() const;
+  void count_replayed_forward();
+  uint64_t memory_generation() const { return memory_generation_; }
+
   const Tensor& logits() const { return values_.back(); }
   // The output of layers()[index] from the last forward.
   const Tensor& layer_output(size_t index) const;
@@ -78,6 +85,7 @@ class Net {
   int64_t batch_ = 0;
   std::vector<Tensor> values_, grads_;  // by tensor id; grads_[kInput] stays undefined
   DeviceBuffer arena_;
+  uint64_t memory_generation_ = 0;
   DeviceBuffer loss_;  // one float
   Tensor loss_view_;
   bool loss_ready_ = false;

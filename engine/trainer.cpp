@@ -56,6 +56,7 @@ Trainer::Trainer(Context& ctx, Net& net, Optimizer& optimizer, BatchSource& trai
     : ctx_(ctx), net_(net), optimizer_(optimizer), train_(train), test_(test),
       config_(std::move(config)), progress_(progress),
       comm_(config_.comm ? *config_.comm : single_rank()),
+      step_(ctx, net, optimizer, comm_),
       quantized_(!optimizer.ranges().ids().empty()) {
   config_.schedule.validate();
   if (comm_.rank() != 0) {  // rank 0 speaks and writes for the job
@@ -89,39 +90,42 @@ Trainer::EpochStats Trainer::train_epoch(int64_t epoch, float lr) {
   const auto start = Clock::now();
   auto last_report = start;
   const int64_t batches = train_.batches_per_epoch();
-  double loss_sum = 0.0;
-  int64_t correct = 0, seen = 0, step = 0;
+  // Reading the sums waits for the device: on a GPU, only every few steps.
+  const int64_t check_every = ctx_.device() == Device::CPU ? 1 : 25;
+  int64_t step = 0;
+  step_.reset_totals();
   train_.start_epoch(epoch);
   Tensor images, labels;
   while (train_.next(images, labels)) {
-    const Tensor& logits = net_.forward(ctx_, images, Mode::Train);
-    net_.loss(ctx_, labels);
-    const float loss = net_.loss_value();
-    PSGD_CHECK(std::isfinite(loss), "epoch ", epoch, ", step ", step + 1, ": the loss is ", loss,
-               "; stopping (checkpoints of earlier epochs are intact; try a lower learning rate)");
-    correct += ops::topk_correct(ctx_, logits, labels, 1);
-    net_.backward(ctx_);
-    comm_.allreduce_mean(ctx_, net_.params().grads());
-    optimizer_.step(ctx_, lr);
-    loss_sum += static_cast<double>(loss) * labels.numel();
-    seen += labels.numel();
+    step_.run(images, labels, lr);
     ++step;
-    if (!config_.log) continue;
-    const bool due = config_.interactive ? seconds_since(last_report) > 0.25
-                                         : step % std::max<int64_t>(1, batches / 4) == 0 && step < batches;
-    if (!due) continue;
+    const bool report = config_.log && (config_.interactive
+                                            ? seconds_since(last_report) > 0.25
+                                            : step % std::max<int64_t>(1, batches / 4) == 0 && step < batches);
+    if (!report && step % check_every != 0) continue;
+    const auto totals = step_.totals();
+    PSGD_CHECK(std::isfinite(totals[ops::kMetricLossSum]), "epoch ", epoch, ", by step ", step,
+               ": the loss is ", totals[ops::kMetricLossSum],
+               "; stopping (checkpoints of earlier epochs are intact; try a lower learning rate)");
+    if (!report) continue;
     last_report = Clock::now();
-    std::ostream& log = *config_.log;
-    log << (config_.interactive ? "\r" : "") << "epoch " << epoch << " " << step << "/" << batches
-        << "  loss " << std::fixed << std::setprecision(4) << loss_sum / seen << "  "
-        << std::setprecision(0) << seen * comm_.world() / seconds_since(start) << " img/s"
-        << (config_.interactive ? "   " : "\n") << std::flush;
+    const double seen = totals[ops::kMetricSamples];
+    *config_.log << (config_.interactive ? "\r" : "") << "epoch " << epoch << " " << step << "/"
+                 << batches << "  loss " << std::fixed << std::setprecision(4)
+                 << totals[ops::kMetricLossSum] / seen << "  " << std::setprecision(0)
+                 << seen * comm_.world() / seconds_since(start) << " img/s"
+                 << (config_.interactive ? "   " : "\n") << std::flush;
   }
   if (config_.log && config_.interactive) *config_.log << "\r" << std::string(60, ' ') << "\r";
-  double totals[] = {loss_sum, static_cast<double>(correct), static_cast<double>(seen)};
+  std::array<double, ops::kMetricFields> totals = step_.totals();
+  PSGD_CHECK(std::isfinite(totals[ops::kMetricLossSum]), "epoch ", epoch,
+             ": the loss is ", totals[ops::kMetricLossSum],
+             "; stopping (checkpoints of earlier epochs are intact; try a lower learning rate)");
   comm_.allreduce_host(totals, ReduceOp::Sum);
-  PSGD_CHECK(totals[2] > 0, "epoch ", epoch, ": the training set gave no batches");
-  return {totals[0] / totals[2], totals[1] / totals[2], totals[2] / seconds_since(start)};
+  const double seen = totals[ops::kMetricSamples];
+  PSGD_CHECK(seen > 0, "epoch ", epoch, ": the training set gave no batches");
+  return {totals[ops::kMetricLossSum] / seen, totals[ops::kMetricCorrect] / seen,
+          seen / seconds_since(start)};
 }
 
 void Trainer::record(int64_t epoch, float lr, const EpochStats& train, const EvalResult& fp,

@@ -11,6 +11,7 @@
 #include "engine/comm.h"
 #include "engine/schedule.h"
 #include "engine/train_state.h"
+#include "engine/train_step.h"
 
 namespace psgd {
 
@@ -63,6 +64,7 @@ class Trainer {
   TrainerConfig config_;
   TrainProgress progress_;
   Comm& comm_;
+  TrainStep step_;
   bool quantized_;
 };
 

@@ -343,6 +343,16 @@ int64_t topk_correct(Context& ctx, const Tensor& logits, const Tensor& labels, i
   return PSGD_DISPATCH(ctx, topk_correct, logits, labels, k);
 }
 
+void accumulate_metrics(Context& ctx, const Tensor& logits, const Tensor& labels,
+                        const Tensor& loss, const Tensor& totals) {
+  check_devices(ctx, "accumulate_metrics", {&logits, &labels, &loss, &totals});
+  check_labels("accumulate_metrics", logits, labels);
+  check_shape("accumulate_metrics", "loss", loss, Shape{1});
+  check_shape("accumulate_metrics", "totals", totals, Shape{kMetricFields});
+  PSGD_CHECK(totals.dtype == DType::F64, "accumulate_metrics: totals must be float64");
+  PSGD_DISPATCH(ctx, accumulate_metrics, logits, labels, loss, totals);
+}
+
 // ---- Quantization -----------------------------------------------------------------------------
 void tensor_min_max(Context& ctx, const Tensor& x, const Tensor& out) {
   check_devices(ctx, "tensor_min_max", {&x, &out});

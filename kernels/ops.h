@@ -124,6 +124,12 @@ void softmax_cross_entropy(Context& ctx, const Tensor& logits, const Tensor& lab
                            const Tensor& loss, const Tensor& dlogits);
 // How many rows have their label among the k largest logits (ties count against the label).
 int64_t topk_correct(Context& ctx, const Tensor& logits, const Tensor& labels, int k);
+// Training metrics summed on the device, read only now and then: totals (3) float64 +=
+// {loss * N, rows whose label scores highest (ties count against it), N}; loss (1) is the
+// batch's mean loss.
+enum MetricField : int { kMetricLossSum, kMetricCorrect, kMetricSamples, kMetricFields };
+void accumulate_metrics(Context& ctx, const Tensor& logits, const Tensor& labels,
+                        const Tensor& loss, const Tensor& totals);
 
 // ---- Quantization (kernels/quant_math.h holds the element arithmetic) ------------------------
 // out (2) = {min over x, max over x}.

@@ -24,6 +24,7 @@ class BatchNorm final : public Layer {
   // `comm` (each holding an equal share of the batch), so that N ranks normalise as one rank
   // with the whole batch. Null (the default) keeps per-replica statistics.
   void synchronise_over(Comm* comm) { sync_ = comm; }
+  void count_replayed_forward() override { ++params_.counter(batches_tracked_); }
 
   int weight_id() const { return weight_; }
   int bias_id() const { return bias_; }

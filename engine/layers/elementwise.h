@@ -59,6 +59,9 @@ class Dropout final : public Layer {
   void backward(Context& ctx, std::span<const Tensor> x, const Tensor& y, const Tensor& dy,
                 std::span<const Tensor> dx, std::span<const ops::GradMode> dx_modes) override;
 
+  // Each step draws a new mask, its key an argument of the kernel.
+  bool replayable() const override { return false; }
+
   // The RNG stream of the mask drawn by the most recent Train forward.
   uint64_t last_stream() const { return mask_stream(forwards_ - 1); }
   uint32_t stream() const { return stream_; }

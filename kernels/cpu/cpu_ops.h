@@ -60,6 +60,8 @@ void linear_backward(const Tensor& x, const Tensor& w, const Tensor& dy, const T
 void softmax_cross_entropy(const Tensor& logits, const Tensor& labels, const Tensor& loss,
                            const Tensor& dlogits);
 int64_t topk_correct(const Tensor& logits, const Tensor& labels, int k);
+void accumulate_metrics(const Tensor& logits, const Tensor& labels, const Tensor& loss,
+                        const Tensor& totals);
 
 void tensor_min_max(const Tensor& x, const Tensor& out);
 void quantize_weights(const Tensor& x, float delta, int levels, const Tensor& y);

@@ -46,4 +46,13 @@ int64_t topk_correct(const Tensor& logits, const Tensor& labels, int k) {
   return correct;
 }
 
+void accumulate_metrics(const Tensor& logits, const Tensor& labels, const Tensor& loss,
+                        const Tensor& totals) {
+  const int64_t n = logits.shape[0];
+  double* t = totals.f64();
+  t[ops::kMetricLossSum] += static_cast<double>(loss.f32()[0]) * static_cast<double>(n);
+  t[ops::kMetricCorrect] += static_cast<double>(topk_correct(logits, labels, 1));
+  t[ops::kMetricSamples] += static_cast<double>(n);
+}
+
 }  // namespace psgd::cpu

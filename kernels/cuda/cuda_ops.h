@@ -65,6 +65,8 @@ void batch_norm_backward_input(const Tensor& x, const Tensor& dy, const Tensor& 
 void softmax_cross_entropy(const Tensor& logits, const Tensor& labels, const Tensor& loss,
                            const Tensor& dlogits);
 int64_t topk_correct(const Tensor& logits, const Tensor& labels, int k);
+void accumulate_metrics(const Tensor& logits, const Tensor& labels, const Tensor& loss,
+                        const Tensor& totals);
 
 void update_weight_ranges(const Tensor& weights, const Tensor& segments, const Tensor& ranges,
                           bool first);

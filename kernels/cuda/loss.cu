@@ -33,8 +33,10 @@ __global__ void cross_entropy_kernel(const float* z, const int32_t* y, int64_t n
   if (threadIdx.x == 0) *loss = static_cast<float>(total * inv_n);
 }
 
-__global__ void topk_kernel(const float* z, const int32_t* y, int64_t n, int64_t k, int top,
-                            unsigned long long* correct) {
+// Rows whose label is among the `top` largest logits, counted over the block; every thread gets
+// the count.
+__device__ unsigned long long block_topk_count(const float* z, const int32_t* y, int64_t n,
+                                               int64_t k, int top) {
   unsigned long long count = 0;
   for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
     const float* row = z + i * k;
@@ -44,8 +46,23 @@ __global__ void topk_kernel(const float* z, const int32_t* y, int64_t n, int64_t
     for (int64_t j = 0; j < k; ++j) rivals += (j != label && !(row[j] < row[label]));
     count += rivals < top;
   }
-  count = block_sum(count);
+  return block_sum(count);
+}
+
+__global__ void topk_kernel(const float* z, const int32_t* y, int64_t n, int64_t k, int top,
+                            unsigned long long* correct) {
+  const unsigned long long count = block_topk_count(z, y, n, k, top);
   if (threadIdx.x == 0) *correct = count;
+}
+
+__global__ void metrics_kernel(const float* z, const int32_t* y, int64_t n, int64_t k,
+                               const float* loss, double* totals) {
+  const unsigned long long correct = block_topk_count(z, y, n, k, 1);
+  if (threadIdx.x == 0) {
+    totals[ops::kMetricLossSum] += static_cast<double>(*loss) * static_cast<double>(n);
+    totals[ops::kMetricCorrect] += static_cast<double>(correct);
+    totals[ops::kMetricSamples] += static_cast<double>(n);
+  }
 }
 
 }  // namespace
@@ -54,6 +71,13 @@ void softmax_cross_entropy(const Tensor& logits, const Tensor& labels, const Ten
                            const Tensor& dlogits) {
   cross_entropy_kernel<<<1, kThreads>>>(logits.f32(), labels.i32(), logits.shape[0],
                                         logits.shape[1], loss.f32(), dlogits.f32());
+  CUDA_CHECK_LAUNCH();
+}
+
+void accumulate_metrics(const Tensor& logits, const Tensor& labels, const Tensor& loss,
+                        const Tensor& totals) {
+  metrics_kernel<<<1, kThreads>>>(logits.f32(), labels.i32(), logits.shape[0], logits.shape[1],
+                                  loss.f32(), totals.f64());
   CUDA_CHECK_LAUNCH();
 }
 

@@ -95,6 +95,11 @@ int run(TrainOptions o, const std::string& resume, const CLI::App& app, Comm& jo
                                .rank = comm.rank(), .world = comm.world()},
                     test_indices);
   DeviceBatches train_batches(train, ctx.device()), test_batches(test, ctx.device());
+  // Synchronised BN counts each rank's share as an equal part of the batch.
+  const int64_t last_batch = train.samples() % o.batch_size;
+  PSGD_CHECK(!o.sync_bn || o.drop_last || last_batch % comm.world() == 0, "--sync-bn: the last batch of ",
+             last_batch, " images does not split evenly over ", comm.world(),
+             " ranks; add --drop-last or choose --train-subset");
 
   auto net = make_net(o.arch, train_set.classes, ctx.device(), o.seed);
   assign_quantizers(net->params(), {.w_bits = o.w_bits, .first_last = o.first_last_quant,

@@ -1,0 +1,53 @@
+// One training step: forward, loss, backward, the gradient mean over the job's ranks and the
+// optimizer update, with the loss and accuracy summed on the device. On a GPU the whole step is
+// captured as a CUDA graph once per batch size (from the second step on, when every kernel's
+// arguments have settled) and replayed with one launch; the host then only writes the step's
+// learning rate and reads the sums now and then. On the CPU the same ops run directly.
+#pragma once
+
+#include <array>
+#include <map>
+
+#include "engine/captured_graph.h"
+#include "engine/comm.h"
+#include "engine/net.h"
+#include "engine/optim.h"
+
+namespace psgd {
+
+class TrainStep {
+ public:
+  TrainStep(Context& ctx, Net& net, Optimizer& optimizer, Comm& comm);
+
+  // One step on (images, labels), both on the context's device. Their memory must stay where it
+  // is for a captured step to replay (a move is noticed, and the step captured again).
+  void run(const Tensor& images, const Tensor& labels, float lr);
+
+  // {loss * samples, correct, samples} summed since the last reset, this rank only. Reading
+  // waits for the device.
+  std::array<double, ops::kMetricFields> totals() const;
+  void reset_totals();
+
+  // Steps replayed from a captured graph so far (0 on the CPU).
+  int64_t replays() const { return replays_; }
+
+ private:
+  struct Captured {
+    CapturedGraph graph;
+    const void* images;
+    const void* labels;
+    uint64_t net_memory, workspace;
+  };
+  void launch(const Tensor& images, const Tensor& labels);
+  bool still_valid(const Captured& c, const Tensor& images, const Tensor& labels) const;
+
+  Context& ctx_;
+  Net& net_;
+  Optimizer& optimizer_;
+  Comm& comm_;
+  DeviceBuffer totals_;  // (kMetricFields) float64
+  std::map<int64_t, Captured> graphs_;  // by batch size
+  int64_t replays_ = 0;
+};
+
+}  // namespace psgd

@@ -1,0 +1,110 @@
+// Whole-network training on the GPU: a PSGD step against the CPU, the captured (CUDA graph) step
+// against the same step run op by op, and deterministic runs. Skipped where no GPU is visible.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "engine/optim.h"
+#include "engine/train_step.h"
+#include "nets/nets.h"
+#include "nets/quant_config.h"
+#include "tests/support/host_tensor.h"
+
+using namespace psgd;
+using namespace psgd::test;
+
+namespace {
+
+constexpr int64_t kBatch = 32;
+
+std::vector<float> to_host(const Tensor& t) {
+  std::vector<float> out(static_cast<size_t>(t.numel()));
+  memory_copy(out.data(), Device::CPU, t.data, t.device, t.bytes());
+  return out;
+}
+
+// max|a - b| / max|a|
+double relative_error(const std::vector<float>& a, const std::vector<float>& b) {
+  double worst = 0, scale = 1e-30;
+  for (size_t i = 0; i < a.size(); ++i) {
+    worst = std::max(worst, std::fabs(double(a[i]) - b[i]));
+    scale = std::max(scale, std::fabs(double(a[i])));
+  }
+  return worst / scale;
+}
+
+// A ResNet-20 with W4 PSGD, its optimizer, and a fixed batch, on one device.
+struct Run {
+  Context ctx;
+  std::unique_ptr<Net> net;
+  Optimizer optimizer;
+  DeviceBuffer images, labels;
+  Run(Device device, GpuMath math)
+      : ctx(device, 2, 7, math),
+        net(make_psgd_net(device)),
+        optimizer(net->params(), {.momentum = 0.9f, .weight_decay = 1e-4f, .lambda_s = 150.0f}),
+        images(device, kBatch * 3 * 32 * 32 * sizeof(float)),
+        labels(device, kBatch * sizeof(int32_t)) {
+    HostTensor x(Shape{kBatch, 3, 32, 32});
+    fill_uniform(x.t(), -2.0f, 2.0f, 5, 0);
+    memory_copy(images.data(), device, x.data(), Device::CPU, x.t().bytes());
+    std::vector<int32_t> y(kBatch);
+    for (int64_t i = 0; i < kBatch; ++i) y[i] = static_cast<int32_t>(i * 7 % 10);
+    memory_copy(labels.data(), device, y.data(), Device::CPU, y.size() * sizeof(int32_t));
+  }
+  static std::unique_ptr<Net> make_psgd_net(Device device) {
+    auto net = make_net("resnet20", 10, device, 11);
+    assign_quantizers(net->params(), {.w_bits = 4, .first_last = true, .psg = true});
+    return net;
+  }
+  Tensor x() const { return images.f32(0, Shape{kBatch, 3, 32, 32}); }
+  Tensor y() const {
+    return Tensor(reinterpret_cast<int32_t*>(labels.data()), Shape{kBatch}, labels.device());
+  }
+  std::vector<float> weights() const { return to_host(net->params().weights()); }
+};
+
+}  // namespace
+
+TEST_CASE("cuda training: one PSGD step of ResNet-20 matches the CPU") {
+  Run cpu(Device::CPU, {}), gpu(Device::CUDA, {.tf32 = false});
+  for (Run* r : {&cpu, &gpu}) {
+    TrainStep step(r->ctx, *r->net, r->optimizer, single_rank());
+    step.run(r->x(), r->y(), 0.01f);
+  }
+  const double logits = relative_error(to_host(cpu.net->logits()), to_host(gpu.net->logits()));
+  const double weights = relative_error(cpu.weights(), gpu.weights());
+  INFO("logits ", logits, ", weights ", weights);
+  CHECK(logits <= 1e-4);
+  CHECK(weights <= 1e-5);
+}
+
+TEST_CASE("cuda training: the captured step replays exactly what the op-by-op step computes") {
+  const GpuMath math{.tf32 = true, .deterministic = true};
+  Run captured(Device::CUDA, math), eager(Device::CUDA, math);
+  TrainStep step(captured.ctx, *captured.net, captured.optimizer, single_rank());
+  for (int i = 0; i < 5; ++i) {
+    step.run(captured.x(), captured.y(), 0.05f);
+    eager.net->forward(eager.ctx, eager.x(), Mode::Train);
+    eager.net->loss(eager.ctx, eager.y());
+    eager.net->backward(eager.ctx);
+    eager.optimizer.step(eager.ctx, 0.05f);
+  }
+  CHECK(step.replays() == 3);  // step 1 runs op by op, step 2 is captured, 3 to 5 replay
+  CHECK(captured.weights() == eager.weights());
+  CHECK(to_host(captured.net->params().buffers()) == to_host(eager.net->params().buffers()));
+}
+
+TEST_CASE("cuda training: --deterministic runs give identical weights") {
+  const GpuMath math{.tf32 = true, .deterministic = true};
+  std::vector<float> first;
+  for (int run = 0; run < 2; ++run) {
+    Run r(Device::CUDA, math);
+    TrainStep step(r.ctx, *r.net, r.optimizer, single_rank());
+    for (int i = 0; i < 4; ++i) step.run(r.x(), r.y(), 0.05f);
+    if (run == 0) first = r.weights();
+    else CHECK(r.weights() == first);
+  }
+}
