@@ -4,6 +4,9 @@
 #include <numeric>
 
 #include "data/augment.h"
+#ifdef PSGD_WITH_CUDA
+#include "data/gpu_loader.h"
+#endif
 #include "engine/check.h"
 #include "kernels/rng.h"
 
@@ -38,21 +41,30 @@ HeldOut hold_out(int64_t n, int64_t count, uint64_t seed) {
   return h;
 }
 
-Loader::Loader(const Dataset& data, LoaderConfig config, std::vector<int64_t> subset)
-    : data_(data), config_(config), subset_(std::move(subset)) {
+void prepare_subset(const Dataset& data, const LoaderConfig& config, std::vector<int64_t>& subset) {
   PSGD_CHECK(config.world >= 1 && config.rank >= 0 && config.rank < config.world,
              "rank ", config.rank, " of ", config.world, " is invalid");
   PSGD_CHECK(config.batch_size >= 1, "batch size must be positive, got ", config.batch_size);
   PSGD_CHECK(config.batch_size % config.world == 0, "the global batch of ", config.batch_size,
              " does not split evenly over ", config.world, " ranks");
-  PSGD_CHECK(config.prefetch >= 1, "prefetch must be at least 1");
-  if (subset_.empty()) {
-    subset_.resize(static_cast<size_t>(data.size()));
-    std::iota(subset_.begin(), subset_.end(), 0);
+  if (subset.empty()) {
+    subset.resize(static_cast<size_t>(data.size()));
+    std::iota(subset.begin(), subset.end(), 0);
   }
-  for (int64_t i : subset_)
+  for (int64_t i : subset)
     PSGD_CHECK(i >= 0 && i < data.size(), "sample ", i, " outside the dataset");
-  PSGD_CHECK(!subset_.empty(), "the loader has no samples");
+  PSGD_CHECK(!subset.empty(), "the loader has no samples");
+}
+
+int64_t batches_per_epoch(int64_t samples, const LoaderConfig& config) {
+  const int64_t b = config.batch_size;
+  return config.drop_last ? samples / b : (samples + b - 1) / b;
+}
+
+Loader::Loader(const Dataset& data, LoaderConfig config, std::vector<int64_t> subset)
+    : data_(data), config_(config), subset_(std::move(subset)) {
+  prepare_subset(data, config, subset_);
+  PSGD_CHECK(config.prefetch >= 1, "prefetch must be at least 1");
   const int64_t per_rank = config.batch_size / config.world;
   slots_.resize(static_cast<size_t>(config.prefetch));
   for (Slot& s : slots_) {
@@ -63,20 +75,22 @@ Loader::Loader(const Dataset& data, LoaderConfig config, std::vector<int64_t> su
 
 Loader::~Loader() { stop(); }
 
-int64_t Loader::batches_per_epoch() const {
-  const int64_t n = samples(), b = config_.batch_size;
-  return config_.drop_last ? n / b : (n + b - 1) / b;
+int64_t Loader::batches_per_epoch() const { return data::batches_per_epoch(samples(), config_); }
+
+std::vector<int64_t> shard_of(const std::vector<int64_t>& order, int64_t b,
+                              const LoaderConfig& config, const std::vector<int64_t>& subset) {
+  const int64_t begin = b * config.batch_size;
+  const int64_t size = std::min(config.batch_size, static_cast<int64_t>(order.size()) - begin);
+  // Even split; a last partial batch is spread as evenly as it goes.
+  const int64_t lo = begin + size * config.rank / config.world;
+  const int64_t hi = begin + size * (config.rank + 1) / config.world;
+  std::vector<int64_t> out;
+  for (int64_t i = lo; i < hi; ++i) out.push_back(subset[static_cast<size_t>(order[i])]);
+  return out;
 }
 
 std::vector<int64_t> Loader::shard(const std::vector<int64_t>& order, int64_t b) const {
-  const int64_t begin = b * config_.batch_size;
-  const int64_t size = std::min(config_.batch_size, static_cast<int64_t>(order.size()) - begin);
-  // Even split; a last partial batch is spread as evenly as it goes.
-  const int64_t lo = begin + size * config_.rank / config_.world;
-  const int64_t hi = begin + size * (config_.rank + 1) / config_.world;
-  std::vector<int64_t> out;
-  for (int64_t i = lo; i < hi; ++i) out.push_back(subset_[static_cast<size_t>(order[i])]);
-  return out;
+  return shard_of(order, b, config_, subset_);
 }
 
 void Loader::stop() {
@@ -146,6 +160,15 @@ bool Loader::next(Tensor& images, Tensor& labels) {
   images = Tensor(slot.images.data(), Shape{slot.count, kChannels, kSide, kSide}, Device::CPU);
   labels = Tensor(slot.labels.data(), Shape{slot.count}, Device::CPU);
   return true;
+}
+
+std::unique_ptr<BatchSource> make_loader(const Dataset& data, LoaderConfig config,
+                                         std::vector<int64_t> subset, Device device) {
+#ifdef PSGD_WITH_CUDA
+  if (device == Device::CUDA) return std::make_unique<GpuLoader>(data, config, std::move(subset));
+#endif
+  PSGD_CHECK(device == Device::CPU, "no loader for ", device_name(device), " in this build");
+  return std::make_unique<Loader>(data, config, std::move(subset));
 }
 
 }  // namespace psgd::data

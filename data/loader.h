@@ -5,6 +5,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <exception>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -32,6 +33,17 @@ struct HeldOut {
   std::vector<int64_t> train, validation;
 };
 HeldOut hold_out(int64_t n, int64_t count, uint64_t seed);
+
+// The dataset indices of rank config.rank's part of global batch `b` of an epoch order over
+// `subset`.
+std::vector<int64_t> shard_of(const std::vector<int64_t>& order, int64_t b,
+                              const LoaderConfig& config, const std::vector<int64_t>& subset);
+
+// The batches a loader over `samples` gives per epoch.
+int64_t batches_per_epoch(int64_t samples, const LoaderConfig& config);
+
+// Checks a loader's configuration and subset, and fills an empty subset with every sample.
+void prepare_subset(const Dataset& data, const LoaderConfig& config, std::vector<int64_t>& subset);
 
 class Loader final : public BatchSource {
  public:
@@ -71,5 +83,9 @@ class Loader final : public BatchSource {
   bool stopping_ = false;
   std::exception_ptr error_;
 };
+
+// The loader for a device: this Loader on the CPU, the GpuLoader (data/gpu_loader.h) on CUDA.
+std::unique_ptr<BatchSource> make_loader(const Dataset& data, LoaderConfig config,
+                                         std::vector<int64_t> subset, Device device);
 
 }  // namespace psgd::data

@@ -40,7 +40,8 @@ void TrainStep::run(const Tensor& images, const Tensor& labels, float lr) {
   // Capture once the batch is planned (no allocation may happen while capturing) and the
   // optimizer's first-step arguments are behind; the capture records this step, the replay
   // runs it.
-  const bool settled = net_.planned_batch() == batch && optimizer_.replayable() && net_.replayable();
+  const bool settled =
+      net_.planned_batch() == batch && optimizer_.replayable() && net_.replayable();
   if (!settled) {
     launch(images, labels);
     return;
@@ -57,6 +58,8 @@ std::array<double, ops::kMetricFields> TrainStep::totals() const {
   return out;
 }
 
-void TrainStep::reset_totals() { memory_zero(totals_.data(), totals_.device(), totals_.bytes()); }
+void TrainStep::reset_totals() {
+  memory_zero(totals_.data(), totals_.device(), totals_.bytes());
+}
 
 }  // namespace psgd

@@ -45,7 +45,7 @@ class TrainStep {
   Net& net_;
   Optimizer& optimizer_;
   Comm& comm_;
-  DeviceBuffer totals_;  // (kMetricFields) float64
+  DeviceBuffer totals_;                 // (kMetricFields) float64
   std::map<int64_t, Captured> graphs_;  // by batch size
   int64_t replays_ = 0;
 };

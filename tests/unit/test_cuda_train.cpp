@@ -1,11 +1,13 @@
-// Whole-network training on the GPU: a PSGD step against the CPU, the captured (CUDA graph) step
-// against the same step run op by op, and deterministic runs. Skipped where no GPU is visible.
+// Training on the GPU: the GPU loader against the CPU loader, a whole-network PSGD step against
+// the CPU, the captured (CUDA graph) step against the same step run op by op, and deterministic
+// runs. Skipped where no GPU is visible.
 #include <doctest/doctest.h>
 
 #include <algorithm>
 #include <cmath>
 #include <vector>
 
+#include "data/gpu_loader.h"
 #include "engine/optim.h"
 #include "engine/train_step.h"
 #include "nets/nets.h"
@@ -104,7 +106,43 @@ TEST_CASE("cuda training: --deterministic runs give identical weights") {
     Run r(Device::CUDA, math);
     TrainStep step(r.ctx, *r.net, r.optimizer, single_rank());
     for (int i = 0; i < 4; ++i) step.run(r.x(), r.y(), 0.05f);
-    if (run == 0) first = r.weights();
-    else CHECK(r.weights() == first);
+    if (run == 0)
+      first = r.weights();
+    else
+      CHECK(r.weights() == first);
+  }
+}
+
+TEST_CASE("cuda training: the GPU loader gives the CPU loader's batches, byte for byte") {
+  data::Dataset d;
+  d.classes = 10;
+  d.norm = data::reference_normalization();
+  const int64_t n = 203;  // a partial last batch
+  d.images.resize(static_cast<size_t>(n * data::kImageBytes));
+  for (size_t i = 0; i < d.images.size(); ++i)
+    d.images[i] = static_cast<uint8_t>((i * 2654435761u) >> 13);
+  for (int64_t i = 0; i < n; ++i) d.labels.push_back(static_cast<int32_t>(i % 10));
+  std::vector<int64_t> subset;
+  for (int64_t i = 0; i < n; i += 1 + i % 3) subset.push_back(i);
+  const data::LoaderConfig config{
+      .batch_size = 32, .shuffle = true, .augment = true, .seed = 9, .rank = 1, .world = 2};
+  data::Loader cpu(d, config, subset);
+  data::GpuLoader gpu(d, config, subset);
+  for (int64_t epoch : {1, 2}) {
+    cpu.start_epoch(epoch);
+    gpu.start_epoch(epoch);
+    Tensor ci, cl, gi, gl;
+    int64_t batches = 0;
+    while (cpu.next(ci, cl)) {
+      REQUIRE(gpu.next(gi, gl));
+      REQUIRE(gi.shape == ci.shape);
+      CHECK(to_host(gi) == std::vector<float>(ci.f32(), ci.f32() + ci.numel()));
+      std::vector<int32_t> labels(static_cast<size_t>(gl.numel()));
+      memory_copy(labels.data(), Device::CPU, gl.data, gl.device, gl.bytes());
+      CHECK(labels == std::vector<int32_t>(cl.i32(), cl.i32() + cl.numel()));
+      ++batches;
+    }
+    CHECK_FALSE(gpu.next(gi, gl));
+    CHECK(batches == cpu.batches_per_epoch());
   }
 }

@@ -11,7 +11,6 @@
 #include "data/loader.h"
 #include "engine/comm.h"
 #include "engine/data_parallel.h"
-#include "engine/device_batches.h"
 #include "engine/safetensors.h"
 #include "engine/trainer.h"
 #include "nets/nets.h"
@@ -87,16 +86,19 @@ int run(TrainOptions o, const std::string& resume, const CLI::App& app, Comm& jo
     test_indices = subset(test_set.size(), o.test_subset, o.seed);
   }
   const data::Dataset& eval_set = o.holdout > 0 ? train_set : test_set;
-  data::Loader train(train_set, {.batch_size = o.batch_size, .shuffle = !o.no_shuffle,
-                                 .augment = !o.no_augment, .drop_last = o.drop_last, .seed = o.seed,
-                                 .rank = comm.rank(), .world = comm.world()},
-                     train_indices);
-  data::Loader test(eval_set, {.batch_size = o.eval_batch_size, .shuffle = false, .augment = false,
-                               .rank = comm.rank(), .world = comm.world()},
-                    test_indices);
-  DeviceBatches train_batches(train, ctx.device()), test_batches(test, ctx.device());
+  // On a GPU the datasets live in device memory and batches are augmented there.
+  const auto train = data::make_loader(
+      train_set,
+      {.batch_size = o.batch_size, .shuffle = !o.no_shuffle, .augment = !o.no_augment,
+       .drop_last = o.drop_last, .seed = o.seed, .rank = comm.rank(), .world = comm.world()},
+      train_indices, ctx.device());
+  const auto test = data::make_loader(
+      eval_set,
+      {.batch_size = o.eval_batch_size, .shuffle = false, .augment = false, .rank = comm.rank(),
+       .world = comm.world()},
+      test_indices, ctx.device());
   // Synchronised BN counts each rank's share as an equal part of the batch.
-  const int64_t last_batch = train.samples() % o.batch_size;
+  const int64_t last_batch = train->samples() % o.batch_size;
   PSGD_CHECK(!o.sync_bn || o.drop_last || last_batch % comm.world() == 0, "--sync-bn: the last batch of ",
              last_batch, " images does not split evenly over ", comm.world(),
              " ranks; add --drop-last or choose --train-subset");
@@ -136,8 +138,8 @@ int run(TrainOptions o, const std::string& resume, const CLI::App& app, Comm& jo
     std::cout << comm.world() << " ranks (" << comm.backend() << "), global batch " << o.batch_size
               << ", " << (o.sync_bn ? "synchronised" : "per-rank") << " BN\n";
   if (leader)
-    std::cout << net->arch() << " on " << train_set.name << " (" << train.samples() << " training, "
-            << test.samples() << (o.holdout > 0 ? " held-out" : " test") << " images, " << train_set.classes << " classes), "
+    std::cout << net->arch() << " on " << train_set.name << " (" << train->samples() << " training, "
+            << test->samples() << (o.holdout > 0 ? " held-out" : " test") << " images, " << train_set.classes << " classes), "
             << device_name(ctx.device()) << " with " << ctx.threads() << " threads; W"
             << o.w_bits << (o.first_last_quant ? " first/last quantized" : "") << ", lambda_s "
             << o.lambda_s << ", " << o.optimizer << " lr " << o.effective_lr() << "\n";
@@ -156,7 +158,7 @@ int run(TrainOptions o, const std::string& resume, const CLI::App& app, Comm& jo
   tc.log = &std::cout;
   tc.interactive = isatty(fileno(stdout)) && !launched_by_mpi();  // mpirun relays through a pty
   tc.comm = &comm;
-  Trainer trainer(ctx, *net, optimizer, train_batches, test_batches, tc, progress);
+  Trainer trainer(ctx, *net, optimizer, *train, *test, tc, progress);
   const TrainProgress done = trainer.run();
   if (leader)
     std::cout << "done: best FP " << 100 * done.best_fp << "%, best LP " << 100 * done.best_lp
