@@ -15,15 +15,15 @@ struct CudaResources {
   cudaStream_t stream = cudaStreamPerThread;
   cublasHandle_t cublas = nullptr;
   cudnnHandle_t cudnn = nullptr;
-  void* cublas_workspace = nullptr;
+  DeviceBuffer cublas_workspace;
 };
 
 CudaResources* create_cuda_resources(const GpuMath& math) {
   auto r = std::make_unique<CudaResources>();
   CUBLAS_CHECK(cublasCreate(&r->cublas));
   CUBLAS_CHECK(cublasSetStream(r->cublas, r->stream));
-  CUDA_CHECK(cudaMalloc(&r->cublas_workspace, kCublasWorkspaceBytes));
-  CUBLAS_CHECK(cublasSetWorkspace(r->cublas, r->cublas_workspace, kCublasWorkspaceBytes));
+  r->cublas_workspace = DeviceBuffer(Device::CUDA, kCublasWorkspaceBytes);
+  CUBLAS_CHECK(cublasSetWorkspace(r->cublas, r->cublas_workspace.data(), kCublasWorkspaceBytes));
   // Strict float32 also rules out cuBLAS's reduced-precision reductions.
   CUBLAS_CHECK(
       cublasSetMathMode(r->cublas, math.tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_PEDANTIC_MATH));
@@ -36,7 +36,6 @@ void destroy_cuda_resources(CudaResources* r) {
   if (!r) return;
   if (r->cudnn) cudnnDestroy(r->cudnn);
   if (r->cublas) cublasDestroy(r->cublas);
-  cudaFree(r->cublas_workspace);
   delete r;
 }
 

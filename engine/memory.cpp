@@ -1,5 +1,6 @@
 #include "engine/memory.h"
 
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <utility>
@@ -23,6 +24,37 @@ constexpr size_t kCpuAlignment = 64;
 
 }  // namespace
 
+namespace {
+
+struct Usage {
+  std::atomic<size_t> in_use{0}, peak{0};
+};
+
+Usage& usage(Device device) {
+  static Usage cpu, cuda;
+  return device == Device::CPU ? cpu : cuda;
+}
+
+void count_allocation(Device device, size_t bytes) {
+  Usage& u = usage(device);
+  const size_t now = u.in_use += bytes;
+  size_t peak = u.peak.load();
+  while (now > peak && !u.peak.compare_exchange_weak(peak, now)) {
+  }
+}
+
+}  // namespace
+
+size_t memory_in_use(Device device) {
+  return usage(device).in_use;
+}
+size_t memory_peak(Device device) {
+  return usage(device).peak;
+}
+void memory_reset_peak(Device device) {
+  usage(device).peak = usage(device).in_use.load();
+}
+
 DeviceBuffer::DeviceBuffer(Device device, size_t bytes) : bytes_(bytes), device_(device) {
   if (bytes == 0) return;
   if (device == Device::CPU) {
@@ -36,10 +68,13 @@ DeviceBuffer::DeviceBuffer(Device device, size_t bytes) : bytes_(bytes), device_
     no_cuda();
 #endif
   }
+  count_allocation(device_, bytes_);
   memory_zero(data_, device_, bytes_);
 }
 
-DeviceBuffer::~DeviceBuffer() { release(); }
+DeviceBuffer::~DeviceBuffer() {
+  release();
+}
 
 DeviceBuffer::DeviceBuffer(DeviceBuffer&& other) noexcept
     : data_(std::exchange(other.data_, nullptr)),
@@ -58,6 +93,7 @@ DeviceBuffer& DeviceBuffer::operator=(DeviceBuffer&& other) noexcept {
 
 void DeviceBuffer::release() noexcept {
   if (!data_) return;
+  usage(device_).in_use -= bytes_;
   if (device_ == Device::CPU) {
     std::free(data_);
   } else {
@@ -70,10 +106,10 @@ void DeviceBuffer::release() noexcept {
 }
 
 Tensor DeviceBuffer::f32(int64_t float_offset, Shape shape) const {
-  PSGD_CHECK(float_offset >= 0 && static_cast<size_t>(float_offset + shape.numel()) *
-                                          sizeof(float) <= bytes_,
-             "view of ", shape.str(), " at float offset ", float_offset,
-             " exceeds a buffer of ", bytes_, " bytes");
+  PSGD_CHECK(float_offset >= 0 &&
+                 static_cast<size_t>(float_offset + shape.numel()) * sizeof(float) <= bytes_,
+             "view of ", shape.str(), " at float offset ", float_offset, " exceeds a buffer of ",
+             bytes_, " bytes");
   return Tensor(reinterpret_cast<float*>(data_) + float_offset, shape, device_);
 }
 

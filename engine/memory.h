@@ -35,6 +35,12 @@ class DeviceBuffer {
   Device device_ = Device::CPU;
 };
 
+// Bytes held by DeviceBuffers on a device now, and the most held since the last reset: the
+// peak-memory figure of the benchmarks (library workspaces included, as they are ours).
+size_t memory_in_use(Device device);
+size_t memory_peak(Device device);
+void memory_reset_peak(Device device);
+
 // Copies between any two devices; synchronous.
 void memory_copy(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes);
 void memory_zero(void* dst, Device device, size_t bytes);

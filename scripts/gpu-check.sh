@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Every GPU check in one call, for a machine with one GPU and no network (the device tool):
-# the card, driver and CUDA libraries present; a build for that card; the whole test suite;
-# compute-sanitizer (memcheck and racecheck) over the CUDA kernel tests; a short benchmark.
-# Logs go to $OUT (default out/gpu-check): summary.txt, card.txt, build.log, tests.log,
-# sanitizer.log, bench.log. Exits non-zero if any step failed.
+# the card, driver and CUDA libraries present; a build for that card; the whole test suite
+# (the GPU suites compare every CUDA op and whole training steps with the CPU); compute-sanitizer
+# (memcheck and racecheck) over the kernel tests; psgd-train on the GPU, through NCCL and
+# without; the benchmarks against PyTorch. Logs go to $OUT (default out/gpu-check): summary.txt,
+# card.txt, build.log, tests.log, sanitizer.log, train.log, bench.log. Exits non-zero if any
+# step failed.
 #
 # Here, first:   scripts/stage-gpu-deps.sh        (our Debian headers and libraries -> .gpu-deps)
 # Then, device:  run(command="scripts/gpu-check.sh", carry=[".gpu-deps"], timeout_s=540)
@@ -42,11 +44,18 @@ cudnn_root() {  # cuDNN from the toolkit, else from the pip wheel of the image
   python3 -c 'import nvidia.cudnn, os; print(os.path.dirname(nvidia.cudnn.__file__))' 2>/dev/null
 }
 
+nccl_root() {  # NCCL from the toolkit, else from the pip wheel of the image
+  [[ -f /usr/local/cuda/include/nccl.h ]] && return
+  python3 -c 'import nvidia.nccl, os; print(os.path.dirname(nvidia.nccl.__file__))' 2>/dev/null
+}
+
 configure_and_build() {
   local deps=() root
   [[ -d .gpu-deps ]] && deps+=("-DPSGD_DEPS_ROOT=$PWD/.gpu-deps")
   root=$(cudnn_root)
   [[ -n $root ]] && deps+=("-DPSGD_CUDNN_ROOT=$root")
+  root=$(nccl_root)
+  [[ -n $root ]] && deps+=("-DPSGD_NCCL_ROOT=$root")
   cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DPSGD_CUDA=ON \
     -DPSGD_CUDA_ARCHITECTURES="${PSGD_CUDA_ARCH:-native}" "${deps[@]}" &&
     cmake --build "$build" -j"$(nproc)"
@@ -54,7 +63,24 @@ configure_and_build() {
 
 sanitize() {
   compute-sanitizer --tool memcheck --error-exitcode 1 "$build/tests/test_cuda_ops" &&
-    compute-sanitizer --tool racecheck --error-exitcode 1 "$build/tests/test_cuda_ops"
+    compute-sanitizer --tool racecheck --error-exitcode 1 "$build/tests/test_cuda_ops" &&
+    compute-sanitizer --tool memcheck --error-exitcode 1 "$build/tests/test_cuda_train"
+}
+
+# psgd-train on the GPU: a short PSGD run (its epoch lines give the throughput), then the NCCL
+# path: one rank through NCCL must give the weights of the run without it, bit for bit.
+train_on_gpu() {
+  local bin=$build/tools tmp
+  tmp=$(mktemp -d)
+  "$bin/psgd-data" synth --out "$tmp/data" --format cifar100 --train 20000 --test 2000 &&
+    "$bin/psgd-train" --data "$tmp/data" --device cuda --arch resnet32 --epochs 3 --w-bits 4 \
+      --lambda-s 150 --first-last-quant --lr 0.05 --out "$tmp/psgd" &&
+    local common=(--data "$tmp/data" --device cuda --arch resnet20 --epochs 1 --train-subset 4096
+                  --deterministic --sync-bn --w-bits 4 --lambda-s 150) &&
+    "$bin/psgd-train" "${common[@]}" --out "$tmp/plain" &&
+    "$bin/psgd-train" "${common[@]}" --nccl --out "$tmp/nccl" &&
+    cmp "$tmp/plain/last.safetensors" "$tmp/nccl/last.safetensors" &&
+    echo "NCCL path: identical weights"
 }
 
 step "card and toolkit" card.txt card
@@ -62,8 +88,9 @@ step "build for this card" build.log configure_and_build
 if [[ -x $build/tests/test_cuda_ops ]]; then
   step "test suite" tests.log ctest --test-dir "$build" --output-on-failure -j8 -E '^fuzz/'
   step "compute-sanitizer" sanitizer.log sanitize
-  step "benchmark (CPU step on this host)" bench.log \
-    "$build/tools/psgd-bench-step" --threads "$(nproc)" --repeats 5
+  step "psgd-train on the GPU, with and without NCCL" train.log train_on_gpu
+  step "benchmarks against PyTorch" bench.log tools/bench/run.sh --device cuda --out "$out/bench"
+
 fi
 echo "gpu-check: $([[ $status -eq 0 ]] && echo passed || echo FAILED); logs in $out" | tee -a "$out/summary.txt"
 exit $status

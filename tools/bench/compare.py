@@ -1,0 +1,231 @@
+#!/usr/bin/python3
+"""psgd beside PyTorch on the same networks, batches and optimizer, in one run on one machine.
+
+For each network and batch: training images/s (forward, cross-entropy, backward and the SGD
+update with the PSG scaling of W4 quantizers, warm-up excluded, median of the timed steps),
+inference images/s of the float (FP) and quantized (LP) network, and peak GPU memory during
+training. Synthetic data already on the device on both sides.
+
+PyTorch variants. CPU: eager with our thread count. GPU: eager, eager with channels_last,
+torch.compile (mode max-autotune; absent before PyTorch 2), and the whole step captured in a
+CUDA graph. TF32 is allowed on both sides (ours by default, PyTorch's by its switches); AMP is
+not used because psgd computes in float32/TF32. The table is printed last and written as
+results.json and results.md in --out, with the ratios psgd / PyTorch (above 1: psgd faster,
+or for memory: psgd uses more)."""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import reference_models  # noqa: E402
+
+LR, MOMENTUM, WEIGHT_DECAY, LAMBDA_S, W_BITS = 0.01, 0.9, 1e-4, 150.0, 4
+
+
+class PsgSgd(torch.optim.Optimizer):
+    """The reference's training update in tensor operations only (no host synchronisation, so
+    that a CUDA graph can capture it): running ranges of each quantized weight, the PSG scale
+    lambda_s * |w - Q(w)| on its gradient, then SGD with momentum and L2 weight decay."""
+
+    def __init__(self, params, quantized):
+        super().__init__(params, dict(lr=LR))
+        self.quantized = quantized  # parameters with a W_BITS quantizer
+        self.levels = 2 ** (W_BITS - 1) - 1
+        self.ranges = {id(p): torch.zeros(2, device=p.device) for p in quantized}
+        self.momentum = {}
+
+    @torch.no_grad()
+    def step(self):
+        first = not self.momentum
+        for p in self.quantized:
+            r = self.ranges[id(p)]
+            now = torch.stack([p.min().clamp(max=0), p.max().clamp(min=0)])
+            r.copy_(now if first else 0.1 * now + 0.9 * r)
+            delta = torch.maximum(r[0].abs(), r[1]) / self.levels
+            q = delta * torch.round(torch.clamp(p / delta, -self.levels, self.levels))
+            p.grad.mul_(LAMBDA_S * (p - q).abs())
+        for group in self.param_groups:
+            for p in group["params"]:
+                d = p.grad.add(p, alpha=WEIGHT_DECAY)
+                buf = self.momentum.get(id(p))
+                if buf is None:
+                    self.momentum[id(p)] = buf = d.clone()
+                else:
+                    buf.mul_(MOMENTUM).add_(d)
+                p.add_(buf, alpha=-group["lr"])
+
+
+def quantized_parameters(model):
+    """REFERENCE.md with first/last quantization: every conv weight and the classifier."""
+    return [p for n, p in model.named_parameters() if p.dim() == 4 or n.startswith(("fc.", "classifier.6"))]
+
+
+def synchronize(device):
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def median_ms(device, warmup, repeats, work):
+    times = []
+    for i in range(warmup + repeats):
+        synchronize(device)
+        start = time.perf_counter()
+        work()
+        synchronize(device)
+        if i >= warmup:
+            times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def pytorch_variant(variant, arch, classes, batch, device, warmup, repeats):
+    torch.manual_seed(0)
+    model = reference_models.build(arch, classes).to(device).train()
+    memory_format = torch.channels_last if variant == "channels_last" else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
+    images = (torch.rand(batch, 3, 32, 32, device=device) * 2 - 1).to(memory_format=memory_format)
+    labels = torch.arange(batch, device=device) % classes
+    optimizer = PsgSgd(model.parameters(), quantized_parameters(model))
+    forward = torch.compile(model, mode="max-autotune") if variant == "compile" else model
+
+    def step():
+        for p in model.parameters():
+            p.grad = None
+        F.cross_entropy(forward(images), labels).backward()
+        optimizer.step()
+
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    if variant == "cuda_graph":
+        for p in model.parameters():  # static gradient buffers for the graph
+            p.grad = torch.zeros_like(p)
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                F.cross_entropy(model(images), labels).backward()
+                optimizer.step()
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            F.cross_entropy(model(images), labels).backward()
+            optimizer.step()
+        train = median_ms(device, warmup, repeats, graph.replay)
+    else:
+        train = median_ms(device, warmup, repeats, step)
+    peak = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else 0.0
+
+    model.eval()
+    with torch.no_grad():
+        infer_fp = median_ms(device, warmup, repeats, lambda: forward(images))
+        levels = 2 ** (W_BITS - 1) - 1
+        for p in quantized_parameters(model):
+            delta = torch.maximum(p.min().clamp(max=0).abs(), p.max().clamp(min=0)) / levels
+            p.copy_(delta * torch.round(torch.clamp(p / delta, -levels, levels)))
+        infer_lp = median_ms(device, warmup, repeats, lambda: forward(images))
+    per_s = lambda ms: 1000.0 * batch / ms  # noqa: E731
+    return {"train_ms": train, "train_images_per_s": per_s(train), "infer_fp_images_per_s": per_s(infer_fp),
+            "infer_lp_images_per_s": per_s(infer_lp), "peak_device_mib": peak}
+
+
+def ours(bench, arch, classes, batch, device, threads, warmup, repeats):
+    r = subprocess.run([bench, "--arch", arch, "--classes", str(classes), "--batch", str(batch), "--device", device,
+                        "--threads", str(threads), "--warmup", str(warmup), "--repeats", str(repeats)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        sys.exit(f"compare: {bench} failed: {r.stderr.strip()}")
+    return json.loads(r.stdout)
+
+
+def cpu_name():
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or "CPU"
+
+
+def variants(device):
+    if device == "cpu":
+        return ["eager"]
+    names = ["eager", "channels_last", "cuda_graph"]
+    if hasattr(torch, "compile"):
+        names.insert(2, "compile")
+    return names
+
+
+def markdown(rows, header):
+    lines = [header, "",
+             "| network | batch | PyTorch variant | train img/s (psgd / PyTorch) | ratio | FP infer ratio | "
+             "LP infer ratio | peak MiB (psgd / PyTorch) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        mem = (f"{r['psgd']['peak_device_mib']:.0f} / {r['pytorch']['peak_device_mib']:.0f}"
+               if r["pytorch"]["peak_device_mib"] else "n/a")
+        lines.append(f"| {r['arch']} | {r['batch']} | {r['variant']} | {r['psgd']['train_images_per_s']:.0f} / "
+                     f"{r['pytorch']['train_images_per_s']:.0f} | {r['train_ratio']:.2f}x | {r['fp_ratio']:.2f}x | "
+                     f"{r['lp_ratio']:.2f}x | {mem} |")
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--bench", default="build/tools/psgd-bench", help="path to psgd-bench")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--arch", nargs="+", default=["resnet32", "vgg16"])
+    parser.add_argument("--batch", nargs="+", type=int, default=[128, 512])
+    parser.add_argument("--classes", type=int, default=100)
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--out", default="out/bench")
+    args = parser.parse_args()
+    if not os.access(args.bench, os.X_OK):
+        sys.exit(f"compare: {args.bench} not found; build first (scripts/build.sh)")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("compare: --device cuda but PyTorch sees no GPU")
+    torch.set_num_threads(args.threads)
+    if args.device == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+    machine = torch.cuda.get_device_name() if args.device == "cuda" else f"{cpu_name()}, {args.threads} threads"
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    rows = []
+    for arch in args.arch:
+        for batch in args.batch:
+            print(f"psgd {arch} batch {batch} ...", file=sys.stderr, flush=True)
+            mine = ours(args.bench, arch, args.classes, batch, args.device, args.threads, args.warmup, args.repeats)
+            for variant in variants(args.device):
+                print(f"PyTorch {variant} {arch} batch {batch} ...", file=sys.stderr, flush=True)
+                try:
+                    theirs = pytorch_variant(variant, arch, args.classes, batch, args.device, args.warmup, args.repeats)
+                except Exception as e:  # a variant this PyTorch cannot run is reported, not fatal
+                    print(f"  {variant} failed: {e}", file=sys.stderr)
+                    continue
+                rows.append({"arch": arch, "batch": batch, "variant": variant, "psgd": mine, "pytorch": theirs,
+                             "train_ratio": mine["train_images_per_s"] / theirs["train_images_per_s"],
+                             "fp_ratio": mine["infer_fp_images_per_s"] / theirs["infer_fp_images_per_s"],
+                             "lp_ratio": mine["infer_lp_images_per_s"] / theirs["infer_lp_images_per_s"]})
+    header = (f"{time.strftime('%Y-%m-%d')}, {machine}, PyTorch {torch.__version__}, psgd {commit}; "
+              f"median of {args.repeats} after {args.warmup} warm-up")
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "results.json"), "w") as f:
+        json.dump({"date": time.strftime("%Y-%m-%d"), "machine": machine, "torch": torch.__version__,
+                   "commit": commit, "device": args.device, "rows": rows}, f, indent=2)
+    table = markdown(rows, header)
+    with open(os.path.join(args.out, "results.md"), "w") as f:
+        f.write(table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()

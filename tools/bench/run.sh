@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The benchmarks against PyTorch (tools/bench/compare.py) for one device, and on a GPU the
+# 68-epoch PSGD phase of the paper (epochs 83 to 150 at CIFAR-100's size, synthetic images, FP
+# and LP evaluation every epoch) timed end to end by psgd-train.
+#   tools/bench/run.sh --device cpu|cuda [--quick] [--phase-epochs N] [--out DIR]
+# --quick: one small case (CI); --phase-epochs: epochs of the phase run (default 68; 0 skips).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+device=cpu quick=0 phase_epochs=68 out=out/bench
+while (($#)); do
+  case $1 in
+    --device) device=$2; shift 2 ;;
+    --quick) quick=1; shift ;;
+    --phase-epochs) phase_epochs=$2; shift 2 ;;
+    --out) out=$2; shift 2 ;;
+    *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
+  esac
+done
+bin=${PSGD_BIN:-$( [[ $device == cuda ]] && echo build-gpu/tools || echo build/tools )}
+mkdir -p "$out"
+if ((quick)); then
+  cases=(--arch resnet20 --batch 16 --warmup 1 --repeats 2)
+elif [[ $device == cpu ]]; then
+  cases=(--arch resnet32 --batch 128 --repeats 10)
+else
+  cases=(--arch resnet32 vgg16 --batch 128 512)
+fi
+# A Python with PyTorch: Debian's (python3-torch) here, the image's own on a GPU machine.
+python=${PSGD_PYTHON:-}
+for candidate in /usr/bin/python3 python3; do
+  [[ -z $python ]] && "$candidate" -c 'import torch' 2>/dev/null && python=$candidate
+done
+[[ -n $python ]] || { echo "run.sh: no python3 with PyTorch (install python3-torch)" >&2; exit 1; }
+"$python" tools/bench/compare.py --bench "$bin/psgd-bench" --device "$device" --out "$out" "${cases[@]}"
+
+if [[ $device == cuda && $phase_epochs -gt 0 ]]; then
+  data=$(mktemp -d)
+  "$bin/psgd-data" synth --out "$data" --format cifar100 --train 50000 --test 10000 >/dev/null
+  start=$SECONDS
+  "$bin/psgd-train" --data "$data" --device cuda --arch resnet32 --epochs "$phase_epochs" --w-bits 4 \
+    --lambda-s 150 --first-last-quant --lr 0.01 --out "$data/run" | tail -3
+  echo "PSGD phase: $phase_epochs epochs of ResNet-32 on 50,000 + 10,000 images, FP and LP evaluation" \
+       "every epoch: $((SECONDS - start)) s end to end" | tee "$out/phase.txt"
+  rm -rf "$data"
+fi
