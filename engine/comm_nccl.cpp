@@ -1,9 +1,15 @@
 // GPU ranks over NCCL. The communicator's id comes from rank 0 through the host ranks (MPI);
 // collectives run on the context's stream, so they are captured in the training step's CUDA
-// graph like any kernel, and the host never waits for them.
+// graph like any kernel, and the host never waits for them. A watchdog thread polls NCCL's
+// asynchronous error state: a peer that failed or vanished would otherwise leave this rank's
+// kernels waiting forever.
 #include <nccl.h>
 
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
 #include <iostream>
+#include <thread>
 
 #include "engine/comm.h"
 #include "engine/cuda_check.h"
@@ -27,8 +33,11 @@ class NcclRanks final : public Comm {
     if (host.rank() == 0) NCCL_CHECK(ncclGetUniqueId(&id));
     host.broadcast_host(std::as_writable_bytes(std::span(&id, 1)), 0);
     NCCL_CHECK(ncclCommInitRank(&comm_, host.world(), id, host.rank()));
+    watchdog_ = std::thread([this] { watch(); });
   }
   ~NcclRanks() override {
+    stop_ = true;
+    watchdog_.join();
     if (comm_) ncclCommDestroy(comm_);
   }
 
@@ -51,6 +60,8 @@ class NcclRanks final : public Comm {
   }
   [[noreturn]] void abort(const std::string& message) override {
     // Kernels of a collective whose peer died never finish: abort the communicator first.
+    stop_ = true;
+    watchdog_.join();
     ncclCommAbort(comm_);
     comm_ = nullptr;
     host_.abort(message);
@@ -58,6 +69,22 @@ class NcclRanks final : public Comm {
   }
 
  private:
+  // Ends this process when NCCL reports an asynchronous error; the launcher then ends the
+  // other ranks (as when a rank is killed).
+  void watch() {
+    while (!stop_) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      ncclResult_t state = ncclSuccess;
+      if (ncclCommGetAsyncError(comm_, &state) != ncclSuccess || state == ncclSuccess ||
+          state == ncclInProgress)
+        continue;
+      std::cerr << "psgd rank " << host_.rank() << ": NCCL failed asynchronously ("
+                << ncclGetErrorString(state) << "); ending this rank" << std::endl;
+      ncclCommAbort(comm_);
+      std::_Exit(1);
+    }
+  }
+
   void allreduce(Context& ctx, const Tensor& t, ncclRedOp_t op) {
     require_device(t, "allreduce");
     PSGD_CHECK(t.dtype != DType::I32, "NCCL allreduce: integer tensors are not reduced");
@@ -71,6 +98,8 @@ class NcclRanks final : public Comm {
 
   Comm& host_;
   ncclComm_t comm_ = nullptr;
+  std::atomic<bool> stop_{false};
+  std::thread watchdog_;
 };
 
 }  // namespace

@@ -75,6 +75,9 @@ train_on_gpu() {
   "$bin/psgd-data" synth --out "$tmp/data" --format cifar100 --train 20000 --test 2000 &&
     "$bin/psgd-train" --data "$tmp/data" --device cuda --arch resnet32 --epochs 3 --w-bits 4 \
       --lambda-s 150 --first-last-quant --lr 0.05 --out "$tmp/psgd" &&
+    echo "-- psgd-eval on the GPU, then on the CPU (the accuracies should agree):" &&
+    "$bin/psgd-eval" --model "$tmp/psgd/last.safetensors" --data "$tmp/data" --device cuda &&
+    "$bin/psgd-eval" --model "$tmp/psgd/last.safetensors" --data "$tmp/data" --device cpu &&
     local common=(--data "$tmp/data" --device cuda --arch resnet20 --epochs 1 --train-subset 4096
                   --deterministic --sync-bn --w-bits 4 --lambda-s 150) &&
     "$bin/psgd-train" "${common[@]}" --out "$tmp/plain" &&

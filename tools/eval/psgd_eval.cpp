@@ -41,7 +41,16 @@ struct EvalOptions {
   int64_t holdout = 2000;
   int64_t batch_size = 100;
   int threads = 0;
+  std::string device = "auto";
 };
+
+// The GPU where asked for or, with "auto", where one is visible; the CPU otherwise.
+Device pick_device(const std::string& name) {
+  if (name == "cpu") return Device::CPU;
+  PSGD_CHECK(name != "cuda" || cuda_available(), "--device cuda: no GPU is visible to this process",
+             cuda_built() ? "" : " (and this build has no CUDA backend)");
+  return cuda_available() ? Device::CUDA : Device::CPU;
+}
 
 std::string metadata_or(const SafeTensorsFile& f, const std::string& key, const std::string& fallback) {
   const auto it = f.metadata().find(key);
@@ -113,8 +122,8 @@ float find_clipping(Context& ctx, Net& net, const EvalOptions& o, int a_bits) {
   const data::Dataset train_set = data::load_dataset(
       o.data, data::Split::Train, {data::parse_format(o.dataset), o.coarse});
   const int64_t holdout = std::min<int64_t>(o.holdout, train_set.size() - 1);
-  data::Loader held(train_set, {.batch_size = o.batch_size, .shuffle = false, .augment = false},
-                    data::hold_out(train_set.size(), holdout, 0).validation);
+  const auto held = data::make_loader(train_set, {.batch_size = o.batch_size, .shuffle = false, .augment = false},
+                                      data::hold_out(train_set.size(), holdout, 0).validation, ctx.device());
   EvalOptions trial = o;
   trial.act_clipping = true;
   float best_n = 0.0f;
@@ -123,7 +132,7 @@ float find_clipping(Context& ctx, Net& net, const EvalOptions& o, int a_bits) {
               static_cast<long long>(holdout), o.w_bits, a_bits);
   for (float n : {1.0f, 2.0f, 3.0f, 4.0f, 5.0f, 6.0f, 8.0f, 10.0f}) {
     trial.clipping_range = n;
-    const double acc = evaluate_at(ctx, net, held, trial, o.w_bits, a_bits).top1;
+    const double acc = evaluate_at(ctx, net, *held, trial, o.w_bits, a_bits).top1;
     std::printf("  n = %4.1f  %s\n", n, percent(acc).c_str());
     if (acc > best) {
       best = acc;
@@ -154,11 +163,13 @@ int run(EvalOptions o) {
   PSGD_CHECK(!o.arch.empty(), o.model, ": no architecture in the checkpoint; give --arch");
   if (o.w_bits == 0) o.w_bits = std::stoi(metadata_or(file, "w_bits", "4"));
   o.first_last = o.first_last || metadata_or(file, "first_last_quant", "0") == "1";
-  Context ctx(Device::CPU, o.threads, 0);
+  Context ctx(pick_device(o.device), o.threads, 0);
   const data::Dataset test_set = data::load_dataset(
       o.data, data::Split::Test, {data::parse_format(o.dataset), o.coarse});
-  data::Loader test(test_set, {.batch_size = o.batch_size, .shuffle = false, .augment = false});
-  auto net = make_net(o.arch, test_set.classes, Device::CPU, 0);
+  const auto test_loader = data::make_loader(
+      test_set, {.batch_size = o.batch_size, .shuffle = false, .augment = false}, {}, ctx.device());
+  BatchSource& test = *test_loader;
+  auto net = make_net(o.arch, test_set.classes, ctx.device(), 0);
   load_checkpoint(o.model, *net, nullptr);
 
   const EvalResult fp = evaluate(ctx, *net, test);
@@ -251,6 +262,8 @@ int main(int argc, char** argv) {
   app.add_option("--export", o.export_path, "write the LP model as I8 levels plus F32 scales (safetensors)");
   app.add_option("--batch-size", o.batch_size, "evaluation batch")->check(CLI::PositiveNumber)->capture_default_str();
   app.add_option("--threads", o.threads, "CPU threads (0: all cores)")->capture_default_str();
+  app.add_option("--device", o.device, "cpu, cuda, or auto (the GPU where one is visible)")
+      ->check(CLI::IsMember({"cpu", "cuda", "auto"}))->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   try {
     return run(o);
