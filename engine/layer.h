@@ -44,6 +44,21 @@ class Layer {
                         const Tensor& dy, std::span<const Tensor> dx,
                         std::span<const ops::GradMode> dx_modes) = 0;
 
+  // Fusion with a following ReLU. When a ReLU alone reads this layer's output and has nothing
+  // else to do (no activation quantization), the Net may call forward_relu, which writes
+  // max(0, output) straight into the ReLU's output `relu_y`, and then backward_relu, which takes
+  // the ReLU's output and its gradient: the ReLU's two passes over memory disappear.
+  virtual bool can_fuse_relu() const { return false; }
+  virtual void forward_relu(Context& ctx, std::span<const Tensor> x, const Tensor& relu_y,
+                            Mode mode) {
+    PSGD_FAIL(name_, " cannot fuse a ReLU");
+  }
+  virtual void backward_relu(Context& ctx, std::span<const Tensor> x, const Tensor& relu_y,
+                             const Tensor& relu_dy, std::span<const Tensor> dx,
+                             std::span<const ops::GradMode> dx_modes) {
+    PSGD_FAIL(name_, " cannot fuse a ReLU");
+  }
+
   // Whether a captured training step may replay this layer's kernels: false where their
   // arguments change from step to step (dropout's mask key).
   virtual bool replayable() const { return true; }

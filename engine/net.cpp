@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "engine/interval_packing.h"
+#include "engine/layers/elementwise.h"
 
 namespace psgd {
 
@@ -28,6 +29,23 @@ void Net::finalize(Device device) {
   params_.allocate(device);
   loss_ = DeviceBuffer(device, sizeof(float));
   loss_view_ = loss_.f32(0, Shape{1});
+  // ReLUs that alone read a layer's output: that layer may compute them (Layer::can_fuse_relu).
+  std::vector<int> consumers(tensor_count_, 0);
+  for (const Node& n : nodes_)
+    for (int id : n.inputs) ++consumers[id];
+  relu_after_.assign(nodes_.size(), -1);
+  for (size_t r = 0; r < nodes_.size(); ++r) {
+    const Node& relu = nodes_[r];
+    if (!dynamic_cast<const ReLU*>(relu.layer.get()) || relu.inputs[0] == kInput) continue;
+    const int producer = relu.inputs[0] - 1;  // node k writes tensor k + 1
+    if (consumers[relu.inputs[0]] == 1) relu_after_[producer] = static_cast<int>(r);
+  }
+}
+
+bool Net::fuses_relu(size_t k) const {
+  const int r = relu_after_[k];
+  return fusion_ && r >= 0 && nodes_[k].layer->can_fuse_relu() &&
+         static_cast<const ReLU*>(nodes_[r].layer.get())->fusable();
 }
 
 std::vector<const Layer*> Net::layers() const {
@@ -46,8 +64,7 @@ void Net::plan(Context& ctx, int64_t batch) {
   PSGD_CHECK(params_.allocated(), "plan() before finalize()");
   PSGD_CHECK(batch >= 1, "batch size must be positive, got ", batch);
   PSGD_CHECK(ctx.device() == params_.device(), "the network lives on ",
-             device_name(params_.device()), " but the context runs on ",
-             device_name(ctx.device()));
+             device_name(params_.device()), " but the context runs on ", device_name(ctx.device()));
 
   // Shapes first; every tensor but the input gets a value and a gradient.
   std::vector<Shape> shapes(tensor_count_);
@@ -136,10 +153,19 @@ const Tensor& Net::forward(Context& ctx, const Tensor& images, Mode mode) {
   PSGD_CHECK(images.device == ctx.device() && images.dtype == DType::F32, arch_,
              ": images must be float32 on ", device_name(ctx.device()));
   values_[kInput] = images;
-  for (Node& n : nodes_) {
+  computed_by_producer_.assign(nodes_.size(), false);
+  for (size_t k = 0; k < nodes_.size(); ++k) {
+    Node& n = nodes_[k];
+    if (computed_by_producer_[k]) continue;
     for (size_t i = 0; i < n.inputs.size(); ++i)
       if (n.inputs[i] == kInput) n.x[i] = images;
-    n.layer->forward(ctx, n.x, values_[n.output], mode);
+    if (fuses_relu(k)) {
+      const int r = relu_after_[k];
+      n.layer->forward_relu(ctx, n.x, values_[nodes_[r].output], mode);
+      computed_by_producer_[r] = true;
+    } else {
+      n.layer->forward(ctx, n.x, values_[n.output], mode);
+    }
   }
   last_mode_ = mode;
   loss_ready_ = false;
@@ -155,7 +181,8 @@ const Tensor& Net::loss(Context& ctx, const Tensor& labels) {
 }
 
 bool Net::replayable() const {
-  return std::all_of(nodes_.begin(), nodes_.end(), [](const Node& n) { return n.layer->replayable(); });
+  return std::all_of(nodes_.begin(), nodes_.end(),
+                     [](const Node& n) { return n.layer->replayable(); });
 }
 
 void Net::count_replayed_forward() {
@@ -176,8 +203,16 @@ float Net::loss_value() const {
 void Net::backward(Context& ctx) {
   PSGD_CHECK(last_mode_ == Mode::Train, "backward() needs a Train-mode forward");
   PSGD_CHECK(loss_ready_, "backward() before loss()");
-  for (auto it = nodes_.rbegin(); it != nodes_.rend(); ++it)
-    it->layer->backward(ctx, it->x, values_[it->output], grads_[it->output], it->dx, it->dx_modes);
+  for (size_t k = nodes_.size(); k-- > 0;) {
+    Node& n = nodes_[k];
+    if (computed_by_producer_[k]) continue;
+    const int r = relu_after_[k];
+    if (r >= 0 && computed_by_producer_[r])
+      n.layer->backward_relu(ctx, n.x, values_[nodes_[r].output], grads_[nodes_[r].output], n.dx,
+                             n.dx_modes);
+    else
+      n.layer->backward(ctx, n.x, values_[n.output], grads_[n.output], n.dx, n.dx_modes);
+  }
   loss_ready_ = false;
 }
 

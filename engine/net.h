@@ -59,6 +59,10 @@ class Net {
   void count_replayed_forward();
   uint64_t memory_generation() const { return memory_generation_; }
 
+  // Layers compute the ReLU after them where they can (Layer::can_fuse_relu); on by default,
+  // off to check that fusion changes nothing.
+  void set_fusion(bool on) { fusion_ = on; }
+
   const Tensor& logits() const { return values_.back(); }
   // The output of layers()[index] from the last forward.
   const Tensor& layer_output(size_t index) const;
@@ -79,8 +83,13 @@ class Net {
   Shape sample_shape_;
   int classes_;
   ParamStore params_;
+  bool fuses_relu(size_t node) const;
+
   std::vector<Node> nodes_;
   int tensor_count_ = 1;  // the input
+  std::vector<int> relu_after_;  // per node: the node of a ReLU that alone reads it, or -1
+  std::vector<bool> computed_by_producer_;  // per node, last forward: a ReLU run by its producer
+  bool fusion_ = true;
 
   int64_t batch_ = 0;
   std::vector<Tensor> values_, grads_;  // by tensor id; grads_[kInput] stays undefined

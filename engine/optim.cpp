@@ -59,10 +59,14 @@ Tensor Optimizer::state(int index) const {
 
 void Optimizer::prepare(float lr) {
   ++steps_;
-  float hyper[ops::kHyperFields] = {lr, 0.0f, 0.0f};
+  std::array<float, ops::kHyperFields> hyper = {lr, 0.0f, 0.0f};
   if (config_.kind == OptimizerKind::Adam)
-    ops::adam_hyper(lr, config_.beta1, config_.beta2, steps_, hyper);
-  memory_copy(hyper_.data(), hyper_.device(), hyper, Device::CPU, sizeof hyper);
+    ops::adam_hyper(lr, config_.beta1, config_.beta2, steps_, hyper.data());
+  // A copy to the GPU waits for the work queued before it: only when the values change (SGD:
+  // once per epoch; Adam's corrections: every step).
+  if (hyper == uploaded_hyper_) return;
+  memory_copy(hyper_.data(), hyper_.device(), hyper.data(), Device::CPU, sizeof hyper);
+  uploaded_hyper_ = hyper;
 }
 
 void Optimizer::apply(Context& ctx) {

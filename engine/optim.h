@@ -2,6 +2,8 @@
 // every quantized tensor fused into one pass over the flat buffers.
 #pragma once
 
+#include <array>
+
 #include "engine/params.h"
 #include "engine/weight_quant.h"
 #include "kernels/ops.h"
@@ -12,9 +14,9 @@ enum class OptimizerKind : uint8_t { Sgd, Adam };
 
 struct OptimizerConfig {
   OptimizerKind kind = OptimizerKind::Sgd;
-  float momentum = 0.9f;      // SGD (dampening 0, no Nesterov)
-  float weight_decay = 1e-4f; // L2, added to the gradient after the PSG scaling
-  float lambda_s = 0.0f;      // PSG strength; 0 is plain (vanilla) training
+  float momentum = 0.9f;       // SGD (dampening 0, no Nesterov)
+  float weight_decay = 1e-4f;  // L2, added to the gradient after the PSG scaling
+  float lambda_s = 0.0f;       // PSG strength; 0 is plain (vanilla) training
   float beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f;  // Adam
 };
 
@@ -35,7 +37,7 @@ class Optimizer {
   void apply(Context& ctx);
   // Whether apply() launches the same kernels with the same arguments as at the previous step,
   // so that a captured step may replay it: true after the first step.
-  bool replayable() const { return steps_ >= 2 && ranges_.started(); }
+  bool replayable() const { return steps_ >= 2 && (ranges_.ids().empty() || ranges_.started()); }
 
   const OptimizerConfig& config() const { return config_; }
   int64_t steps() const { return steps_; }
@@ -53,7 +55,8 @@ class Optimizer {
   RunningRanges ranges_;
   DeviceBuffer segments_;  // the segment table (kernels/ops.h), int32 (tensors, fields)
   int64_t segment_rows_ = 0;
-  DeviceBuffer hyper_;     // this step's lr and Adam corrections (ops::HyperField)
+  DeviceBuffer hyper_;  // this step's lr and Adam corrections (ops::HyperField)
+  std::array<float, ops::kHyperFields> uploaded_hyper_{};  // hyper_'s contents
   DeviceBuffer state_;
   int64_t steps_ = 0;
 };

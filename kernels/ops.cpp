@@ -125,13 +125,16 @@ void batch_norm_forward_eval(Context& ctx, const Tensor& x, const Tensor& gamma,
 
 void batch_norm_backward(Context& ctx, const Tensor& x, const Tensor& dy, const Tensor& gamma,
                          const Tensor& saved_mean, const Tensor& saved_invstd, const Tensor& dx,
-                         GradMode dx_mode, const Tensor& dgamma, const Tensor& dbeta) {
+                         GradMode dx_mode, const Tensor& dgamma, const Tensor& dbeta,
+                         const Tensor& relu_y) {
   const char* op = "batch_norm_backward";
-  check_devices(ctx, op, {&x, &dy, &gamma, &saved_mean, &saved_invstd, &dx, &dgamma, &dbeta});
+  check_devices(ctx, op, {&x, &dy, &gamma, &saved_mean, &saved_invstd, &dx, &dgamma, &dbeta, &relu_y});
   check_batch_norm(op, x, {&gamma, &saved_mean, &saved_invstd, &dgamma, &dbeta});
   check_same_shape(op, x, dy);
   if (dx.defined()) check_same_shape(op, x, dx);
-  PSGD_DISPATCH(ctx, batch_norm_backward, x, dy, gamma, saved_mean, saved_invstd, dx, dx_mode, dgamma, dbeta);
+  if (relu_y.defined()) check_same_shape(op, x, relu_y);
+  PSGD_DISPATCH(ctx, batch_norm_backward, x, dy, gamma, saved_mean, saved_invstd, dx, dx_mode, dgamma, dbeta,
+                relu_y);
 }
 
 namespace {
@@ -218,6 +221,13 @@ void add_forward(Context& ctx, const Tensor& a, const Tensor& b, const Tensor& y
   check_same_shape("add_forward", a, b);
   check_same_shape("add_forward", a, y);
   PSGD_DISPATCH(ctx, add_forward, a, b, y);
+}
+
+void add_relu_forward(Context& ctx, const Tensor& a, const Tensor& b, const Tensor& y) {
+  check_devices(ctx, "add_relu_forward", {&a, &b, &y});
+  check_same_shape("add_relu_forward", a, b);
+  check_same_shape("add_relu_forward", a, y);
+  PSGD_DISPATCH(ctx, add_relu_forward, a, b, y);
 }
 
 void grad_pass(Context& ctx, const Tensor& src, const Tensor& dst, GradMode mode) {

@@ -37,6 +37,7 @@ void conv2d_backward(Context& ctx, const Tensor& x, const Tensor& w, const Tenso
 struct BatchNormParams {
   float momentum = 0.1f;  // running = (1 - momentum) * running + momentum * batch
   float eps = 1e-5f;
+  bool relu = false;      // a ReLU fused onto the output: y = max(0, BN(x)) (forward passes)
 };
 // Training: normalises with the biased batch variance, updates running_var with the unbiased
 // one, and saves the batch mean and 1/sqrt(var + eps) (C) for the backward pass.
@@ -47,10 +48,12 @@ void batch_norm_forward_train(Context& ctx, const Tensor& x, const Tensor& gamma
 void batch_norm_forward_eval(Context& ctx, const Tensor& x, const Tensor& gamma,
                              const Tensor& beta, const Tensor& running_mean,
                              const Tensor& running_var, BatchNormParams p, const Tensor& y);
-// Backward of the training forward; dgamma and dbeta are overwritten.
+// Backward of the training forward; dgamma and dbeta are overwritten. With a fused ReLU, dy is
+// the gradient of the ReLU's output and `relu_y` that output (dy counts where relu_y > 0).
 void batch_norm_backward(Context& ctx, const Tensor& x, const Tensor& dy, const Tensor& gamma,
                          const Tensor& saved_mean, const Tensor& saved_invstd, const Tensor& dx,
-                         GradMode dx_mode, const Tensor& dgamma, const Tensor& dbeta);
+                         GradMode dx_mode, const Tensor& dgamma, const Tensor& dbeta,
+                         const Tensor& relu_y = {});
 
 // The same in stages, for statistics summed over ranks (synchronised BN): forward is moments ->
 // (sum over ranks) -> stats -> normalize, backward is backward_reduce -> (sum over ranks) ->
@@ -84,6 +87,9 @@ void relu_forward(Context& ctx, const Tensor& x, const Tensor& y);
 void relu_backward(Context& ctx, const Tensor& y, const Tensor& dy, const Tensor& dx,
                    GradMode dx_mode);
 void add_forward(Context& ctx, const Tensor& a, const Tensor& b, const Tensor& y);
+// y = max(0, a + b): a residual join and its ReLU in one pass (backward: relu_backward into
+// each input's gradient).
+void add_relu_forward(Context& ctx, const Tensor& a, const Tensor& b, const Tensor& y);
 // dst = src (Overwrite) or dst += src (Accumulate): the backward of add, and gradient routing.
 void grad_pass(Context& ctx, const Tensor& src, const Tensor& dst, GradMode mode);
 

@@ -29,16 +29,26 @@ void BatchNorm::plan(Device device, std::span<const Shape>) {
 }
 
 void BatchNorm::forward(Context& ctx, std::span<const Tensor> x, const Tensor& y, Mode mode) {
+  forward_with(ctx, x[0], y, mode, false);
+}
+
+void BatchNorm::forward_relu(Context& ctx, std::span<const Tensor> x, const Tensor& relu_y,
+                             Mode mode) {
+  forward_with(ctx, x[0], relu_y, mode, true);
+}
+
+void BatchNorm::forward_with(Context& ctx, const Tensor& x, const Tensor& y, Mode mode, bool relu) {
   const Tensor gamma = params_.value(weight_), beta = params_.value(bias_);
   const Tensor mean = params_.value(running_mean_), var = params_.value(running_var_);
+  const ops::BatchNormParams p{.relu = relu};
   if (mode == Mode::Eval) {
-    ops::batch_norm_forward_eval(ctx, x[0], gamma, beta, mean, var, {}, y);
+    ops::batch_norm_forward_eval(ctx, x, gamma, beta, mean, var, p, y);
     return;
   }
   if (sync_)
-    forward_synchronised(ctx, x[0], y);
+    forward_synchronised(ctx, x, y);
   else
-    ops::batch_norm_forward_train(ctx, x[0], gamma, beta, mean, var, {}, y, saved_mean(),
+    ops::batch_norm_forward_train(ctx, x, gamma, beta, mean, var, p, y, saved_mean(),
                                   saved_invstd());
   ++params_.counter(batches_tracked_);
 }
@@ -63,6 +73,13 @@ void BatchNorm::backward(Context& ctx, std::span<const Tensor> x, const Tensor&,
   }
   ops::batch_norm_backward(ctx, x[0], dy, params_.value(weight_), saved_mean(), saved_invstd(),
                            dx[0], dx_modes[0], params_.grad(weight_), params_.grad(bias_));
+}
+
+void BatchNorm::backward_relu(Context& ctx, std::span<const Tensor> x, const Tensor& relu_y,
+                              const Tensor& relu_dy, std::span<const Tensor> dx,
+                              std::span<const ops::GradMode> dx_modes) {
+  ops::batch_norm_backward(ctx, x[0], relu_dy, params_.value(weight_), saved_mean(), saved_invstd(),
+                           dx[0], dx_modes[0], params_.grad(weight_), params_.grad(bias_), relu_y);
 }
 
 void BatchNorm::backward_synchronised(Context& ctx, const Tensor& x, const Tensor& dy,

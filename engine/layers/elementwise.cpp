@@ -70,6 +70,17 @@ void Add::backward(Context& ctx, std::span<const Tensor>, const Tensor&, const T
     if (dx[i].defined()) ops::grad_pass(ctx, dy, dx[i], dx_modes[i]);
 }
 
+void Add::forward_relu(Context& ctx, std::span<const Tensor> x, const Tensor& relu_y, Mode) {
+  ops::add_relu_forward(ctx, x[0], x[1], relu_y);
+}
+
+void Add::backward_relu(Context& ctx, std::span<const Tensor>, const Tensor& relu_y,
+                        const Tensor& relu_dy, std::span<const Tensor> dx,
+                        std::span<const ops::GradMode> dx_modes) {
+  for (size_t i = 0; i < dx.size(); ++i)
+    if (dx[i].defined()) ops::relu_backward(ctx, relu_y, relu_dy, dx[i], dx_modes[i]);
+}
+
 Dropout::Dropout(std::string name, float p, uint32_t stream)
     : Layer(std::move(name)), p_(p), stream_(stream) {
   PSGD_CHECK(p >= 0.0f && p < 1.0f, name_, ": dropout probability ", p, " outside [0, 1)");
@@ -92,7 +103,8 @@ void Dropout::forward(Context& ctx, std::span<const Tensor> x, const Tensor& y, 
 void Dropout::backward(Context& ctx, std::span<const Tensor>, const Tensor&, const Tensor& dy,
                        std::span<const Tensor> dx, std::span<const ops::GradMode> dx_modes) {
   PSGD_CHECK(forwards_ > 0, name_, ": backward before any training forward");
-  if (dx[0].defined()) ops::dropout_backward(ctx, dy, p_, ctx.seed(), last_stream(), dx[0], dx_modes[0]);
+  if (dx[0].defined())
+    ops::dropout_backward(ctx, dy, p_, ctx.seed(), last_stream(), dx[0], dx_modes[0]);
 }
 
 }  // namespace psgd

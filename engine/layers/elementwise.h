@@ -24,6 +24,8 @@ class ReLU final : public Layer {
   // bits 0 turns quantization off; clip_max > 0 fixes the range, 0 lets it run (reset here).
   void set_activation_quant(int bits, float clip_max);
   int activation_bits() const { return bits_; }
+  // A plain ReLU, which the layer before it may compute (Layer::can_fuse_relu).
+  bool fusable() const { return bits_ == 0; }
   // The range of the last quantized evaluation batch.
   float activation_max() const { return clip_max_ > 0.0f ? clip_max_ : running_max_; }
 
@@ -45,6 +47,12 @@ class Add final : public Layer {
   void forward(Context& ctx, std::span<const Tensor> x, const Tensor& y, Mode mode) override;
   void backward(Context& ctx, std::span<const Tensor> x, const Tensor& y, const Tensor& dy,
                 std::span<const Tensor> dx, std::span<const ops::GradMode> dx_modes) override;
+  bool can_fuse_relu() const override { return true; }
+  void forward_relu(Context& ctx, std::span<const Tensor> x, const Tensor& relu_y,
+                    Mode mode) override;
+  void backward_relu(Context& ctx, std::span<const Tensor> x, const Tensor& relu_y,
+                     const Tensor& relu_dy, std::span<const Tensor> dx,
+                     std::span<const ops::GradMode> dx_modes) override;
 };
 
 // Inverted dropout; identity in Eval mode. Each Train forward draws a fresh mask from the

@@ -3,6 +3,7 @@
 // plane pointers so that they vectorise.
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 
 #include "kernels/cpu/cpu_ops.h"
 
@@ -36,31 +37,83 @@ void channel_moments(const BnDims& d, int64_t c, const float* __restrict x, doub
   }
 }
 
+// The gradient reaching BN's output: dy, or with a fused ReLU dy where its output is open (the
+// select of the separate ReLU backward, so the results are the same to the bit).
+template <bool kRelu>
+inline float output_gradient(const float* __restrict dy, const float* __restrict relu_y,
+                             int64_t i) {
+  if constexpr (kRelu)
+    return relu_y[i] > 0.0f ? dy[i] : 0.0f;
+  else
+    return dy[i];
+}
+
 // Sum of dy and of dy * (x - mean) over one channel, in double.
+template <bool kRelu>
 void channel_gradient_sums(const BnDims& d, int64_t c, const float* __restrict x,
-                           const float* __restrict dy, float mean, double& sum_dy,
-                           double& sum_dy_xc) {
+                           const float* __restrict dy, const float* __restrict relu_y, float mean,
+                           double& sum_dy, double& sum_dy_xc) {
   sum_dy = 0.0;
   sum_dy_xc = 0.0;
   for (int64_t n = 0; n < d.n; ++n) {
-    const float* __restrict xp = x + d.plane(n, c);
-    const float* __restrict g = dy + d.plane(n, c);
+    const int64_t off = d.plane(n, c);
+    const float* __restrict xp = x + off;
 #pragma omp simd reduction(+ : sum_dy, sum_dy_xc)
     for (int64_t i = 0; i < d.hw; ++i) {
-      sum_dy += g[i];
-      sum_dy_xc += static_cast<double>(g[i]) * (xp[i] - mean);
+      const float g = output_gradient<kRelu>(dy + off, kRelu ? relu_y + off : nullptr, i);
+      sum_dy += g;
+      sum_dy_xc += static_cast<double>(g) * (xp[i] - mean);
     }
   }
 }
 
-// y = (x - mean) * scale + beta over one channel: subtracting first keeps the precision of
-// inputs whose mean is large against their spread.
+void channel_gradient_sums(const BnDims& d, int64_t c, const float* x, const float* dy,
+                           const float* relu_y, float mean, double& sum_dy, double& sum_dy_xc) {
+  if (relu_y)
+    channel_gradient_sums<true>(d, c, x, dy, relu_y, mean, sum_dy, sum_dy_xc);
+  else
+    channel_gradient_sums<false>(d, c, x, dy, nullptr, mean, sum_dy, sum_dy_xc);
+}
+
+// y = (x - mean) * scale + beta over one channel, then ReLU where fused: subtracting first
+// keeps the precision of inputs whose mean is large against their spread.
+template <bool kRelu>
 void normalise_channel(const BnDims& d, int64_t c, const float* __restrict x, float mean,
                        float scale, float beta, float* __restrict y) {
   for (int64_t n = 0; n < d.n; ++n) {
     const int64_t off = d.plane(n, c);
 #pragma omp simd
-    for (int64_t i = 0; i < d.hw; ++i) y[off + i] = (x[off + i] - mean) * scale + beta;
+    for (int64_t i = 0; i < d.hw; ++i) {
+      const float v = (x[off + i] - mean) * scale + beta;
+      y[off + i] = kRelu ? (v > 0.0f ? v : 0.0f) : v;
+    }
+  }
+}
+
+void normalise_channel(bool relu, const BnDims& d, int64_t c, const float* x, float mean,
+                       float scale, float beta, float* y) {
+  if (relu)
+    normalise_channel<true>(d, c, x, mean, scale, beta, y);
+  else
+    normalise_channel<false>(d, c, x, mean, scale, beta, y);
+}
+
+// dx = k * (g - mean_dy - (x - mean) * slope) over one channel, g the output gradient.
+template <bool kRelu, bool kAccumulate>
+void input_gradient(const BnDims& d, int64_t c, const float* __restrict x,
+                    const float* __restrict dy, const float* __restrict relu_y, float mean, float k,
+                    float mean_dy, float slope, float* __restrict dx) {
+  for (int64_t n = 0; n < d.n; ++n) {
+    const int64_t off = d.plane(n, c);
+#pragma omp simd
+    for (int64_t i = 0; i < d.hw; ++i) {
+      const float g = output_gradient<kRelu>(dy + off, kRelu ? relu_y + off : nullptr, i);
+      const float v = k * (g - mean_dy - (x[off + i] - mean) * slope);
+      if constexpr (kAccumulate)
+        dx[off + i] += v;
+      else
+        dx[off + i] = v;
+    }
   }
 }
 
@@ -85,7 +138,7 @@ void batch_norm_forward_train(const Tensor& x, const Tensor& gamma, const Tensor
     const double invstd = 1.0 / std::sqrt(var + p.eps);
     saved_mean.f32()[c] = static_cast<float>(mean);
     saved_invstd.f32()[c] = static_cast<float>(invstd);
-    normalise_channel(d, c, x.f32(), static_cast<float>(mean),
+    normalise_channel(p.relu, d, c, x.f32(), static_cast<float>(mean),
                       static_cast<float>(gamma.f32()[c] * invstd), beta.f32()[c], y.f32());
     float& rm = running_mean.f32()[c];
     float& rv = running_var.f32()[c];
@@ -101,7 +154,7 @@ void batch_norm_forward_eval(const Tensor& x, const Tensor& gamma, const Tensor&
 #pragma omp parallel for schedule(static)
   for (int64_t c = 0; c < d.c; ++c) {
     const double var = running_var.f32()[c];
-    normalise_channel(d, c, x.f32(), running_mean.f32()[c],
+    normalise_channel(p.relu, d, c, x.f32(), running_mean.f32()[c],
                       static_cast<float>(gamma.f32()[c] / std::sqrt(var + p.eps)), beta.f32()[c],
                       y.f32());
   }
@@ -109,15 +162,17 @@ void batch_norm_forward_eval(const Tensor& x, const Tensor& gamma, const Tensor&
 
 void batch_norm_backward(const Tensor& x, const Tensor& dy, const Tensor& gamma,
                          const Tensor& saved_mean, const Tensor& saved_invstd, const Tensor& dx,
-                         GradMode dx_mode, const Tensor& dgamma, const Tensor& dbeta) {
+                         GradMode dx_mode, const Tensor& dgamma, const Tensor& dbeta,
+                         const Tensor& relu_y) {
   const BnDims d = dims_of(x);
   const double m = static_cast<double>(d.count());
   const bool accumulate = dx_mode == GradMode::Accumulate;
+  const float* ry = relu_y.defined() ? relu_y.f32() : nullptr;
 #pragma omp parallel for schedule(static)
   for (int64_t c = 0; c < d.c; ++c) {
     const float mean = saved_mean.f32()[c], invstd = saved_invstd.f32()[c];
     double sum_dy, sum_dy_xc;
-    channel_gradient_sums(d, c, x.f32(), dy.f32(), mean, sum_dy, sum_dy_xc);
+    channel_gradient_sums(d, c, x.f32(), dy.f32(), ry, mean, sum_dy, sum_dy_xc);
     dbeta.f32()[c] = static_cast<float>(sum_dy);
     dgamma.f32()[c] = static_cast<float>(sum_dy_xc * invstd);
     if (!dx.defined()) continue;
@@ -125,18 +180,16 @@ void batch_norm_backward(const Tensor& x, const Tensor& dy, const Tensor& gamma,
     const float k = static_cast<float>(gamma.f32()[c] * invstd);
     const float mean_dy = static_cast<float>(sum_dy / m);
     const float slope = static_cast<float>(sum_dy_xc / m * invstd * invstd);
-    for (int64_t n = 0; n < d.n; ++n) {
-      const float* __restrict xp = x.f32() + d.plane(n, c);
-      const float* __restrict g = dy.f32() + d.plane(n, c);
-      float* __restrict out = dx.f32() + d.plane(n, c);
-      if (accumulate) {
-#pragma omp simd
-        for (int64_t i = 0; i < d.hw; ++i) out[i] += k * (g[i] - mean_dy - (xp[i] - mean) * slope);
-      } else {
-#pragma omp simd
-        for (int64_t i = 0; i < d.hw; ++i) out[i] = k * (g[i] - mean_dy - (xp[i] - mean) * slope);
-      }
-    }
+    const auto run = [&](auto relu, auto acc) {
+      input_gradient<decltype(relu)::value, decltype(acc)::value>(d, c, x.f32(), dy.f32(), ry, mean,
+                                                                  k, mean_dy, slope, dx.f32());
+    };
+    using Yes = std::true_type;
+    using No = std::false_type;
+    if (ry)
+      accumulate ? run(Yes{}, Yes{}) : run(Yes{}, No{});
+    else
+      accumulate ? run(No{}, Yes{}) : run(No{}, No{});
   }
 }
 
@@ -179,8 +232,8 @@ void batch_norm_normalize(const Tensor& x, const Tensor& gamma, const Tensor& be
   const BnDims d = dims_of(x);
 #pragma omp parallel for schedule(static)
   for (int64_t c = 0; c < d.c; ++c)
-    normalise_channel(d, c, x.f32(), mean.f32()[c], gamma.f32()[c] * invstd.f32()[c], beta.f32()[c],
-                      y.f32());
+    normalise_channel(false, d, c, x.f32(), mean.f32()[c], gamma.f32()[c] * invstd.f32()[c],
+                      beta.f32()[c], y.f32());
 }
 
 void batch_norm_backward_reduce(const Tensor& x, const Tensor& dy, const Tensor& mean,
@@ -190,7 +243,7 @@ void batch_norm_backward_reduce(const Tensor& x, const Tensor& dy, const Tensor&
 #pragma omp parallel for schedule(static)
   for (int64_t c = 0; c < d.c; ++c) {
     double sum_dy, sum_dy_xc;
-    channel_gradient_sums(d, c, x.f32(), dy.f32(), mean.f32()[c], sum_dy, sum_dy_xc);
+    channel_gradient_sums(d, c, x.f32(), dy.f32(), nullptr, mean.f32()[c], sum_dy, sum_dy_xc);
     const double sum_dy_xhat = sum_dy_xc * invstd.f32()[c];
     sums.f64()[c] = sum_dy;
     sums.f64()[d.c + c] = sum_dy_xhat;

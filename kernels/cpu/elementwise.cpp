@@ -68,6 +68,18 @@ void add_forward(const Tensor& a, const Tensor& b, const Tensor& y) {
   for (int64_t i = 0; i < n; ++i) out[i] = pa[i] + pb[i];
 }
 
+void add_relu_forward(const Tensor& a, const Tensor& b, const Tensor& y) {
+  const float* __restrict pa = a.f32();
+  const float* __restrict pb = b.f32();
+  float* __restrict out = y.f32();
+  const int64_t n = y.numel();
+#pragma omp parallel for simd schedule(static)
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = pa[i] + pb[i];
+    out[i] = v > 0.0f ? v : 0.0f;
+  }
+}
+
 void grad_pass(const Tensor& src, const Tensor& dst, GradMode mode) {
   if (mode == GradMode::Accumulate)
     copy_loop<true>(src.f32(), dst.f32(), dst.numel());

@@ -39,7 +39,8 @@ __global__ void forward_train_kernel(BnDims d, const float* x, const float* gamm
   const float scale = static_cast<float>(gamma[ch] * invstd);
   for (int64_t i = threadIdx.x; i < d.count(); i += blockDim.x) {
     const int64_t o = d.at(ch, i);
-    y[o] = (x[o] - mean_f) * scale + beta[ch];
+    const float v = (x[o] - mean_f) * scale + beta[ch];
+    y[o] = p.relu && !(v > 0.0f) ? 0.0f : v;
   }
   if (threadIdx.x == 0) {
     saved_mean[ch] = mean_f;
@@ -53,14 +54,18 @@ __global__ void forward_train_kernel(BnDims d, const float* x, const float* gamm
 
 __global__ void backward_kernel(BnDims d, const float* x, const float* dy, const float* gamma,
                                 const float* saved_mean, const float* saved_invstd, float* dx,
-                                bool accumulate, float* dgamma, float* dbeta, double* sums) {
+                                bool accumulate, float* dgamma, float* dbeta, double* sums,
+                                const float* relu_y) {
   const int64_t ch = blockIdx.x;
   const float mean = saved_mean[ch], invstd = saved_invstd[ch];
   double sum_dy = 0.0, sum_dy_xc = 0.0;
+  // With a fused ReLU, the gradient reaching BN's output is dy where the ReLU's output is open.
+  const auto g_at = [&](int64_t o) { return relu_y && !(relu_y[o] > 0.0f) ? 0.0f : dy[o]; };
   for (int64_t i = threadIdx.x; i < d.count(); i += blockDim.x) {
     const int64_t o = d.at(ch, i);
-    sum_dy += dy[o];
-    sum_dy_xc += static_cast<double>(dy[o]) * (x[o] - mean);
+    const float g = g_at(o);
+    sum_dy += g;
+    sum_dy_xc += static_cast<double>(g) * (x[o] - mean);
   }
   sum_dy = block_sum(sum_dy);
   sum_dy_xc = block_sum(sum_dy_xc);
@@ -79,7 +84,7 @@ __global__ void backward_kernel(BnDims d, const float* x, const float* dy, const
   const float slope = static_cast<float>(sum_dy_xc / m * invstd * invstd);
   for (int64_t i = threadIdx.x; i < d.count(); i += blockDim.x) {
     const int64_t o = d.at(ch, i);
-    const float g = k * (dy[o] - mean_dy - (x[o] - mean) * slope);
+    const float g = k * (g_at(o) - mean_dy - (x[o] - mean) * slope);
     dx[o] = accumulate ? dx[o] + g : g;
   }
 }
@@ -122,22 +127,23 @@ void batch_norm_forward_eval(const Tensor& x, const Tensor& gamma, const Tensor&
   const float *in = x.f32(), *g = gamma.f32(), *b = beta.f32();
   const float *rm = running_mean.f32(), *rv = running_var.f32();
   float* out = y.f32();
-  const float eps = p.eps;
   for_each(x.numel(), [=] __device__(int64_t o) {
     const int64_t ch = o / d.hw % d.c;
-    const float scale = static_cast<float>(g[ch] / sqrt(static_cast<double>(rv[ch]) + eps));
-    out[o] = (in[o] - rm[ch]) * scale + b[ch];
+    const float scale = static_cast<float>(g[ch] / sqrt(static_cast<double>(rv[ch]) + p.eps));
+    const float v = (in[o] - rm[ch]) * scale + b[ch];
+    out[o] = p.relu && !(v > 0.0f) ? 0.0f : v;
   });
 }
 
 void batch_norm_backward(const Tensor& x, const Tensor& dy, const Tensor& gamma,
                          const Tensor& saved_mean, const Tensor& saved_invstd, const Tensor& dx,
-                         GradMode dx_mode, const Tensor& dgamma, const Tensor& dbeta) {
+                         GradMode dx_mode, const Tensor& dgamma, const Tensor& dbeta,
+                         const Tensor& relu_y) {
   const BnDims d = dims_of(x);
   backward_kernel<<<static_cast<unsigned>(d.c), kThreads>>>(
       d, x.f32(), dy.f32(), gamma.f32(), saved_mean.f32(), saved_invstd.f32(),
       dx.defined() ? dx.f32() : nullptr, dx_mode == GradMode::Accumulate, dgamma.f32(), dbeta.f32(),
-      nullptr);
+      nullptr, relu_y.defined() ? relu_y.f32() : nullptr);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -189,7 +195,7 @@ void batch_norm_backward_reduce(const Tensor& x, const Tensor& dy, const Tensor&
   const BnDims d = dims_of(x);
   backward_kernel<<<static_cast<unsigned>(d.c), kThreads>>>(
       d, x.f32(), dy.f32(), nullptr, mean.f32(), invstd.f32(), nullptr, false, dgamma.f32(),
-      dbeta.f32(), sums.f64());
+      dbeta.f32(), sums.f64(), nullptr);
   CUDA_CHECK_LAUNCH();
 }
 

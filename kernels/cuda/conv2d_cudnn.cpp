@@ -6,6 +6,7 @@
 #include <memory>
 #include <mutex>
 #include <tuple>
+#include <vector>
 
 #include "engine/cuda_check.h"
 #include "kernels/cuda/cuda_ops.h"
@@ -72,15 +73,20 @@ struct Scratch {
   void* ptr = nullptr;
 };
 
-// The fastest result that succeeded and respects the math mode; results come sorted by time.
+// The fastest result that succeeded and respects the math mode; results come sorted by time. In
+// strict float32 the algorithm runs with CUDNN_FMA_MATH whatever its result says:
+// CUDNN_DEFAULT_MATH still permits TF32 on Ampere and later.
 template <class Perf>
-const Perf& choose(const Perf* results, int count, const ConvKey& k, const char* direction) {
+Perf choose(const std::vector<Perf>& results, int count, const ConvKey& k, const char* direction) {
   for (int i = 0; i < count; ++i) {
-    const Perf& p = results[i];
+    Perf p = results[i];
     if (p.status != CUDNN_STATUS_SUCCESS) continue;
     if (k.deterministic && p.determinism != CUDNN_DETERMINISTIC) continue;
     if (p.mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION) continue;  // would round to fp16
-    if (!k.tf32 && p.mathType != CUDNN_FMA_MATH && p.mathType != CUDNN_DEFAULT_MATH) continue;
+    if (!k.tf32) {
+      if (p.mathType == CUDNN_TENSOR_OP_MATH) continue;
+      p.mathType = CUDNN_FMA_MATH;
+    }
     return p;
   }
   PSGD_FAIL("cuDNN has no ", k.deterministic ? "deterministic " : "", direction,
@@ -103,27 +109,32 @@ std::unique_ptr<ConvPlan> find_algorithms(cudnnHandle_t handle, const ConvKey& k
   Scratch dx(x_shape.numel() * f), dw(w_shape.numel() * f), workspace(limit);
   int count = 0;
 
-  cudnnConvolutionFwdAlgoPerf_t fwd[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
-  CUDNN_CHECK(cudnnFindConvolutionForwardAlgorithmEx(
-      handle, plan->x, x.ptr, plan->w, w.ptr, plan->conv, plan->y, y.ptr,
-      CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &count, fwd, workspace.ptr, limit));
-  const auto& f_best = choose(fwd, count, k, "forward");
+  // As many results as cuDNN may return (an algorithm can appear once per math type).
+  int capacity = 0;
+  CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithmMaxCount(handle, &capacity));
+  std::vector<cudnnConvolutionFwdAlgoPerf_t> fwd(static_cast<size_t>(capacity));
+  CUDNN_CHECK(cudnnFindConvolutionForwardAlgorithmEx(handle, plan->x, x.ptr, plan->w, w.ptr,
+                                                     plan->conv, plan->y, y.ptr, capacity, &count,
+                                                     fwd.data(), workspace.ptr, limit));
+  const auto f_best = choose(fwd, count, k, "forward");
   plan->forward = f_best.algo;
   plan->forward_math = f_best.mathType;
 
-  cudnnConvolutionBwdDataAlgoPerf_t data[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
+  CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithmMaxCount(handle, &capacity));
+  std::vector<cudnnConvolutionBwdDataAlgoPerf_t> data(static_cast<size_t>(capacity));
   CUDNN_CHECK(cudnnFindConvolutionBackwardDataAlgorithmEx(
-      handle, plan->w, w.ptr, plan->y, y.ptr, plan->conv, plan->x, dx.ptr,
-      CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &count, data, workspace.ptr, limit));
-  const auto& d_best = choose(data, count, k, "backward-data");
+      handle, plan->w, w.ptr, plan->y, y.ptr, plan->conv, plan->x, dx.ptr, capacity, &count,
+      data.data(), workspace.ptr, limit));
+  const auto d_best = choose(data, count, k, "backward-data");
   plan->backward_data = d_best.algo;
   plan->data_math = d_best.mathType;
 
-  cudnnConvolutionBwdFilterAlgoPerf_t filter[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
+  CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithmMaxCount(handle, &capacity));
+  std::vector<cudnnConvolutionBwdFilterAlgoPerf_t> filter(static_cast<size_t>(capacity));
   CUDNN_CHECK(cudnnFindConvolutionBackwardFilterAlgorithmEx(
-      handle, plan->x, x.ptr, plan->y, y.ptr, plan->conv, plan->w, dw.ptr,
-      CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &count, filter, workspace.ptr, limit));
-  const auto& w_best = choose(filter, count, k, "backward-filter");
+      handle, plan->x, x.ptr, plan->y, y.ptr, plan->conv, plan->w, dw.ptr, capacity, &count,
+      filter.data(), workspace.ptr, limit));
+  const auto w_best = choose(filter, count, k, "backward-filter");
   plan->backward_filter = w_best.algo;
   plan->filter_math = w_best.mathType;
 

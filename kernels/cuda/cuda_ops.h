@@ -24,6 +24,7 @@ void linear_backward(Context& ctx, const Tensor& x, const Tensor& w, const Tenso
 void relu_forward(const Tensor& x, const Tensor& y);
 void relu_backward(const Tensor& y, const Tensor& dy, const Tensor& dx, GradMode dx_mode);
 void add_forward(const Tensor& a, const Tensor& b, const Tensor& y);
+void add_relu_forward(const Tensor& a, const Tensor& b, const Tensor& y);
 void grad_pass(const Tensor& src, const Tensor& dst, GradMode mode);
 void dropout_forward(const Tensor& x, float p, uint64_t seed, uint64_t stream, const Tensor& y);
 void dropout_backward(const Tensor& dy, float p, uint64_t seed, uint64_t stream,
@@ -48,7 +49,8 @@ void batch_norm_forward_eval(const Tensor& x, const Tensor& gamma, const Tensor&
                              ops::BatchNormParams p, const Tensor& y);
 void batch_norm_backward(const Tensor& x, const Tensor& dy, const Tensor& gamma,
                          const Tensor& saved_mean, const Tensor& saved_invstd, const Tensor& dx,
-                         GradMode dx_mode, const Tensor& dgamma, const Tensor& dbeta);
+                         GradMode dx_mode, const Tensor& dgamma, const Tensor& dbeta,
+                         const Tensor& relu_y);
 void batch_norm_moments(const Tensor& x, const Tensor& shift, const Tensor& moments);
 void batch_norm_stats(const Tensor& shift, const Tensor& moments, int64_t count,
                       ops::BatchNormParams p, const Tensor& running_mean,

@@ -40,6 +40,16 @@ void add_forward(const Tensor& a, const Tensor& b, const Tensor& y) {
   for_each(y.numel(), [=] __device__(int64_t i) { out[i] = pa[i] + pb[i]; });
 }
 
+void add_relu_forward(const Tensor& a, const Tensor& b, const Tensor& y) {
+  const float* pa = a.f32();
+  const float* pb = b.f32();
+  float* out = y.f32();
+  for_each(y.numel(), [=] __device__(int64_t i) {
+    const float v = pa[i] + pb[i];
+    out[i] = v > 0.0f ? v : 0.0f;
+  });
+}
+
 void grad_pass(const Tensor& src, const Tensor& dst, GradMode mode) {
   const float* g = src.f32();
   write_grad(dst, mode, [=] __device__(int64_t i) { return g[i]; });

@@ -1,6 +1,8 @@
 // Softmax cross-entropy (forward and backward fused) and top-k accuracy on CUDA. One block of
 // threads walks the rows; the mean loss and the count are block reductions (deterministic).
 #include <cmath>
+#include <map>
+#include <mutex>
 
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/reduce.h"
@@ -27,7 +29,8 @@ __global__ void cross_entropy_kernel(const float* z, const int32_t* y, int64_t n
     const double log_sum = top + log(sum);
     total += log_sum - row[label];
     for (int64_t j = 0; j < k; ++j)
-      dz[i * k + j] = static_cast<float>((exp(row[j] - log_sum) - (j == label ? 1.0 : 0.0)) * inv_n);
+      dz[i * k + j] =
+          static_cast<float>((exp(row[j] - log_sum) - (j == label ? 1.0 : 0.0)) * inv_n);
   }
   total = block_sum(total);
   if (threadIdx.x == 0) *loss = static_cast<float>(total * inv_n);
@@ -82,12 +85,18 @@ void accumulate_metrics(const Tensor& logits, const Tensor& labels, const Tensor
 }
 
 int64_t topk_correct(const Tensor& logits, const Tensor& labels, int k) {
-  // One counter for the process, allocated at the first call, never inside later steps.
-  static unsigned long long* const device = [] {
-    unsigned long long* p = nullptr;
-    CUDA_CHECK(cudaMalloc(&p, sizeof *p));
-    return p;
-  }();
+  // One counter per GPU, allocated at the first call there, never inside later steps.
+  static std::mutex mutex;
+  static std::map<int, unsigned long long*> counters;
+  int gpu = 0;
+  CUDA_CHECK(cudaGetDevice(&gpu));
+  unsigned long long* device = nullptr;
+  {
+    std::lock_guard lock(mutex);
+    unsigned long long*& slot = counters[gpu];
+    if (!slot) CUDA_CHECK(cudaMalloc(&slot, sizeof *slot));
+    device = slot;
+  }
   topk_kernel<<<1, kThreads>>>(logits.f32(), labels.i32(), logits.shape[0], logits.shape[1], k,
                                device);
   CUDA_CHECK_LAUNCH();

@@ -62,6 +62,9 @@ void for_each_segment_element(const Tensor& weights, const Tensor& segments, con
                               Update update) {
   const int rows = static_cast<int>(segments.shape[0]);
   if (rows == 0 || weights.numel() == 0) return;
+  // The table sits in shared memory: the default 48 KB hold about 1,500 tensors.
+  PSGD_CHECK(rows * sizeof(Segment) <= 48 * 1024, "the optimizer's table of ", rows,
+             " tensors does not fit in shared memory");
   segments_kernel<<<blocks_for(weights.numel()), kThreads, rows * sizeof(Segment)>>>(
       weights.numel(), segments.i32(), rows, ranges.numel() ? ranges.f32() : nullptr, update);
   CUDA_CHECK_LAUNCH();

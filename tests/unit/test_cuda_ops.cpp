@@ -102,6 +102,7 @@ TEST_CASE("cuda: ReLU, add and gradient routing equal the CPU") {
     compare("grad_pass", 1, [=](Context& c, std::vector<Tensor>& t) { ops::grad_pass(c, t[0], t[1], mode); });
   }
   compare("add_forward", 2, [](Context& c, std::vector<Tensor>& t) { ops::add_forward(c, t[0], t[1], t[2]); });
+  compare("add_relu_forward", 2, [](Context& c, std::vector<Tensor>& t) { ops::add_relu_forward(c, t[0], t[1], t[2]); });
 }
 
 TEST_CASE("cuda: dropout draws the CPU's masks") {
@@ -132,6 +133,13 @@ TEST_CASE("cuda: batch norm, training and evaluation, forward and backward") {
                                v[10], v[11]);
       ops::batch_norm_forward_eval(ctx, v[0], v[1], v[2], v[3], v[4], {}, v[5]);
     }, "batch_norm", 1e-5);
+    run_both(t, [](Context& ctx, const std::vector<Tensor>& v) {  // with the ReLU fused
+      const ops::BatchNormParams relu{.relu = true};
+      ops::batch_norm_forward_train(ctx, v[0], v[1], v[2], v[3], v[4], relu, v[5], v[6], v[7]);
+      ops::batch_norm_backward(ctx, v[0], v[8], v[1], v[6], v[7], v[9], ops::GradMode::Accumulate,
+                               v[10], v[11], v[5]);
+      ops::batch_norm_forward_eval(ctx, v[0], v[1], v[2], v[3], v[4], relu, v[5]);
+    }, "batch_norm + relu", 1e-5);
   }
 }
 

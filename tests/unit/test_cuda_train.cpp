@@ -99,6 +99,16 @@ TEST_CASE("cuda training: the captured step replays exactly what the op-by-op st
   CHECK(to_host(captured.net->params().buffers()) == to_host(eager.net->params().buffers()));
 }
 
+TEST_CASE("cuda training: float-weight training (no quantizers) is captured too") {
+  Context ctx(Device::CUDA, 2, 7, {.tf32 = true});
+  auto net = make_net("resnet20", 10, Device::CUDA, 11);
+  Optimizer optimizer(net->params(), {.momentum = 0.9f, .weight_decay = 1e-4f});
+  Run data(Device::CUDA, {});  // for its batch
+  TrainStep step(ctx, *net, optimizer, single_rank());
+  for (int i = 0; i < 4; ++i) step.run(data.x(), data.y(), 0.05f);
+  CHECK(step.replays() == 2);
+}
+
 TEST_CASE("cuda training: --deterministic runs give identical weights") {
   const GpuMath math{.tf32 = true, .deterministic = true};
   std::vector<float> first;

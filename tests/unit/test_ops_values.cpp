@@ -132,6 +132,61 @@ TEST_CASE("batch norm: evaluation uses the running statistics") {
                        doctest::Contains("more than one value per channel"), Error);
 }
 
+TEST_CASE("batch norm with its ReLU fused equals BN then ReLU, to the bit") {
+  Context ctx(Device::CPU, 2);
+  const int64_t n = 4, c = 3;
+  HostTensor x(Shape{n, c, 5, 6}), dy(x.t().shape), gamma(Shape{c}), beta(Shape{c});
+  fill_uniform(x.t(), -2, 3, 4, 0);
+  fill_uniform(dy.t(), -1, 1, 4, 1);
+  fill_uniform(gamma.t(), 0.5, 2, 4, 2);
+  fill_uniform(beta.t(), -1, 1, 4, 3);
+  HostTensor y[2] = {HostTensor(x.t().shape), HostTensor(x.t().shape)};
+  HostTensor dx[2] = {HostTensor(x.t().shape, 0.5f), HostTensor(x.t().shape, 0.5f)};
+  HostTensor eval[2] = {HostTensor(x.t().shape), HostTensor(x.t().shape)};
+  HostTensor bn_y(x.t().shape), open_dy(x.t().shape);
+  std::vector<float> statistics[2];  // running mean and var, batch mean, invstd, dgamma, dbeta
+  for (int fused = 0; fused < 2; ++fused) {
+    HostTensor rm(Shape{c}, 0.1f), rv(Shape{c}, 1.5f), mean(Shape{c}), invstd(Shape{c});
+    HostTensor dgamma(Shape{c}), dbeta(Shape{c});
+    const ops::BatchNormParams p{.relu = fused == 1};
+    if (fused) {
+      ops::batch_norm_forward_train(ctx, x.t(), gamma.t(), beta.t(), rm.t(), rv.t(), p, y[1].t(),
+                                    mean.t(), invstd.t());
+      ops::batch_norm_backward(ctx, x.t(), dy.t(), gamma.t(), mean.t(), invstd.t(), dx[1].t(),
+                               ops::GradMode::Accumulate, dgamma.t(), dbeta.t(), y[1].t());
+      ops::batch_norm_forward_eval(ctx, x.t(), gamma.t(), beta.t(), rm.t(), rv.t(), p, eval[1].t());
+    } else {
+      ops::batch_norm_forward_train(ctx, x.t(), gamma.t(), beta.t(), rm.t(), rv.t(), p, bn_y.t(),
+                                    mean.t(), invstd.t());
+      ops::relu_forward(ctx, bn_y.t(), y[0].t());
+      ops::relu_backward(ctx, y[0].t(), dy.t(), open_dy.t(), ops::GradMode::Overwrite);
+      ops::batch_norm_backward(ctx, x.t(), open_dy.t(), gamma.t(), mean.t(), invstd.t(), dx[0].t(),
+                               ops::GradMode::Accumulate, dgamma.t(), dbeta.t());
+      ops::batch_norm_forward_eval(ctx, x.t(), gamma.t(), beta.t(), rm.t(), rv.t(), p, bn_y.t());
+      ops::relu_forward(ctx, bn_y.t(), eval[0].t());
+    }
+    for (const HostTensor* t : {&rm, &rv, &mean, &invstd, &dgamma, &dbeta})
+      for (int64_t j = 0; j < c; ++j) statistics[fused].push_back((*t)[j]);
+  }
+  CHECK(statistics[0] == statistics[1]);
+  for (int64_t i = 0; i < x.numel(); ++i) {
+    REQUIRE(y[0][i] == y[1][i]);
+    REQUIRE(dx[0][i] == dx[1][i]);
+    REQUIRE(eval[0][i] == eval[1][i]);
+  }
+}
+
+TEST_CASE("add with its ReLU fused equals add then ReLU") {
+  Context ctx(Device::CPU, 2);
+  HostTensor a(Shape{2, 3, 4, 5}), b(a.t().shape), y(a.t().shape), sum(a.t().shape), relu(a.t().shape);
+  fill_uniform(a.t(), -1, 1, 6, 0);
+  fill_uniform(b.t(), -1, 1, 6, 1);
+  ops::add_relu_forward(ctx, a.t(), b.t(), y.t());
+  ops::add_forward(ctx, a.t(), b.t(), sum.t());
+  ops::relu_forward(ctx, sum.t(), relu.t());
+  for (int64_t i = 0; i < a.numel(); ++i) REQUIRE(y[i] == relu[i]);
+}
+
 TEST_CASE("synchronised batch norm: stages over two shards equal one BN over the whole batch") {
   Context ctx(Device::CPU, 2);
   const int64_t n = 6, c = 3, h = 4, w = 5, half = n / 2 * c * h * w;

@@ -180,7 +180,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bench", default="build/tools/psgd-bench", help="path to psgd-bench")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    parser.add_argument("--arch", nargs="+", default=["resnet32", "vgg16"])
+    parser.add_argument("--arch", nargs="+", default=["resnet32", "vgg16_bn"])
     parser.add_argument("--batch", nargs="+", type=int, default=[128, 512])
     parser.add_argument("--classes", type=int, default=100)
     parser.add_argument("--threads", type=int, default=os.cpu_count())

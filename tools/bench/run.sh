@@ -23,7 +23,7 @@ if ((quick)); then
 elif [[ $device == cpu ]]; then
   cases=(--arch resnet32 --batch 128 --repeats 10)
 else
-  cases=(--arch resnet32 vgg16 --batch 128 512)
+  cases=(--arch resnet32 vgg16_bn --batch 128 512)
 fi
 # A Python with PyTorch: Debian's (python3-torch) here, the image's own on a GPU machine.
 python=${PSGD_PYTHON:-}
