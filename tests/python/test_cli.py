@@ -31,6 +31,13 @@ def run(args, expect_ok=True):
     return r
 
 
+def gpu_visible():
+    try:
+        return subprocess.run(["nvidia-smi", "-L"], capture_output=True).returncode == 0
+    except OSError:
+        return False
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--bin", required=True, help="folder holding psgd-train, psgd-eval, psgd-data")
@@ -123,6 +130,10 @@ def main():
               "--out", os.path.join(tmp, "y")], "checkpoint cannot start a resnet32"),
             ([evaluate, "--model", os.path.join(a, "config.json"), "--data", data], "not a valid safetensors file"),
         ]
+        if not gpu_visible():
+            bad += [([train, "--data", data, "--device", "cuda"], "--device cuda: no GPU is visible"),
+                    ([evaluate, "--model", os.path.join(a, "last.safetensors"), "--data", data, "--device", "cuda"],
+                     "--device cuda: no GPU is visible")]
         for command, message in bad:
             r = run(command, expect_ok=False)
             text = (r.stdout + r.stderr).strip()
