@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -176,6 +177,27 @@ def markdown(rows, header):
     return "\n".join(lines) + "\n"
 
 
+class VariantTimeout(Exception):
+    pass
+
+
+def on_alarm(signum, frame):
+    raise VariantTimeout("took longer than --variant-timeout")
+
+
+def write_results(args, machine, commit, rows):
+    """Writes results.json and results.md; returns the Markdown table."""
+    header = (f"{time.strftime('%Y-%m-%d')}, {machine}, PyTorch {torch.__version__}, psgd {commit}; "
+              f"median of {args.repeats} after {args.warmup} warm-up")
+    with open(os.path.join(args.out, "results.json"), "w") as f:
+        json.dump({"date": time.strftime("%Y-%m-%d"), "machine": machine, "torch": torch.__version__,
+                   "commit": commit, "device": args.device, "rows": rows}, f, indent=2)
+    table = markdown(rows, header)
+    with open(os.path.join(args.out, "results.md"), "w") as f:
+        f.write(table)
+    return table
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bench", default="build/tools/psgd-bench", help="path to psgd-bench")
@@ -187,11 +209,14 @@ def main():
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--out", default="out/bench")
+    parser.add_argument("--variant-timeout", type=int, default=180,
+                        help="seconds one PyTorch variant may take (torch.compile's autotuning included)")
     args = parser.parse_args()
     if not os.access(args.bench, os.X_OK):
         sys.exit(f"compare: {args.bench} not found; build first (scripts/build.sh)")
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("compare: --device cuda but PyTorch sees no GPU")
+    signal.signal(signal.SIGALRM, on_alarm)
     torch.set_num_threads(args.threads)
     if args.device == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -199,6 +224,7 @@ def main():
         torch.backends.cudnn.benchmark = True
     machine = torch.cuda.get_device_name() if args.device == "cuda" else f"{cpu_name()}, {args.threads} threads"
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    os.makedirs(args.out, exist_ok=True)
     rows = []
     for arch in args.arch:
         for batch in args.batch:
@@ -206,25 +232,20 @@ def main():
             mine = ours(args.bench, arch, args.classes, batch, args.device, args.threads, args.warmup, args.repeats)
             for variant in variants(args.device):
                 print(f"PyTorch {variant} {arch} batch {batch} ...", file=sys.stderr, flush=True)
+                signal.alarm(args.variant_timeout)
                 try:
                     theirs = pytorch_variant(variant, arch, args.classes, batch, args.device, args.warmup, args.repeats)
                 except Exception as e:  # a variant this PyTorch cannot run is reported, not fatal
                     print(f"  {variant} failed: {e}", file=sys.stderr)
                     continue
+                finally:
+                    signal.alarm(0)
                 rows.append({"arch": arch, "batch": batch, "variant": variant, "psgd": mine, "pytorch": theirs,
                              "train_ratio": mine["train_images_per_s"] / theirs["train_images_per_s"],
                              "fp_ratio": mine["infer_fp_images_per_s"] / theirs["infer_fp_images_per_s"],
                              "lp_ratio": mine["infer_lp_images_per_s"] / theirs["infer_lp_images_per_s"]})
-    header = (f"{time.strftime('%Y-%m-%d')}, {machine}, PyTorch {torch.__version__}, psgd {commit}; "
-              f"median of {args.repeats} after {args.warmup} warm-up")
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "results.json"), "w") as f:
-        json.dump({"date": time.strftime("%Y-%m-%d"), "machine": machine, "torch": torch.__version__,
-                   "commit": commit, "device": args.device, "rows": rows}, f, indent=2)
-    table = markdown(rows, header)
-    with open(os.path.join(args.out, "results.md"), "w") as f:
-        f.write(table)
-    print(table)
+                write_results(args, machine, commit, rows)  # what is measured survives an interruption
+    print(write_results(args, machine, commit, rows))
 
 
 if __name__ == "__main__":

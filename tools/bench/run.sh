@@ -2,16 +2,20 @@
 # The benchmarks against PyTorch (tools/bench/compare.py) for one device, and on a GPU the
 # 68-epoch PSGD phase of the paper (epochs 83 to 150 at CIFAR-100's size, synthetic images, FP
 # and LP evaluation every epoch) timed end to end by psgd-train.
-#   tools/bench/run.sh --device cpu|cuda [--quick] [--phase-epochs N] [--out DIR]
-# --quick: one small case (CI); --phase-epochs: epochs of the phase run (default 68; 0 skips).
+#   tools/bench/run.sh --device cpu|cuda [--quick] [--arch "A B"] [--batch "128 512"]
+#                      [--phase-epochs N] [--out DIR]
+# --quick: one small case (CI); --arch/--batch: these cases only; --phase-epochs: epochs of the
+# phase run (default 68; 0 skips).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-device=cpu quick=0 phase_epochs=68 out=out/bench
+device=cpu quick=0 phase_epochs=68 out=out/bench archs="" batches=""
 while (($#)); do
   case $1 in
     --device) device=$2; shift 2 ;;
     --quick) quick=1; shift ;;
     --phase-epochs) phase_epochs=$2; shift 2 ;;
+    --arch) archs=$2; shift 2 ;;
+    --batch) batches=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
     *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
   esac
@@ -24,6 +28,10 @@ elif [[ $device == cpu ]]; then
   cases=(--arch resnet32 --batch 128 --repeats 10)
 else
   cases=(--arch resnet32 vgg16_bn --batch 128 512)
+fi
+if [[ -n $archs || -n $batches ]]; then
+  # shellcheck disable=SC2206  # lists of words on purpose
+  cases=(--arch ${archs:-resnet32} --batch ${batches:-128})
 fi
 # A Python with PyTorch: Debian's (python3-torch) here, the image's own on a GPU machine.
 python=${PSGD_PYTHON:-}
