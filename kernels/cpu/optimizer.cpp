@@ -5,50 +5,21 @@
 #include <limits>
 
 #include "kernels/cpu/cpu_ops.h"
+#include "kernels/optim_math.h"
 #include "kernels/quant_math.h"
 
 namespace psgd::cpu {
 namespace {
 
-// One row of the segment table.
-struct Segment {
-  int64_t offset, count;
-  ops::PsgTarget target;
-  float levels, delta;
-};
-
-// Row `r` of the segment table, with the grid step of its range when it has one.
-Segment segment_of(const Tensor& segments, const Tensor& ranges, int64_t r) {
-  const int32_t* t = segments.i32() + r * ops::kSegmentFields;
-  Segment s{t[ops::kSegmentOffset], t[ops::kSegmentCount],
-            static_cast<ops::PsgTarget>(t[ops::kSegmentTarget]),
-            static_cast<float>(t[ops::kSegmentLevels]), 0.0f};
-  const int32_t range = t[ops::kSegmentRange];
-  if (range >= 0 && s.target == ops::PsgTarget::Grid)
-    s.delta = quant::weight_delta(ranges.f32()[2 * range], ranges.f32()[2 * range + 1],
-                                  t[ops::kSegmentLevels]);
-  return s;
-}
-
-// The gradient after the PSG scaling of its segment.
-inline float scaled_gradient(const Segment& s, float lambda, float w, float g) {
-  switch (s.target) {
-    case ops::PsgTarget::Grid:
-      return g * (lambda * std::fabs(w - quant::quantize_weight(w, s.delta, s.levels)));
-    case ops::PsgTarget::Zero:
-      return g * (lambda * std::fabs(w));
-    case ops::PsgTarget::None:
-      break;
-  }
-  return g;
-}
+using optim_math::Segment;
 
 // Runs update(i, segment) for every element of every segment.
 template <class Update>
 void for_each_element(const Tensor& segments, const Tensor& ranges, Update&& update) {
 #pragma omp parallel
   for (int64_t r = 0; r < segments.shape[0]; ++r) {
-    const Segment s = segment_of(segments, ranges, r);
+    const Segment s =
+        optim_math::read_segment(segments.i32() + r * ops::kSegmentFields, ranges.f32());
 #pragma omp for schedule(static) nowait
     for (int64_t i = s.offset; i < s.offset + s.count; ++i) update(i, s);
   }
@@ -80,9 +51,7 @@ void psgd_sgd_step(const Tensor& weights, const Tensor& grads, const Tensor& mom
   float* buf = momentum.f32();
   const float lr = hyper.f32()[ops::kHyperLr];
   for_each_element(segments, ranges, [&](int64_t i, const Segment& s) {
-    const float d = scaled_gradient(s, h.lambda, w[i], g[i]) + h.weight_decay * w[i];
-    buf[i] = h.first ? d : h.momentum * buf[i] + d;
-    w[i] -= lr * buf[i];
+    optim_math::sgd_update(s, h, lr, w[i], g[i], buf[i]);
   });
 }
 
@@ -96,10 +65,7 @@ void psgd_adam_step(const Tensor& weights, const Tensor& grads, const Tensor& m,
   const float step_size = hyper.f32()[ops::kHyperAdamStepSize];
   const float root_bias2 = hyper.f32()[ops::kHyperAdamRootBias2];
   for_each_element(segments, ranges, [&](int64_t i, const Segment& s) {
-    const float d = scaled_gradient(s, h.lambda, w[i], g[i]) + h.weight_decay * w[i];
-    mp[i] = h.beta1 * mp[i] + (1.0f - h.beta1) * d;
-    vp[i] = h.beta2 * vp[i] + (1.0f - h.beta2) * d * d;
-    w[i] -= step_size * (mp[i] / (std::sqrt(vp[i]) / root_bias2 + h.eps));
+    optim_math::adam_update(s, h, step_size, root_bias2, w[i], g[i], mp[i], vp[i]);
   });
 }
 

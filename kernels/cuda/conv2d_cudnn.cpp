@@ -94,6 +94,19 @@ Perf choose(const std::vector<Perf>& results, int count, const ConvKey& k, const
             ") and weight (", k.w[0], ", ", k.w[1], ", ", k.w[2], ", ", k.w[3], ")");
 }
 
+// Times every algorithm of one direction (find(capacity, &count, results) runs cuDNN's Find,
+// which returns as many results as max_count says: an algorithm can appear once per math type)
+// and chooses.
+template <class Perf, class MaxCount, class Find>
+Perf timed_best(cudnnHandle_t handle, const ConvKey& k, const char* direction, MaxCount max_count,
+                Find find) {
+  int capacity = 0, count = 0;
+  CUDNN_CHECK(max_count(handle, &capacity));
+  std::vector<Perf> results(static_cast<size_t>(capacity));
+  find(capacity, &count, results.data());
+  return choose(results, count, k, direction);
+}
+
 std::unique_ptr<ConvPlan> find_algorithms(cudnnHandle_t handle, const ConvKey& k,
                                           const Shape& x_shape, const Shape& w_shape,
                                           const Shape& y_shape) {
@@ -107,37 +120,33 @@ std::unique_ptr<ConvPlan> find_algorithms(cudnnHandle_t handle, const ConvKey& k
   const size_t f = sizeof(float);
   Scratch x(x_shape.numel() * f), w(w_shape.numel() * f), y(y_shape.numel() * f);
   Scratch dx(x_shape.numel() * f), dw(w_shape.numel() * f), workspace(limit);
-  int count = 0;
-
-  // As many results as cuDNN may return (an algorithm can appear once per math type).
-  int capacity = 0;
-  CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithmMaxCount(handle, &capacity));
-  std::vector<cudnnConvolutionFwdAlgoPerf_t> fwd(static_cast<size_t>(capacity));
-  CUDNN_CHECK(cudnnFindConvolutionForwardAlgorithmEx(handle, plan->x, x.ptr, plan->w, w.ptr,
-                                                     plan->conv, plan->y, y.ptr, capacity, &count,
-                                                     fwd.data(), workspace.ptr, limit));
-  const auto f_best = choose(fwd, count, k, "forward");
+  const auto f_best = timed_best<cudnnConvolutionFwdAlgoPerf_t>(
+      handle, k, "forward", cudnnGetConvolutionForwardAlgorithmMaxCount,
+      [&](int capacity, int* count, cudnnConvolutionFwdAlgoPerf_t* results) {
+        CUDNN_CHECK(cudnnFindConvolutionForwardAlgorithmEx(handle, plan->x, x.ptr, plan->w, w.ptr,
+                                                           plan->conv, plan->y, y.ptr, capacity,
+                                                           count, results, workspace.ptr, limit));
+      });
+  const auto d_best = timed_best<cudnnConvolutionBwdDataAlgoPerf_t>(
+      handle, k, "backward-data", cudnnGetConvolutionBackwardDataAlgorithmMaxCount,
+      [&](int capacity, int* count, cudnnConvolutionBwdDataAlgoPerf_t* results) {
+        CUDNN_CHECK(cudnnFindConvolutionBackwardDataAlgorithmEx(
+            handle, plan->w, w.ptr, plan->y, y.ptr, plan->conv, plan->x, dx.ptr, capacity, count,
+            results, workspace.ptr, limit));
+      });
+  const auto w_best = timed_best<cudnnConvolutionBwdFilterAlgoPerf_t>(
+      handle, k, "backward-filter", cudnnGetConvolutionBackwardFilterAlgorithmMaxCount,
+      [&](int capacity, int* count, cudnnConvolutionBwdFilterAlgoPerf_t* results) {
+        CUDNN_CHECK(cudnnFindConvolutionBackwardFilterAlgorithmEx(
+            handle, plan->x, x.ptr, plan->y, y.ptr, plan->conv, plan->w, dw.ptr, capacity, count,
+            results, workspace.ptr, limit));
+      });
   plan->forward = f_best.algo;
   plan->forward_math = f_best.mathType;
-
-  CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithmMaxCount(handle, &capacity));
-  std::vector<cudnnConvolutionBwdDataAlgoPerf_t> data(static_cast<size_t>(capacity));
-  CUDNN_CHECK(cudnnFindConvolutionBackwardDataAlgorithmEx(
-      handle, plan->w, w.ptr, plan->y, y.ptr, plan->conv, plan->x, dx.ptr, capacity, &count,
-      data.data(), workspace.ptr, limit));
-  const auto d_best = choose(data, count, k, "backward-data");
   plan->backward_data = d_best.algo;
   plan->data_math = d_best.mathType;
-
-  CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithmMaxCount(handle, &capacity));
-  std::vector<cudnnConvolutionBwdFilterAlgoPerf_t> filter(static_cast<size_t>(capacity));
-  CUDNN_CHECK(cudnnFindConvolutionBackwardFilterAlgorithmEx(
-      handle, plan->x, x.ptr, plan->y, y.ptr, plan->conv, plan->w, dw.ptr, capacity, &count,
-      filter.data(), workspace.ptr, limit));
-  const auto w_best = choose(filter, count, k, "backward-filter");
   plan->backward_filter = w_best.algo;
   plan->filter_math = w_best.mathType;
-
   plan->workspace_bytes = std::max({f_best.memory, d_best.memory, w_best.memory});
   return plan;
 }

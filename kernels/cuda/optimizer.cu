@@ -7,40 +7,21 @@
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/launch.h"
 #include "kernels/cuda/reduce.h"
+#include "kernels/optim_math.h"
 #include "kernels/quant_math.h"
 
 namespace psgd::cuda {
 namespace {
 
-struct Segment {
-  int64_t offset, count;
-  ops::PsgTarget target;
-  float levels, delta;
-};
-
-__device__ inline float scaled_gradient(const Segment& s, float lambda, float w, float g) {
-  if (s.target == ops::PsgTarget::Grid)
-    return g * (lambda * fabsf(w - quant::quantize_weight(w, s.delta, s.levels)));
-  if (s.target == ops::PsgTarget::Zero) return g * (lambda * fabsf(w));
-  return g;
-}
+using optim_math::Segment;
 
 // Runs update(i, segment) for every element i of every segment of the table.
 template <class Update>
 __global__ void segments_kernel(int64_t total, const int32_t* table, int rows, const float* ranges,
                                 Update update) {
   extern __shared__ Segment segments[];
-  for (int r = threadIdx.x; r < rows; r += blockDim.x) {
-    const int32_t* t = table + r * ops::kSegmentFields;
-    Segment s{t[ops::kSegmentOffset], t[ops::kSegmentCount],
-              static_cast<ops::PsgTarget>(t[ops::kSegmentTarget]),
-              static_cast<float>(t[ops::kSegmentLevels]), 0.0f};
-    const int32_t range = t[ops::kSegmentRange];
-    if (range >= 0 && s.target == ops::PsgTarget::Grid)
-      s.delta =
-          quant::weight_delta(ranges[2 * range], ranges[2 * range + 1], t[ops::kSegmentLevels]);
-    segments[r] = s;
-  }
+  for (int r = threadIdx.x; r < rows; r += blockDim.x)
+    segments[r] = optim_math::read_segment(table + r * ops::kSegmentFields, ranges);
   __syncthreads();
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
@@ -101,9 +82,7 @@ void psgd_sgd_step(const Tensor& weights, const Tensor& grads, const Tensor& mom
   float* buf = momentum.f32();
   const float* hp = hyper.f32();
   for_each_segment_element(weights, segments, ranges, [=] __device__(int64_t i, const Segment& s) {
-    const float d = scaled_gradient(s, h.lambda, w[i], g[i]) + h.weight_decay * w[i];
-    buf[i] = h.first ? d : h.momentum * buf[i] + d;
-    w[i] -= hp[ops::kHyperLr] * buf[i];
+    optim_math::sgd_update(s, h, hp[ops::kHyperLr], w[i], g[i], buf[i]);
   });
 }
 
@@ -116,11 +95,8 @@ void psgd_adam_step(const Tensor& weights, const Tensor& grads, const Tensor& m,
   float* vp = v.f32();
   const float* hp = hyper.f32();
   for_each_segment_element(weights, segments, ranges, [=] __device__(int64_t i, const Segment& s) {
-    const float d = scaled_gradient(s, h.lambda, w[i], g[i]) + h.weight_decay * w[i];
-    mp[i] = h.beta1 * mp[i] + (1.0f - h.beta1) * d;
-    vp[i] = h.beta2 * vp[i] + (1.0f - h.beta2) * d * d;
-    w[i] -= hp[ops::kHyperAdamStepSize] *
-            (mp[i] / (sqrtf(vp[i]) / hp[ops::kHyperAdamRootBias2] + h.eps));
+    optim_math::adam_update(s, h, hp[ops::kHyperAdamStepSize], hp[ops::kHyperAdamRootBias2], w[i],
+                            g[i], mp[i], vp[i]);
   });
 }
 

@@ -1,0 +1,59 @@
+// The PSGD optimizer's arithmetic, element by element, shared by the CPU step and its CUDA twin:
+// a row of the segment table read into a Segment, the PSG scaling of a gradient, and PyTorch's
+// SGD and Adam updates.
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/ops.h"
+#include "kernels/quant_math.h"
+
+namespace psgd::optim_math {
+
+// One trainable tensor of the flat buffers, with the grid step of its range this step.
+struct Segment {
+  int64_t offset, count;
+  ops::PsgTarget target;
+  float levels, delta;
+};
+
+// Row `row` (kSegmentFields int32) of the table; `ranges` holds {x_min, x_max} per range.
+PSGD_HOST_DEVICE inline Segment read_segment(const int32_t* row, const float* ranges) {
+  Segment s{row[ops::kSegmentOffset], row[ops::kSegmentCount],
+            static_cast<ops::PsgTarget>(row[ops::kSegmentTarget]),
+            static_cast<float>(row[ops::kSegmentLevels]), 0.0f};
+  const int32_t range = row[ops::kSegmentRange];
+  if (range >= 0 && s.target == ops::PsgTarget::Grid)
+    s.delta =
+        quant::weight_delta(ranges[2 * range], ranges[2 * range + 1], row[ops::kSegmentLevels]);
+  return s;
+}
+
+// The gradient after the PSG scaling of its segment, plus L2 weight decay.
+PSGD_HOST_DEVICE inline float decayed_gradient(const Segment& s, float lambda, float weight_decay,
+                                               float w, float g) {
+  if (s.target == ops::PsgTarget::Grid)
+    g *= lambda * fabsf(w - quant::quantize_weight(w, s.delta, s.levels));
+  else if (s.target == ops::PsgTarget::Zero)
+    g *= lambda * fabsf(w);
+  return g + weight_decay * w;
+}
+
+// PyTorch's SGD with momentum (dampening 0): the buffer starts as the first update.
+PSGD_HOST_DEVICE inline void sgd_update(const Segment& s, const ops::SgdStep& h, float lr, float& w,
+                                        float g, float& buf) {
+  const float d = decayed_gradient(s, h.lambda, h.weight_decay, w, g);
+  buf = h.first ? d : h.momentum * buf + d;
+  w -= lr * buf;
+}
+
+// PyTorch's Adam: step_size = lr / (1 - beta1^t), denominator sqrt(v) / sqrt(1 - beta2^t) + eps.
+PSGD_HOST_DEVICE inline void adam_update(const Segment& s, const ops::AdamStep& h, float step_size,
+                                         float root_bias2, float& w, float g, float& m, float& v) {
+  const float d = decayed_gradient(s, h.lambda, h.weight_decay, w, g);
+  m = h.beta1 * m + (1.0f - h.beta1) * d;
+  v = h.beta2 * v + (1.0f - h.beta2) * d * d;
+  w -= step_size * (m / (sqrtf(v) / root_bias2 + h.eps));
+}
+
+}  // namespace psgd::optim_math
