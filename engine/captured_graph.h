@@ -16,7 +16,6 @@ class CapturedGraph {
   // Records everything `work` launches on ctx's stream (a CUDA context).
   static CapturedGraph capture(Context& ctx, const std::function<void()>& work);
   void replay(Context& ctx) const;
-  bool empty() const { return !impl_; }
 
   struct Impl;
 

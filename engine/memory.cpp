@@ -45,9 +45,6 @@ void count_allocation(Device device, size_t bytes) {
 
 }  // namespace
 
-size_t memory_in_use(Device device) {
-  return usage(device).in_use;
-}
 size_t memory_peak(Device device) {
   return usage(device).peak;
 }

@@ -35,9 +35,8 @@ class DeviceBuffer {
   Device device_ = Device::CPU;
 };
 
-// Bytes held by DeviceBuffers on a device now, and the most held since the last reset: the
-// peak-memory figure of the benchmarks (library workspaces included, as they are ours).
-size_t memory_in_use(Device device);
+// The most bytes held by DeviceBuffers on a device since the last reset: the peak-memory figure
+// of the benchmarks (library workspaces included, as they are ours).
 size_t memory_peak(Device device);
 void memory_reset_peak(Device device);
 

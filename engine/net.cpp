@@ -99,6 +99,13 @@ void Net::plan(Context& ctx, int64_t batch) {
       lives[id].first = step;
     }
   }
+  // A layer that computes the ReLU after it reads that ReLU's output gradient in its own backward
+  // step, after the ReLU's: the gradient must live until then.
+  for (int k = 0; k < steps; ++k)
+    if (relu_after_[k] >= 0) {
+      LiveBuffer& g = lives[nodes_[relu_after_[k]].output];
+      g.last = std::max(g.last, steps - 1 - k);
+    }
   for (int id = 1; id + 1 < tensor_count_; ++id)
     PSGD_CHECK(consumed[id], arch_, ": the output of layer '", nodes_[id - 1].layer->name(),
                "' is never used");

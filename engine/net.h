@@ -64,7 +64,8 @@ class Net {
   void set_fusion(bool on) { fusion_ = on; }
 
   const Tensor& logits() const { return values_.back(); }
-  // The output of layers()[index] from the last forward.
+  // The output of layers()[index] from the last forward (not written where that layer computed
+  // the ReLU after it: the ReLU's output holds the result).
   const Tensor& layer_output(size_t index) const;
   int64_t planned_batch() const { return batch_; }
 

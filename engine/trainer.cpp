@@ -20,6 +20,13 @@ double seconds_since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
+// Stops the run on a non-finite loss sum (read every few steps: `step` is the last one summed).
+void check_finite(double loss_sum, int64_t epoch, int64_t step) {
+  PSGD_CHECK(std::isfinite(loss_sum), "epoch ", epoch, ", by step ", step, ": the loss is ",
+             loss_sum,
+             "; stopping (checkpoints of earlier epochs are intact; try a lower learning rate)");
+}
+
 }  // namespace
 
 EvalResult evaluate(Context& ctx, Net& net, BatchSource& source, Comm& comm) {
@@ -28,6 +35,7 @@ EvalResult evaluate(Context& ctx, Net& net, BatchSource& source, Comm& comm) {
   source.start_epoch(0);
   Tensor images, labels;
   while (source.next(images, labels)) {
+    if (labels.numel() == 0) continue;  // a rank's empty share of a small last batch
     const Tensor& logits = net.forward(ctx, images, Mode::Eval);
     net.loss(ctx, labels);
     loss_sum += static_cast<double>(net.loss_value()) * labels.numel();
@@ -53,8 +61,13 @@ EvalResult evaluate_low_precision(Context& ctx, Net& net, BatchSource& source, C
 
 Trainer::Trainer(Context& ctx, Net& net, Optimizer& optimizer, BatchSource& train,
                  BatchSource& test, TrainerConfig config, TrainProgress progress)
-    : ctx_(ctx), net_(net), optimizer_(optimizer), train_(train), test_(test),
-      config_(std::move(config)), progress_(progress),
+    : ctx_(ctx),
+      net_(net),
+      optimizer_(optimizer),
+      train_(train),
+      test_(test),
+      config_(std::move(config)),
+      progress_(progress),
       comm_(config_.comm ? *config_.comm : single_rank()),
       step_(ctx, net, optimizer, comm_),
       quantized_(!optimizer.ranges().ids().empty()) {
@@ -99,14 +112,13 @@ Trainer::EpochStats Trainer::train_epoch(int64_t epoch, float lr) {
   while (train_.next(images, labels)) {
     step_.run(images, labels, lr);
     ++step;
-    const bool report = config_.log && (config_.interactive
-                                            ? seconds_since(last_report) > 0.25
-                                            : step % std::max<int64_t>(1, batches / 4) == 0 && step < batches);
+    const bool report =
+        config_.log &&
+        (config_.interactive ? seconds_since(last_report) > 0.25
+                             : step % std::max<int64_t>(1, batches / 4) == 0 && step < batches);
     if (!report && step % check_every != 0) continue;
     const auto totals = step_.totals();
-    PSGD_CHECK(std::isfinite(totals[ops::kMetricLossSum]), "epoch ", epoch, ", by step ", step,
-               ": the loss is ", totals[ops::kMetricLossSum],
-               "; stopping (checkpoints of earlier epochs are intact; try a lower learning rate)");
+    check_finite(totals[ops::kMetricLossSum], epoch, step);
     if (!report) continue;
     last_report = Clock::now();
     const double seen = totals[ops::kMetricSamples];
@@ -118,9 +130,7 @@ Trainer::EpochStats Trainer::train_epoch(int64_t epoch, float lr) {
   }
   if (config_.log && config_.interactive) *config_.log << "\r" << std::string(60, ' ') << "\r";
   std::array<double, ops::kMetricFields> totals = step_.totals();
-  PSGD_CHECK(std::isfinite(totals[ops::kMetricLossSum]), "epoch ", epoch,
-             ": the loss is ", totals[ops::kMetricLossSum],
-             "; stopping (checkpoints of earlier epochs are intact; try a lower learning rate)");
+  check_finite(totals[ops::kMetricLossSum], epoch, step);
   comm_.allreduce_host(totals, ReduceOp::Sum);
   const double seen = totals[ops::kMetricSamples];
   PSGD_CHECK(seen > 0, "epoch ", epoch, ": the training set gave no batches");
@@ -136,18 +146,26 @@ void Trainer::record(int64_t epoch, float lr, const EpochStats& train, const Eva
         << std::setprecision(5) << lr << "  train loss " << std::setprecision(4) << train.loss
         << " acc " << std::setprecision(2) << 100 * train.accuracy << "%  FP " << 100 * fp.top1
         << "% (best " << 100 * progress_.best_fp << "%)";
-    if (quantized_) log << "  LP " << 100 * lp.top1 << "% (best " << 100 * progress_.best_lp << "%)";
+    if (quantized_)
+      log << "  LP " << 100 * lp.top1 << "% (best " << 100 * progress_.best_lp << "%)";
     log << "  " << std::setprecision(0) << train.images_per_second << " img/s  "
         << std::setprecision(1) << seconds << " s" << std::endl;
   }
   if (config_.out_dir.empty()) return;
-  const nlohmann::json row = {{"epoch", epoch},          {"lr", lr},
-                              {"train_loss", train.loss}, {"train_acc", train.accuracy},
-                              {"fp_loss", fp.loss},       {"fp_acc", fp.top1},
-                              {"fp_top5", fp.top5},       {"lp_loss", lp.loss},
-                              {"lp_acc", lp.top1},        {"lp_top5", lp.top5},
-                              {"best_fp", progress_.best_fp}, {"best_lp", progress_.best_lp},
-                              {"images_per_s", train.images_per_second}, {"seconds", seconds}};
+  const nlohmann::json row = {{"epoch", epoch},
+                              {"lr", lr},
+                              {"train_loss", train.loss},
+                              {"train_acc", train.accuracy},
+                              {"fp_loss", fp.loss},
+                              {"fp_acc", fp.top1},
+                              {"fp_top5", fp.top5},
+                              {"lp_loss", lp.loss},
+                              {"lp_acc", lp.top1},
+                              {"lp_top5", lp.top5},
+                              {"best_fp", progress_.best_fp},
+                              {"best_lp", progress_.best_lp},
+                              {"images_per_s", train.images_per_second},
+                              {"seconds", seconds}};
   std::ofstream metrics(std::filesystem::path(config_.out_dir) / "metrics.jsonl", std::ios::app);
   metrics << row.dump() << "\n";
   PSGD_CHECK(metrics.good(), config_.out_dir, "/metrics.jsonl: cannot write");
@@ -155,7 +173,8 @@ void Trainer::record(int64_t epoch, float lr, const EpochStats& train, const Eva
     return (std::filesystem::path(config_.out_dir) / name).string();
   };
   save_checkpoint(path("last.safetensors"), net_, optimizer_, progress_, config_.metadata);
-  if (fp_best) save_checkpoint(path("best_fp.safetensors"), net_, optimizer_, progress_, config_.metadata);
+  if (fp_best)
+    save_checkpoint(path("best_fp.safetensors"), net_, optimizer_, progress_, config_.metadata);
   if (lp_best && quantized_)
     save_checkpoint(path("best_lp.safetensors"), net_, optimizer_, progress_, config_.metadata);
 }

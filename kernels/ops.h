@@ -57,8 +57,8 @@ void batch_norm_backward(Context& ctx, const Tensor& x, const Tensor& dy, const 
 
 // The same in stages, for statistics summed over ranks (synchronised BN): forward is moments ->
 // (sum over ranks) -> stats -> normalize, backward is backward_reduce -> (sum over ranks) ->
-// backward_input. The sums are float64, so that summing them over ranks in any order gives the
-// statistics of one rank holding the whole batch, to the last float32 bit.
+// backward_input. The sums are float64, so that summing them over ranks in any order gives, to
+// float32 rounding, the statistics of one rank holding the whole batch.
 // moments (2, C) float64 = {sum (x - shift), sum (x - shift)^2} over this rank's x. `shift` (C)
 // must be the same on every rank (the running mean serves) and near the mean, against
 // cancellation.

@@ -45,6 +45,7 @@ void BatchNorm::forward_with(Context& ctx, const Tensor& x, const Tensor& y, Mod
     ops::batch_norm_forward_eval(ctx, x, gamma, beta, mean, var, p, y);
     return;
   }
+  PSGD_CHECK(!(relu && sync_), name_, ": synchronised BN keeps its ReLU separate");
   if (sync_)
     forward_synchronised(ctx, x, y);
   else

@@ -14,7 +14,9 @@ using namespace psgd::test;
 
 namespace {
 
-int64_t trainable(const Net& net) { return net.params().trainable_count(); }
+int64_t trainable(const Net& net) {
+  return net.params().trainable_count();
+}
 
 }  // namespace
 
@@ -91,31 +93,30 @@ TEST_CASE("nets: forward gives (N, classes) logits and initialisation is seeded"
   CHECK(largest > 0.9f / std::sqrt(27.0f));
 }
 
-TEST_CASE("nets: a layer computing its ReLU (BN + ReLU, add + ReLU) changes no bit") {
-  for (const char* arch : {"resnet20", "vgg16_bn"}) {
-    CAPTURE(arch);
-    Context ctx(Device::CPU, 2, 5);
-    std::vector<std::vector<float>> results[2];
-    for (const bool fused : {false, true}) {
-      auto net = make_net(arch, 10, Device::CPU, 3);
-      net->set_fusion(fused);
-      HostTensor images(Shape{4, 3, 32, 32});
-      fill_uniform(images.t(), -2, 2, 9, 0);
-      std::vector<int32_t> labels = {1, 7, 3, 0};
-      const Tensor y(labels.data(), Shape{4}, Device::CPU);
-      for (int step = 0; step < 2; ++step) {  // the second forward runs after BN stats moved
-        const Tensor& logits = net->forward(ctx, images.t(), Mode::Train);
-        results[fused].emplace_back(logits.f32(), logits.f32() + logits.numel());
-        net->loss(ctx, y);
-        net->backward(ctx);
-      }
-      const Tensor g = net->params().grads(), b = net->params().buffers();
-      results[fused].emplace_back(g.f32(), g.f32() + g.numel());
-      results[fused].emplace_back(b.f32(), b.f32() + b.numel());
-      const Tensor& eval = net->forward(ctx, images.t(), Mode::Eval);
-      results[fused].emplace_back(eval.f32(), eval.f32() + eval.numel());
+// On the CPU the residual joins compute their ReLUs (BN keeps its own there; the GPU suite checks
+// BN + ReLU).
+TEST_CASE("nets: a layer computing its ReLU (add + ReLU) changes no bit") {
+  Context ctx(Device::CPU, 2, 5);
+  std::vector<std::vector<float>> results[2];
+  for (const bool fused : {false, true}) {
+    auto net = make_net("resnet20", 10, Device::CPU, 3);
+    net->set_fusion(fused);
+    HostTensor images(Shape{4, 3, 32, 32});
+    fill_uniform(images.t(), -2, 2, 9, 0);
+    std::vector<int32_t> labels = {1, 7, 3, 0};
+    const Tensor y(labels.data(), Shape{4}, Device::CPU);
+    for (int step = 0; step < 2; ++step) {  // the second forward runs after BN stats moved
+      const Tensor& logits = net->forward(ctx, images.t(), Mode::Train);
+      results[fused].emplace_back(logits.f32(), logits.f32() + logits.numel());
+      net->loss(ctx, y);
+      net->backward(ctx);
     }
-    REQUIRE(results[0].size() == results[1].size());
-    for (size_t i = 0; i < results[0].size(); ++i) CHECK(results[0][i] == results[1][i]);
+    const Tensor g = net->params().grads(), b = net->params().buffers();
+    results[fused].emplace_back(g.f32(), g.f32() + g.numel());
+    results[fused].emplace_back(b.f32(), b.f32() + b.numel());
+    const Tensor& eval = net->forward(ctx, images.t(), Mode::Eval);
+    results[fused].emplace_back(eval.f32(), eval.f32() + eval.numel());
   }
+  REQUIRE(results[0].size() == results[1].size());
+  for (size_t i = 0; i < results[0].size(); ++i) CHECK(results[0][i] == results[1][i]);
 }

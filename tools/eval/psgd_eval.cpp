@@ -42,6 +42,7 @@ struct EvalOptions {
   int64_t batch_size = 100;
   int threads = 0;
   std::string device = "auto";
+  bool strict_fp32 = false;
 };
 
 // The GPU where asked for or, with "auto", where one is visible; the CPU otherwise.
@@ -52,7 +53,8 @@ Device pick_device(const std::string& name) {
   return cuda_available() ? Device::CUDA : Device::CPU;
 }
 
-std::string metadata_or(const SafeTensorsFile& f, const std::string& key, const std::string& fallback) {
+std::string metadata_or(const SafeTensorsFile& f, const std::string& key,
+                        const std::string& fallback) {
   const auto it = f.metadata().find(key);
   return it == f.metadata().end() ? fallback : it->second;
 }
@@ -69,9 +71,10 @@ std::string percent(double v) {
 EvalResult evaluate_at(Context& ctx, Net& net, BatchSource& test, const EvalOptions& o, int w_bits,
                        int a_bits) {
   assign_quantizers(net.params(), {.w_bits = w_bits, .first_last = o.first_last, .psg = false});
-  set_activation_quant(net, {.bits = a_bits == 32 ? 0 : a_bits,
-                             .range = o.act_clipping ? ActivationRange::Clipped : ActivationRange::Running,
-                             .clip_n = o.clipping_range});
+  set_activation_quant(
+      net, {.bits = a_bits == 32 ? 0 : a_bits,
+            .range = o.act_clipping ? ActivationRange::Clipped : ActivationRange::Running,
+            .clip_n = o.clipping_range});
   const EvalResult r = evaluate_low_precision(ctx, net, test);
   set_activation_quant(net, {});
   return r;
@@ -105,7 +108,8 @@ void export_integer_model(Context& ctx, const Net& net, const EvalOptions& o) {
     const float top = static_cast<float>(quant::weight_levels(e.quant.bits));
     levels.resize(values.size());
     for (size_t i = 0; i < values.size(); ++i)
-      levels[i] = static_cast<int8_t>(delta == 0.0f ? 0.0f : nearbyintf(std::clamp(values[i] / delta, -top, top)));
+      levels[i] = static_cast<int8_t>(
+          delta == 0.0f ? 0.0f : nearbyintf(std::clamp(values[i] / delta, -top, top)));
     w.add(e.name, StDType::I8, shape, levels.data());
     w.add(e.name + ".scale", StDType::F32, {}, &delta);
   }
@@ -119,11 +123,12 @@ void export_integer_model(Context& ctx, const Net& net, const EvalOptions& o) {
 // Picks the clipping range n on a held-out part of the training set: the n whose W/A-quantized
 // network is most accurate there.
 float find_clipping(Context& ctx, Net& net, const EvalOptions& o, int a_bits) {
-  const data::Dataset train_set = data::load_dataset(
-      o.data, data::Split::Train, {data::parse_format(o.dataset), o.coarse});
+  const data::Dataset train_set =
+      data::load_dataset(o.data, data::Split::Train, {data::parse_format(o.dataset), o.coarse});
   const int64_t holdout = std::min<int64_t>(o.holdout, train_set.size() - 1);
-  const auto held = data::make_loader(train_set, {.batch_size = o.batch_size, .shuffle = false, .augment = false},
-                                      data::hold_out(train_set.size(), holdout, 0).validation, ctx.device());
+  const auto held =
+      data::make_loader(train_set, {.batch_size = o.batch_size, .shuffle = false, .augment = false},
+                        data::hold_out(train_set.size(), holdout, 0).validation, ctx.device());
   EvalOptions trial = o;
   trial.act_clipping = true;
   float best_n = 0.0f;
@@ -147,9 +152,15 @@ void write_report(const std::vector<QuantReportRow>& rows, const std::string& pr
   std::ofstream csv(prefix + ".csv");
   csv << "name,bits,count,delta,mape,sse,sqnr_db,sparsity,q_zeros\n";
   for (const QuantReportRow& r : rows) {
-    j.push_back({{"name", r.name}, {"bits", r.bits}, {"count", r.count}, {"delta", r.delta},
-                 {"mape", r.mape}, {"sse", r.sse}, {"sqnr_db", r.sqnr_db},
-                 {"sparsity", r.sparsity}, {"q_zeros", r.q_zeros}});
+    j.push_back({{"name", r.name},
+                 {"bits", r.bits},
+                 {"count", r.count},
+                 {"delta", r.delta},
+                 {"mape", r.mape},
+                 {"sse", r.sse},
+                 {"sqnr_db", r.sqnr_db},
+                 {"sparsity", r.sparsity},
+                 {"q_zeros", r.q_zeros}});
     csv << r.name << "," << r.bits << "," << r.count << "," << r.delta << "," << r.mape << ","
         << r.sse << "," << r.sqnr_db << "," << r.sparsity << "," << r.q_zeros << "\n";
   }
@@ -163,9 +174,9 @@ int run(EvalOptions o) {
   PSGD_CHECK(!o.arch.empty(), o.model, ": no architecture in the checkpoint; give --arch");
   if (o.w_bits == 0) o.w_bits = std::stoi(metadata_or(file, "w_bits", "4"));
   o.first_last = o.first_last || metadata_or(file, "first_last_quant", "0") == "1";
-  Context ctx(pick_device(o.device), o.threads, 0);
-  const data::Dataset test_set = data::load_dataset(
-      o.data, data::Split::Test, {data::parse_format(o.dataset), o.coarse});
+  Context ctx(pick_device(o.device), o.threads, 0, {.tf32 = !o.strict_fp32});
+  const data::Dataset test_set =
+      data::load_dataset(o.data, data::Split::Test, {data::parse_format(o.dataset), o.coarse});
   const auto test_loader = data::make_loader(
       test_set, {.batch_size = o.batch_size, .shuffle = false, .augment = false}, {}, ctx.device());
   BatchSource& test = *test_loader;
@@ -173,13 +184,16 @@ int run(EvalOptions o) {
   load_checkpoint(o.model, *net, nullptr);
 
   const EvalResult fp = evaluate(ctx, *net, test);
-  std::printf("%s on %s (%lld test images): FP %s (loss %.4f)\n", o.arch.c_str(),
-              test_set.name.c_str(), static_cast<long long>(fp.samples), percent(fp.top1).c_str(), fp.loss);
+  std::printf("%s on %s (%lld test images, %s): FP %s (loss %.4f)\n", o.arch.c_str(),
+              test_set.name.c_str(), static_cast<long long>(fp.samples),
+              ctx.device() == Device::CPU ? "CPU" : (o.strict_fp32 ? "GPU, float32" : "GPU, TF32"),
+              percent(fp.top1).c_str(), fp.loss);
   const int a_bits = o.act_quant ? o.a_bits : 32;
   const EvalResult lp = evaluate_at(ctx, *net, test, o, o.w_bits, a_bits);
   std::printf("LP W%dA%d%s%s: %s (loss %.4f)\n", o.w_bits, a_bits,
               o.first_last ? ", first/last quantized" : "",
-              a_bits < 32 && o.act_clipping ? ", activations clipped" : "", percent(lp.top1).c_str(), lp.loss);
+              a_bits < 32 && o.act_clipping ? ", activations clipped" : "",
+              percent(lp.top1).c_str(), lp.loss);
 
   if (!o.sweep_w.empty()) {
     if (o.sweep_a.empty()) o.sweep_a = {32};
@@ -188,21 +202,23 @@ int run(EvalOptions o) {
     std::printf("\n");
     for (int w : o.sweep_w) {
       std::printf("%8s", ("W" + std::to_string(w)).c_str());
-      for (int a : o.sweep_a) std::printf("%10s", percent(evaluate_at(ctx, *net, test, o, w, a).top1).c_str());
+      for (int a : o.sweep_a)
+        std::printf("%10s", percent(evaluate_at(ctx, *net, test, o, w, a).top1).c_str());
       std::printf("\n");
     }
   }
   assign_quantizers(net->params(), {.w_bits = o.w_bits, .first_last = o.first_last, .psg = false});
   if (o.sparsity >= 0.0) {
     WeightsSnapshot keep(net->params());
-    const std::vector<LayerSparsity> layers = prune_by_magnitude(
-        net->params(), o.sparsity, o.prune_scope == "global" ? PruneScope::Global : PruneScope::PerLayer);
+    const std::vector<LayerSparsity> layers =
+        prune_by_magnitude(net->params(), o.sparsity,
+                           o.prune_scope == "global" ? PruneScope::Global : PruneScope::PerLayer);
     const EvalResult pruned = evaluate(ctx, *net, test);
     std::printf("\npruned to %s (%s): FP %s\n", percent(o.sparsity).c_str(), o.prune_scope.c_str(),
                 percent(pruned.top1).c_str());
     for (const LayerSparsity& l : layers)
-      std::printf("  %-34s %8lld weights  %s zero\n", l.name.c_str(), static_cast<long long>(l.count),
-                  percent(l.sparsity()).c_str());
+      std::printf("  %-34s %8lld weights  %s zero\n", l.name.c_str(),
+                  static_cast<long long>(l.count), percent(l.sparsity()).c_str());
   }
   if (o.find_clipping) {
     EvalOptions chosen = o;
@@ -211,7 +227,8 @@ int run(EvalOptions o) {
     const int a = o.act_quant ? o.a_bits : 4;
     std::printf("chosen n = %.1f: test LP W%dA%d %s\n", chosen.clipping_range, o.w_bits, a,
                 percent(evaluate_at(ctx, *net, test, chosen, o.w_bits, a).top1).c_str());
-    assign_quantizers(net->params(), {.w_bits = o.w_bits, .first_last = o.first_last, .psg = false});
+    assign_quantizers(net->params(),
+                      {.w_bits = o.w_bits, .first_last = o.first_last, .psg = false});
   }
   if (!o.export_path.empty()) {
     export_integer_model(ctx, *net, o);
@@ -219,10 +236,11 @@ int run(EvalOptions o) {
   }
   if (!o.report.empty()) {
     const std::vector<QuantReportRow> rows = quantization_report(ctx, net->params());
-    std::printf("\n%-34s %4s %10s %10s %12s %9s %8s\n", "tensor", "bits", "delta", "MAPE", "SSE", "SQNR dB", "zeros");
+    std::printf("\n%-34s %4s %10s %10s %12s %9s %8s\n", "tensor", "bits", "delta", "MAPE", "SSE",
+                "SQNR dB", "zeros");
     for (const QuantReportRow& r : rows)
-      std::printf("%-34s %4d %10.3g %10.4f %12.5g %9.2f %8s\n", r.name.c_str(), r.bits, r.delta, r.mape,
-                  r.sse, r.sqnr_db, percent(r.sparsity).c_str());
+      std::printf("%-34s %4d %10.3g %10.4f %12.5g %9.2f %8s\n", r.name.c_str(), r.bits, r.delta,
+                  r.mape, r.sse, r.sqnr_db, percent(r.sparsity).c_str());
     write_report(rows, o.report);
     std::printf("report -> %s.json, %s.csv\n", o.report.c_str(), o.report.c_str());
   }
@@ -233,37 +251,66 @@ int run(EvalOptions o) {
 
 int main(int argc, char** argv) {
   EvalOptions o;
-  CLI::App app{"Evaluate a psgd checkpoint: FP and LP accuracy, bit-width sweeps, pruning, per-layer report"};
+  CLI::App app{
+      "Evaluate a psgd checkpoint: FP and LP accuracy, bit-width sweeps, pruning, per-layer "
+      "report"};
   const auto bits = CLI::Validator(
       [](std::string& s) {
         const int b = std::stoi(s);
         return (b >= 2 && b <= 8) || b == 32 ? std::string() : "bits must be 2..8 or 32";
       },
       "2..8|32");
-  app.add_option("--model", o.model, "checkpoint (safetensors)")->required()->check(CLI::ExistingFile);
+  app.add_option("--model", o.model, "checkpoint (safetensors)")
+      ->required()
+      ->check(CLI::ExistingFile);
   app.add_option("--data", o.data, "dataset folder")->required()->check(CLI::ExistingDirectory);
-  app.add_option("--dataset", o.dataset, "dataset format")->check(CLI::IsMember({"cifar100", "cifar10", "auto"}))->capture_default_str();
+  app.add_option("--dataset", o.dataset, "dataset format")
+      ->check(CLI::IsMember({"cifar100", "cifar10", "auto"}))
+      ->capture_default_str();
   app.add_flag("--coarse", o.coarse, "CIFAR-100 coarse labels");
   app.add_option("--arch", o.arch, "network (default: the checkpoint's)");
-  app.add_option("--w-bits,--w_bit", o.w_bits, "weight bits of the LP network (default: the checkpoint's)")->check(bits);
-  app.add_option("--a-bits,--a_bit", o.a_bits, "activation bits with --act-quant")->check(bits)->capture_default_str();
-  app.add_flag("--first-last-quant,--first_last_quant", o.first_last, "quantize the first and last layers too");
+  app.add_option("--w-bits,--w_bit", o.w_bits,
+                 "weight bits of the LP network (default: the checkpoint's)")
+      ->check(bits);
+  app.add_option("--a-bits,--a_bit", o.a_bits, "activation bits with --act-quant")
+      ->check(bits)
+      ->capture_default_str();
+  app.add_flag("--first-last-quant,--first_last_quant", o.first_last,
+               "quantize the first and last layers too");
   app.add_flag("--act-quant,--act_quant", o.act_quant, "quantize activations to --a-bits");
-  app.add_flag("--act-clipping,--act_clipping", o.act_clipping, "clip activations at beta + n gamma of the preceding BN");
-  app.add_option("--clipping-range,--clipping_range", o.clipping_range, "n of the clipping")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_flag("--act-clipping,--act_clipping", o.act_clipping,
+               "clip activations at beta + n gamma of the preceding BN");
+  app.add_option("--clipping-range,--clipping_range", o.clipping_range, "n of the clipping")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   app.add_option("--lambda-s,--lambda_s", o.lambda_s, "recorded only (the reference's option)");
   app.add_option("--sweep", o.sweep_w, "weight bit widths to sweep, e.g. 8 6 4 3 2")->check(bits);
-  app.add_option("--sweep-a", o.sweep_a, "activation bit widths of the sweep (default 32)")->check(bits);
-  app.add_option("--sparsity", o.sparsity, "evaluate the float network magnitude-pruned to this sparsity")->check(CLI::Range(0.0, 1.0));
-  app.add_option("--prune-scope", o.prune_scope, "prune each layer, or all at once")->check(CLI::IsMember({"layer", "global"}))->capture_default_str();
-  app.add_option("--report", o.report, "print the per-layer table and write it to <prefix>.json and .csv");
-  app.add_flag("--find-clipping", o.find_clipping, "pick the clipping range on held-out training images");
-  app.add_option("--holdout", o.holdout, "held-out training images for --find-clipping")->check(CLI::PositiveNumber)->capture_default_str();
-  app.add_option("--export", o.export_path, "write the LP model as I8 levels plus F32 scales (safetensors)");
-  app.add_option("--batch-size", o.batch_size, "evaluation batch")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--sweep-a", o.sweep_a, "activation bit widths of the sweep (default 32)")
+      ->check(bits);
+  app.add_option("--sparsity", o.sparsity,
+                 "evaluate the float network magnitude-pruned to this sparsity")
+      ->check(CLI::Range(0.0, 1.0));
+  app.add_option("--prune-scope", o.prune_scope, "prune each layer, or all at once")
+      ->check(CLI::IsMember({"layer", "global"}))
+      ->capture_default_str();
+  app.add_option("--report", o.report,
+                 "print the per-layer table and write it to <prefix>.json and .csv");
+  app.add_flag("--find-clipping", o.find_clipping,
+               "pick the clipping range on held-out training images");
+  app.add_option("--holdout", o.holdout, "held-out training images for --find-clipping")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--export", o.export_path,
+                 "write the LP model as I8 levels plus F32 scales (safetensors)");
+  app.add_option("--batch-size", o.batch_size, "evaluation batch")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   app.add_option("--threads", o.threads, "CPU threads (0: all cores)")->capture_default_str();
   app.add_option("--device", o.device, "cpu, cuda, or auto (the GPU where one is visible)")
-      ->check(CLI::IsMember({"cpu", "cuda", "auto"}))->capture_default_str();
+      ->check(CLI::IsMember({"cpu", "cuda", "auto"}))
+      ->capture_default_str();
+  app.add_flag("--strict-fp32", o.strict_fp32,
+               "GPU: strict float32, no TF32 (the CPU's arithmetic)");
   CLI11_PARSE(app, argc, argv);
   try {
     return run(o);

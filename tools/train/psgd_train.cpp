@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -41,9 +42,11 @@ Device pick_device(const TrainOptions& o, const Comm& comm) {
   return Device::CUDA;
 }
 
-TrainOptions resumed_options(const std::string& dir, const CLI::App& app, const TrainOptions& given) {
+TrainOptions resumed_options(const std::string& dir, const CLI::App& app,
+                             const TrainOptions& given) {
   const fs::path config = fs::path(dir) / "config.json";
-  PSGD_CHECK(fs::exists(config), "--resume ", dir, ": no config.json (not a psgd-train output folder)");
+  PSGD_CHECK(fs::exists(config), "--resume ", dir,
+             ": no config.json (not a psgd-train output folder)");
   TrainOptions o;
   try {
     o = nlohmann::json::parse(std::ifstream(config)).get<TrainOptions>();
@@ -56,26 +59,45 @@ TrainOptions resumed_options(const std::string& dir, const CLI::App& app, const 
   return o;
 }
 
+int train(TrainOptions& o, const std::string& resume, Context& ctx, Comm& comm);
+
 int run(TrainOptions o, const std::string& resume, const CLI::App& app, Comm& job) {
   if (!resume.empty()) o = resumed_options(resume, app, o);
   if (o.out.empty()) o.out = "runs/" + o.arch;
   validate(o, job.world());
-  const bool leader = job.rank() == 0;
   Context ctx(pick_device(o, job), o.threads, rank_seed(o.seed, job.rank()),
               {.tf32 = !o.strict_fp32, .deterministic = o.deterministic});
   // GPU ranks exchange device tensors through NCCL; CPU ranks use the job's MPI ranks.
+  PSGD_CHECK(!o.nccl || ctx.device() == Device::CUDA, "--nccl needs a GPU, and none is visible");
   std::unique_ptr<Comm> gpu_ranks;
-  if (ctx.device() == Device::CUDA && (job.world() > 1 || o.nccl)) gpu_ranks = make_nccl_comm(job, ctx);
+  if (ctx.device() == Device::CUDA && (job.world() > 1 || o.nccl))
+    gpu_ranks = make_nccl_comm(job, ctx);
   Comm& comm = gpu_ranks ? *gpu_ranks : job;
+  try {
+    return train(o, resume, ctx, comm);
+  } catch (const std::exception& e) {
+    if (comm.world() == 1) throw;
+    // End every rank now, through the communicator in use (NCCL aborts its kernels first):
+    // unwinding further would wait on collectives the others may never finish.
+    comm.abort("psgd-train rank " + std::to_string(comm.rank()) + ": " + user_message(e));
+  }
+  std::abort();  // not reached (abort does not return): for the compiler
+}
+
+int train(TrainOptions& o, const std::string& resume, Context& ctx, Comm& comm) {
+  const bool leader = comm.rank() == 0;
 
   const data::DatasetOptions dopts{data::parse_format(o.dataset), o.coarse};
   data::Dataset train_set = data::load_dataset(o.data, data::Split::Train, dopts);
-  data::Dataset test_set = o.holdout > 0 ? data::Dataset{} : data::load_dataset(o.data, data::Split::Test, dopts);
+  data::Dataset test_set =
+      o.holdout > 0 ? data::Dataset{} : data::load_dataset(o.data, data::Split::Test, dopts);
   for (data::Dataset* d : {&train_set, &test_set}) {
-    if (!o.norm_mean.empty()) std::copy(o.norm_mean.begin(), o.norm_mean.end(), d->norm.mean.begin());
+    if (!o.norm_mean.empty())
+      std::copy(o.norm_mean.begin(), o.norm_mean.end(), d->norm.mean.begin());
     if (!o.norm_std.empty()) std::copy(o.norm_std.begin(), o.norm_std.end(), d->norm.std.begin());
   }
-  std::vector<int64_t> train_indices = subset(train_set.size(), o.train_subset, o.seed), test_indices;
+  std::vector<int64_t> train_indices = subset(train_set.size(), o.train_subset, o.seed),
+                       test_indices;
   if (o.holdout > 0) {  // validation images come out of the training set
     const data::HeldOut split = data::hold_out(train_set.size(), o.holdout, o.seed);
     train_indices = split.train;
@@ -87,31 +109,41 @@ int run(TrainOptions o, const std::string& resume, const CLI::App& app, Comm& jo
   }
   const data::Dataset& eval_set = o.holdout > 0 ? train_set : test_set;
   // On a GPU the datasets live in device memory and batches are augmented there.
-  const auto train = data::make_loader(
-      train_set,
-      {.batch_size = o.batch_size, .shuffle = !o.no_shuffle, .augment = !o.no_augment,
-       .drop_last = o.drop_last, .seed = o.seed, .rank = comm.rank(), .world = comm.world()},
-      train_indices, ctx.device());
-  const auto test = data::make_loader(
-      eval_set,
-      {.batch_size = o.eval_batch_size, .shuffle = false, .augment = false, .rank = comm.rank(),
-       .world = comm.world()},
-      test_indices, ctx.device());
-  // Synchronised BN counts each rank's share as an equal part of the batch.
+  const auto train = data::make_loader(train_set,
+                                       {.batch_size = o.batch_size,
+                                        .shuffle = !o.no_shuffle,
+                                        .augment = !o.no_augment,
+                                        .drop_last = o.drop_last,
+                                        .seed = o.seed,
+                                        .rank = comm.rank(),
+                                        .world = comm.world()},
+                                       train_indices, ctx.device());
+  const auto test = data::make_loader(eval_set,
+                                      {.batch_size = o.eval_batch_size,
+                                       .shuffle = false,
+                                       .augment = false,
+                                       .rank = comm.rank(),
+                                       .world = comm.world()},
+                                      test_indices, ctx.device());
+  // Every rank holds an equal share of every batch: the gradient mean over ranks is then the
+  // global batch's, and synchronised BN counts the shares as equal.
   const int64_t last_batch = train->samples() % o.batch_size;
-  PSGD_CHECK(!o.sync_bn || o.drop_last || last_batch % comm.world() == 0, "--sync-bn: the last batch of ",
+  PSGD_CHECK(o.drop_last || last_batch % comm.world() == 0, "the last training batch of ",
              last_batch, " images does not split evenly over ", comm.world(),
              " ranks; add --drop-last or choose --train-subset");
 
   auto net = make_net(o.arch, train_set.classes, ctx.device(), o.seed);
-  assign_quantizers(net->params(), {.w_bits = o.w_bits, .first_last = o.first_last_quant,
-                                    .psg = o.lambda_s > 0,
-                                    .target = o.target == "zero" ? QuantTarget::Zero : QuantTarget::Grid});
-  Optimizer optimizer(net->params(), {.kind = o.optimizer == "adam" ? OptimizerKind::Adam : OptimizerKind::Sgd,
-                                      .momentum = o.momentum,
-                                      .weight_decay = o.effective_weight_decay(),
-                                      .lambda_s = o.lambda_s});
-  if (o.sync_bn) synchronise_batch_norm(*net, comm);
+  assign_quantizers(net->params(),
+                    {.w_bits = o.w_bits,
+                     .first_last = o.first_last_quant,
+                     .psg = o.lambda_s > 0,
+                     .target = o.target == "zero" ? QuantTarget::Zero : QuantTarget::Grid});
+  Optimizer optimizer(net->params(),
+                      {.kind = o.optimizer == "adam" ? OptimizerKind::Adam : OptimizerKind::Sgd,
+                       .momentum = o.momentum,
+                       .weight_decay = o.effective_weight_decay(),
+                       .lambda_s = o.lambda_s});
+  if (o.sync_bn && comm.world() > 1) synchronise_batch_norm(*net, comm);  // alone, it is plain BN
   TrainProgress progress;
   const fs::path last = fs::path(o.out) / "last.safetensors";
   if (!resume.empty()) {
@@ -138,23 +170,30 @@ int run(TrainOptions o, const std::string& resume, const CLI::App& app, Comm& jo
     std::cout << comm.world() << " ranks (" << comm.backend() << "), global batch " << o.batch_size
               << ", " << (o.sync_bn ? "synchronised" : "per-rank") << " BN\n";
   if (leader)
-    std::cout << net->arch() << " on " << train_set.name << " (" << train->samples() << " training, "
-            << test->samples() << (o.holdout > 0 ? " held-out" : " test") << " images, " << train_set.classes << " classes), "
-            << device_name(ctx.device()) << " with " << ctx.threads() << " threads; W"
-            << o.w_bits << (o.first_last_quant ? " first/last quantized" : "") << ", lambda_s "
-            << o.lambda_s << ", " << o.optimizer << " lr " << o.effective_lr() << "\n";
+    std::cout << net->arch() << " on " << train_set.name << " (" << train->samples()
+              << " training, " << test->samples() << (o.holdout > 0 ? " held-out" : " test")
+              << " images, " << train_set.classes << " classes), " << device_name(ctx.device())
+              << " with " << ctx.threads() << " threads; W" << o.w_bits
+              << (o.first_last_quant ? " first/last quantized" : "") << ", lambda_s " << o.lambda_s
+              << ", " << o.optimizer << " lr " << o.effective_lr() << "\n";
   TrainerConfig tc;
   tc.first_epoch = progress.epoch + 1;
   tc.last_epoch = o.epochs;
-  tc.schedule = {.kind = o.schedule == "cosine" ? LrSchedule::Kind::Cosine : LrSchedule::Kind::MultiStep,
-                 .base_lr = o.effective_lr(), .milestones = o.decay_epochs, .gamma = o.gamma,
-                 .first_epoch = o.first_epoch,
-                 .last_epoch = std::max(o.epochs, o.first_epoch),
-                 .warmup_epochs = o.warmup_epochs};
+  tc.schedule = {
+      .kind = o.schedule == "cosine" ? LrSchedule::Kind::Cosine : LrSchedule::Kind::MultiStep,
+      .base_lr = o.effective_lr(),
+      .milestones = o.decay_epochs,
+      .gamma = o.gamma,
+      .first_epoch = o.first_epoch,
+      .last_epoch = std::max(o.epochs, o.first_epoch),
+      .warmup_epochs = o.warmup_epochs};
   tc.out_dir = o.out;
-  tc.metadata = {{"w_bits", std::to_string(o.w_bits)}, {"a_bits", std::to_string(o.a_bits)},
-                 {"lambda_s", std::to_string(o.lambda_s)}, {"first_last_quant", o.first_last_quant ? "1" : "0"},
-                 {"dataset", train_set.name}, {"seed", std::to_string(o.seed)}};
+  tc.metadata = {{"w_bits", std::to_string(o.w_bits)},
+                 {"a_bits", std::to_string(o.a_bits)},
+                 {"lambda_s", std::to_string(o.lambda_s)},
+                 {"first_last_quant", o.first_last_quant ? "1" : "0"},
+                 {"dataset", train_set.name},
+                 {"seed", std::to_string(o.seed)}};
   tc.log = &std::cout;
   tc.interactive = isatty(fileno(stdout)) && !launched_by_mpi();  // mpirun relays through a pty
   tc.comm = &comm;
@@ -162,7 +201,7 @@ int run(TrainOptions o, const std::string& resume, const CLI::App& app, Comm& jo
   const TrainProgress done = trainer.run();
   if (leader)
     std::cout << "done: best FP " << 100 * done.best_fp << "%, best LP " << 100 * done.best_lp
-            << "%; checkpoints, config.json and metrics.jsonl in " << o.out << "\n";
+              << "%; checkpoints, config.json and metrics.jsonl in " << o.out << "\n";
   return 0;
 }
 
@@ -171,7 +210,9 @@ int run(TrainOptions o, const std::string& resume, const CLI::App& app, Comm& jo
 int main(int argc, char** argv) {
   TrainOptions options;
   std::string resume;
-  CLI::App app{"Train a CIFAR network with PSGD (Position-based Scaled Gradient); --lambda-s 0 is plain SGD"};
+  CLI::App app{
+      "Train a CIFAR network with PSGD (Position-based Scaled Gradient); --lambda-s 0 is plain "
+      "SGD"};
   add_options(app, options, resume);
   CLI11_PARSE(app, argc, argv);
   std::unique_ptr<Comm> job;
