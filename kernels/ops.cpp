@@ -319,20 +319,37 @@ void linear_backward(Context& ctx, const Tensor& x, const Tensor& w, const Tenso
 }
 
 // ---- Dropout ----------------------------------------------------------------------------------
+namespace {
+void check_mask_index(const char* op, const Tensor& mask_index) {
+  if (!mask_index.defined()) return;
+  check_shape(op, "mask_index", mask_index, Shape{1});
+  PSGD_CHECK(mask_index.dtype == DType::I32, op, ": mask_index must be int32");
+}
+}  // namespace
+
 void dropout_forward(Context& ctx, const Tensor& x, float p, uint64_t seed, uint64_t stream,
-                     const Tensor& y) {
-  check_devices(ctx, "dropout_forward", {&x, &y});
+                     const Tensor& y, const Tensor& mask_index) {
+  check_devices(ctx, "dropout_forward", {&x, &y, &mask_index});
   check_same_shape("dropout_forward", x, y);
+  check_mask_index("dropout_forward", mask_index);
   PSGD_CHECK(p >= 0.0f && p <= 1.0f, "dropout: probability ", p, " outside [0, 1]");
-  PSGD_DISPATCH(ctx, dropout_forward, x, p, seed, stream, y);
+  PSGD_DISPATCH(ctx, dropout_forward, x, p, seed, stream, y, mask_index);
 }
 
 void dropout_backward(Context& ctx, const Tensor& dy, float p, uint64_t seed, uint64_t stream,
-                      const Tensor& dx, GradMode dx_mode) {
-  check_devices(ctx, "dropout_backward", {&dy, &dx});
+                      const Tensor& dx, GradMode dx_mode, const Tensor& mask_index) {
+  check_devices(ctx, "dropout_backward", {&dy, &dx, &mask_index});
   check_same_shape("dropout_backward", dy, dx);
+  check_mask_index("dropout_backward", mask_index);
   PSGD_CHECK(p >= 0.0f && p <= 1.0f, "dropout: probability ", p, " outside [0, 1]");
-  PSGD_DISPATCH(ctx, dropout_backward, dy, p, seed, stream, dx, dx_mode);
+  PSGD_DISPATCH(ctx, dropout_backward, dy, p, seed, stream, dx, dx_mode, mask_index);
+}
+
+void count_up(Context& ctx, const Tensor& counter) {
+  check_devices(ctx, "count_up", {&counter});
+  PSGD_CHECK(counter.defined(), "count_up: no counter");
+  check_mask_index("count_up", counter);
+  PSGD_DISPATCH(ctx, count_up, counter);
 }
 
 // ---- Loss and metrics -------------------------------------------------------------------------

@@ -117,11 +117,15 @@ void linear_backward(Context& ctx, const Tensor& x, const Tensor& w, const Tenso
 
 // ---- Dropout (inverted: kept elements scaled by 1 / (1 - p)) ----------------------------------
 // Element i is dropped when rng::uniform(rng::stream_key(seed, stream), i) < p; the backward
-// pass recomputes the same mask from the same (seed, stream), so nothing is stored.
+// pass recomputes the same mask from the same (seed, stream), so nothing is stored. With
+// `mask_index` (int32 (1), on the device) the stream is stream | mask_index[0], read where the
+// kernel runs: a captured step then draws a new mask at each replay (see count_up).
 void dropout_forward(Context& ctx, const Tensor& x, float p, uint64_t seed, uint64_t stream,
-                     const Tensor& y);
+                     const Tensor& y, const Tensor& mask_index = {});
 void dropout_backward(Context& ctx, const Tensor& dy, float p, uint64_t seed, uint64_t stream,
-                      const Tensor& dx, GradMode dx_mode);
+                      const Tensor& dx, GradMode dx_mode, const Tensor& mask_index = {});
+// counter (int32 (1)) += 1, as an unsigned 32-bit count, on the device.
+void count_up(Context& ctx, const Tensor& counter);
 
 // ---- Loss and metrics -------------------------------------------------------------------------
 // Mean softmax cross-entropy of logits (N, K) against int32 labels (N), forward and backward

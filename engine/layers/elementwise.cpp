@@ -92,19 +92,42 @@ std::string Dropout::describe() const {
   return s.str();
 }
 
+void Dropout::plan(Device device, std::span<const Shape>) {
+  if (mask_index_.bytes() != 0 && mask_index_.device() == device) return;
+  mask_index_ = DeviceBuffer(device, sizeof(int32_t));
+  upload_mask_index();
+}
+
+Tensor Dropout::mask_index() const {
+  return Tensor(reinterpret_cast<int32_t*>(mask_index_.data()), Shape{1}, mask_index_.device());
+}
+
+void Dropout::upload_mask_index() {
+  const int32_t index = static_cast<int32_t>(static_cast<uint32_t>(forwards_ - 1));
+  memory_copy(mask_index_.data(), mask_index_.device(), &index, Device::CPU, sizeof index);
+}
+
+void Dropout::set_forwards(uint64_t count) {
+  forwards_ = count;
+  if (mask_index_.bytes() != 0) upload_mask_index();
+}
+
 void Dropout::forward(Context& ctx, std::span<const Tensor> x, const Tensor& y, Mode mode) {
   if (mode == Mode::Eval) {
     tensor_copy(y, x[0]);
     return;
   }
-  ops::dropout_forward(ctx, x[0], p_, ctx.seed(), mask_stream(forwards_++), y);
+  PSGD_CHECK(mask_index_.bytes() != 0, name_, ": forward before plan()");
+  ops::count_up(ctx, mask_index());
+  ops::dropout_forward(ctx, x[0], p_, ctx.seed(), stream_base(), y, mask_index());
+  ++forwards_;
 }
 
 void Dropout::backward(Context& ctx, std::span<const Tensor>, const Tensor&, const Tensor& dy,
                        std::span<const Tensor> dx, std::span<const ops::GradMode> dx_modes) {
   PSGD_CHECK(forwards_ > 0, name_, ": backward before any training forward");
   if (dx[0].defined())
-    ops::dropout_backward(ctx, dy, p_, ctx.seed(), last_stream(), dx[0], dx_modes[0]);
+    ops::dropout_backward(ctx, dy, p_, ctx.seed(), stream_base(), dx[0], dx_modes[0], mask_index());
 }
 
 }  // namespace psgd

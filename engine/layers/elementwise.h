@@ -63,27 +63,30 @@ class Dropout final : public Layer {
   Dropout(std::string name, float p, uint32_t stream);
   std::string describe() const override;
   Shape output_shape(std::span<const Shape> inputs) const override { return inputs[0]; }
+  void plan(Device device, std::span<const Shape> inputs) override;
   void forward(Context& ctx, std::span<const Tensor> x, const Tensor& y, Mode mode) override;
   void backward(Context& ctx, std::span<const Tensor> x, const Tensor& y, const Tensor& dy,
                 std::span<const Tensor> dx, std::span<const ops::GradMode> dx_modes) override;
-
-  // Each step draws a new mask, its key an argument of the kernel.
-  bool replayable() const override { return false; }
+  // The mask index lives on the device and counts up there, so a replayed step draws anew.
+  void count_replayed_forward() override { ++forwards_; }
 
   // The RNG stream of the mask drawn by the most recent Train forward.
-  uint64_t last_stream() const { return mask_stream(forwards_ - 1); }
+  uint64_t last_stream() const { return stream_base() | ((forwards_ - 1) & 0xffffffffu); }
   uint32_t stream() const { return stream_; }
   uint64_t forwards() const { return forwards_; }
-  void set_forwards(uint64_t count) { forwards_ = count; }
+  void set_forwards(uint64_t count);
 
  private:
-  uint64_t mask_stream(uint64_t forward_index) const {
-    return (uint64_t{stream_} << 32) | (forward_index & 0xffffffffu);
-  }
+  uint64_t stream_base() const { return uint64_t{stream_} << 32; }
+  Tensor mask_index() const;
+  void upload_mask_index();
 
   float p_;
   uint32_t stream_;
   uint64_t forwards_ = 0;
+  // int32 (1), on the device: the index of the current Train forward (forwards_ - 1), the low
+  // half of the mask's stream.
+  DeviceBuffer mask_index_;
 };
 
 }  // namespace psgd

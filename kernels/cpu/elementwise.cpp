@@ -15,8 +15,8 @@ inline void store(float* __restrict out, int64_t i, float value) {
 }
 
 template <bool kAccumulate>
-void relu_backward_loop(const float* __restrict y, const float* __restrict dy,
-                        float* __restrict dx, int64_t n) {
+void relu_backward_loop(const float* __restrict y, const float* __restrict dy, float* __restrict dx,
+                        int64_t n) {
   // Both loads unconditional: a select vectorises, a branch on the sign mispredicts half the time.
 #pragma omp parallel for simd schedule(static)
   for (int64_t i = 0; i < n; ++i) {
@@ -33,14 +33,21 @@ void copy_loop(const float* __restrict src, float* __restrict dst, int64_t n) {
 
 // y = x * scale where element i is kept, 0 where it is dropped.
 template <bool kAccumulate>
-void dropout_loop(const float* __restrict x, float* __restrict y, int64_t n, uint64_t key,
-                  float p, float scale) {
+void dropout_loop(const float* __restrict x, float* __restrict y, int64_t n, uint64_t key, float p,
+                  float scale) {
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < n; ++i)
     store<kAccumulate>(y, i, rng::uniform(key, i) < p ? 0.0f : x[i] * scale);
 }
 
-float keep_scale(float p) { return p < 1.0f ? 1.0f / (1.0f - p) : 0.0f; }
+float keep_scale(float p) {
+  return p < 1.0f ? 1.0f / (1.0f - p) : 0.0f;
+}
+
+uint64_t mask_key(uint64_t seed, uint64_t stream, const Tensor& mask_index) {
+  const uint32_t index = mask_index.defined() ? static_cast<uint32_t>(mask_index.i32()[0]) : 0u;
+  return rng::stream_key(seed, stream | index);
+}
 
 }  // namespace
 
@@ -87,18 +94,24 @@ void grad_pass(const Tensor& src, const Tensor& dst, GradMode mode) {
     copy_loop<false>(src.f32(), dst.f32(), dst.numel());
 }
 
-void dropout_forward(const Tensor& x, float p, uint64_t seed, uint64_t stream, const Tensor& y) {
-  dropout_loop<false>(x.f32(), y.f32(), x.numel(), rng::stream_key(seed, stream), p,
+void dropout_forward(const Tensor& x, float p, uint64_t seed, uint64_t stream, const Tensor& y,
+                     const Tensor& mask_index) {
+  dropout_loop<false>(x.f32(), y.f32(), x.numel(), mask_key(seed, stream, mask_index), p,
                       keep_scale(p));
 }
 
-void dropout_backward(const Tensor& dy, float p, uint64_t seed, uint64_t stream,
-                      const Tensor& dx, GradMode dx_mode) {
-  const uint64_t key = rng::stream_key(seed, stream);
+void dropout_backward(const Tensor& dy, float p, uint64_t seed, uint64_t stream, const Tensor& dx,
+                      GradMode dx_mode, const Tensor& mask_index) {
+  const uint64_t key = mask_key(seed, stream, mask_index);
   if (dx_mode == GradMode::Accumulate)
     dropout_loop<true>(dy.f32(), dx.f32(), dx.numel(), key, p, keep_scale(p));
   else
     dropout_loop<false>(dy.f32(), dx.f32(), dx.numel(), key, p, keep_scale(p));
+}
+
+void count_up(const Tensor& counter) {
+  int32_t& c = counter.i32()[0];
+  c = static_cast<int32_t>(static_cast<uint32_t>(c) + 1u);
 }
 
 }  // namespace psgd::cpu

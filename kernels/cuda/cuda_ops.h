@@ -26,9 +26,11 @@ void relu_backward(const Tensor& y, const Tensor& dy, const Tensor& dx, GradMode
 void add_forward(const Tensor& a, const Tensor& b, const Tensor& y);
 void add_relu_forward(const Tensor& a, const Tensor& b, const Tensor& y);
 void grad_pass(const Tensor& src, const Tensor& dst, GradMode mode);
-void dropout_forward(const Tensor& x, float p, uint64_t seed, uint64_t stream, const Tensor& y);
+void dropout_forward(const Tensor& x, float p, uint64_t seed, uint64_t stream, const Tensor& y,
+                     const Tensor& mask_index);
 void dropout_backward(const Tensor& dy, float p, uint64_t seed, uint64_t stream,
-                      const Tensor& dx, GradMode dx_mode);
+                      const Tensor& dx, GradMode dx_mode, const Tensor& mask_index);
+void count_up(const Tensor& counter);
 
 void quantize_weights(const Tensor& x, float delta, int levels, const Tensor& y);
 void quantize_activations(const Tensor& x, float delta, int levels, const Tensor& y);

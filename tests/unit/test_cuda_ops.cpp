@@ -105,7 +105,16 @@ TEST_CASE("cuda: ReLU, add and gradient routing equal the CPU") {
   compare("add_relu_forward", 2, [](Context& c, std::vector<Tensor>& t) { ops::add_relu_forward(c, t[0], t[1], t[2]); });
 }
 
-TEST_CASE("cuda: dropout draws the CPU's masks") {
+TEST_CASE("cuda: dropout draws the CPU's masks, with the index in device memory too") {
+  int32_t host_index = 41;
+  DeviceBuffer device_index(Device::CUDA, sizeof(int32_t));
+  memory_copy(device_index.data(), Device::CUDA, &host_index, Device::CPU, sizeof host_index);
+  const Tensor on_cpu(&host_index, Shape{1}, Device::CPU);
+  const Tensor on_gpu(reinterpret_cast<int32_t*>(device_index.data()), Shape{1}, Device::CUDA);
+  compare("dropout_forward (index)", 1, [&](Context& c, std::vector<Tensor>& t) {
+    ops::dropout_forward(c, t[0], 0.3f, 9, uint64_t{4} << 32, t[1],
+                         c.device() == Device::CPU ? on_cpu : on_gpu);
+  });
   compare("dropout_forward", 1, [](Context& c, std::vector<Tensor>& t) { ops::dropout_forward(c, t[0], 0.3f, 9, 4, t[1]); });
   compare("dropout_backward", 1, [](Context& c, std::vector<Tensor>& t) {
     ops::dropout_backward(c, t[0], 0.5f, 9, 4, t[1], ops::GradMode::Accumulate);

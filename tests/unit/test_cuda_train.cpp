@@ -169,3 +169,28 @@ TEST_CASE("cuda training: layers computing their ReLUs (BN + ReLU, add + ReLU) c
   }
   CHECK(weights[0] == weights[1]);
 }
+
+TEST_CASE("cuda training: VGG16-bn's steps, dropout included, are captured and replay exactly") {
+  const GpuMath math{.tf32 = true, .deterministic = true};
+  std::vector<float> weights[2];
+  for (const bool capture : {false, true}) {
+    Context ctx(Device::CUDA, 2, 7, math);
+    auto net = make_net("vgg16_bn", 10, Device::CUDA, 11);
+    Optimizer optimizer(net->params(), {.momentum = 0.9f, .weight_decay = 1e-4f});
+    Run data(Device::CUDA, {});
+    TrainStep step(ctx, *net, optimizer, single_rank());
+    for (int i = 0; i < 4; ++i) {
+      if (capture) {
+        step.run(data.x(), data.y(), 0.01f);
+      } else {
+        net->forward(ctx, data.x(), Mode::Train);
+        net->loss(ctx, data.y());
+        net->backward(ctx);
+        optimizer.step(ctx, 0.01f);
+      }
+    }
+    if (capture) CHECK(step.replays() == 2);
+    weights[capture] = to_host(net->params().weights());
+  }
+  CHECK(weights[0] == weights[1]);
+}

@@ -306,6 +306,20 @@ TEST_CASE("top-k accuracy counts ties against the label") {
   CHECK(ops::topk_correct(ctx, logits.t(), labels_of(labels), 3) == 3);
 }
 
+TEST_CASE("dropout: a mask index in device memory draws the mask of the explicit stream") {
+  Context ctx(Device::CPU, 2);
+  HostTensor x(Shape{3, 4, 5}), explicit_y(x.t().shape), indexed_y(x.t().shape);
+  fill_uniform(x.t(), -1, 1, 8, 0);
+  int32_t index = -1;  // before the first forward
+  const Tensor counter(&index, Shape{1}, Device::CPU);
+  ops::count_up(ctx, counter);
+  CHECK(index == 0);
+  ops::count_up(ctx, counter);
+  ops::dropout_forward(ctx, x.t(), 0.4f, 5, (uint64_t{7} << 32) | 1, explicit_y.t());
+  ops::dropout_forward(ctx, x.t(), 0.4f, 5, uint64_t{7} << 32, indexed_y.t(), counter);
+  for (int64_t i = 0; i < x.numel(); ++i) REQUIRE(indexed_y[i] == explicit_y[i]);
+}
+
 TEST_CASE("dropout: drop rate, scaling and determinism of the counter-based mask") {
   Context ctx(Device::CPU, 2);
   HostTensor x(Shape{4, 8, 16, 16}, 1.0f), y(x.t().shape), y2(x.t().shape), y3(x.t().shape);
