@@ -65,6 +65,20 @@ class PsgSgd(torch.optim.Optimizer):
                 p.add_(buf, alpha=-group["lr"])
 
 
+def card_ceilings(warmup, repeats):
+    """The GPU's measured ceilings: copy bandwidth of a 1 GiB tensor (read + write) and the
+    throughput of an 8192^3 float32 matrix product with TF32 allowed."""
+    a = torch.empty(2**28, device="cuda")
+    b = torch.empty_like(a)
+    copy_ms = median_ms("cuda", warmup, repeats, lambda: b.copy_(a))
+    del a, b
+    n = 8192
+    x, y = torch.randn(n, n, device="cuda"), torch.randn(n, n, device="cuda")
+    matmul_ms = median_ms("cuda", warmup, repeats, lambda: x @ y)
+    return {"copy_gb_per_s": 2 * 2**30 / (copy_ms / 1000) / 1e9,
+            "matmul_tflop_per_s": 2 * n**3 / (matmul_ms / 1000) / 1e12}
+
+
 def quantized_parameters(model):
     """REFERENCE.md with first/last quantization: every conv weight and the classifier."""
     return [p for n, p in model.named_parameters() if p.dim() == 4 or n.startswith(("fc.", "classifier.6"))]
@@ -185,13 +199,13 @@ def on_alarm(signum, frame):
     raise VariantTimeout("took longer than --variant-timeout")
 
 
-def write_results(args, machine, commit, rows):
+def write_results(args, machine, commit, rows, ceilings):
     """Writes results.json and results.md; returns the Markdown table."""
     header = (f"{time.strftime('%Y-%m-%d')}, {machine}, PyTorch {torch.__version__}, psgd {commit}; "
               f"median of {args.repeats} after {args.warmup} warm-up")
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump({"date": time.strftime("%Y-%m-%d"), "machine": machine, "torch": torch.__version__,
-                   "commit": commit, "device": args.device, "rows": rows}, f, indent=2)
+                   "commit": commit, "device": args.device, "ceilings": ceilings, "rows": rows}, f, indent=2)
     table = markdown(rows, header)
     with open(os.path.join(args.out, "results.md"), "w") as f:
         f.write(table)
@@ -225,6 +239,7 @@ def main():
     machine = torch.cuda.get_device_name() if args.device == "cuda" else f"{cpu_name()}, {args.threads} threads"
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     os.makedirs(args.out, exist_ok=True)
+    ceilings = card_ceilings(args.warmup, min(args.repeats, 10)) if args.device == "cuda" else None
     rows = []
     for arch in args.arch:
         for batch in args.batch:
@@ -244,8 +259,8 @@ def main():
                              "train_ratio": mine["train_images_per_s"] / theirs["train_images_per_s"],
                              "fp_ratio": mine["infer_fp_images_per_s"] / theirs["infer_fp_images_per_s"],
                              "lp_ratio": mine["infer_lp_images_per_s"] / theirs["infer_lp_images_per_s"]})
-                write_results(args, machine, commit, rows)  # what is measured survives an interruption
-    print(write_results(args, machine, commit, rows))
+                write_results(args, machine, commit, rows, ceilings)  # what is measured survives an interruption
+    print(write_results(args, machine, commit, rows, ceilings))
 
 
 if __name__ == "__main__":
