@@ -1,30 +1,46 @@
 #!/usr/bin/env bash
-# Every GPU check in one call, for a machine with one GPU and no network (the device tool):
-# the card, driver and CUDA libraries present; a build for that card; the whole test suite
-# (the GPU suites compare every CUDA op and whole training steps with the CPU); compute-sanitizer
-# (memcheck and racecheck) over the kernel tests; psgd-train on the GPU, through NCCL and
-# without; the benchmarks against PyTorch. Logs go to $OUT (default out/gpu-check): summary.txt,
-# card.txt, build.log, tests.log, sanitizer.log, train.log, bench.log. Exits non-zero if any
-# step failed.
+# Every GPU check in one call, for a machine with one GPU and no network (the device tool), in
+# order of importance and within a time budget (GPU_CHECK_BUDGET seconds, default 420; a step
+# that would not fit is reported as skipped):
+#   1. the card, driver and CUDA libraries present;
+#   2. a build for that card (the GPU suites and the binaries first);
+#   3. the GPU suites: every CUDA op and whole training steps against the CPU;
+#   4. compute-sanitizer (memcheck, racecheck) over the kernel tests;
+#   5. psgd-train and psgd-eval on the GPU, and the NCCL path against the run without it;
+#   6. the benchmarks against PyTorch (short form) and a few epochs of the PSGD phase;
+#   7. the rest of the build and the whole test suite.
+# Logs go to $OUT (default out/gpu-check): summary.txt, card.txt, build.log, gpu-tests.log,
+# sanitizer.log, train.log, bench.log (+ bench/results.md), tests.log. Exits non-zero if a step
+# failed.
 #
 # Here, first:   scripts/stage-gpu-deps.sh        (our Debian headers and libraries -> .gpu-deps)
-# Then, device:  run(command="scripts/gpu-check.sh", carry=[".gpu-deps"], timeout_s=540)
+# Then, device:  run(command="scripts/gpu-check.sh", carry=[".gpu-deps"], timeout_s=480)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-out/gpu-check}
 build=build-gpu
+budget=${GPU_CHECK_BUDGET:-420}
 mkdir -p "$out"
 : > "$out/summary.txt"
 status=0
 
+# step NAME LOG LIMIT COMMAND...: runs COMMAND with at most LIMIT seconds (less if the budget
+# has less left), logging to LOG.
 step() {
-  local name=$1 log=$2
-  shift 2
+  local name=$1 log=$2 limit=$3
+  shift 3
+  local left=$((budget - SECONDS))
+  if ((left < 20)); then
+    echo "skip  $name (out of time)" | tee -a "$out/summary.txt"
+    return
+  fi
+  ((limit > left)) && limit=$left
   local start=$SECONDS
-  if "$@" >> "$out/$log" 2>&1; then
+  # timeout runs programs, not shell functions: the functions below are exported to a bash.
+  if timeout "$limit" bash -c '"$@"' step "$@" >> "$out/$log" 2>&1; then
     echo "ok    $name ($((SECONDS - start)) s)" | tee -a "$out/summary.txt"
   else
-    echo "FAIL  $name ($((SECONDS - start)) s; see $log)" | tee -a "$out/summary.txt"
+    echo "FAIL  $name ($((SECONDS - start)) s of at most $limit; see $log)" | tee -a "$out/summary.txt"
     status=1
   fi
 }
@@ -49,7 +65,7 @@ nccl_root() {  # NCCL from the toolkit, else from the pip wheel of the image
   python3 -c 'import nvidia.nccl, os; print(os.path.dirname(nvidia.nccl.__file__))' 2>/dev/null
 }
 
-configure_and_build() {
+configure_and_build_gpu_parts() {
   local deps=() root
   [[ -d .gpu-deps ]] && deps+=("-DPSGD_DEPS_ROOT=$PWD/.gpu-deps")
   root=$(cudnn_root)
@@ -58,20 +74,26 @@ configure_and_build() {
   [[ -n $root ]] && deps+=("-DPSGD_NCCL_ROOT=$root")
   cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DPSGD_CUDA=ON \
     -DPSGD_CUDA_ARCHITECTURES="${PSGD_CUDA_ARCH:-native}" "${deps[@]}" &&
-    cmake --build "$build" -j"$(nproc)"
+    cmake --build "$build" -j"$(nproc)" --target test_cuda_ops test_cuda_train psgd-train psgd-eval \
+      psgd-data psgd-bench
+}
+
+gpu_suites() {
+  "$build/tests/test_cuda_ops" && "$build/tests/test_cuda_train"
 }
 
 # The sanitizers slow kernels 10-100x: racecheck covers our own kernels (the library calls have
 # no shared memory of ours), memcheck of the training suite the GPU loader and one captured step.
 sanitize() {
   local cs=(compute-sanitizer --error-exitcode 1)
-  timeout 200 "${cs[@]}" --tool memcheck "$build/tests/test_cuda_ops" &&
-    timeout 120 "${cs[@]}" --tool racecheck "$build/tests/test_cuda_ops" -tce='*cuDNN*,*cuBLAS*' &&
-    timeout 120 "${cs[@]}" --tool memcheck "$build/tests/test_cuda_train" -tc='*GPU loader*,*float-weight*'
+  timeout 150 "${cs[@]}" --tool memcheck "$build/tests/test_cuda_ops" &&
+    timeout 100 "${cs[@]}" --tool racecheck "$build/tests/test_cuda_ops" -tce='*cuDNN*,*cuBLAS*' &&
+    timeout 100 "${cs[@]}" --tool memcheck "$build/tests/test_cuda_train" -tc='*GPU loader*,*float-weight*'
 }
 
-# psgd-train on the GPU: a short PSGD run (its epoch lines give the throughput), then the NCCL
-# path: one rank through NCCL must give the weights of the run without it, bit for bit.
+# psgd-train on the GPU: a short PSGD run (its epoch lines give the throughput) and psgd-eval on
+# both devices; then the NCCL path: one rank through NCCL must give the weights of the run
+# without it, bit for bit.
 train_on_gpu() {
   local bin=$build/tools tmp
   tmp=$(mktemp -d)
@@ -79,7 +101,7 @@ train_on_gpu() {
     "$bin/psgd-train" --data "$tmp/data" --device cuda --arch resnet32 --epochs 3 --w-bits 4 \
       --lambda-s 150 --first-last-quant --lr 0.05 --out "$tmp/psgd" &&
     echo "-- psgd-eval on the GPU, then on the CPU (the accuracies should agree):" &&
-    "$bin/psgd-eval" --model "$tmp/psgd/last.safetensors" --data "$tmp/data" --device cuda &&
+    "$bin/psgd-eval" --model "$tmp/psgd/last.safetensors" --data "$tmp/data" --device cuda --strict-fp32 &&
     "$bin/psgd-eval" --model "$tmp/psgd/last.safetensors" --data "$tmp/data" --device cpu &&
     local common=(--data "$tmp/data" --device cuda --arch resnet20 --epochs 1 --train-subset 4096
                   --deterministic --sync-bn --w-bits 4 --lambda-s 150) &&
@@ -89,15 +111,26 @@ train_on_gpu() {
     echo "NCCL path: identical weights"
 }
 
-step "card and toolkit" card.txt card
-step "build for this card" build.log configure_and_build
-if [[ -x $build/tests/test_cuda_ops ]]; then
-  step "test suite" tests.log timeout 240 ctest --test-dir "$build" --output-on-failure -j8 -E '^fuzz/'
-  step "compute-sanitizer" sanitizer.log sanitize
-  step "psgd-train on the GPU, with and without NCCL" train.log train_on_gpu
-  step "benchmarks against PyTorch" bench.log timeout 240 tools/bench/run.sh --device cuda \
-    --arch "resnet32 vgg16_bn" --batch 128 --phase-epochs 4 --out "$out/bench"
+rest_of_build_and_tests() {
+  cmake --build "$build" -j"$(nproc)" &&
+    ctest --test-dir "$build" --output-on-failure -j8 -E '^fuzz/'
+}
 
+export out build
+export -f card cudnn_root nccl_root configure_and_build_gpu_parts gpu_suites sanitize train_on_gpu \
+  rest_of_build_and_tests
+
+step "card and toolkit" card.txt 30 card
+step "build for this card (GPU suites and binaries)" build.log 240 configure_and_build_gpu_parts
+if [[ -x $build/tests/test_cuda_ops ]]; then
+  step "GPU suites (every op, whole steps, loader)" gpu-tests.log 120 gpu_suites
+  step "compute-sanitizer" sanitizer.log 240 sanitize
+  step "psgd-train and psgd-eval on the GPU, with and without NCCL" train.log 120 train_on_gpu
+  step "benchmarks against PyTorch (short), PSGD phase (3 epochs)" bench.log 200 \
+    tools/bench/run.sh --device cuda --arch "resnet32 vgg16_bn" --batch 128 --repeats 10 \
+      --variant-timeout 45 --phase-epochs 3 --out "$out/bench"
+  step "rest of the build and the whole test suite" tests.log 300 rest_of_build_and_tests
 fi
-echo "gpu-check: $([[ $status -eq 0 ]] && echo passed || echo FAILED); logs in $out" | tee -a "$out/summary.txt"
+echo "gpu-check: $([[ $status -eq 0 ]] && echo passed || echo FAILED) in $SECONDS s; logs in $out" |
+  tee -a "$out/summary.txt"
 exit $status

@@ -3,12 +3,13 @@
 # 68-epoch PSGD phase of the paper (epochs 83 to 150 at CIFAR-100's size, synthetic images, FP
 # and LP evaluation every epoch) timed end to end by psgd-train.
 #   tools/bench/run.sh --device cpu|cuda [--quick] [--arch "A B"] [--batch "128 512"]
-#                      [--phase-epochs N] [--out DIR]
-# --quick: one small case (CI); --arch/--batch: these cases only; --phase-epochs: epochs of the
-# phase run (default 68; 0 skips).
+#                      [--repeats N] [--variant-timeout S] [--phase-epochs N] [--out DIR]
+# --quick: one small case (CI); --arch/--batch: these cases only; --repeats and
+# --variant-timeout go to compare.py; --phase-epochs: epochs of the phase run (default 68; 0
+# skips).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-device=cpu quick=0 phase_epochs=68 out=out/bench archs="" batches=""
+device=cpu quick=0 phase_epochs=68 out=out/bench archs="" batches="" extra=()
 while (($#)); do
   case $1 in
     --device) device=$2; shift 2 ;;
@@ -16,6 +17,7 @@ while (($#)); do
     --phase-epochs) phase_epochs=$2; shift 2 ;;
     --arch) archs=$2; shift 2 ;;
     --batch) batches=$2; shift 2 ;;
+    --repeats | --variant-timeout) extra+=("$1" "$2"); shift 2 ;;
     --out) out=$2; shift 2 ;;
     *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
   esac
@@ -39,7 +41,8 @@ for candidate in /usr/bin/python3 python3; do
   [[ -z $python ]] && "$candidate" -c 'import torch' 2>/dev/null && python=$candidate
 done
 [[ -n $python ]] || { echo "run.sh: no python3 with PyTorch (install python3-torch)" >&2; exit 1; }
-"$python" tools/bench/compare.py --bench "$bin/psgd-bench" --device "$device" --out "$out" "${cases[@]}"
+"$python" tools/bench/compare.py --bench "$bin/psgd-bench" --device "$device" --out "$out" "${cases[@]}" \
+  "${extra[@]}"
 
 if [[ $device == cuda && $phase_epochs -gt 0 ]]; then
   data=$(mktemp -d)
