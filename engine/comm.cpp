@@ -41,7 +41,13 @@ bool launched_by_mpi() {
 }
 
 std::unique_ptr<Comm> join_job() {
-  if (!launched_by_mpi()) return std::make_unique<SingleRank>();
+  if (!launched_by_mpi()) {
+    // srun without an MPI plugin starts independent copies, which would all write one run.
+    const char* tasks = std::getenv("SLURM_NTASKS");
+    PSGD_CHECK(!tasks || std::atoi(tasks) <= 1, "srun started ", tasks,
+               " tasks without MPI (no PMI/PMIx environment): use srun --mpi=pmix, or mpirun");
+    return std::make_unique<SingleRank>();
+  }
 #ifdef PSGD_WITH_MPI
   return make_mpi_comm();
 #else

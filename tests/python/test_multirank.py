@@ -120,6 +120,10 @@ def main():
         r = mpirun(2, [*common, "--batch-size", "64", "--train-subset", "63", "--out", os.path.join(tmp, "odd")])
         check(r.returncode != 0 and "the last training batch of 63 images does not split evenly" in r.stderr,
               "a last batch that does not split evenly is a clear error")
+        r = subprocess.run([train, *base, "--out", os.path.join(tmp, "srun")], capture_output=True, text=True,
+                           env=dict(os.environ, SLURM_NTASKS="4"))
+        check(r.returncode != 0 and "use srun --mpi=pmix" in r.stderr,
+              "srun's tasks without MPI are refused (they would each write the same run)")
         nan_out = os.path.join(tmp, "nan")
         start = time.monotonic()
         r = mpirun(2, [*base, "--lr", "1e30", "--out", nan_out], timeout=120)
