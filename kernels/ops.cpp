@@ -1,40 +1,13 @@
-// Validation and device dispatch for every op in kernels/ops.h. Shapes are checked here, once,
-// for all backends; the implementations assume valid input.
-#include "kernels/ops.h"
-
+// Validation and device dispatch for the ops of kernels/ops.h (batch normalisation in
+// ops_batch_norm.cpp). Shapes are checked here, once, for all backends; the implementations
+// assume valid input.
 #include <algorithm>
 #include <cmath>
-#include <initializer_list>
 
-#include "kernels/cpu/cpu_ops.h"
-#ifdef PSGD_WITH_CUDA
-#include "kernels/cuda/cuda_ops.h"
-#endif
-
-// Calls the op's twin for the context's device.
-#ifdef PSGD_WITH_CUDA
-#define PSGD_DISPATCH(ctx, op, ...) \
-  ((ctx).device() == Device::CUDA ? cuda::op(__VA_ARGS__) : cpu::op(__VA_ARGS__))
-#else
-#define PSGD_DISPATCH(ctx, op, ...) cpu::op(__VA_ARGS__)
-#endif
+#include "kernels/ops_dispatch.h"
 
 namespace psgd::ops {
 namespace {
-
-// Every defined tensor must live on the context's device.
-void check_devices(const Context& ctx, const char* op, std::initializer_list<const Tensor*> ts) {
-  for (const Tensor* t : ts)
-    PSGD_CHECK(!t->defined() || t->device == ctx.device(), op, ": a tensor is on ",
-               device_name(t->device), " but the context runs on ", device_name(ctx.device()));
-}
-
-void check_same_shape(const char* op, const Tensor& a, const Tensor& b) {
-  PSGD_CHECK(a.shape == b.shape, op, ": shapes ", a.shape.str(), " and ", b.shape.str(),
-             " differ");
-}
-
-Shape channel_shape(const Tensor& x) { return Shape{x.shape[1]}; }
 
 void check_labels(const char* op, const Tensor& logits, const Tensor& labels) {
   check_rank(op, "logits", logits, 2);
@@ -88,119 +61,6 @@ void conv2d_backward(Context& ctx, const Tensor& x, const Tensor& w, const Tenso
   PSGD_DISPATCH(ctx, conv2d_backward, ctx, x, w, dy, g, dx, dx_mode, dw);
 }
 
-// ---- Batch normalisation ----------------------------------------------------------------------
-namespace {
-void check_batch_norm(const char* op, const Tensor& x, std::initializer_list<const Tensor*> per_c) {
-  PSGD_CHECK(x.shape.rank() == 2 || x.shape.rank() == 4, op, ": input must be 2-D or 4-D, got ",
-             x.shape.str());
-  for (const Tensor* t : per_c) check_shape(op, "a per-channel tensor", *t, channel_shape(x));
-}
-}  // namespace
-
-void batch_norm_forward_train(Context& ctx, const Tensor& x, const Tensor& gamma,
-                              const Tensor& beta, const Tensor& running_mean,
-                              const Tensor& running_var, BatchNormParams p, const Tensor& y,
-                              const Tensor& saved_mean, const Tensor& saved_invstd) {
-  const char* op = "batch_norm_forward_train";
-  check_devices(ctx, op, {&x, &gamma, &beta, &running_mean, &running_var, &y, &saved_mean,
-                          &saved_invstd});
-  check_batch_norm(op, x, {&gamma, &beta, &running_mean, &running_var, &saved_mean,
-                           &saved_invstd});
-  check_same_shape(op, x, y);
-  PSGD_CHECK(x.numel() / x.shape[1] > 1, op,
-             ": training needs more than one value per channel, got input ", x.shape.str());
-  PSGD_DISPATCH(ctx, batch_norm_forward_train, x, gamma, beta, running_mean, running_var, p, y, saved_mean,
-                                saved_invstd);
-}
-
-void batch_norm_forward_eval(Context& ctx, const Tensor& x, const Tensor& gamma,
-                             const Tensor& beta, const Tensor& running_mean,
-                             const Tensor& running_var, BatchNormParams p, const Tensor& y) {
-  const char* op = "batch_norm_forward_eval";
-  check_devices(ctx, op, {&x, &gamma, &beta, &running_mean, &running_var, &y});
-  check_batch_norm(op, x, {&gamma, &beta, &running_mean, &running_var});
-  check_same_shape(op, x, y);
-  PSGD_DISPATCH(ctx, batch_norm_forward_eval, x, gamma, beta, running_mean, running_var, p, y);
-}
-
-void batch_norm_backward(Context& ctx, const Tensor& x, const Tensor& dy, const Tensor& gamma,
-                         const Tensor& saved_mean, const Tensor& saved_invstd, const Tensor& dx,
-                         GradMode dx_mode, const Tensor& dgamma, const Tensor& dbeta,
-                         const Tensor& relu_y) {
-  const char* op = "batch_norm_backward";
-  check_devices(ctx, op, {&x, &dy, &gamma, &saved_mean, &saved_invstd, &dx, &dgamma, &dbeta, &relu_y});
-  check_batch_norm(op, x, {&gamma, &saved_mean, &saved_invstd, &dgamma, &dbeta});
-  check_same_shape(op, x, dy);
-  if (dx.defined()) check_same_shape(op, x, dx);
-  if (relu_y.defined()) check_same_shape(op, x, relu_y);
-  PSGD_DISPATCH(ctx, batch_norm_backward, x, dy, gamma, saved_mean, saved_invstd, dx, dx_mode, dgamma, dbeta,
-                relu_y);
-}
-
-namespace {
-Shape moments_shape(const Tensor& x) { return Shape{2, x.shape[1]}; }
-
-void check_sums(const char* op, const Tensor& sums, const Shape& shape) {
-  check_shape(op, "sums", sums, shape);
-  PSGD_CHECK(sums.dtype == DType::F64, op, ": the sums must be float64");
-}
-}  // namespace
-
-void batch_norm_moments(Context& ctx, const Tensor& x, const Tensor& shift, const Tensor& moments) {
-  const char* op = "batch_norm_moments";
-  check_devices(ctx, op, {&x, &shift, &moments});
-  check_batch_norm(op, x, {&shift});
-  check_sums(op, moments, moments_shape(x));
-  PSGD_DISPATCH(ctx, batch_norm_moments, x, shift, moments);
-}
-
-void batch_norm_stats(Context& ctx, const Tensor& shift, const Tensor& moments, int64_t count,
-                      BatchNormParams p, const Tensor& running_mean, const Tensor& running_var,
-                      const Tensor& mean, const Tensor& invstd) {
-  const char* op = "batch_norm_stats";
-  check_devices(ctx, op, {&shift, &moments, &running_mean, &running_var, &mean, &invstd});
-  check_rank(op, "shift", shift, 1);
-  for (const Tensor* t : {&running_mean, &running_var, &mean, &invstd})
-    check_shape(op, "a per-channel tensor", *t, shift.shape);
-  check_sums(op, moments, Shape{2, shift.shape[0]});
-  PSGD_CHECK(count > 1, op, ": training needs more than one value per channel, got ", count);
-  PSGD_DISPATCH(ctx, batch_norm_stats, shift, moments, count, p, running_mean, running_var, mean, invstd);
-}
-
-void batch_norm_normalize(Context& ctx, const Tensor& x, const Tensor& gamma, const Tensor& beta,
-                          const Tensor& mean, const Tensor& invstd, const Tensor& y) {
-  const char* op = "batch_norm_normalize";
-  check_devices(ctx, op, {&x, &gamma, &beta, &mean, &invstd, &y});
-  check_batch_norm(op, x, {&gamma, &beta, &mean, &invstd});
-  check_same_shape(op, x, y);
-  PSGD_DISPATCH(ctx, batch_norm_normalize, x, gamma, beta, mean, invstd, y);
-}
-
-void batch_norm_backward_reduce(Context& ctx, const Tensor& x, const Tensor& dy, const Tensor& mean,
-                                const Tensor& invstd, const Tensor& sums, const Tensor& dgamma,
-                                const Tensor& dbeta) {
-  const char* op = "batch_norm_backward_reduce";
-  check_devices(ctx, op, {&x, &dy, &mean, &invstd, &sums, &dgamma, &dbeta});
-  check_batch_norm(op, x, {&mean, &invstd, &dgamma, &dbeta});
-  check_sums(op, sums, moments_shape(x));
-  check_same_shape(op, x, dy);
-  PSGD_DISPATCH(ctx, batch_norm_backward_reduce, x, dy, mean, invstd, sums, dgamma, dbeta);
-}
-
-void batch_norm_backward_input(Context& ctx, const Tensor& x, const Tensor& dy, const Tensor& gamma,
-                               const Tensor& mean, const Tensor& invstd, const Tensor& sums,
-                               int64_t count, const Tensor& dx, GradMode dx_mode) {
-  const char* op = "batch_norm_backward_input";
-  check_devices(ctx, op, {&x, &dy, &gamma, &mean, &invstd, &sums, &dx});
-  check_batch_norm(op, x, {&gamma, &mean, &invstd});
-  check_sums(op, sums, moments_shape(x));
-  check_same_shape(op, x, dy);
-  check_same_shape(op, x, dx);
-  PSGD_CHECK(count >= x.numel() / x.shape[1], op, ": ", count,
-             " values per channel is fewer than this rank holds");
-  PSGD_DISPATCH(ctx, batch_norm_backward_input, x, dy, gamma, mean, invstd, sums, count, dx, dx_mode);
-}
-
 // ---- Elementwise ------------------------------------------------------------------------------
 void relu_forward(Context& ctx, const Tensor& x, const Tensor& y) {
   check_devices(ctx, "relu_forward", {&x, &y});
@@ -239,8 +99,8 @@ void grad_pass(Context& ctx, const Tensor& src, const Tensor& dst, GradMode mode
 // ---- Pooling ----------------------------------------------------------------------------------
 Shape pool2d_output_shape(const Shape& x, Pool2dGeometry g) {
   PSGD_CHECK(x.rank() == 4, "pool2d: input must be 4-D, got ", x.str());
-  PSGD_CHECK(g.kernel >= 1 && g.stride >= 1, "pool2d: kernel ", g.kernel, " and stride ",
-             g.stride, " must be positive");
+  PSGD_CHECK(g.kernel >= 1 && g.stride >= 1, "pool2d: kernel ", g.kernel, " and stride ", g.stride,
+             " must be positive");
   PSGD_CHECK(x[2] >= g.kernel && x[3] >= g.kernel, "pool2d: kernel ", g.kernel,
              " larger than input ", x.str());
   return Shape{x[0], x[1], (x[2] - g.kernel) / g.stride + 1, (x[3] - g.kernel) / g.stride + 1};
@@ -396,12 +256,11 @@ void quantize_weights(Context& ctx, const Tensor& x, float delta, int levels, co
   PSGD_DISPATCH(ctx, quantize_weights, x, delta, levels, y);
 }
 
-void quantize_activations(Context& ctx, const Tensor& x, float delta, int levels,
-                          const Tensor& y) {
+void quantize_activations(Context& ctx, const Tensor& x, float delta, int levels, const Tensor& y) {
   check_devices(ctx, "quantize_activations", {&x, &y});
   check_same_shape("quantize_activations", x, y);
-  PSGD_CHECK(levels >= 1 && delta >= 0.0f, "quantize_activations: levels ", levels,
-             " and delta ", delta, " are invalid");
+  PSGD_CHECK(levels >= 1 && delta >= 0.0f, "quantize_activations: levels ", levels, " and delta ",
+             delta, " are invalid");
   PSGD_DISPATCH(ctx, quantize_activations, x, delta, levels, y);
 }
 
@@ -438,9 +297,8 @@ void adam_hyper(float lr, float beta1, float beta2, int64_t step, float* hyper) 
   hyper[kHyperAdamRootBias2] = static_cast<float>(std::sqrt(1.0 - std::pow(beta2, t)));
 }
 
-void psgd_sgd_step(Context& ctx, const Tensor& weights, const Tensor& grads,
-                   const Tensor& momentum, const Tensor& segments, const Tensor& ranges,
-                   const Tensor& hyper, SgdStep h) {
+void psgd_sgd_step(Context& ctx, const Tensor& weights, const Tensor& grads, const Tensor& momentum,
+                   const Tensor& segments, const Tensor& ranges, const Tensor& hyper, SgdStep h) {
   check_devices(ctx, "psgd_sgd_step", {&weights, &grads, &momentum, &segments, &ranges, &hyper});
   check_table("psgd_sgd_step", weights, {&grads, &momentum}, segments, ranges);
   check_shape("psgd_sgd_step", "hyper", hyper, Shape{kHyperFields});
