@@ -1,6 +1,6 @@
-// The CUDA side of a Context: its stream and library handles. Built with the CUDA backend; in
-// CPU-only builds create_cuda_resources is never reached (a CUDA context needs a GPU) and the
-// accessors are stubs.
+// The CUDA side of a Context: its stream and library handles (context_cuda.cpp). A CPU-only
+// build cannot make a CUDA context (it needs a GPU), so there context_cpu_only.cpp refuses
+// create_cuda_resources with an error and the accessors return null.
 #pragma once
 
 #include "engine/context.h"
