@@ -1,4 +1,6 @@
-// Convolution on the CPU as one GEMM over the whole batch, computed in cache-sized panels.
+// Convolution on the CPU. Stride-1 convolutions on planes large enough take the direct method
+// (conv2d_direct.h): forward, the data gradient, and the filter gradient of 3x3 filters.
+// Everything else is one GEMM over the whole batch, computed in cache-sized panels.
 //
 // im2col lays out the receptive fields of all N images as the columns of one (C*R*S, N*P*Q)
 // matrix; the convolution is the product of the (K, C*R*S) weight matrix with it. That matrix
@@ -12,7 +14,9 @@
 
 #include <algorithm>
 #include <cstring>
+#include <optional>
 
+#include "kernels/cpu/conv2d_direct.h"
 #include "kernels/cpu/cpu_ops.h"
 
 namespace psgd::cpu {
@@ -50,6 +54,28 @@ int64_t thread_floats(const ConvDims& d) {
   const int64_t forward = (d.crs() + d.k) * forward_panel_columns(d);
   const int64_t backward = (d.crs() + d.k) * backward_panel_images(d) * d.pq() + d.k * d.crs();
   return std::max(forward, backward);
+}
+
+// The forward convolution as a direct one, where that method takes it.
+std::optional<direct::Geometry> direct_forward(const ConvDims& d) {
+  const direct::Geometry g{d.n, d.c, d.h, d.w, d.k, d.r, d.s, d.pad};
+  if (d.stride != 1 || !direct::worthwhile(g)) return std::nullopt;
+  return g;
+}
+
+// The filter gradient by the direct method: 3x3 filters at stride 1.
+std::optional<direct::Geometry> direct_filter_gradient(const ConvDims& d) {
+  const direct::Geometry g{d.n, d.c, d.h, d.w, d.k, d.r, d.s, d.pad};
+  if (d.stride != 1 || !direct::computes_filter_gradient(g)) return std::nullopt;
+  return g;
+}
+
+// The data gradient as a direct convolution of dy, padded by R - 1 - pad, with the filters
+// transposed and turned: square filters with pad < R only.
+std::optional<direct::Geometry> direct_data_gradient(const ConvDims& d) {
+  const direct::Geometry g{d.n, d.k, d.p, d.q, d.c, d.r, d.s, d.r - 1 - d.pad};
+  if (d.stride != 1 || d.r != d.s || g.pad < 0 || !direct::worthwhile(g)) return std::nullopt;
+  return g;
 }
 
 // The output columns q whose input column q * stride - pad + s lies inside [0, W): [lo, hi).
@@ -161,16 +187,71 @@ void gather_columns(const ConvDims& d, const float* y, int64_t j0, int64_t count
     });
 }
 
+// The gradients the direct method does not take, through the whole-batch im2col matrix: dw
+// and dx where defined.
+void gemm_backward(Context& ctx, const ConvDims& d, const Tensor& x, const Tensor& w,
+                   const Tensor& dy, const Tensor& dx, GradMode dx_mode, const Tensor& dw) {
+  const int threads = ctx.threads();
+  const int64_t per_thread = thread_floats(d), images = backward_panel_images(d);
+  const int64_t panels = (d.n + images - 1) / images, columns = images * d.pq();
+  float* ws = ctx.workspace(threads * per_thread).f32();
+  const auto partial_dw = [&](int t) { return ws + t * per_thread + (d.crs() + d.k) * columns; };
+  for (int t = 0; t < threads; ++t) std::fill(partial_dw(t), partial_dw(t) + d.k * d.crs(), 0.0f);
+#pragma omp parallel num_threads(threads)
+  {
+    const int t = omp_get_thread_num();
+    float* cols = ws + t * per_thread;
+    float* dy_panel = cols + d.crs() * columns;  // (K, panel)
+#pragma omp for schedule(static)
+    for (int64_t panel = 0; panel < panels; ++panel) {
+      const int64_t n0 = panel * images, count_images = std::min(images, d.n - n0);
+      const int64_t j0 = n0 * d.pq(), count = count_images * d.pq();
+      gather_columns(d, dy.f32(), j0, count, dy_panel);
+      if (dw.defined()) {
+        im2col_columns(d, x.f32(), j0, count, cols);
+        // dw += dy_panel (K, count) . cols^T (count, CRS)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, d.k, d.crs(), count, 1.0f, dy_panel,
+                    count, cols, count, 1.0f, partial_dw(t), d.crs());
+      }
+      if (!dx.defined()) continue;
+      // dcols (CRS, count) = w^T . dy_panel, over the columns no longer needed
+      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, d.crs(), count, d.k, 1.0f, w.f32(),
+                  d.crs(), dy_panel, count, 0.0f, cols, count);
+      col2im_images(d, cols, n0, count_images, dx.f32(), dx_mode);
+    }
+  }
+  if (!dw.defined()) return;
+  // Summed in thread order: the same threads give the same bits.
+  float* out = dw.f32();
+#pragma omp parallel for schedule(static) num_threads(threads)
+  for (int64_t i = 0; i < d.k * d.crs(); ++i) {
+    float sum = 0.0f;
+    for (int t = 0; t < threads; ++t) sum += partial_dw(t)[i];
+    out[i] = sum;
+  }
+}
+
 }  // namespace
 
 int64_t conv2d_workspace_floats(int threads, const Shape& x, const Shape& w, Conv2dGeometry g) {
-  return threads * thread_floats(dims_of(x, w, g));
+  const ConvDims d = dims_of(x, w, g);
+  int64_t floats = threads * thread_floats(d);
+  for (const auto& direct : {direct_forward(d), direct_data_gradient(d)})
+    if (direct) floats = std::max(floats, direct::workspace_floats(threads, *direct));
+  if (const auto direct = direct_filter_gradient(d))
+    floats = std::max(floats, direct::filter_gradient_workspace_floats(threads, *direct));
+  return floats;
 }
 
 void conv2d_forward(Context& ctx, const Tensor& x, const Tensor& w, Conv2dGeometry g,
                     const Tensor& y) {
   const ConvDims d = dims_of(x.shape, w.shape, g);
   const int threads = ctx.threads();
+  if (const auto direct = direct_forward(d)) {
+    direct::convolve(threads, x.f32(), w.f32(), direct::Filters::AsGiven, *direct, y.f32(), false,
+                     ctx.workspace(direct::workspace_floats(threads, *direct)).f32());
+    return;
+  }
   const int64_t per_thread = thread_floats(d), columns = forward_panel_columns(d);
   const int64_t panels = (d.npq() + columns - 1) / columns;
   float* ws = ctx.workspace(threads * per_thread).f32();
@@ -193,39 +274,20 @@ void conv2d_backward(Context& ctx, const Tensor& x, const Tensor& w, const Tenso
                      Conv2dGeometry g, const Tensor& dx, GradMode dx_mode, const Tensor& dw) {
   const ConvDims d = dims_of(x.shape, w.shape, g);
   const int threads = ctx.threads();
-  const int64_t per_thread = thread_floats(d), images = backward_panel_images(d);
-  const int64_t panels = (d.n + images - 1) / images, columns = images * d.pq();
-  float* ws = ctx.workspace(threads * per_thread).f32();
-  const auto partial_dw = [&](int t) { return ws + t * per_thread + (d.crs() + d.k) * columns; };
-  for (int t = 0; t < threads; ++t) std::fill(partial_dw(t), partial_dw(t) + d.k * d.crs(), 0.0f);
-#pragma omp parallel num_threads(threads)
-  {
-    const int t = omp_get_thread_num();
-    float* cols = ws + t * per_thread;
-    float* dy_panel = cols + d.crs() * columns;  // (K, panel)
-#pragma omp for schedule(static)
-    for (int64_t panel = 0; panel < panels; ++panel) {
-      const int64_t n0 = panel * images, count_images = std::min(images, d.n - n0);
-      const int64_t j0 = n0 * d.pq(), count = count_images * d.pq();
-      gather_columns(d, dy.f32(), j0, count, dy_panel);
-      im2col_columns(d, x.f32(), j0, count, cols);
-      // dw += dy_panel (K, count) . cols^T (count, CRS)
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, d.k, d.crs(), count, 1.0f, dy_panel,
-                  count, cols, count, 1.0f, partial_dw(t), d.crs());
-      if (!dx.defined()) continue;
-      // dcols (CRS, count) = w^T . dy_panel, over the columns no longer needed
-      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, d.crs(), count, d.k, 1.0f, w.f32(),
-                  d.crs(), dy_panel, count, 0.0f, cols, count);
-      col2im_images(d, cols, n0, count_images, dx.f32(), dx_mode);
-    }
+  const auto direct_dx = dx.defined() ? direct_data_gradient(d) : std::nullopt;
+  const auto direct_dw = direct_filter_gradient(d);
+  // Each method in turn, reusing the workspace.
+  if (!direct_dw || (dx.defined() && !direct_dx))
+    gemm_backward(ctx, d, x, w, dy, direct_dx ? Tensor() : dx, dx_mode, direct_dw ? Tensor() : dw);
+  if (direct_dw) {
+    direct::filter_gradient(
+        threads, x.f32(), dy.f32(), *direct_dw, dw.f32(),
+        ctx.workspace(direct::filter_gradient_workspace_floats(threads, *direct_dw)).f32());
   }
-  // Summed in thread order: the same threads give the same bits.
-  float* out = dw.f32();
-#pragma omp parallel for schedule(static) num_threads(threads)
-  for (int64_t i = 0; i < d.k * d.crs(); ++i) {
-    float sum = 0.0f;
-    for (int t = 0; t < threads; ++t) sum += partial_dw(t)[i];
-    out[i] = sum;
+  if (direct_dx) {
+    direct::convolve(threads, dy.f32(), w.f32(), direct::Filters::TransposedFlipped, *direct_dx,
+                     dx.f32(), dx_mode == GradMode::Accumulate,
+                     ctx.workspace(direct::workspace_floats(threads, *direct_dx)).f32());
   }
 }
 

@@ -13,25 +13,76 @@ using namespace psgd::test;
 
 namespace {
 
-// Direct convolution, the textbook seven loops.
-void naive_conv(const HostTensor& x, const HostTensor& w, int stride, int pad, HostTensor& y) {
-  const Tensor &X = x.t(), &W = w.t(), &Y = y.t();
-  for (int64_t n = 0; n < Y.n(); ++n)
-    for (int64_t k = 0; k < Y.c(); ++k)
-      for (int64_t p = 0; p < Y.h(); ++p)
-        for (int64_t q = 0; q < Y.w(); ++q) {
-          double sum = 0.0;
-          for (int64_t c = 0; c < X.c(); ++c)
-            for (int64_t r = 0; r < W.h(); ++r)
-              for (int64_t s = 0; s < W.w(); ++s) {
+// The textbook seven loops of a convolution: f(input index, weight index, output index) for
+// every product of input and weight that lands in an output.
+template <class F>
+void for_each_product(const Shape& x, const Shape& w, const Shape& y, int stride, int pad, F f) {
+  for (int64_t n = 0; n < y[0]; ++n)
+    for (int64_t k = 0; k < y[1]; ++k)
+      for (int64_t p = 0; p < y[2]; ++p)
+        for (int64_t q = 0; q < y[3]; ++q)
+          for (int64_t c = 0; c < x[1]; ++c)
+            for (int64_t r = 0; r < w[2]; ++r)
+              for (int64_t s = 0; s < w[3]; ++s) {
                 const int64_t ih = p * stride - pad + r, iw = q * stride - pad + s;
-                if (ih < 0 || ih >= X.h() || iw < 0 || iw >= X.w()) continue;
-                sum += double(x[((n * X.c() + c) * X.h() + ih) * X.w() + iw]) *
-                       w[((k * W.c() + c) * W.h() + r) * W.w() + s];
+                if (ih < 0 || ih >= x[2] || iw < 0 || iw >= x[3]) continue;
+                f(((n * x[1] + c) * x[2] + ih) * x[3] + iw, ((k * w[1] + c) * w[2] + r) * w[3] + s,
+                  ((n * y[1] + k) * y[2] + p) * y[3] + q);
               }
-          y[((n * Y.c() + k) * Y.h() + p) * Y.w() + q] = static_cast<float>(sum);
-        }
 }
+
+void naive_conv(const HostTensor& x, const HostTensor& w, int stride, int pad, HostTensor& y) {
+  std::vector<double> sum(y.numel());
+  for_each_product(x.t().shape, w.t().shape, y.t().shape, stride, pad,
+                   [&](int64_t xi, int64_t wi, int64_t yi) { sum[yi] += double(x[xi]) * w[wi]; });
+  for (int64_t i = 0; i < y.numel(); ++i) y[i] = static_cast<float>(sum[i]);
+}
+
+// The exact adjoints, dx += dy * w and dw = dy * x over the same products, with each sum's
+// rounding allowance: float32 sums of thousands of products (dw sums over N * P * Q) drift
+// from the exact value by a small multiple of the sum of their magnitudes.
+struct Adjoints {
+  std::vector<double> dx, dw, dx_allowance, dw_allowance;
+};
+
+Adjoints naive_conv_backward(const HostTensor& x, const HostTensor& w, const HostTensor& dy,
+                             int stride, int pad, const HostTensor& dx_before) {
+  Adjoints a{std::vector<double>(dx_before.numel()), std::vector<double>(w.numel()),
+             std::vector<double>(dx_before.numel()), std::vector<double>(w.numel())};
+  for (int64_t i = 0; i < dx_before.numel(); ++i) {
+    a.dx[i] = dx_before[i];
+    a.dx_allowance[i] = std::abs(dx_before[i]);
+  }
+  for_each_product(x.t().shape, w.t().shape, dy.t().shape, stride, pad,
+                   [&](int64_t xi, int64_t wi, int64_t yi) {
+                     a.dx[xi] += double(dy[yi]) * w[wi];
+                     a.dx_allowance[xi] += std::abs(double(dy[yi]) * w[wi]);
+                     a.dw[wi] += double(dy[yi]) * x[xi];
+                     a.dw_allowance[wi] += std::abs(double(dy[yi]) * x[xi]);
+                   });
+  for (auto* allowance : {&a.dx_allowance, &a.dw_allowance})
+    for (double& v : *allowance) v = 1e-6 * v + 1e-7;
+  return a;
+}
+
+// Shapes that take each CPU method: stride 1 on planes of 7x9 and more goes direct (forward
+// and data gradient), strides above 1, 1x1 filters on small planes and 4x4 planes take the
+// im2col GEMM.
+struct ConvCase {
+  Shape x, w;
+  int stride, pad;
+};
+const ConvCase kConvCases[] = {{{3, 3, 7, 9}, {5, 3, 3, 3}, 1, 1},
+                               {{2, 5, 20, 17}, {11, 5, 5, 5}, 1, 2},
+                               {{2, 4, 18, 18}, {9, 4, 3, 3}, 1, 0},   // data gradient padded by 2
+                               {{1, 1, 33, 40}, {3, 1, 3, 3}, 1, 1},   // fewer channels than a tile
+                               {{2, 6, 4, 4}, {5, 6, 3, 3}, 1, 1},     // too small for direct
+                               {{2, 4, 9, 7}, {6, 4, 3, 3}, 2, 1},
+                               {{3, 5, 6, 6}, {2, 5, 1, 1}, 2, 0},
+                               {{1, 2, 11, 4}, {3, 2, 5, 3}, 3, 2},
+                               // several cache panels, ending mid-row and mid-image
+                               {{3, 3, 61, 67}, {4, 3, 3, 3}, 1, 1},
+                               {{4, 16, 33, 31}, {8, 16, 3, 3}, 2, 1}};
 
 Tensor labels_of(std::vector<int32_t>& v) {
   return Tensor(v.data(), Shape{static_cast<int64_t>(v.size())}, Device::CPU);
@@ -51,19 +102,8 @@ TEST_CASE("conv2d: a hand-computed 2x2 box filter") {
   CHECK(y[3] == 28.0f);
 }
 
-TEST_CASE("conv2d: whole-batch im2col GEMM equals direct convolution") {
-  struct Case {
-    Shape x, w;
-    int stride, pad;
-  };
-  const Case cases[] = {{{3, 3, 7, 9}, {5, 3, 3, 3}, 1, 1},
-                        {{2, 4, 9, 7}, {6, 4, 3, 3}, 2, 1},
-                        {{3, 5, 6, 6}, {2, 5, 1, 1}, 2, 0},
-                        {{1, 2, 11, 4}, {3, 2, 5, 3}, 3, 2},
-                        // several cache panels, ending mid-row and mid-image
-                        {{3, 3, 61, 67}, {4, 3, 3, 3}, 1, 1},
-                        {{4, 16, 33, 31}, {8, 16, 3, 3}, 2, 1}};
-  for (const Case& c : cases) {
+TEST_CASE("conv2d: both CPU methods equal the textbook loops") {
+  for (const ConvCase& c : kConvCases) {
     CAPTURE(c.x.str());
     CAPTURE(c.w.str());
     Context ctx(Device::CPU, 2);
@@ -76,6 +116,33 @@ TEST_CASE("conv2d: whole-batch im2col GEMM equals direct convolution") {
     ops::conv2d_forward(ctx, x.t(), w.t(), g, y.t());
     naive_conv(x, w, c.stride, c.pad, ref);
     for (int64_t i = 0; i < y.numel(); ++i) REQUIRE(y[i] == doctest::Approx(ref[i]).epsilon(1e-5));
+  }
+}
+
+TEST_CASE("conv2d backward: both CPU methods equal the exact adjoints, overwriting or adding") {
+  for (const ConvCase& c : kConvCases) {
+    for (const ops::GradMode mode : {ops::GradMode::Overwrite, ops::GradMode::Accumulate}) {
+      CAPTURE(c.x.str());
+      CAPTURE(c.w.str());
+      CAPTURE(mode == ops::GradMode::Accumulate);
+      Context ctx(Device::CPU, 2);
+      const ops::Conv2dGeometry g{c.stride, c.pad};
+      HostTensor x(c.x), w(c.w), dy(ops::conv2d_output_shape(c.x, c.w, g));
+      HostTensor dx(c.x), dw(c.w);
+      fill_uniform(x.t(), -1, 1, 2, 0);
+      fill_uniform(w.t(), -1, 1, 2, 1);
+      fill_uniform(dy.t(), -1, 1, 2, 2);
+      fill_uniform(dx.t(), -1, 1, 2, 3);
+      const HostTensor zero(c.x);
+      const Adjoints ref = naive_conv_backward(x, w, dy, c.stride, c.pad,
+                                               mode == ops::GradMode::Accumulate ? dx : zero);
+      ctx.reserve_workspace(ops::conv2d_workspace_floats(ctx, c.x, c.w, g));
+      ops::conv2d_backward(ctx, x.t(), w.t(), dy.t(), g, dx.t(), mode, dw.t());
+      for (int64_t i = 0; i < dx.numel(); ++i)
+        REQUIRE(std::abs(dx[i] - ref.dx[i]) <= ref.dx_allowance[i]);
+      for (int64_t i = 0; i < dw.numel(); ++i)
+        REQUIRE(std::abs(dw[i] - ref.dw[i]) <= ref.dw_allowance[i]);
+    }
   }
 }
 

@@ -1,0 +1,275 @@
+#include "kernels/cpu/conv2d_direct.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cstring>
+
+namespace psgd::cpu::direct {
+namespace {
+
+// Register tiles: kBlockK output channels by kTileVectors vectors of flat positions.
+#if defined(__AVX512F__)
+constexpr int kLanes = 16;
+constexpr int kBlockK = 8;  // 24 accumulators, 3 inputs; the taps are broadcast from memory
+#else
+constexpr int kLanes = 8;
+constexpr int kBlockK = 4;  // 12 accumulators, 3 inputs and 1 broadcast tap: AVX2's 16 registers
+#endif
+constexpr int kTileVectors = 3;
+
+// The filter gradient's tiles: kGradBlockK output channels by the nine taps of one input channel.
+#if defined(__AVX512F__)
+constexpr int kGradBlockK = 3;  // 27 accumulators, 3 dy vectors and the shifted input
+#else
+constexpr int kGradBlockK = 1;  // 9 accumulators
+#endif
+constexpr int kTaps = 9;
+constexpr int64_t kChunkFloats = 256 * 1024;  // a chunk of padded images and flat dy: ~1 MB, in L2
+
+using Vec = float __attribute__((vector_size(kLanes * sizeof(float))));
+
+Vec load(const float* p) {
+  Vec v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+void store(float* p, Vec v) { std::memcpy(p, &v, sizeof v); }
+
+// Rows are 8 to 34 floats: an inline loop, as a memcpy call per row costs more than the copy.
+void copy_row(const float* from, int64_t count, float* to) {
+#pragma omp simd
+  for (int64_t i = 0; i < count; ++i) to[i] = from[i];
+}
+
+struct Layout {
+  explicit Layout(const Geometry& g)
+      : hp(g.h + 2 * g.pad),
+        wp(g.w + 2 * g.pad),
+        p(g.out_h()),
+        q(g.out_w()),
+        flat((p - 1) * wp + q),
+        flat_rounded((flat + kLanes - 1) / kLanes * kLanes),
+        blocks((g.k + kBlockK - 1) / kBlockK),
+        block_filter_floats(kBlockK * g.c * g.r * g.s),
+        // The last vector of the last plane reads up to kLanes - 1 floats past it.
+        image_floats(g.c * hp * wp + kLanes),
+        thread_floats(image_floats + kBlockK * flat_rounded) {}
+
+  int64_t hp, wp;  // the padded plane
+  int64_t p, q;    // the output plane
+  int64_t flat;    // flat positions up to the last output: (P - 1) * Wp + Q
+  int64_t flat_rounded;
+  int64_t blocks;  // of kBlockK output channels
+  int64_t block_filter_floats;
+  int64_t image_floats;
+  int64_t thread_floats;  // a padded image and one block's flat outputs
+};
+
+// The filter gradient's buffers per thread: a chunk of padded images, their dy in flat positions
+// (zero in the wrap-around columns, the tail and the channels past K), and the thread's dw.
+struct GradientLayout {
+  explicit GradientLayout(const Geometry& g)
+      : l(g),
+        k_padded((g.k + kGradBlockK - 1) / kGradBlockK * kGradBlockK),
+        flat_floats(k_padded * l.flat_rounded),
+        per_image_floats(l.image_floats + flat_floats),
+        chunk(std::clamp<int64_t>(kChunkFloats / per_image_floats, 1, g.n)),
+        partial_floats(g.k * g.c * kTaps),
+        thread_floats(chunk * per_image_floats + partial_floats) {}
+
+  Layout l;
+  int64_t k_padded, flat_floats, per_image_floats, chunk, partial_floats, thread_floats;
+};
+
+// Filters in the order the tiles read them, [block][c][r][s][kBlockK], zero past channel K.
+void pack_filters(const float* w, Filters filters, const Geometry& g, const Layout& l,
+                  float* packed) {
+  std::fill(packed, packed + l.blocks * l.block_filter_floats, 0.0f);
+  for (int64_t k = 0; k < g.k; ++k)
+    for (int64_t c = 0; c < g.c; ++c)
+      for (int64_t r = 0; r < g.r; ++r)
+        for (int64_t s = 0; s < g.s; ++s) {
+          const float tap =
+              filters == Filters::AsGiven
+                  ? w[((k * g.c + c) * g.r + r) * g.s + s]
+                  : w[((c * g.k + k) * g.r + (g.r - 1 - r)) * g.s + (g.s - 1 - s)];
+          packed[(((k / kBlockK * g.c + c) * g.r + r) * g.s + s) * kBlockK + k % kBlockK] = tap;
+        }
+}
+
+// The image into the interior of its padded copy; the border stays zero from the first image.
+void copy_interior(const float* x, const Geometry& g, const Layout& l, float* image) {
+  for (int64_t c = 0; c < g.c; ++c)
+    for (int64_t h = 0; h < g.h; ++h)
+      copy_row(x + (c * g.h + h) * g.w, g.w, image + (c * l.hp + h + g.pad) * l.wp + g.pad);
+}
+
+// dy's planes at the flat positions of their outputs, as the forward tiles wrote them.
+void copy_flat(const float* dy, const Geometry& g, const Layout& l, float* flat) {
+  for (int64_t k = 0; k < g.k; ++k)
+    for (int64_t p = 0; p < l.p; ++p)
+      copy_row(dy + (k * l.p + p) * l.q, l.q, flat + k * l.flat_rounded + p * l.wp);
+}
+
+// One block's outputs at Vectors * kLanes flat positions from o0 into out[kk][o].
+template <int Vectors>
+void tile(const float* image, const float* filters, const Geometry& g, const Layout& l,
+          int64_t o0, float* out) {
+  Vec acc[kBlockK][Vectors] = {};
+  const int64_t plane = l.hp * l.wp;
+  for (int64_t c = 0; c < g.c; ++c) {
+    for (int64_t r = 0; r < g.r; ++r) {
+      const float* row = image + c * plane + r * l.wp + o0;
+      for (int64_t s = 0; s < g.s; ++s, filters += kBlockK) {
+        Vec in[Vectors];
+#pragma GCC unroll 4
+        for (int v = 0; v < Vectors; ++v) in[v] = load(row + s + v * kLanes);
+#pragma GCC unroll 16
+        for (int kk = 0; kk < kBlockK; ++kk)
+#pragma GCC unroll 4
+          for (int v = 0; v < Vectors; ++v) acc[kk][v] += in[v] * filters[kk];
+      }
+    }
+  }
+  for (int kk = 0; kk < kBlockK; ++kk)
+    for (int v = 0; v < Vectors; ++v)
+      store(out + kk * l.flat_rounded + o0 + v * kLanes, acc[kk][v]);
+}
+
+// All flat positions of one block: whole tiles, then the one or two vectors left.
+void block_outputs(const float* image, const float* filters, const Geometry& g, const Layout& l,
+                   float* out) {
+  static_assert(kTileVectors == 3, "the tail below handles one or two vectors");
+  constexpr int64_t kTile = kTileVectors * kLanes;
+  int64_t o0 = 0;
+  for (; o0 + kTile <= l.flat_rounded; o0 += kTile)
+    tile<kTileVectors>(image, filters, g, l, o0, out);
+  const int64_t left = (l.flat_rounded - o0) / kLanes;
+  if (left == 2) tile<2>(image, filters, g, l, o0, out);
+  if (left == 1) tile<1>(image, filters, g, l, o0, out);
+}
+
+// The block's flat outputs without the wrap-around columns, into one image of y.
+void write_block(const float* out, int64_t k0, const Geometry& g, const Layout& l, float* y,
+                 bool accumulate) {
+  for (int64_t kk = 0; kk < std::min<int64_t>(kBlockK, g.k - k0); ++kk)
+    for (int64_t p = 0; p < l.p; ++p) {
+      const float* from = out + kk * l.flat_rounded + p * l.wp;
+      float* to = y + ((k0 + kk) * l.p + p) * l.q;
+      if (accumulate) {
+#pragma omp simd
+        for (int64_t q = 0; q < l.q; ++q) to[q] += from[q];
+      } else {
+        copy_row(from, l.q, to);
+      }
+    }
+}
+
+float lane_sum(Vec v) {
+  float sum = 0.0f;
+  for (int i = 0; i < kLanes; ++i) sum += v[i];
+  return sum;
+}
+
+// Adds to dw[k0 .. k0 + kGradBlockK][c] the products of the chunk's `count` images.
+void gradient_block(const float* images, const float* flats, int64_t count, int64_t k0,
+                    int64_t c, const Geometry& g, const GradientLayout& gl, float* dw) {
+  const Layout& l = gl.l;
+  Vec acc[kGradBlockK][kTaps] = {};
+  for (int64_t i = 0; i < count; ++i) {
+    const float* x = images + i * gl.per_image_floats + c * l.hp * l.wp;
+    const float* d = flats + i * gl.per_image_floats + k0 * l.flat_rounded;
+    for (int64_t o = 0; o < l.flat_rounded; o += kLanes) {
+      Vec dv[kGradBlockK];
+#pragma GCC unroll 4
+      for (int kk = 0; kk < kGradBlockK; ++kk) dv[kk] = load(d + kk * l.flat_rounded + o);
+#pragma GCC unroll 9
+      for (int t = 0; t < kTaps; ++t) {
+        const Vec in = load(x + o + t / 3 * l.wp + t % 3);
+#pragma GCC unroll 4
+        for (int kk = 0; kk < kGradBlockK; ++kk) acc[kk][t] += dv[kk] * in;
+      }
+    }
+  }
+  for (int kk = 0; kk < std::min<int64_t>(kGradBlockK, g.k - k0); ++kk)
+    for (int t = 0; t < kTaps; ++t) dw[((k0 + kk) * g.c + c) * kTaps + t] += lane_sum(acc[kk][t]);
+}
+
+}  // namespace
+
+bool worthwhile(const Geometry& g) {
+  const Layout l(g);
+  return l.p * l.q * 10 >= l.flat_rounded * 7;
+}
+
+int64_t workspace_floats(int threads, const Geometry& g) {
+  const Layout l(g);
+  return l.blocks * l.block_filter_floats + threads * l.thread_floats;
+}
+
+void convolve(int threads, const float* x, const float* w, Filters filters, const Geometry& g,
+              float* y, bool accumulate, float* ws) {
+  const Layout l(g);
+  float* packed = ws;
+  pack_filters(w, filters, g, l, packed);
+  const int64_t in_floats = g.c * g.h * g.w, out_floats = g.k * l.p * l.q;
+#pragma omp parallel num_threads(threads)
+  {
+    float* image = ws + l.blocks * l.block_filter_floats + omp_get_thread_num() * l.thread_floats;
+    float* out = image + l.image_floats;
+    std::fill(image, image + l.image_floats, 0.0f);
+#pragma omp for schedule(static)
+    for (int64_t n = 0; n < g.n; ++n) {
+      copy_interior(x + n * in_floats, g, l, image);
+      for (int64_t b = 0; b < l.blocks; ++b) {
+        block_outputs(image, packed + b * l.block_filter_floats, g, l, out);
+        write_block(out, b * kBlockK, g, l, y + n * out_floats, accumulate);
+      }
+    }
+  }
+}
+
+bool computes_filter_gradient(const Geometry& g) { return g.r == 3 && g.s == 3 && worthwhile(g); }
+
+int64_t filter_gradient_workspace_floats(int threads, const Geometry& g) {
+  return threads * GradientLayout(g).thread_floats;
+}
+
+void filter_gradient(int threads, const float* x, const float* dy, const Geometry& g, float* dw,
+                     float* ws) {
+  const GradientLayout gl(g);
+  const Layout& l = gl.l;
+  const int64_t chunks = (g.n + gl.chunk - 1) / gl.chunk;
+  const int64_t in_floats = g.c * g.h * g.w, out_floats = g.k * l.p * l.q;
+  // Zero once: borders, wrap-around columns, padded channels and every thread's partial dw.
+  std::fill(ws, ws + threads * gl.thread_floats, 0.0f);
+  const auto partial = [&](int t) { return ws + t * gl.thread_floats + gl.chunk * gl.per_image_floats; };
+#pragma omp parallel num_threads(threads)
+  {
+    const int t = omp_get_thread_num();
+    float* images = ws + t * gl.thread_floats;
+    float* flats = images + l.image_floats;  // interleaved: image i, then its dy
+#pragma omp for schedule(static)
+    for (int64_t chunk = 0; chunk < chunks; ++chunk) {
+      const int64_t n0 = chunk * gl.chunk, count = std::min(gl.chunk, g.n - n0);
+      for (int64_t i = 0; i < count; ++i) {
+        copy_interior(x + (n0 + i) * in_floats, g, l, images + i * gl.per_image_floats);
+        copy_flat(dy + (n0 + i) * out_floats, g, l, flats + i * gl.per_image_floats);
+      }
+      for (int64_t k0 = 0; k0 < g.k; k0 += kGradBlockK)
+        for (int64_t c = 0; c < g.c; ++c)
+          gradient_block(images, flats, count, k0, c, g, gl, partial(t));
+    }
+  }
+  // Summed in thread order: the same threads give the same bits.
+#pragma omp parallel for schedule(static) num_threads(threads)
+  for (int64_t i = 0; i < gl.partial_floats; ++i) {
+    float sum = 0.0f;
+    for (int t = 0; t < threads; ++t) sum += partial(t)[i];
+    dw[i] = sum;
+  }
+}
+
+}  // namespace psgd::cpu::direct

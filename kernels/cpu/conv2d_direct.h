@@ -1,0 +1,56 @@
+// Stride-1 convolution computed straight from zero-padded images, without im2col.
+//
+// Each image is copied once into a zero-padded buffer of width Wp = W + 2 pad. In that buffer
+// every output pixel (p, q) reads its taps at the flat offset o = p * Wp + q plus r * Wp + s, so
+// the convolution is a one-dimensional one along the flat buffer and vectorises over o for any
+// image width; the S - 1 columns per row that wrap into the padding are computed and dropped.
+// Register tiles of output channels by flat positions accumulate over (c, r, s) with one
+// broadcast filter tap per channel. The filter gradient of 3x3 filters is the same walk with
+// the roles turned: per (output channel, input channel) pair, nine vector accumulators sum
+// dy's flat plane times the input shifted to each tap, over a chunk of images at a time.
+#pragma once
+
+#include <cstdint>
+
+namespace psgd::cpu::direct {
+
+// A stride-1 convolution of N images of C planes (H, W) into K planes, with filters (R, S) and
+// `pad` zeros on every side.
+struct Geometry {
+  int64_t n, c, h, w;
+  int64_t k, r, s;
+  int64_t pad;
+
+  int64_t out_h() const { return h + 2 * pad - r + 1; }
+  int64_t out_w() const { return w + 2 * pad - s + 1; }
+};
+
+// How the weight tensor holds the filters.
+enum class Filters {
+  AsGiven,           // w is (K, C, R, S): the forward convolution
+  TransposedFlipped  // w is (C, K, R, S), each filter turned by 180 degrees: the data gradient
+};
+
+// Whether the direct method should compute this convolution: the dropped wrap-around columns
+// and the last vector's tail must not waste most of the arithmetic (small planes are left to
+// the GEMM path).
+bool worthwhile(const Geometry& g);
+
+int64_t workspace_floats(int threads, const Geometry& g);
+
+// y (N, K, P, Q) = conv(x, filters), or += when accumulate. ws holds workspace_floats floats.
+void convolve(int threads, const float* x, const float* w, Filters filters, const Geometry& g,
+              float* y, bool accumulate, float* ws);
+
+// Whether filter_gradient computes this convolution's dw: 3x3 filters, worthwhile planes.
+bool computes_filter_gradient(const Geometry& g);
+
+int64_t filter_gradient_workspace_floats(int threads, const Geometry& g);
+
+// dw (K, C, 3, 3) = the sum over images of dy (N, K, P, Q) correlated with x (N, C, H, W).
+// Deterministic for a given thread count: images are split statically, partial sums added in
+// thread order.
+void filter_gradient(int threads, const float* x, const float* dy, const Geometry& g, float* dw,
+                     float* ws);
+
+}  // namespace psgd::cpu::direct
