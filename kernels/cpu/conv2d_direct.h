@@ -1,13 +1,15 @@
 // Stride-1 convolution computed straight from zero-padded images, without im2col.
 //
 // Each image is copied once into a zero-padded buffer of width Wp = W + 2 pad. In that buffer
-// every output pixel (p, q) reads its taps at the flat offset o = p * Wp + q plus r * Wp + s, so
-// the convolution is a one-dimensional one along the flat buffer and vectorises over o for any
-// image width; the S - 1 columns per row that wrap into the padding are computed and dropped.
-// Register tiles of output channels by flat positions accumulate over (c, r, s) with one
-// broadcast filter tap per channel. The filter gradient of 3x3 filters is the same walk with
-// the roles turned: per (output channel, input channel) pair, nine vector accumulators sum
-// dy's flat plane times the input shifted to each tap, over a chunk of images at a time.
+// every output pixel (p, q) reads its taps at p * Wp + q plus r * Wp + s. Where the output
+// width Q is a multiple of the vector lanes (or half of them), each vector holds a row segment
+// (or two half rows) and is written straight into y. Elsewhere the convolution runs along the
+// flat buffer, vectorised over o = p * Wp + q for any width, and the S - 1 columns per row that
+// wrap into the padding are computed and dropped. Register tiles of output channels by vectors
+// accumulate over (c, r, s) with one broadcast filter tap per channel. The filter gradient of
+// 3x3 filters is the same walk with the roles turned: per (output channel, input channel) pair,
+// nine vector accumulators sum dy's flat plane times the input shifted to each tap, over a
+// chunk of images at a time.
 #pragma once
 
 #include <cstdint>
@@ -31,9 +33,8 @@ enum class Filters {
   TransposedFlipped  // w is (C, K, R, S), each filter turned by 180 degrees: the data gradient
 };
 
-// Whether the direct method should compute this convolution: the dropped wrap-around columns
-// and the last vector's tail must not waste most of the arithmetic (small planes are left to
-// the GEMM path).
+// Whether the direct method should compute this convolution: by rows, or along the flat plane
+// where its waste is small (small planes are left to the GEMM path).
 bool worthwhile(const Geometry& g);
 
 int64_t workspace_floats(int threads, const Geometry& g);

@@ -65,9 +65,10 @@ Adjoints naive_conv_backward(const HostTensor& x, const HostTensor& w, const Hos
   return a;
 }
 
-// Shapes that take each CPU method: stride 1 on planes of 7x9 and more goes direct (forward
-// and data gradient), strides above 1, 1x1 filters on small planes and 4x4 planes take the
-// im2col GEMM.
+// Shapes that take each CPU method: stride 1 goes direct, by rows where the output width is a
+// multiple of the vector lanes (8 for AVX2, 16 for AVX-512) or half of them on an even number of
+// rows, else along the flat padded plane where that wastes little; strides above 1, and 4x4
+// planes under AVX-512, take the im2col GEMM.
 struct ConvCase {
   Shape x, w;
   int stride, pad;
@@ -76,7 +77,10 @@ const ConvCase kConvCases[] = {{{3, 3, 7, 9}, {5, 3, 3, 3}, 1, 1},
                                {{2, 5, 20, 17}, {11, 5, 5, 5}, 1, 2},
                                {{2, 4, 18, 18}, {9, 4, 3, 3}, 1, 0},   // data gradient padded by 2
                                {{1, 1, 33, 40}, {3, 1, 3, 3}, 1, 1},   // fewer channels than a tile
-                               {{2, 6, 4, 4}, {5, 6, 3, 3}, 1, 1},     // too small for direct
+                               {{2, 3, 32, 32}, {10, 3, 3, 3}, 1, 1},  // rows of whole vectors
+                               {{3, 6, 8, 8}, {7, 6, 3, 3}, 1, 1},     // half rows (AVX-512)
+                               {{1, 2, 7, 8}, {3, 2, 3, 3}, 1, 1},     // odd rows: flat
+                               {{2, 6, 4, 4}, {5, 6, 3, 3}, 1, 1},     // half rows (AVX2), or GEMM
                                {{2, 4, 9, 7}, {6, 4, 3, 3}, 2, 1},
                                {{3, 5, 6, 6}, {2, 5, 1, 1}, 2, 0},
                                {{1, 2, 11, 4}, {3, 2, 5, 3}, 3, 2},
