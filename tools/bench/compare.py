@@ -65,18 +65,42 @@ class PsgSgd(torch.optim.Optimizer):
                 p.add_(buf, alpha=-group["lr"])
 
 
-def card_ceilings(warmup, repeats):
-    """The GPU's measured ceilings: copy bandwidth of a 1 GiB tensor (read + write) and the
-    throughput of an 8192^3 float32 matrix product with TF32 allowed."""
-    a = torch.empty(2**28, device="cuda")
+def ceilings(device, warmup, repeats):
+    """The machine's measured ceilings: copy bandwidth of a large tensor (read + write; 1 GiB on
+    a GPU, 256 MiB on the CPU) and the throughput of a large float32 matrix product (8192^3 with
+    TF32 allowed on a GPU, 2048^3 on the CPU with the benchmark's threads)."""
+    floats, n = (2**28, 8192) if device == "cuda" else (2**26, 2048)
+    a = torch.empty(floats, device=device)
     b = torch.empty_like(a)
-    copy_ms = median_ms("cuda", warmup, repeats, lambda: b.copy_(a))
+    copy_ms = median_ms(device, warmup, repeats, lambda: b.copy_(a))
     del a, b
-    n = 8192
-    x, y = torch.randn(n, n, device="cuda"), torch.randn(n, n, device="cuda")
-    matmul_ms = median_ms("cuda", warmup, repeats, lambda: x @ y)
-    return {"copy_gb_per_s": 2 * 2**30 / (copy_ms / 1000) / 1e9,
-            "matmul_tflop_per_s": 2 * n**3 / (matmul_ms / 1000) / 1e12}
+    x, y = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    matmul_ms = median_ms(device, warmup, repeats, lambda: x @ y)
+    return {"copy_gb_per_s": 2 * floats * 4 / (copy_ms / 1000) / 1e9,
+            "matmul_gflop_per_s": 2 * n**3 / (matmul_ms / 1000) / 1e9}
+
+
+def training_gflop_per_image(arch, classes):
+    """FLOPs of one image's training step in its convolutions and linear layers: twice the
+    multiply-adds of the forward pass, times three (forward, data gradient, filter gradient)."""
+    model = reference_models.build(arch, classes).eval()
+    macs = 0
+
+    def count(module, inputs, output):
+        nonlocal macs
+        if isinstance(module, torch.nn.Conv2d):
+            kh, kw = module.kernel_size
+            macs += output.numel() * module.in_channels // module.groups * kh * kw
+        else:
+            macs += module.in_features * module.out_features
+
+    hooks = [m.register_forward_hook(count) for m in model.modules()
+             if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    with torch.no_grad():
+        model(torch.zeros(1, 3, 32, 32))
+    for h in hooks:
+        h.remove()
+    return 6 * macs / 1e9
 
 
 def quantized_parameters(model):
@@ -177,17 +201,21 @@ def variants(device):
     return names
 
 
-def markdown(rows, header):
+def markdown(rows, header, limits):
     lines = [header, "",
+             f"Ceilings: copy {limits['copy_gb_per_s']:.1f} GB/s, float32 matrix product "
+             f"{limits['matmul_gflop_per_s']:.0f} GFLOP/s. psgd's training rate in GFLOP/s counts the "
+             "convolutions' and linear layers' FLOPs (3 passes).", "",
              "| network | batch | PyTorch variant | train img/s (psgd / PyTorch) | ratio | FP infer ratio | "
-             "LP infer ratio | peak MiB (psgd / PyTorch) |",
-             "|---|---|---|---|---|---|---|---|"]
+             "LP infer ratio | peak MiB (psgd / PyTorch) | psgd training GFLOP/s (of the product's) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         mem = (f"{r['psgd']['peak_device_mib']:.0f} / {r['pytorch']['peak_device_mib']:.0f}"
                if r["pytorch"]["peak_device_mib"] else "n/a")
         lines.append(f"| {r['arch']} | {r['batch']} | {r['variant']} | {r['psgd']['train_images_per_s']:.0f} / "
                      f"{r['pytorch']['train_images_per_s']:.0f} | {r['train_ratio']:.2f}x | {r['fp_ratio']:.2f}x | "
-                     f"{r['lp_ratio']:.2f}x | {mem} |")
+                     f"{r['lp_ratio']:.2f}x | {mem} | {r['train_gflop_per_s']:.0f} "
+                     f"({r['train_gflop_per_s'] / limits['matmul_gflop_per_s']:.0%}) |")
     return "\n".join(lines) + "\n"
 
 
@@ -199,14 +227,14 @@ def on_alarm(signum, frame):
     raise VariantTimeout("took longer than --variant-timeout")
 
 
-def write_results(args, machine, commit, rows, ceilings):
+def write_results(args, machine, commit, rows, limits):
     """Writes results.json and results.md; returns the Markdown table."""
     header = (f"{time.strftime('%Y-%m-%d')}, {machine}, PyTorch {torch.__version__}, psgd {commit}; "
               f"median of {args.repeats} after {args.warmup} warm-up")
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump({"date": time.strftime("%Y-%m-%d"), "machine": machine, "torch": torch.__version__,
-                   "commit": commit, "device": args.device, "ceilings": ceilings, "rows": rows}, f, indent=2)
-    table = markdown(rows, header)
+                   "commit": commit, "device": args.device, "ceilings": limits, "rows": rows}, f, indent=2)
+    table = markdown(rows, header, limits)
     with open(os.path.join(args.out, "results.md"), "w") as f:
         f.write(table)
     return table
@@ -239,12 +267,13 @@ def main():
     machine = torch.cuda.get_device_name() if args.device == "cuda" else f"{cpu_name()}, {args.threads} threads"
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     os.makedirs(args.out, exist_ok=True)
-    ceilings = card_ceilings(args.warmup, min(args.repeats, 10)) if args.device == "cuda" else None
+    limits = ceilings(args.device, args.warmup, min(args.repeats, 10))
     rows = []
     for arch in args.arch:
         for batch in args.batch:
             print(f"psgd {arch} batch {batch} ...", file=sys.stderr, flush=True)
             mine = ours(args.bench, arch, args.classes, batch, args.device, args.threads, args.warmup, args.repeats)
+            gflop_per_s = mine["train_images_per_s"] * training_gflop_per_image(arch, args.classes)
             for variant in variants(args.device):
                 print(f"PyTorch {variant} {arch} batch {batch} ...", file=sys.stderr, flush=True)
                 signal.alarm(args.variant_timeout)
@@ -258,9 +287,10 @@ def main():
                 rows.append({"arch": arch, "batch": batch, "variant": variant, "psgd": mine, "pytorch": theirs,
                              "train_ratio": mine["train_images_per_s"] / theirs["train_images_per_s"],
                              "fp_ratio": mine["infer_fp_images_per_s"] / theirs["infer_fp_images_per_s"],
-                             "lp_ratio": mine["infer_lp_images_per_s"] / theirs["infer_lp_images_per_s"]})
-                write_results(args, machine, commit, rows, ceilings)  # what is measured survives an interruption
-    print(write_results(args, machine, commit, rows, ceilings))
+                             "lp_ratio": mine["infer_lp_images_per_s"] / theirs["infer_lp_images_per_s"],
+                             "train_gflop_per_s": gflop_per_s})
+                write_results(args, machine, commit, rows, limits)  # what is measured survives an interruption
+    print(write_results(args, machine, commit, rows, limits))
 
 
 if __name__ == "__main__":
