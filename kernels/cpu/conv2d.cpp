@@ -18,6 +18,7 @@
 
 #include "kernels/cpu/conv2d_direct.h"
 #include "kernels/cpu/cpu_ops.h"
+#include "kernels/cpu/thread_partials.h"
 
 namespace psgd::cpu {
 namespace {
@@ -56,18 +57,20 @@ int64_t thread_floats(const ConvDims& d) {
   return std::max(forward, backward);
 }
 
+direct::Geometry forward_geometry(const ConvDims& d) {
+  return {d.n, d.c, d.h, d.w, d.k, d.r, d.s, d.pad};
+}
+
 // The forward convolution as a direct one, where that method takes it.
 std::optional<direct::Geometry> direct_forward(const ConvDims& d) {
-  const direct::Geometry g{d.n, d.c, d.h, d.w, d.k, d.r, d.s, d.pad};
-  if (d.stride != 1 || !direct::worthwhile(g)) return std::nullopt;
-  return g;
+  if (d.stride != 1 || !direct::worthwhile(forward_geometry(d))) return std::nullopt;
+  return forward_geometry(d);
 }
 
 // The filter gradient by the direct method: 3x3 filters at stride 1.
 std::optional<direct::Geometry> direct_filter_gradient(const ConvDims& d) {
-  const direct::Geometry g{d.n, d.c, d.h, d.w, d.k, d.r, d.s, d.pad};
-  if (d.stride != 1 || !direct::computes_filter_gradient(g)) return std::nullopt;
-  return g;
+  if (d.stride != 1 || !direct::computes_filter_gradient(forward_geometry(d))) return std::nullopt;
+  return forward_geometry(d);
 }
 
 // The data gradient as a direct convolution of dy, padded by R - 1 - pad, with the filters
@@ -220,15 +223,7 @@ void gemm_backward(Context& ctx, const ConvDims& d, const Tensor& x, const Tenso
       col2im_images(d, cols, n0, count_images, dx.f32(), dx_mode);
     }
   }
-  if (!dw.defined()) return;
-  // Summed in thread order: the same threads give the same bits.
-  float* out = dw.f32();
-#pragma omp parallel for schedule(static) num_threads(threads)
-  for (int64_t i = 0; i < d.k * d.crs(); ++i) {
-    float sum = 0.0f;
-    for (int t = 0; t < threads; ++t) sum += partial_dw(t)[i];
-    out[i] = sum;
-  }
+  if (dw.defined()) sum_in_thread_order(threads, d.k * d.crs(), partial_dw, dw.f32());
 }
 
 }  // namespace
@@ -246,6 +241,7 @@ int64_t conv2d_workspace_floats(int threads, const Shape& x, const Shape& w, Con
 void conv2d_forward(Context& ctx, const Tensor& x, const Tensor& w, Conv2dGeometry g,
                     const Tensor& y) {
   const ConvDims d = dims_of(x.shape, w.shape, g);
+  if (d.n == 0) return;
   const int threads = ctx.threads();
   if (const auto direct = direct_forward(d)) {
     direct::convolve(threads, x.f32(), w.f32(), direct::Filters::AsGiven, *direct, y.f32(), false,
@@ -273,6 +269,10 @@ void conv2d_forward(Context& ctx, const Tensor& x, const Tensor& w, Conv2dGeomet
 void conv2d_backward(Context& ctx, const Tensor& x, const Tensor& w, const Tensor& dy,
                      Conv2dGeometry g, const Tensor& dx, GradMode dx_mode, const Tensor& dw) {
   const ConvDims d = dims_of(x.shape, w.shape, g);
+  if (d.n == 0) {  // an empty sum
+    std::fill(dw.f32(), dw.f32() + dw.numel(), 0.0f);
+    return;
+  }
   const int threads = ctx.threads();
   const auto direct_dx = dx.defined() ? direct_data_gradient(d) : std::nullopt;
   const auto direct_dw = direct_filter_gradient(d);

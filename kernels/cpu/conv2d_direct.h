@@ -2,14 +2,14 @@
 //
 // Each image is copied once into a zero-padded buffer of width Wp = W + 2 pad. In that buffer
 // every output pixel (p, q) reads its taps at p * Wp + q plus r * Wp + s. Where the output
-// width Q is a multiple of the vector lanes (or half of them), each vector holds a row segment
-// (or two half rows) and is written straight into y. Elsewhere the convolution runs along the
+// width Q is a multiple of the vector lanes (or half of them, on an even number of rows), each
+// vector holds a row segment (or two half rows) and is written straight into y. Elsewhere the convolution runs along the
 // flat buffer, vectorised over o = p * Wp + q for any width, and the S - 1 columns per row that
 // wrap into the padding are computed and dropped. Register tiles of output channels by vectors
 // accumulate over (c, r, s) with one broadcast filter tap per channel. The filter gradient of
 // 3x3 filters is the same walk with the roles turned: per (output channel, input channel) pair,
-// nine vector accumulators sum dy's flat plane times the input shifted to each tap, over a
-// chunk of images at a time.
+// nine vector accumulators sum dy's vectors times the input shifted to each tap, over a chunk of
+// images at a time. conv2d_direct_plane.h holds what the two share.
 #pragma once
 
 #include <cstdint>
@@ -49,8 +49,8 @@ bool computes_filter_gradient(const Geometry& g);
 int64_t filter_gradient_workspace_floats(int threads, const Geometry& g);
 
 // dw (K, C, 3, 3) = the sum over images of dy (N, K, P, Q) correlated with x (N, C, H, W).
-// Deterministic for a given thread count: images are split statically, partial sums added in
-// thread order.
+// Deterministic for a given OpenMP team: each thread takes an equal contiguous share of the
+// images, and the partial sums are added in thread order.
 void filter_gradient(int threads, const float* x, const float* dy, const Geometry& g, float* dw,
                      float* ws);
 

@@ -66,9 +66,10 @@ Adjoints naive_conv_backward(const HostTensor& x, const HostTensor& w, const Hos
 }
 
 // Shapes that take each CPU method: stride 1 goes direct, by rows where the output width is a
-// multiple of the vector lanes (8 for AVX2, 16 for AVX-512) or half of them on an even number of
-// rows, else along the flat padded plane where that wastes little; strides above 1, and 4x4
-// planes under AVX-512, take the im2col GEMM.
+// multiple of the vector lanes (4 for SSE, 8 for AVX2, 16 for AVX-512) or half of them on an
+// even number of rows, else along the flat padded plane where that wastes little; strides above
+// 1, and 4x4 planes under AVX-512, take the im2col GEMM. The direct data gradient needs square
+// filters and pad < R, the direct filter gradient 3x3 filters; the GEMM computes the others.
 struct ConvCase {
   Shape x, w;
   int stride, pad;
@@ -81,12 +82,16 @@ const ConvCase kConvCases[] = {{{3, 3, 7, 9}, {5, 3, 3, 3}, 1, 1},
                                {{3, 6, 8, 8}, {7, 6, 3, 3}, 1, 1},     // half rows (AVX-512)
                                {{1, 2, 7, 8}, {3, 2, 3, 3}, 1, 1},     // odd rows: flat
                                {{2, 6, 4, 4}, {5, 6, 3, 3}, 1, 1},     // half rows (AVX2), or GEMM
+                               {{5, 3, 9, 16}, {5, 3, 3, 3}, 1, 1},    // rows, 3 + 2 channels
+                               {{2, 2, 10, 12}, {3, 2, 3, 5}, 1, 1},   // R != S
+                               {{2, 3, 12, 12}, {4, 3, 3, 3}, 1, 3},   // pad > R - 1
                                {{2, 4, 9, 7}, {6, 4, 3, 3}, 2, 1},
                                {{3, 5, 6, 6}, {2, 5, 1, 1}, 2, 0},
                                {{1, 2, 11, 4}, {3, 2, 5, 3}, 3, 2},
                                // several cache panels, ending mid-row and mid-image
                                {{3, 3, 61, 67}, {4, 3, 3, 3}, 1, 1},
                                {{4, 16, 33, 31}, {8, 16, 3, 3}, 2, 1}};
+constexpr int kConvThreads = 3;  // more threads than some batches have images, shares uneven
 
 Tensor labels_of(std::vector<int32_t>& v) {
   return Tensor(v.data(), Shape{static_cast<int64_t>(v.size())}, Device::CPU);
@@ -110,7 +115,7 @@ TEST_CASE("conv2d: both CPU methods equal the textbook loops") {
   for (const ConvCase& c : kConvCases) {
     CAPTURE(c.x.str());
     CAPTURE(c.w.str());
-    Context ctx(Device::CPU, 2);
+    Context ctx(Device::CPU, kConvThreads);
     HostTensor x(c.x), w(c.w);
     fill_uniform(x.t(), -1, 1, 1, 0);
     fill_uniform(w.t(), -1, 1, 1, 1);
@@ -129,7 +134,7 @@ TEST_CASE("conv2d backward: both CPU methods equal the exact adjoints, overwriti
       CAPTURE(c.x.str());
       CAPTURE(c.w.str());
       CAPTURE(mode == ops::GradMode::Accumulate);
-      Context ctx(Device::CPU, 2);
+      Context ctx(Device::CPU, kConvThreads);
       const ops::Conv2dGeometry g{c.stride, c.pad};
       HostTensor x(c.x), w(c.w), dy(ops::conv2d_output_shape(c.x, c.w, g));
       HostTensor dx(c.x), dw(c.w);
@@ -147,6 +152,20 @@ TEST_CASE("conv2d backward: both CPU methods equal the exact adjoints, overwriti
       for (int64_t i = 0; i < dw.numel(); ++i)
         REQUIRE(std::abs(dw[i] - ref.dw[i]) <= ref.dw_allowance[i]);
     }
+  }
+}
+
+TEST_CASE("conv2d: an empty batch gives an empty output and a zero filter gradient") {
+  for (const int stride : {1, 2}) {
+    CAPTURE(stride);
+    Context ctx(Device::CPU, kConvThreads);
+    const Shape xs{0, 3, 16, 16}, ws{4, 3, 3, 3};
+    const ops::Conv2dGeometry g{stride, 1};
+    HostTensor x(xs), w(ws, 1.0f), y(ops::conv2d_output_shape(xs, ws, g)), dx(xs), dw(ws, 7.0f);
+    ctx.reserve_workspace(ops::conv2d_workspace_floats(ctx, xs, ws, g));
+    ops::conv2d_forward(ctx, x.t(), w.t(), g, y.t());
+    ops::conv2d_backward(ctx, x.t(), w.t(), y.t(), g, dx.t(), ops::GradMode::Overwrite, dw.t());
+    for (int64_t i = 0; i < dw.numel(); ++i) REQUIRE(dw[i] == 0.0f);
   }
 }
 
