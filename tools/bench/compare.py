@@ -125,9 +125,20 @@ def median_ms(device, warmup, repeats, work):
     return statistics.median(times)
 
 
+def benchmark_model(arch, classes):
+    """The reference network with its dropout drawing its own masks (the parity tests' dropout
+    takes them from outside)."""
+    model = reference_models.build(arch, classes)
+    for module in list(model.modules()):
+        for child_name, child in list(module.named_children()):
+            if isinstance(child, reference_models.MaskedDropout):
+                setattr(module, child_name, torch.nn.Dropout(child.p))
+    return model
+
+
 def pytorch_variant(variant, arch, classes, batch, device, warmup, repeats):
     torch.manual_seed(0)
-    model = reference_models.build(arch, classes).to(device).train()
+    model = benchmark_model(arch, classes).to(device).train()
     memory_format = torch.channels_last if variant == "channels_last" else torch.contiguous_format
     model = model.to(memory_format=memory_format)
     images = (torch.rand(batch, 3, 32, 32, device=device) * 2 - 1).to(memory_format=memory_format)

@@ -25,7 +25,7 @@ done
 bin=${PSGD_BIN:-$( [[ $device == cuda ]] && echo build-gpu/tools || echo build/tools )}
 mkdir -p "$out"
 if ((quick)); then
-  cases=(--arch resnet20 --batch 16 --warmup 1 --repeats 2)
+  cases=(--arch resnet20 vgg16_bn --batch 16 --warmup 1 --repeats 2)  # both families of network
 elif [[ $device == cpu ]]; then
   cases=(--arch resnet32 --batch 128 --repeats 10)
 else
