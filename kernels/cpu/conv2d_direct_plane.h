@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <cstring>
 
+#include <immintrin.h>
+
 #include "kernels/cpu/conv2d_direct.h"
 
 namespace psgd::cpu::direct {
@@ -19,7 +21,6 @@ inline constexpr int kLanes = 4;
 #endif
 
 using Vec = float __attribute__((vector_size(kLanes * sizeof(float))));
-using HalfVec = float __attribute__((vector_size(kLanes / 2 * sizeof(float))));
 
 inline Vec load(const float* p) {
   Vec v;
@@ -29,17 +30,18 @@ inline Vec load(const float* p) {
 
 inline void store(float* p, Vec v) { std::memcpy(p, &v, sizeof v); }
 
-// A vector from half a vector at `first` and half a vector one row (`stride`) below it.
+// A vector from half a vector at `first` and half a vector one row (`stride`) below it, joined
+// in registers (through memory, the two stores stall the wide load: twice the step time).
 inline Vec load_halves(const float* first, int64_t stride) {
-  HalfVec a, b;
-  std::memcpy(&a, first, sizeof a);
-  std::memcpy(&b, first + stride, sizeof b);
 #if defined(__AVX512F__)
-  return __builtin_shufflevector(a, b, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  return Vec(_mm512_insertf32x8(_mm512_castps256_ps512(_mm256_loadu_ps(first)),
+                                _mm256_loadu_ps(first + stride), 1));
 #elif defined(__AVX__)
-  return __builtin_shufflevector(a, b, 0, 1, 2, 3, 4, 5, 6, 7);
+  return Vec(_mm256_insertf128_ps(_mm256_castps128_ps256(_mm_loadu_ps(first)),
+                                  _mm_loadu_ps(first + stride), 1));
 #else
-  return __builtin_shufflevector(a, b, 0, 1, 2, 3);
+  return Vec(_mm_loadh_pi(_mm_loadl_pi(_mm_setzero_ps(), reinterpret_cast<const __m64*>(first)),
+                          reinterpret_cast<const __m64*>(first + stride)));
 #endif
 }
 
