@@ -1,15 +1,16 @@
 // Stride-1 convolution computed straight from zero-padded images, without im2col.
 //
 // Each image is copied once into a zero-padded buffer of width Wp = W + 2 pad. In that buffer
-// every output pixel (p, q) reads its taps at p * Wp + q plus r * Wp + s. Where the output
-// width Q is a multiple of the vector lanes (or half of them, on an even number of rows), each
-// vector holds a row segment (or two half rows) and is written straight into y. Elsewhere the convolution runs along the
-// flat buffer, vectorised over o = p * Wp + q for any width, and the S - 1 columns per row that
-// wrap into the padding are computed and dropped. Register tiles of output channels by vectors
-// accumulate over (c, r, s) with one broadcast filter tap per channel. The filter gradient of
-// 3x3 filters is the same walk with the roles turned: per (output channel, input channel) pair,
-// nine vector accumulators sum dy's vectors times the input shifted to each tap, over a chunk of
-// images at a time. conv2d_direct_plane.h holds what the two share.
+// every output pixel (p, q) reads its taps at p * Wp + q plus r * Wp + s. Where the output width
+// Q is a multiple of the vector lanes (or half of them, on an even number of rows), each vector
+// holds a row segment (or two half rows) and is written straight into y. Elsewhere the
+// convolution runs along the flat buffer, vectorised over o = p * Wp + q for any width, and the
+// S - 1 columns per row that wrap into the padding are computed and dropped. Register tiles of
+// output channels by vectors accumulate over (c, r, s) with one broadcast filter tap per
+// channel. The filter gradient of 3x3 filters is the same walk with the roles turned: per
+// (output channel, input channel) pair, nine vector accumulators sum dy's vectors times the
+// input shifted to each tap, over a chunk of images at a time. conv2d_direct_plane.h holds what
+// the two share.
 #pragma once
 
 #include <cstdint>
