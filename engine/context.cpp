@@ -7,7 +7,7 @@
 
 namespace psgd {
 
-Context::Context(Device device, int threads, uint64_t seed, GpuMath math)
+Context::Context(Device device, int threads, uint64_t seed, Numerics math)
     : device_(device),
       threads_(threads > 0 ? threads : omp_get_num_procs()),
       seed_(seed),
@@ -47,6 +47,11 @@ Tensor Context::workspace(int64_t floats) const {
   PSGD_CHECK(floats <= workspace_floats_, "an op needs ", floats, " workspace floats but only ",
              workspace_floats_, " were planned");
   return workspace_.f32(0, Shape{floats});
+}
+
+const char* numerics_name(const Context& ctx) {
+  if (ctx.math().bf16) return "bf16";
+  return ctx.device() == Device::CUDA && ctx.math().tf32 ? "tf32" : "fp32";
 }
 
 }  // namespace psgd

@@ -15,22 +15,31 @@ struct cudnnContext;
 
 namespace psgd {
 
-// How the GPU does float32 maths.
-struct GpuMath {
-  // TF32 tensor cores in convolutions and matrix products (cards from Ampere on). Off is strict
-  // float32, for parity runs.
+// How ops do their maths.
+struct Numerics {
+  // GPU: TF32 tensor cores in convolutions and matrix products (cards from Ampere on). Off is
+  // strict float32, for parity runs.
   bool tf32 = true;
-  // Deterministic cuDNN algorithms, so that two runs give identical weights.
+  // GPU: deterministic cuDNN algorithms, so that two runs give identical weights.
   bool deterministic = false;
+  // The bf16 mode: activations and their gradients stored as bfloat16 (float32 arithmetic, one
+  // rounding per stored value); weights, gradients of weights, optimizer state and statistics
+  // stay float32; convolutions and linear layers multiply the weights' bf16 roundings, on tensor
+  // cores on a GPU whatever `tf32` says. Runs on the CPU too, as the reference of the GPU's bf16
+  // kernels.
+  bool bf16 = false;
 };
 
 struct CudaResources;  // engine/context_cuda.cpp
+class Context;
+// How a context computes, for logs and reports: "bf16", "tf32" (GPU) or "fp32".
+const char* numerics_name(const Context& ctx);
 
 class Context {
  public:
   // threads = 0 uses every core the process may run on.
   explicit Context(Device device = Device::CPU, int threads = 0, uint64_t seed = 0,
-                   GpuMath math = {});
+                   Numerics math = {});
   ~Context();
   Context(const Context&) = delete;
   Context& operator=(const Context&) = delete;
@@ -38,7 +47,9 @@ class Context {
   Device device() const { return device_; }
   int threads() const { return threads_; }
   uint64_t seed() const { return seed_; }
-  const GpuMath& math() const { return math_; }
+  const Numerics& math() const { return math_; }
+  // The element type of activations and their gradients: float32, or bfloat16 in the bf16 mode.
+  DType activation_dtype() const { return math_.bf16 ? DType::BF16 : DType::F32; }
 
   // CUDA contexts only. Every op of a context runs on its stream: the per-thread default
   // stream of the thread that made the context (see kernels/cuda/launch.h), which CUDA graphs
@@ -60,7 +71,7 @@ class Context {
   Device device_;
   int threads_;
   uint64_t seed_;
-  GpuMath math_;
+  Numerics math_;
   std::unique_ptr<CudaResources, void (*)(CudaResources*)> cuda_;
   DeviceBuffer workspace_;
   int64_t workspace_floats_ = 0;

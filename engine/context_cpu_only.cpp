@@ -5,7 +5,7 @@
 
 namespace psgd {
 
-CudaResources* create_cuda_resources(const GpuMath&) {
+CudaResources* create_cuda_resources(const Numerics&) {
   PSGD_FAIL("this build has no CUDA backend");
 }
 void destroy_cuda_resources(CudaResources*) {}

@@ -18,15 +18,16 @@ struct CudaResources {
   DeviceBuffer cublas_workspace;
 };
 
-CudaResources* create_cuda_resources(const GpuMath& math) {
+CudaResources* create_cuda_resources(const Numerics& math) {
   auto r = std::make_unique<CudaResources>();
   CUBLAS_CHECK(cublasCreate(&r->cublas));
   CUBLAS_CHECK(cublasSetStream(r->cublas, r->stream));
   r->cublas_workspace = DeviceBuffer(Device::CUDA, kCublasWorkspaceBytes);
   CUBLAS_CHECK(cublasSetWorkspace(r->cublas, r->cublas_workspace.data(), kCublasWorkspaceBytes));
-  // Strict float32 also rules out cuBLAS's reduced-precision reductions.
-  CUBLAS_CHECK(
-      cublasSetMathMode(r->cublas, math.tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_PEDANTIC_MATH));
+  // Strict float32 also rules out cuBLAS's reduced-precision reductions; the bf16 mode's products
+  // run on tensor cores whatever tf32 says.
+  CUBLAS_CHECK(cublasSetMathMode(
+      r->cublas, math.tf32 || math.bf16 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_PEDANTIC_MATH));
   CUDNN_CHECK(cudnnCreate(&r->cudnn));
   CUDNN_CHECK(cudnnSetStream(r->cudnn, r->stream));
   return r.release();

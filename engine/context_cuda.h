@@ -7,7 +7,7 @@
 
 namespace psgd {
 
-CudaResources* create_cuda_resources(const GpuMath& math);
+CudaResources* create_cuda_resources(const Numerics& math);
 void destroy_cuda_resources(CudaResources* resources);
 CUstream_st* cuda_stream(const CudaResources& r);
 cublasContext* cuda_cublas(const CudaResources& r);

@@ -7,7 +7,7 @@ namespace psgd {
 
 Packing pack_buffers(const std::vector<LiveBuffer>& buffers) {
   struct Slot {
-    int64_t floats = 0;
+    int64_t elements = 0;
     int busy_until = -1;  // last step of the current tenant
     bool used = false;
   };
@@ -23,13 +23,13 @@ Packing pack_buffers(const std::vector<LiveBuffer>& buffers) {
     Slot* best = nullptr;
     for (Slot& s : slots) {
       if (s.used && s.busy_until >= b.first) continue;
-      const bool fits = s.floats >= b.floats, best_fits = best && best->floats >= b.floats;
-      if (!best || (fits && (!best_fits || s.floats < best->floats)) ||
-          (!fits && !best_fits && s.floats > best->floats))
+      const bool fits = s.elements >= b.elements, best_fits = best && best->elements >= b.elements;
+      if (!best || (fits && (!best_fits || s.elements < best->elements)) ||
+          (!fits && !best_fits && s.elements > best->elements))
         best = &s;
     }
     if (!best) best = &slots.emplace_back();
-    best->floats = std::max(best->floats, b.floats);
+    best->elements = std::max(best->elements, b.elements);
     best->busy_until = b.last;
     best->used = true;
     slot_of[i] = static_cast<size_t>(best - slots.data());
@@ -38,8 +38,8 @@ Packing pack_buffers(const std::vector<LiveBuffer>& buffers) {
   Packing packing;
   std::vector<int64_t> slot_offset(slots.size());
   for (size_t s = 0; s < slots.size(); ++s) {
-    slot_offset[s] = packing.total_floats;
-    packing.total_floats += slots[s].floats;
+    slot_offset[s] = packing.total_elements;
+    packing.total_elements += slots[s].elements;
   }
   packing.offsets.resize(buffers.size());
   for (size_t i = 0; i < buffers.size(); ++i) packing.offsets[i] = slot_offset[slot_of[i]];

@@ -9,13 +9,13 @@
 namespace psgd {
 
 struct LiveBuffer {
-  int64_t floats;
+  int64_t elements;
   int first, last;  // steps, inclusive: alive from `first` to `last`
 };
 
 struct Packing {
-  std::vector<int64_t> offsets;  // in floats, one per buffer
-  int64_t total_floats = 0;
+  std::vector<int64_t> offsets;  // in elements, one per buffer
+  int64_t total_elements = 0;
 };
 
 // Greedy by first use: each buffer takes the smallest free slot that fits, else grows the largest

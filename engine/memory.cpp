@@ -118,6 +118,20 @@ Tensor DeviceBuffer::f64(size_t byte_offset, Shape shape) const {
   return Tensor(reinterpret_cast<double*>(data_ + byte_offset), shape, device_);
 }
 
+Tensor DeviceBuffer::view(size_t byte_offset, Shape shape, DType dtype) const {
+  const size_t element = dtype_size(dtype);
+  PSGD_CHECK(byte_offset % element == 0 &&
+                 byte_offset + static_cast<size_t>(shape.numel()) * element <= bytes_,
+             dtype_name(dtype), " view of ", shape.str(), " at byte ", byte_offset,
+             " in a buffer of ", bytes_, " bytes");
+  Tensor t;
+  t.data = data_ + byte_offset;
+  t.shape = shape;
+  t.dtype = dtype;
+  t.device = device_;
+  return t;
+}
+
 void memory_copy(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes) {
   if (bytes == 0) return;
   if (dst_device == Device::CPU && src_device == Device::CPU) {

@@ -26,6 +26,9 @@ class DeviceBuffer {
   Tensor f32(int64_t float_offset, Shape shape) const;
   // A float64 view of `shape` starting `byte_offset` bytes into the buffer (8-byte aligned).
   Tensor f64(size_t byte_offset, Shape shape) const;
+  // A view of `shape` elements of `dtype` starting `byte_offset` bytes into the buffer (aligned
+  // to the element size).
+  Tensor view(size_t byte_offset, Shape shape, DType dtype) const;
 
  private:
   void release() noexcept;

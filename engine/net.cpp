@@ -66,10 +66,17 @@ void Net::plan(Context& ctx, int64_t batch) {
   PSGD_CHECK(ctx.device() == params_.device(), "the network lives on ",
              device_name(params_.device()), " but the context runs on ", device_name(ctx.device()));
 
-  // Shapes first; every tensor but the input gets a value and a gradient.
+  // Shapes first; every tensor but the input gets a value and a gradient. Sizes are counted in
+  // elements of the activation type, each buffer padded to kAlignElements.
+  const DType dtype = ctx.activation_dtype();
+  const auto padded = [](int64_t elements) {
+    return (elements + kAlignElements - 1) / kAlignElements * kAlignElements;
+  };
   std::vector<Shape> shapes(tensor_count_);
   shapes[kInput] = Shape{batch, sample_shape_[0], sample_shape_[1], sample_shape_[2]};
-  int64_t value_floats = 0, workspace = 0;
+  // A staged input: bf16 activations start from a bf16 copy of the float32 images.
+  int64_t value_elements = dtype == DType::F32 ? 0 : padded(shapes[kInput].numel());
+  int64_t workspace = 0;
   std::vector<Shape> in_shapes;
   for (Node& n : nodes_) {
     in_shapes.clear();
@@ -77,7 +84,7 @@ void Net::plan(Context& ctx, int64_t batch) {
     shapes[n.output] = n.layer->output_shape(in_shapes);
     workspace = std::max(workspace, n.layer->workspace_floats(ctx, in_shapes));
     n.layer->plan(ctx.device(), in_shapes);
-    value_floats += shapes[n.output].numel();
+    value_elements += padded(shapes[n.output].numel());
   }
   PSGD_CHECK(shapes.back() == Shape({batch, classes_}), arch_, ": the last layer gives ",
              shapes.back().str(), ", expected logits ", Shape({batch, classes_}).str());
@@ -91,7 +98,7 @@ void Net::plan(Context& ctx, int64_t batch) {
   for (int i = steps - 1; i >= 0; --i) {
     const Node& n = nodes_[i];
     const int step = steps - 1 - i;
-    lives[n.output].floats = shapes[n.output].numel();
+    lives[n.output].elements = padded(shapes[n.output].numel());
     lives[n.output].last = step;
     for (int id : n.inputs) {
       if (consumed[id]) continue;
@@ -111,20 +118,29 @@ void Net::plan(Context& ctx, int64_t batch) {
                "' is never used");
   const Packing grads = pack_buffers({lives.begin() + 1, lives.end()});
 
-  const int64_t floats = value_floats + grads.total_floats;
-  if (static_cast<size_t>(floats) * sizeof(float) > arena_.bytes()) {
-    arena_ = DeviceBuffer(ctx.device(), static_cast<size_t>(floats) * sizeof(float));
+  const size_t element = dtype_size(dtype);
+  const size_t bytes = static_cast<size_t>(value_elements + grads.total_elements) * element;
+  if (bytes > arena_.bytes()) {
+    arena_ = DeviceBuffer(ctx.device(), bytes);
     ++memory_generation_;
   }
   ctx.reserve_workspace(workspace);
 
   values_.assign(tensor_count_, Tensor());
   grads_.assign(tensor_count_, Tensor());
+  const auto at = [&](int64_t elements, const Shape& shape) {
+    return arena_.view(static_cast<size_t>(elements) * element, shape, dtype);
+  };
   int64_t offset = 0;
+  staged_input_ = Tensor();
+  if (dtype != DType::F32) {
+    staged_input_ = at(0, shapes[kInput]);
+    offset = padded(shapes[kInput].numel());
+  }
   for (int id = 1; id < tensor_count_; ++id) {
-    values_[id] = arena_.f32(offset, shapes[id]);
-    offset += shapes[id].numel();
-    grads_[id] = arena_.f32(value_floats + grads.offsets[id - 1], shapes[id]);
+    values_[id] = at(offset, shapes[id]);
+    offset += padded(shapes[id].numel());
+    grads_[id] = at(value_elements + grads.offsets[id - 1], shapes[id]);
   }
 
   for (Node& n : nodes_) {
@@ -148,24 +164,26 @@ void Net::plan(Context& ctx, int64_t batch) {
     }
   }
   batch_ = batch;
+  dtype_ = dtype;
   loss_ready_ = false;
 }
 
 const Tensor& Net::forward(Context& ctx, const Tensor& images, Mode mode) {
   PSGD_CHECK(images.shape.rank() == 4, arch_, ": images must be (N, C, H, W), got ",
              images.shape.str());
-  if (images.shape[0] != batch_) plan(ctx, images.shape[0]);
+  if (images.shape[0] != batch_ || ctx.activation_dtype() != dtype_) plan(ctx, images.shape[0]);
   check_shape("Net::forward", "images", images,
               Shape{batch_, sample_shape_[0], sample_shape_[1], sample_shape_[2]});
   PSGD_CHECK(images.device == ctx.device() && images.dtype == DType::F32, arch_,
              ": images must be float32 on ", device_name(ctx.device()));
-  values_[kInput] = images;
+  if (staged_input_.defined()) ops::cast(ctx, images, staged_input_);
+  values_[kInput] = staged_input_.defined() ? staged_input_ : images;
   computed_by_producer_.assign(nodes_.size(), false);
   for (size_t k = 0; k < nodes_.size(); ++k) {
     Node& n = nodes_[k];
     if (computed_by_producer_[k]) continue;
     for (size_t i = 0; i < n.inputs.size(); ++i)
-      if (n.inputs[i] == kInput) n.x[i] = images;
+      if (n.inputs[i] == kInput) n.x[i] = values_[kInput];
     if (fuses_relu(k)) {
       const int r = relu_after_[k];
       n.layer->forward_relu(ctx, n.x, values_[nodes_[r].output], mode);
@@ -226,7 +244,8 @@ void Net::backward(Context& ctx) {
 void Net::backward(Context& ctx, const Tensor& dlogits) {
   PSGD_CHECK(values_.size() == static_cast<size_t>(tensor_count_) && values_[kInput].defined(),
              "backward() before forward()");
-  tensor_copy(grads_.back(), dlogits);
+  check_shape("Net::backward", "dlogits", dlogits, grads_.back().shape);
+  ops::cast(ctx, dlogits, grads_.back());
   loss_ready_ = true;
   backward(ctx);
 }

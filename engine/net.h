@@ -38,10 +38,12 @@ class Net {
   std::vector<Layer*> layers();
 
   // ---- Running ----
-  // Fixes shapes and buffers for `batch` samples; device memory grows only when the batch is
-  // larger than any planned before. forward() plans by itself when the batch changes.
+  // Fixes shapes and buffers for `batch` samples, with activations and their gradients of the
+  // context's activation_dtype(); device memory grows only when more is needed than planned
+  // before. forward() plans by itself when the batch or the activation type changes.
   void plan(Context& ctx, int64_t batch);
-  // images (N, C, H, W) on the context's device; returns the logits (N, classes).
+  // images (N, C, H, W), float32 on the context's device; returns the logits (N, classes) of
+  // the activation type.
   const Tensor& forward(Context& ctx, const Tensor& images, Mode mode);
   // Mean softmax cross-entropy of the last forward's logits against int32 labels (N); stores
   // d(loss)/d(logits) for backward and returns the loss (on the device, one float).
@@ -49,7 +51,8 @@ class Net {
   float loss_value() const;  // copies the last loss to the host
   // Fills every parameter gradient in params().grads(); needs forward(Train) and loss() first.
   void backward(Context& ctx);
-  // The same from an explicit d(loss)/d(logits) (N, classes), for losses computed elsewhere.
+  // The same from an explicit d(loss)/d(logits) (N, classes), float32 or of the activation
+  // type, for losses computed elsewhere.
   void backward(Context& ctx, const Tensor& dlogits);
 
   // For captured steps: whether every layer may be replayed, the host bookkeeping of a replayed
@@ -87,13 +90,19 @@ class Net {
   bool fuses_relu(size_t node) const;
 
   std::vector<Node> nodes_;
-  int tensor_count_ = 1;  // the input
+  int tensor_count_ = 1;         // the input
   std::vector<int> relu_after_;  // per node: the node of a ReLU that alone reads it, or -1
   std::vector<bool> computed_by_producer_;  // per node, last forward: a ReLU run by its producer
   bool fusion_ = true;
 
+  // Every activation buffer starts at a multiple of this many elements (128 bytes in bf16), for
+  // the vector loads of the GPU libraries.
+  static constexpr int64_t kAlignElements = 64;
+
   int64_t batch_ = 0;
+  DType dtype_ = DType::F32;
   std::vector<Tensor> values_, grads_;  // by tensor id; grads_[kInput] stays undefined
+  Tensor staged_input_;                 // bf16 mode: the images rounded to bf16 (N, C, H, W)
   DeviceBuffer arena_;
   uint64_t memory_generation_ = 0;
   DeviceBuffer loss_;  // one float

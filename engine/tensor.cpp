@@ -11,11 +11,18 @@ const char* dtype_name(DType dtype) {
     case DType::F32: return "float32";
     case DType::I32: return "int32";
     case DType::F64: return "float64";
+    case DType::BF16: return "bfloat16";
   }
   return "?";
 }
 
-size_t dtype_size(DType dtype) { return dtype == DType::F64 ? sizeof(double) : sizeof(float); }
+size_t dtype_size(DType dtype) {
+  switch (dtype) {
+    case DType::F64: return sizeof(double);
+    case DType::BF16: return sizeof(bf16);
+    default: return sizeof(float);
+  }
+}
 
 Shape::Shape(std::initializer_list<int64_t> dims) {
   PSGD_CHECK(dims.size() <= kMaxRank, "a tensor has at most ", kMaxRank, " dimensions, got ",
@@ -65,6 +72,11 @@ int32_t* Tensor::i32() const {
 double* Tensor::f64() const {
   PSGD_CHECK(dtype == DType::F64, "expected a float64 tensor, got ", dtype_name(dtype));
   return static_cast<double*>(data);
+}
+
+bf16* Tensor::bf16s() const {
+  PSGD_CHECK(dtype == DType::BF16, "expected a bfloat16 tensor, got ", dtype_name(dtype));
+  return static_cast<bf16*>(data);
 }
 
 Tensor Tensor::reshaped(Shape s) const {

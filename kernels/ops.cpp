@@ -22,6 +22,16 @@ void check_labels(const char* op, const Tensor& logits, const Tensor& labels) {
 
 }  // namespace
 
+// ---- Element types ----------------------------------------------------------------------------
+void cast(Context& ctx, const Tensor& src, const Tensor& dst) {
+  check_devices(ctx, "cast", {&src, &dst});
+  check_activations("cast", {&src});
+  check_activations("cast", {&dst});
+  check_same_shape("cast", src, dst);
+  if (src.dtype == dst.dtype) return tensor_copy(dst, src);
+  PSGD_DISPATCH(ctx, cast, src, dst);
+}
+
 // ---- Convolution ------------------------------------------------------------------------------
 Shape conv2d_output_shape(const Shape& x, const Shape& w, Conv2dGeometry g) {
   PSGD_CHECK(x.rank() == 4 && w.rank() == 4, "conv2d: input ", x.str(), " and weight ", w.str(),
@@ -42,12 +52,14 @@ int64_t conv2d_workspace_floats(const Context& ctx, const Shape& x, const Shape&
 #ifdef PSGD_WITH_CUDA
   if (ctx.device() == Device::CUDA) return cuda::conv2d_workspace_floats(ctx, x, w, g);
 #endif
-  return cpu::conv2d_workspace_floats(ctx.threads(), x, w, g);
+  return cpu::conv2d_workspace_floats(ctx.threads(), ctx.activation_dtype(), x, w, g);
 }
 
 void conv2d_forward(Context& ctx, const Tensor& x, const Tensor& w, Conv2dGeometry g,
                     const Tensor& y) {
   check_devices(ctx, "conv2d_forward", {&x, &w, &y});
+  check_context_activations(ctx, "conv2d_forward", {&x, &y});
+  check_float32("conv2d_forward", {&w});
   check_shape("conv2d_forward", "output", y, conv2d_output_shape(x.shape, w.shape, g));
   PSGD_DISPATCH(ctx, conv2d_forward, ctx, x, w, g, y);
 }
@@ -55,6 +67,8 @@ void conv2d_forward(Context& ctx, const Tensor& x, const Tensor& w, Conv2dGeomet
 void conv2d_backward(Context& ctx, const Tensor& x, const Tensor& w, const Tensor& dy,
                      Conv2dGeometry g, const Tensor& dx, GradMode dx_mode, const Tensor& dw) {
   check_devices(ctx, "conv2d_backward", {&x, &w, &dy, &dx, &dw});
+  check_context_activations(ctx, "conv2d_backward", {&x, &dy, &dx});
+  check_float32("conv2d_backward", {&w, &dw});
   check_shape("conv2d_backward", "dy", dy, conv2d_output_shape(x.shape, w.shape, g));
   check_shape("conv2d_backward", "dw", dw, w.shape);
   if (dx.defined()) check_shape("conv2d_backward", "dx", dx, x.shape);
@@ -64,6 +78,7 @@ void conv2d_backward(Context& ctx, const Tensor& x, const Tensor& w, const Tenso
 // ---- Elementwise ------------------------------------------------------------------------------
 void relu_forward(Context& ctx, const Tensor& x, const Tensor& y) {
   check_devices(ctx, "relu_forward", {&x, &y});
+  check_activations("relu_forward", {&x, &y});
   check_same_shape("relu_forward", x, y);
   PSGD_DISPATCH(ctx, relu_forward, x, y);
 }
@@ -71,6 +86,7 @@ void relu_forward(Context& ctx, const Tensor& x, const Tensor& y) {
 void relu_backward(Context& ctx, const Tensor& y, const Tensor& dy, const Tensor& dx,
                    GradMode dx_mode) {
   check_devices(ctx, "relu_backward", {&y, &dy, &dx});
+  check_activations("relu_backward", {&y, &dy, &dx});
   check_same_shape("relu_backward", y, dy);
   check_same_shape("relu_backward", y, dx);
   PSGD_DISPATCH(ctx, relu_backward, y, dy, dx, dx_mode);
@@ -78,6 +94,7 @@ void relu_backward(Context& ctx, const Tensor& y, const Tensor& dy, const Tensor
 
 void add_forward(Context& ctx, const Tensor& a, const Tensor& b, const Tensor& y) {
   check_devices(ctx, "add_forward", {&a, &b, &y});
+  check_activations("add_forward", {&a, &b, &y});
   check_same_shape("add_forward", a, b);
   check_same_shape("add_forward", a, y);
   PSGD_DISPATCH(ctx, add_forward, a, b, y);
@@ -85,6 +102,7 @@ void add_forward(Context& ctx, const Tensor& a, const Tensor& b, const Tensor& y
 
 void add_relu_forward(Context& ctx, const Tensor& a, const Tensor& b, const Tensor& y) {
   check_devices(ctx, "add_relu_forward", {&a, &b, &y});
+  check_activations("add_relu_forward", {&a, &b, &y});
   check_same_shape("add_relu_forward", a, b);
   check_same_shape("add_relu_forward", a, y);
   PSGD_DISPATCH(ctx, add_relu_forward, a, b, y);
@@ -92,6 +110,7 @@ void add_relu_forward(Context& ctx, const Tensor& a, const Tensor& b, const Tens
 
 void grad_pass(Context& ctx, const Tensor& src, const Tensor& dst, GradMode mode) {
   check_devices(ctx, "grad_pass", {&src, &dst});
+  check_activations("grad_pass", {&src, &dst});
   check_same_shape("grad_pass", src, dst);
   PSGD_DISPATCH(ctx, grad_pass, src, dst, mode);
 }
@@ -108,6 +127,7 @@ Shape pool2d_output_shape(const Shape& x, Pool2dGeometry g) {
 
 void avg_pool_forward(Context& ctx, const Tensor& x, Pool2dGeometry g, const Tensor& y) {
   check_devices(ctx, "avg_pool_forward", {&x, &y});
+  check_activations("avg_pool_forward", {&x, &y});
   check_shape("avg_pool_forward", "output", y, pool2d_output_shape(x.shape, g));
   PSGD_DISPATCH(ctx, avg_pool_forward, x, g, y);
 }
@@ -115,12 +135,14 @@ void avg_pool_forward(Context& ctx, const Tensor& x, Pool2dGeometry g, const Ten
 void avg_pool_backward(Context& ctx, const Tensor& dy, Pool2dGeometry g, const Tensor& dx,
                        GradMode dx_mode) {
   check_devices(ctx, "avg_pool_backward", {&dy, &dx});
+  check_activations("avg_pool_backward", {&dy, &dx});
   check_shape("avg_pool_backward", "dy", dy, pool2d_output_shape(dx.shape, g));
   PSGD_DISPATCH(ctx, avg_pool_backward, dy, g, dx, dx_mode);
 }
 
 void max_pool_forward(Context& ctx, const Tensor& x, Pool2dGeometry g, const Tensor& y) {
   check_devices(ctx, "max_pool_forward", {&x, &y});
+  check_activations("max_pool_forward", {&x, &y});
   check_shape("max_pool_forward", "output", y, pool2d_output_shape(x.shape, g));
   PSGD_DISPATCH(ctx, max_pool_forward, x, g, y);
 }
@@ -128,6 +150,7 @@ void max_pool_forward(Context& ctx, const Tensor& x, Pool2dGeometry g, const Ten
 void max_pool_backward(Context& ctx, const Tensor& x, const Tensor& dy, Pool2dGeometry g,
                        const Tensor& dx, GradMode dx_mode) {
   check_devices(ctx, "max_pool_backward", {&x, &dy, &dx});
+  check_activations("max_pool_backward", {&x, &dy, &dx});
   check_shape("max_pool_backward", "dy", dy, pool2d_output_shape(x.shape, g));
   check_same_shape("max_pool_backward", x, dx);
   PSGD_DISPATCH(ctx, max_pool_backward, x, dy, g, dx, dx_mode);
@@ -151,21 +174,35 @@ void check_linear(const char* op, const Tensor& x2, const Tensor& w, const Tenso
 }
 }  // namespace
 
+int64_t linear_workspace_floats(const Context& ctx, const Shape& x, const Shape& w) {
+  PSGD_CHECK(w.rank() == 2 && x.rank() >= 2, "linear: input ", x.str(), " and weight ", w.str(),
+             " must be 2-D or more");
+  const Shape x2{x[0], x.numel() / std::max<int64_t>(x[0], 1)};
+#ifdef PSGD_WITH_CUDA
+  if (ctx.device() == Device::CUDA) return cuda::linear_workspace_floats(ctx, x2, w);
+#endif
+  return cpu::linear_workspace_floats(ctx, x2, w);
+}
+
 void linear_forward(Context& ctx, const Tensor& x, const Tensor& w, const Tensor& b,
                     const Tensor& y) {
   check_devices(ctx, "linear_forward", {&x, &w, &b, &y});
+  check_context_activations(ctx, "linear_forward", {&x, &y});
+  check_float32("linear_forward", {&w, &b});
   const Tensor x2 = as_matrix(x);
   check_linear("linear_forward", x2, w, b);
   check_shape("linear_forward", "output", y, Shape{x2.shape[0], w.shape[0]});
 #ifdef PSGD_WITH_CUDA
   if (ctx.device() == Device::CUDA) return cuda::linear_forward(ctx, x2, w, b, y);
 #endif
-  cpu::linear_forward(x2, w, b, y);
+  cpu::linear_forward(ctx, x2, w, b, y);
 }
 
 void linear_backward(Context& ctx, const Tensor& x, const Tensor& w, const Tensor& dy,
                      const Tensor& dx, GradMode dx_mode, const Tensor& dw, const Tensor& db) {
   check_devices(ctx, "linear_backward", {&x, &w, &dy, &dx, &dw, &db});
+  check_context_activations(ctx, "linear_backward", {&x, &dy, &dx});
+  check_float32("linear_backward", {&w, &dw, &db});
   const Tensor x2 = as_matrix(x);
   check_linear("linear_backward", x2, w, db);
   check_shape("linear_backward", "dy", dy, Shape{x2.shape[0], w.shape[0]});
@@ -175,7 +212,7 @@ void linear_backward(Context& ctx, const Tensor& x, const Tensor& w, const Tenso
   if (ctx.device() == Device::CUDA)
     return cuda::linear_backward(ctx, x2, w, dy, as_matrix(dx), dx_mode, dw, db);
 #endif
-  cpu::linear_backward(x2, w, dy, as_matrix(dx), dx_mode, dw, db);
+  cpu::linear_backward(ctx, x2, w, dy, as_matrix(dx), dx_mode, dw, db);
 }
 
 // ---- Dropout ----------------------------------------------------------------------------------
@@ -190,6 +227,7 @@ void check_mask_index(const char* op, const Tensor& mask_index) {
 void dropout_forward(Context& ctx, const Tensor& x, float p, uint64_t seed, uint64_t stream,
                      const Tensor& y, const Tensor& mask_index) {
   check_devices(ctx, "dropout_forward", {&x, &y, &mask_index});
+  check_activations("dropout_forward", {&x, &y});
   check_same_shape("dropout_forward", x, y);
   check_mask_index("dropout_forward", mask_index);
   PSGD_CHECK(p >= 0.0f && p <= 1.0f, "dropout: probability ", p, " outside [0, 1]");
@@ -199,6 +237,7 @@ void dropout_forward(Context& ctx, const Tensor& x, float p, uint64_t seed, uint
 void dropout_backward(Context& ctx, const Tensor& dy, float p, uint64_t seed, uint64_t stream,
                       const Tensor& dx, GradMode dx_mode, const Tensor& mask_index) {
   check_devices(ctx, "dropout_backward", {&dy, &dx, &mask_index});
+  check_activations("dropout_backward", {&dy, &dx});
   check_same_shape("dropout_backward", dy, dx);
   check_mask_index("dropout_backward", mask_index);
   PSGD_CHECK(p >= 0.0f && p <= 1.0f, "dropout: probability ", p, " outside [0, 1]");
@@ -217,6 +256,8 @@ void softmax_cross_entropy(Context& ctx, const Tensor& logits, const Tensor& lab
                            const Tensor& loss, const Tensor& dlogits) {
   const char* op = "softmax_cross_entropy";
   check_devices(ctx, op, {&logits, &labels, &loss, &dlogits});
+  check_activations(op, {&logits, &dlogits});
+  check_float32(op, {&loss});
   check_labels(op, logits, labels);
   check_shape(op, "loss", loss, Shape{1});
   check_same_shape(op, logits, dlogits);
@@ -225,6 +266,7 @@ void softmax_cross_entropy(Context& ctx, const Tensor& logits, const Tensor& lab
 
 int64_t topk_correct(Context& ctx, const Tensor& logits, const Tensor& labels, int k) {
   check_devices(ctx, "topk_correct", {&logits, &labels});
+  check_activations("topk_correct", {&logits});
   check_labels("topk_correct", logits, labels);
   PSGD_CHECK(k >= 1, "topk_correct: k must be positive, got ", k);
   return PSGD_DISPATCH(ctx, topk_correct, logits, labels, k);
@@ -233,6 +275,8 @@ int64_t topk_correct(Context& ctx, const Tensor& logits, const Tensor& labels, i
 void accumulate_metrics(Context& ctx, const Tensor& logits, const Tensor& labels,
                         const Tensor& loss, const Tensor& totals) {
   check_devices(ctx, "accumulate_metrics", {&logits, &labels, &loss, &totals});
+  check_activations("accumulate_metrics", {&logits});
+  check_float32("accumulate_metrics", {&loss});
   check_labels("accumulate_metrics", logits, labels);
   check_shape("accumulate_metrics", "loss", loss, Shape{1});
   check_shape("accumulate_metrics", "totals", totals, Shape{kMetricFields});
@@ -243,6 +287,8 @@ void accumulate_metrics(Context& ctx, const Tensor& logits, const Tensor& labels
 // ---- Quantization -----------------------------------------------------------------------------
 void tensor_min_max(Context& ctx, const Tensor& x, const Tensor& out) {
   check_devices(ctx, "tensor_min_max", {&x, &out});
+  check_activations("tensor_min_max", {&x});
+  check_float32("tensor_min_max", {&out});
   check_shape("tensor_min_max", "out", out, Shape{2});
   PSGD_CHECK(x.numel() > 0, "tensor_min_max: empty tensor");
   PSGD_DISPATCH(ctx, tensor_min_max, x, out);
@@ -250,6 +296,7 @@ void tensor_min_max(Context& ctx, const Tensor& x, const Tensor& out) {
 
 void quantize_weights(Context& ctx, const Tensor& x, float delta, int levels, const Tensor& y) {
   check_devices(ctx, "quantize_weights", {&x, &y});
+  check_float32("quantize_weights", {&x, &y});
   check_same_shape("quantize_weights", x, y);
   PSGD_CHECK(levels >= 1 && delta >= 0.0f, "quantize_weights: levels ", levels, " and delta ",
              delta, " are invalid");
@@ -258,6 +305,7 @@ void quantize_weights(Context& ctx, const Tensor& x, float delta, int levels, co
 
 void quantize_activations(Context& ctx, const Tensor& x, float delta, int levels, const Tensor& y) {
   check_devices(ctx, "quantize_activations", {&x, &y});
+  check_activations("quantize_activations", {&x, &y});
   check_same_shape("quantize_activations", x, y);
   PSGD_CHECK(levels >= 1 && delta >= 0.0f, "quantize_activations: levels ", levels, " and delta ",
              delta, " are invalid");

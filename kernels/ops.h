@@ -2,6 +2,12 @@
 // checks shapes and devices, then dispatches on ctx.device() to its CPU implementation
 // (kernels/cpu) or its CUDA twin (kernels/cuda). Ops never allocate: scratch memory comes from
 // the context's workspace, sized beforehand through the *_workspace_floats functions.
+//
+// Element types: activations and their gradients (x, y, dx, dy, logits, dlogits) are float32 or
+// bfloat16, alike within one call; parameters, their gradients, statistics and losses are always
+// float32. Ops compute in float32 and round once per stored bfloat16 value. Convolutions and
+// linear layers take activations of the context's activation_dtype(), for which their workspace
+// is sized.
 #pragma once
 
 #include <cstdint>
@@ -15,6 +21,11 @@ namespace psgd::ops {
 // How an op writes a gradient: Overwrite for the first contribution to a tensor in a step,
 // Accumulate where a tensor feeds several consumers and gradients are summed.
 enum class GradMode : uint8_t { Overwrite, Accumulate };
+
+// ---- Element types ----------------------------------------------------------------------------
+// dst = src converted between float32 and bfloat16 (rounding to nearest even), or copied where
+// the types are the same.
+void cast(Context& ctx, const Tensor& src, const Tensor& dst);
 
 // ---- Convolution (no bias; groups = 1) --------------------------------------------------------
 struct Conv2dGeometry {
@@ -109,6 +120,7 @@ void max_pool_backward(Context& ctx, const Tensor& x, const Tensor& dy, Pool2dGe
 
 // ---- Linear: y = x w^T + b ------------------------------------------------------------------
 // x (N, in) or (N, C, H, W) with C*H*W = in; w (out, in); b (out); y (N, out).
+int64_t linear_workspace_floats(const Context& ctx, const Shape& x, const Shape& w);
 void linear_forward(Context& ctx, const Tensor& x, const Tensor& w, const Tensor& b,
                     const Tensor& y);
 // dw and db are overwritten; dx (when defined) follows `dx_mode`.

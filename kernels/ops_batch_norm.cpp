@@ -26,6 +26,8 @@ void batch_norm_forward_train(Context& ctx, const Tensor& x, const Tensor& gamma
   check_devices(ctx, op,
                 {&x, &gamma, &beta, &running_mean, &running_var, &y, &saved_mean, &saved_invstd});
   check_batch_norm(op, x, {&gamma, &beta, &running_mean, &running_var, &saved_mean, &saved_invstd});
+  check_activations(op, {&x, &y});
+  check_float32(op, {&gamma, &beta, &running_mean, &running_var, &saved_mean, &saved_invstd});
   check_same_shape(op, x, y);
   PSGD_CHECK(x.numel() / x.shape[1] > 1, op,
              ": training needs more than one value per channel, got input ", x.shape.str());
@@ -39,6 +41,8 @@ void batch_norm_forward_eval(Context& ctx, const Tensor& x, const Tensor& gamma,
   const char* op = "batch_norm_forward_eval";
   check_devices(ctx, op, {&x, &gamma, &beta, &running_mean, &running_var, &y});
   check_batch_norm(op, x, {&gamma, &beta, &running_mean, &running_var});
+  check_activations(op, {&x, &y});
+  check_float32(op, {&gamma, &beta, &running_mean, &running_var});
   check_same_shape(op, x, y);
   PSGD_DISPATCH(ctx, batch_norm_forward_eval, x, gamma, beta, running_mean, running_var, p, y);
 }
@@ -51,6 +55,8 @@ void batch_norm_backward(Context& ctx, const Tensor& x, const Tensor& dy, const 
   check_devices(ctx, op,
                 {&x, &dy, &gamma, &saved_mean, &saved_invstd, &dx, &dgamma, &dbeta, &relu_y});
   check_batch_norm(op, x, {&gamma, &saved_mean, &saved_invstd, &dgamma, &dbeta});
+  check_activations(op, {&x, &dy, &dx, &relu_y});
+  check_float32(op, {&gamma, &saved_mean, &saved_invstd, &dgamma, &dbeta});
   check_same_shape(op, x, dy);
   if (dx.defined()) check_same_shape(op, x, dx);
   if (relu_y.defined()) check_same_shape(op, x, relu_y);
@@ -73,6 +79,8 @@ void batch_norm_moments(Context& ctx, const Tensor& x, const Tensor& shift, cons
   const char* op = "batch_norm_moments";
   check_devices(ctx, op, {&x, &shift, &moments});
   check_batch_norm(op, x, {&shift});
+  check_activations(op, {&x});
+  check_float32(op, {&shift});
   check_sums(op, moments, moments_shape(x));
   PSGD_DISPATCH(ctx, batch_norm_moments, x, shift, moments);
 }
@@ -96,6 +104,8 @@ void batch_norm_normalize(Context& ctx, const Tensor& x, const Tensor& gamma, co
   const char* op = "batch_norm_normalize";
   check_devices(ctx, op, {&x, &gamma, &beta, &mean, &invstd, &y});
   check_batch_norm(op, x, {&gamma, &beta, &mean, &invstd});
+  check_activations(op, {&x, &y});
+  check_float32(op, {&gamma, &beta, &mean, &invstd});
   check_same_shape(op, x, y);
   PSGD_DISPATCH(ctx, batch_norm_normalize, x, gamma, beta, mean, invstd, y);
 }
@@ -106,6 +116,8 @@ void batch_norm_backward_reduce(Context& ctx, const Tensor& x, const Tensor& dy,
   const char* op = "batch_norm_backward_reduce";
   check_devices(ctx, op, {&x, &dy, &mean, &invstd, &sums, &dgamma, &dbeta});
   check_batch_norm(op, x, {&mean, &invstd, &dgamma, &dbeta});
+  check_activations(op, {&x, &dy});
+  check_float32(op, {&mean, &invstd, &dgamma, &dbeta});
   check_sums(op, sums, moments_shape(x));
   check_same_shape(op, x, dy);
   PSGD_DISPATCH(ctx, batch_norm_backward_reduce, x, dy, mean, invstd, sums, dgamma, dbeta);
@@ -117,6 +129,8 @@ void batch_norm_backward_input(Context& ctx, const Tensor& x, const Tensor& dy, 
   const char* op = "batch_norm_backward_input";
   check_devices(ctx, op, {&x, &dy, &gamma, &mean, &invstd, &sums, &dx});
   check_batch_norm(op, x, {&gamma, &mean, &invstd});
+  check_activations(op, {&x, &dy, &dx});
+  check_float32(op, {&gamma, &mean, &invstd});
   check_sums(op, sums, moments_shape(x));
   check_same_shape(op, x, dy);
   check_same_shape(op, x, dx);

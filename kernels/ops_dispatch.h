@@ -28,6 +28,36 @@ inline void check_devices(const Context& ctx, const char* op,
                device_name(t->device), " but the context runs on ", device_name(ctx.device()));
 }
 
+// Activation tensors of one call: float32 or bfloat16, all alike (undefined ones are skipped).
+inline void check_activations(const char* op, std::initializer_list<const Tensor*> ts) {
+  const Tensor* first = nullptr;
+  for (const Tensor* t : ts) {
+    if (!t->defined()) continue;
+    PSGD_CHECK(t->dtype == DType::F32 || t->dtype == DType::BF16, op,
+               ": activations must be float32 or bfloat16, got ", dtype_name(t->dtype));
+    if (!first) first = t;
+    PSGD_CHECK(t->dtype == first->dtype, op, ": activations mix ", dtype_name(first->dtype),
+               " and ", dtype_name(t->dtype));
+  }
+}
+
+// Parameters, statistics and losses: float32.
+inline void check_float32(const char* op, std::initializer_list<const Tensor*> ts) {
+  for (const Tensor* t : ts)
+    PSGD_CHECK(!t->defined() || t->dtype == DType::F32, op, ": expected float32, got ",
+               dtype_name(t->dtype));
+}
+
+// Activations of the context's element type, for ops whose workspace depends on it.
+inline void check_context_activations(const Context& ctx, const char* op,
+                                      std::initializer_list<const Tensor*> ts) {
+  check_activations(op, ts);
+  for (const Tensor* t : ts)
+    PSGD_CHECK(!t->defined() || t->dtype == ctx.activation_dtype(), op, ": activations are ",
+               dtype_name(t->dtype), " but the context computes in ",
+               dtype_name(ctx.activation_dtype()));
+}
+
 inline void check_same_shape(const char* op, const Tensor& a, const Tensor& b) {
   PSGD_CHECK(a.shape == b.shape, op, ": shapes ", a.shape.str(), " and ", b.shape.str(), " differ");
 }

@@ -8,10 +8,11 @@
 #   4. compute-sanitizer (memcheck, racecheck) over the kernel tests;
 #   5. psgd-train and psgd-eval on the GPU, and the NCCL path against the run without it;
 #   6. the benchmarks against PyTorch (short form) and a few epochs of the PSGD phase;
-#   7. the rest of the build and the whole test suite.
+#   7. the rest of the build and the whole test suite;
+#   8. the bf16 mode against PyTorch AMP (short form).
 # Logs go to $OUT (default out/gpu-check): summary.txt, card.txt, build.log, gpu-tests.log,
-# sanitizer.log, train.log, bench.log (+ bench/results.md), tests.log. Exits non-zero if a step
-# failed.
+# sanitizer.log, train.log, bench.log (+ bench/results.md), tests.log, bench-bf16.log (+
+# bench-bf16/results.md). Exits non-zero if a step failed.
 #
 # Here, first:   scripts/stage-gpu-deps.sh        (our Debian headers and libraries -> .gpu-deps)
 # Then, device:  run(command="scripts/gpu-check.sh", carry=[".gpu-deps"], timeout_s=480)
@@ -74,12 +75,12 @@ configure_and_build_gpu_parts() {
   [[ -n $root ]] && deps+=("-DPSGD_NCCL_ROOT=$root")
   cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DPSGD_CUDA=ON \
     -DPSGD_CUDA_ARCHITECTURES="${PSGD_CUDA_ARCH:-native}" "${deps[@]}" &&
-    cmake --build "$build" -j"$(nproc)" --target test_cuda_ops test_cuda_train psgd-train psgd-eval \
-      psgd-data psgd-bench
+    cmake --build "$build" -j"$(nproc)" --target test_cuda_ops test_cuda_ops_bf16 test_cuda_train \
+      psgd-train psgd-eval psgd-data psgd-bench
 }
 
 gpu_suites() {
-  "$build/tests/test_cuda_ops" && "$build/tests/test_cuda_train"
+  "$build/tests/test_cuda_ops" && "$build/tests/test_cuda_ops_bf16" && "$build/tests/test_cuda_train"
 }
 
 # The sanitizers slow kernels 10-100x: racecheck covers our own kernels (the library calls have
@@ -88,6 +89,7 @@ sanitize() {
   local cs=(compute-sanitizer --error-exitcode 1)
   timeout 150 "${cs[@]}" --tool memcheck "$build/tests/test_cuda_ops" &&
     timeout 100 "${cs[@]}" --tool racecheck "$build/tests/test_cuda_ops" -tce='*cuDNN*,*cuBLAS*' &&
+    timeout 100 "${cs[@]}" --tool memcheck "$build/tests/test_cuda_ops_bf16" &&
     timeout 100 "${cs[@]}" --tool memcheck "$build/tests/test_cuda_train" -tc='*GPU loader*,*float-weight*'
 }
 
@@ -108,7 +110,12 @@ train_on_gpu() {
     "$bin/psgd-train" "${common[@]}" --out "$tmp/plain" &&
     "$bin/psgd-train" "${common[@]}" --nccl --out "$tmp/nccl" &&
     cmp "$tmp/plain/last.safetensors" "$tmp/nccl/last.safetensors" &&
-    echo "NCCL path: identical weights"
+    echo "NCCL path: identical weights" &&
+    echo "-- the bf16 mode: one epoch, evaluated in bf16 on the GPU and in float32 on the CPU:" &&
+    "$bin/psgd-train" --data "$tmp/data" --device cuda --arch resnet32 --epochs 1 --w-bits 4 \
+      --lambda-s 150 --first-last-quant --lr 0.05 --bf16 --out "$tmp/bf16" &&
+    "$bin/psgd-eval" --model "$tmp/bf16/last.safetensors" --data "$tmp/data" --device cuda --bf16 &&
+    "$bin/psgd-eval" --model "$tmp/bf16/last.safetensors" --data "$tmp/data" --device cpu
 }
 
 rest_of_build_and_tests() {
@@ -130,6 +137,9 @@ if [[ -x $build/tests/test_cuda_ops ]]; then
     tools/bench/run.sh --device cuda --arch "resnet32 vgg16_bn" --batch 128 --repeats 10 \
       --variant-timeout 45 --phase-epochs 3 --out "$out/bench"
   step "rest of the build and the whole test suite" tests.log 300 rest_of_build_and_tests
+  step "bf16 benchmark against PyTorch AMP (short)" bench-bf16.log 120 \
+    tools/bench/run.sh --device cuda --arch resnet32 --batch 128 --repeats 10 --precision bf16 \
+      --variant-timeout 30 --phase-epochs 0 --out "$out/bench-bf16"
 fi
 echo "gpu-check: $([[ $status -eq 0 ]] && echo passed || echo FAILED) in $SECONDS s; logs in $out" |
   tee -a "$out/summary.txt"

@@ -22,6 +22,10 @@ Shape Linear::output_shape(std::span<const Shape> inputs) const {
   return Shape{x[0], out_};
 }
 
+int64_t Linear::workspace_floats(const Context& ctx, std::span<const Shape> inputs) const {
+  return ops::linear_workspace_floats(ctx, inputs[0], params_.entry(weight_).shape);
+}
+
 void Linear::forward(Context& ctx, std::span<const Tensor> x, const Tensor& y, Mode) {
   ops::linear_forward(ctx, x[0], params_.value(weight_), params_.value(bias_), y);
 }

@@ -14,6 +14,7 @@ class Linear final : public Layer {
 
   std::string describe() const override;
   Shape output_shape(std::span<const Shape> inputs) const override;
+  int64_t workspace_floats(const Context& ctx, std::span<const Shape> inputs) const override;
   void forward(Context& ctx, std::span<const Tensor> x, const Tensor& y, Mode mode) override;
   void backward(Context& ctx, std::span<const Tensor> x, const Tensor& y, const Tensor& dy,
                 std::span<const Tensor> dx, std::span<const ops::GradMode> dx_modes) override;

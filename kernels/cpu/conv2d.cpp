@@ -18,6 +18,7 @@
 
 #include "kernels/cpu/conv2d_direct.h"
 #include "kernels/cpu/cpu_ops.h"
+#include "kernels/cpu/staging.h"
 #include "kernels/cpu/thread_partials.h"
 
 namespace psgd::cpu {
@@ -226,9 +227,7 @@ void gemm_backward(Context& ctx, const ConvDims& d, const Tensor& x, const Tenso
   if (dw.defined()) sum_in_thread_order(threads, d.k * d.crs(), partial_dw, dw.f32());
 }
 
-}  // namespace
-
-int64_t conv2d_workspace_floats(int threads, const Shape& x, const Shape& w, Conv2dGeometry g) {
+int64_t float_workspace_floats(int threads, const Shape& x, const Shape& w, Conv2dGeometry g) {
   const ConvDims d = dims_of(x, w, g);
   int64_t floats = threads * thread_floats(d);
   for (const auto& direct : {direct_forward(d), direct_data_gradient(d)})
@@ -238,8 +237,8 @@ int64_t conv2d_workspace_floats(int threads, const Shape& x, const Shape& w, Con
   return floats;
 }
 
-void conv2d_forward(Context& ctx, const Tensor& x, const Tensor& w, Conv2dGeometry g,
-                    const Tensor& y) {
+void forward_f32(Context& ctx, const Tensor& x, const Tensor& w, Conv2dGeometry g,
+                 const Tensor& y) {
   const ConvDims d = dims_of(x.shape, w.shape, g);
   if (d.n == 0) return;
   const int threads = ctx.threads();
@@ -266,8 +265,8 @@ void conv2d_forward(Context& ctx, const Tensor& x, const Tensor& w, Conv2dGeomet
   }
 }
 
-void conv2d_backward(Context& ctx, const Tensor& x, const Tensor& w, const Tensor& dy,
-                     Conv2dGeometry g, const Tensor& dx, GradMode dx_mode, const Tensor& dw) {
+void backward_f32(Context& ctx, const Tensor& x, const Tensor& w, const Tensor& dy,
+                  Conv2dGeometry g, const Tensor& dx, GradMode dx_mode, const Tensor& dw) {
   const ConvDims d = dims_of(x.shape, w.shape, g);
   if (d.n == 0) {  // an empty sum
     std::fill(dw.f32(), dw.f32() + dw.numel(), 0.0f);
@@ -289,6 +288,35 @@ void conv2d_backward(Context& ctx, const Tensor& x, const Tensor& w, const Tenso
                      dx.f32(), dx_mode == GradMode::Accumulate,
                      ctx.workspace(direct::workspace_floats(threads, *direct_dx)).f32());
   }
+}
+
+}  // namespace
+
+int64_t conv2d_workspace_floats(int threads, DType activations, const Shape& x, const Shape& w,
+                                Conv2dGeometry g) {
+  const int64_t kernel = float_workspace_floats(threads, x, w, g);
+  if (activations == DType::F32) return kernel;
+  // Backward stages w, x, dy and dx; forward w, x and y.
+  const Shape y = ops::conv2d_output_shape(x, w, g);
+  return kernel + staging_floats({w, x, y, x});
+}
+
+void conv2d_forward(Context& ctx, const Tensor& x, const Tensor& w, Conv2dGeometry g,
+                    const Tensor& y) {
+  Staging staging(ctx, float_workspace_floats(ctx.threads(), x.shape, w.shape, g));
+  const Tensor y32 = staging.output_for(y);
+  forward_f32(ctx, staging.widened(x), staging.weights(w), g, y32);
+  unstage(y32, y);
+}
+
+void conv2d_backward(Context& ctx, const Tensor& x, const Tensor& w, const Tensor& dy,
+                     Conv2dGeometry g, const Tensor& dx, GradMode dx_mode, const Tensor& dw) {
+  Staging staging(ctx, float_workspace_floats(ctx.threads(), x.shape, w.shape, g));
+  const Tensor dx32 = staging.output_for(dx, dx_mode);
+  backward_f32(ctx, staging.widened(x), staging.weights(w), staging.widened(dy), g, dx32, dx_mode,
+               dw);
+  unstage(dx32, dx);
+  if (x.dtype == DType::BF16) round_to_bf16_precision(dw);
 }
 
 }  // namespace psgd::cpu

@@ -10,7 +10,12 @@ using ops::Conv2dGeometry;
 using ops::GradMode;
 using ops::Pool2dGeometry;
 
-int64_t conv2d_workspace_floats(int threads, const Shape& x, const Shape& w, Conv2dGeometry g);
+void cast(const Tensor& src, const Tensor& dst);
+
+// Convolutions and linear layers compute in float32; bf16 activations are widened into float32
+// copies in the workspace (kernels/cpu/staging.h), which these sizes include.
+int64_t conv2d_workspace_floats(int threads, DType activations, const Shape& x, const Shape& w,
+                                Conv2dGeometry g);
 void conv2d_forward(Context& ctx, const Tensor& x, const Tensor& w, Conv2dGeometry g,
                     const Tensor& y);
 void conv2d_backward(Context& ctx, const Tensor& x, const Tensor& w, const Tensor& dy,
@@ -57,8 +62,10 @@ void max_pool_forward(const Tensor& x, Pool2dGeometry g, const Tensor& y);
 void max_pool_backward(const Tensor& x, const Tensor& dy, Pool2dGeometry g, const Tensor& dx,
                        GradMode dx_mode);
 
-void linear_forward(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& y);
-void linear_backward(const Tensor& x, const Tensor& w, const Tensor& dy, const Tensor& dx,
+int64_t linear_workspace_floats(const Context& ctx, const Shape& x, const Shape& w);
+void linear_forward(Context& ctx, const Tensor& x, const Tensor& w, const Tensor& b,
+                    const Tensor& y);
+void linear_backward(Context& ctx, const Tensor& x, const Tensor& w, const Tensor& dy, const Tensor& dx,
                      GradMode dx_mode, const Tensor& dw, const Tensor& db);
 
 void softmax_cross_entropy(const Tensor& logits, const Tensor& labels, const Tensor& loss,

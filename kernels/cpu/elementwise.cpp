@@ -1,43 +1,43 @@
-// Elementwise ops on the CPU: ReLU, add, gradient routing and dropout. Plain loops over
-// restrict-qualified pointers, so that the compiler vectorises them.
+// Elementwise ops on the CPU: casts, ReLU, add, gradient routing and dropout, for float32 and
+// bf16 activations. Plain loops over restrict-qualified pointers, so that the compiler
+// vectorises them.
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/rng.h"
 
 namespace psgd::cpu {
 namespace {
 
-template <bool kAccumulate>
-inline void store(float* __restrict out, int64_t i, float value) {
+// out[i] = value, or out[i] += value: widened, added and rounded once for bf16.
+template <bool kAccumulate, class T>
+inline void store_grad(T* __restrict out, int64_t i, float value) {
   if constexpr (kAccumulate)
-    out[i] += value;
+    store(out, i, load(out, i) + value);
   else
-    out[i] = value;
+    store(out, i, value);
 }
 
-template <bool kAccumulate>
-void relu_backward_loop(const float* __restrict y, const float* __restrict dy, float* __restrict dx,
-                        int64_t n) {
-  // Both loads unconditional: a select vectorises, a branch on the sign mispredicts half the time.
+// dx[i] = value(i) (or += with Accumulate) over every element, in parallel. `value` must be
+// simple enough to vectorise.
+template <class T, class F>
+void write_grad(const Tensor& dx, GradMode mode, F&& value) {
+  T* __restrict out = dx.as<T>();
+  const int64_t n = dx.numel();
+  if (mode == GradMode::Accumulate) {
 #pragma omp parallel for simd schedule(static)
-  for (int64_t i = 0; i < n; ++i) {
-    const float g = dy[i];
-    store<kAccumulate>(dx, i, y[i] > 0.0f ? g : 0.0f);
+    for (int64_t i = 0; i < n; ++i) store_grad<true>(out, i, value(i));
+  } else {
+#pragma omp parallel for simd schedule(static)
+    for (int64_t i = 0; i < n; ++i) store_grad<false>(out, i, value(i));
   }
 }
 
-template <bool kAccumulate>
-void copy_loop(const float* __restrict src, float* __restrict dst, int64_t n) {
+// y[i] = value(i) over every element, in parallel.
+template <class T, class F>
+void write_values(const Tensor& y, F&& value) {
+  T* __restrict out = y.as<T>();
+  const int64_t n = y.numel();
 #pragma omp parallel for simd schedule(static)
-  for (int64_t i = 0; i < n; ++i) store<kAccumulate>(dst, i, src[i]);
-}
-
-// y = x * scale where element i is kept, 0 where it is dropped.
-template <bool kAccumulate>
-void dropout_loop(const float* __restrict x, float* __restrict y, int64_t n, uint64_t key, float p,
-                  float scale) {
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < n; ++i)
-    store<kAccumulate>(y, i, rng::uniform(key, i) < p ? 0.0f : x[i] * scale);
+  for (int64_t i = 0; i < n; ++i) store(out, i, value(i));
 }
 
 float keep_scale(float p) {
@@ -49,64 +49,92 @@ uint64_t mask_key(uint64_t seed, uint64_t stream, const Tensor& mask_index) {
   return rng::stream_key(seed, stream | index);
 }
 
+float relu(float v) {
+  return v > 0.0f ? v : 0.0f;
+}
+
 }  // namespace
 
-void relu_forward(const Tensor& x, const Tensor& y) {
-  const float* __restrict in = x.f32();
-  float* __restrict out = y.f32();
-  const int64_t n = x.numel();
-#pragma omp parallel for simd schedule(static)
-  for (int64_t i = 0; i < n; ++i) out[i] = in[i] > 0.0f ? in[i] : 0.0f;
-}
-
-void relu_backward(const Tensor& y, const Tensor& dy, const Tensor& dx, GradMode dx_mode) {
-  if (dx_mode == GradMode::Accumulate)
-    relu_backward_loop<true>(y.f32(), dy.f32(), dx.f32(), dx.numel());
-  else
-    relu_backward_loop<false>(y.f32(), dy.f32(), dx.f32(), dx.numel());
-}
-
-void add_forward(const Tensor& a, const Tensor& b, const Tensor& y) {
-  const float* __restrict pa = a.f32();
-  const float* __restrict pb = b.f32();
-  float* __restrict out = y.f32();
-  const int64_t n = y.numel();
-#pragma omp parallel for simd schedule(static)
-  for (int64_t i = 0; i < n; ++i) out[i] = pa[i] + pb[i];
-}
-
-void add_relu_forward(const Tensor& a, const Tensor& b, const Tensor& y) {
-  const float* __restrict pa = a.f32();
-  const float* __restrict pb = b.f32();
-  float* __restrict out = y.f32();
-  const int64_t n = y.numel();
-#pragma omp parallel for simd schedule(static)
-  for (int64_t i = 0; i < n; ++i) {
-    const float v = pa[i] + pb[i];
-    out[i] = v > 0.0f ? v : 0.0f;
+void cast(const Tensor& src, const Tensor& dst) {
+  if (src.dtype == DType::F32) {
+    const float* __restrict in = src.f32();
+    write_values<bf16>(dst, [=](int64_t i) { return in[i]; });
+  } else {
+    const bf16* __restrict in = src.bf16s();
+    write_values<float>(dst, [=](int64_t i) { return load(in, i); });
   }
 }
 
+void relu_forward(const Tensor& x, const Tensor& y) {
+  with_activation_type(x.dtype, [&](auto t) {
+    using T = decltype(t);
+    const T* __restrict in = x.as<T>();
+    write_values<T>(y, [=](int64_t i) { return relu(load(in, i)); });
+  });
+}
+
+void relu_backward(const Tensor& y, const Tensor& dy, const Tensor& dx, GradMode dx_mode) {
+  with_activation_type(y.dtype, [&](auto t) {
+    using T = decltype(t);
+    const T* __restrict out = y.as<T>();
+    const T* __restrict g = dy.as<T>();
+    // Both loads unconditional: a select vectorises, a branch on the sign mispredicts half the
+    // time.
+    write_grad<T>(dx, dx_mode, [=](int64_t i) {
+      const float gradient = load(g, i);
+      return load(out, i) > 0.0f ? gradient : 0.0f;
+    });
+  });
+}
+
+void add_forward(const Tensor& a, const Tensor& b, const Tensor& y) {
+  with_activation_type(a.dtype, [&](auto t) {
+    using T = decltype(t);
+    const T* __restrict pa = a.as<T>();
+    const T* __restrict pb = b.as<T>();
+    write_values<T>(y, [=](int64_t i) { return load(pa, i) + load(pb, i); });
+  });
+}
+
+void add_relu_forward(const Tensor& a, const Tensor& b, const Tensor& y) {
+  with_activation_type(a.dtype, [&](auto t) {
+    using T = decltype(t);
+    const T* __restrict pa = a.as<T>();
+    const T* __restrict pb = b.as<T>();
+    write_values<T>(y, [=](int64_t i) { return relu(load(pa, i) + load(pb, i)); });
+  });
+}
+
 void grad_pass(const Tensor& src, const Tensor& dst, GradMode mode) {
-  if (mode == GradMode::Accumulate)
-    copy_loop<true>(src.f32(), dst.f32(), dst.numel());
-  else
-    copy_loop<false>(src.f32(), dst.f32(), dst.numel());
+  with_activation_type(src.dtype, [&](auto t) {
+    using T = decltype(t);
+    const T* __restrict g = src.as<T>();
+    write_grad<T>(dst, mode, [=](int64_t i) { return load(g, i); });
+  });
 }
 
 void dropout_forward(const Tensor& x, float p, uint64_t seed, uint64_t stream, const Tensor& y,
                      const Tensor& mask_index) {
-  dropout_loop<false>(x.f32(), y.f32(), x.numel(), mask_key(seed, stream, mask_index), p,
-                      keep_scale(p));
+  const uint64_t key = mask_key(seed, stream, mask_index);
+  const float scale = keep_scale(p);
+  with_activation_type(x.dtype, [&](auto t) {
+    using T = decltype(t);
+    const T* __restrict in = x.as<T>();
+    write_values<T>(
+        y, [=](int64_t i) { return rng::uniform(key, i) < p ? 0.0f : load(in, i) * scale; });
+  });
 }
 
 void dropout_backward(const Tensor& dy, float p, uint64_t seed, uint64_t stream, const Tensor& dx,
                       GradMode dx_mode, const Tensor& mask_index) {
   const uint64_t key = mask_key(seed, stream, mask_index);
-  if (dx_mode == GradMode::Accumulate)
-    dropout_loop<true>(dy.f32(), dx.f32(), dx.numel(), key, p, keep_scale(p));
-  else
-    dropout_loop<false>(dy.f32(), dx.f32(), dx.numel(), key, p, keep_scale(p));
+  const float scale = keep_scale(p);
+  with_activation_type(dy.dtype, [&](auto t) {
+    using T = decltype(t);
+    const T* __restrict g = dy.as<T>();
+    write_grad<T>(dx, dx_mode,
+                  [=](int64_t i) { return rng::uniform(key, i) < p ? 0.0f : load(g, i) * scale; });
+  });
 }
 
 void count_up(const Tensor& counter) {

@@ -4,46 +4,63 @@
 #include "kernels/cpu/cpu_ops.h"
 
 namespace psgd::cpu {
+namespace {
 
-void softmax_cross_entropy(const Tensor& logits, const Tensor& labels, const Tensor& loss,
-                           const Tensor& dlogits) {
+template <class T>
+float softmax_cross_entropy_rows(const Tensor& logits, const Tensor& labels,
+                                 const Tensor& dlogits) {
   const int64_t n = logits.shape[0], k = logits.shape[1];
-  const float* z = logits.f32();
+  const T* z = logits.as<T>();
   const int32_t* y = labels.i32();
-  float* dz = dlogits.f32();
+  T* dz = dlogits.as<T>();
   const double inv_n = 1.0 / static_cast<double>(n);
   double total = 0.0;
 #pragma omp parallel for reduction(+ : total) schedule(static)
   for (int64_t i = 0; i < n; ++i) {
-    const float* row = z + i * k;
-    float top = row[0];
-    for (int64_t j = 1; j < k; ++j) top = std::fmax(top, row[j]);
+    const T* row = z + i * k;
+    float top = load(row, 0);
+    for (int64_t j = 1; j < k; ++j) top = std::fmax(top, load(row, j));
     double sum = 0.0;
-    for (int64_t j = 0; j < k; ++j) sum += std::exp(static_cast<double>(row[j] - top));
+    for (int64_t j = 0; j < k; ++j) sum += std::exp(static_cast<double>(load(row, j) - top));
     const double log_sum = top + std::log(sum);
-    total += log_sum - row[y[i]];
+    total += log_sum - load(row, y[i]);
     for (int64_t j = 0; j < k; ++j) {
-      const double prob = std::exp(row[j] - log_sum);
-      dz[i * k + j] = static_cast<float>((prob - (j == y[i] ? 1.0 : 0.0)) * inv_n);
+      const double prob = std::exp(load(row, j) - log_sum);
+      store(dz, i * k + j, static_cast<float>((prob - (j == y[i] ? 1.0 : 0.0)) * inv_n));
     }
   }
-  loss.f32()[0] = static_cast<float>(total * inv_n);
+  return static_cast<float>(total * inv_n);
 }
 
-int64_t topk_correct(const Tensor& logits, const Tensor& labels, int k) {
+template <class T>
+int64_t topk_correct_rows(const Tensor& logits, const Tensor& labels, int k) {
   const int64_t n = logits.shape[0], classes = logits.shape[1];
-  const float* z = logits.f32();
+  const T* z = logits.as<T>();
   const int32_t* y = labels.i32();
   int64_t correct = 0;
 #pragma omp parallel for reduction(+ : correct) schedule(static)
   for (int64_t i = 0; i < n; ++i) {
-    const float* row = z + i * classes;
-    const float mine = row[y[i]];
+    const T* row = z + i * classes;
+    const float mine = load(row, y[i]);
     int64_t rivals = 0;  // other classes scoring at least as high
-    for (int64_t j = 0; j < classes; ++j) rivals += (j != y[i] && !(row[j] < mine));
+    for (int64_t j = 0; j < classes; ++j) rivals += (j != y[i] && !(load(row, j) < mine));
     correct += rivals < k;
   }
   return correct;
+}
+
+}  // namespace
+
+void softmax_cross_entropy(const Tensor& logits, const Tensor& labels, const Tensor& loss,
+                           const Tensor& dlogits) {
+  loss.f32()[0] = with_activation_type(logits.dtype, [&](auto t) {
+    return softmax_cross_entropy_rows<decltype(t)>(logits, labels, dlogits);
+  });
+}
+
+int64_t topk_correct(const Tensor& logits, const Tensor& labels, int k) {
+  return with_activation_type(
+      logits.dtype, [&](auto t) { return topk_correct_rows<decltype(t)>(logits, labels, k); });
 }
 
 void accumulate_metrics(const Tensor& logits, const Tensor& labels, const Tensor& loss,

@@ -1,7 +1,8 @@
-// Average and max pooling on the CPU (no padding, floor output size). One thread per (n, c)
-// plane, so the scatter of the backward passes never races.
+// Average and max pooling on the CPU (no padding, floor output size), for float32 and bf16
+// activations, one thread per (n, c) plane. Backward passes gather per input element from the
+// windows that cover it, as the CUDA kernels do, so each gradient is stored (rounded) once.
+#include <algorithm>
 #include <cmath>
-#include <cstring>
 
 #include "kernels/cpu/cpu_ops.h"
 
@@ -18,20 +19,49 @@ PoolDims dims_of(const Tensor& x, Pool2dGeometry g) {
 }
 
 // Row-major index within the input plane of the first maximum of window (p, q).
-int64_t argmax_in_window(const PoolDims& d, const float* plane, int64_t p, int64_t q) {
+template <class T>
+int64_t argmax_in_window(const PoolDims& d, const T* plane, int64_t p, int64_t q) {
   int64_t best = p * d.stride * d.w + q * d.stride;
   for (int64_t i = 0; i < d.k; ++i) {
     for (int64_t j = 0; j < d.k; ++j) {
       const int64_t idx = (p * d.stride + i) * d.w + q * d.stride + j;
-      if (plane[idx] > plane[best] || std::isnan(plane[idx])) best = idx;
-      if (std::isnan(plane[best])) return best;
+      const float v = load(plane, idx);
+      if (v > load(plane, best) || std::isnan(v)) best = idx;
+      if (std::isnan(load(plane, best))) return best;
     }
   }
   return best;
 }
 
-void clear_if_overwrite(float* plane, int64_t count, GradMode mode) {
-  if (mode == GradMode::Overwrite) std::memset(plane, 0, sizeof(float) * count);
+// The windows [p0, p1) x [q0, q1) that cover input element (r, c).
+struct Cover {
+  int64_t p0, p1, q0, q1;
+};
+
+Cover covering(const PoolDims& d, int64_t r, int64_t c) {
+  return {r < d.k ? 0 : (r - d.k) / d.stride + 1, std::min(d.p, r / d.stride + 1),
+          c < d.k ? 0 : (c - d.k) / d.stride + 1, std::min(d.q, c / d.stride + 1)};
+}
+
+// Backward passes gather: each input element sums, in float32, what the windows covering it
+// send back (share(plane, p, q, element)), and is stored once.
+template <class T, class F>
+void gather_gradients(const PoolDims& d, const Tensor& dx, GradMode mode, F&& share) {
+  T* gx = dx.as<T>();
+  const bool accumulate = mode == GradMode::Accumulate;
+#pragma omp parallel for schedule(static)
+  for (int64_t pl = 0; pl < d.planes; ++pl) {
+    for (int64_t r = 0; r < d.h; ++r) {
+      for (int64_t c = 0; c < d.w; ++c) {
+        const Cover cover = covering(d, r, c);
+        float sum = 0.0f;
+        for (int64_t p = cover.p0; p < cover.p1; ++p)
+          for (int64_t q = cover.q0; q < cover.q1; ++q) sum += share(pl, p, q, r * d.w + c);
+        const int64_t e = (pl * d.h + r) * d.w + c;
+        store(gx, e, accumulate ? load(gx, e) + sum : sum);
+      }
+    }
+  }
 }
 
 }  // namespace
@@ -39,62 +69,66 @@ void clear_if_overwrite(float* plane, int64_t count, GradMode mode) {
 void avg_pool_forward(const Tensor& x, Pool2dGeometry g, const Tensor& y) {
   const PoolDims d = dims_of(x, g);
   const float inv = 1.0f / static_cast<float>(d.k * d.k);
+  with_activation_type(x.dtype, [&](auto t) {
+    using T = decltype(t);
+    const T* xs = x.as<T>();
+    T* ys = y.as<T>();
 #pragma omp parallel for schedule(static)
-  for (int64_t pl = 0; pl < d.planes; ++pl) {
-    const float* in = x.f32() + pl * d.h * d.w;
-    float* out = y.f32() + pl * d.p * d.q;
-    for (int64_t p = 0; p < d.p; ++p) {
-      for (int64_t q = 0; q < d.q; ++q) {
-        float sum = 0.0f;
-        for (int64_t i = 0; i < d.k; ++i)
-          for (int64_t j = 0; j < d.k; ++j) sum += in[(p * d.stride + i) * d.w + q * d.stride + j];
-        out[p * d.q + q] = sum * inv;
+    for (int64_t pl = 0; pl < d.planes; ++pl) {
+      const T* in = xs + pl * d.h * d.w;
+      for (int64_t p = 0; p < d.p; ++p) {
+        for (int64_t q = 0; q < d.q; ++q) {
+          float sum = 0.0f;
+          for (int64_t i = 0; i < d.k; ++i)
+            for (int64_t j = 0; j < d.k; ++j)
+              sum += load(in, (p * d.stride + i) * d.w + q * d.stride + j);
+          store(ys, (pl * d.p + p) * d.q + q, sum * inv);
+        }
       }
     }
-  }
+  });
 }
 
 void avg_pool_backward(const Tensor& dy, Pool2dGeometry g, const Tensor& dx, GradMode dx_mode) {
   const PoolDims d = dims_of(dx, g);
   const float inv = 1.0f / static_cast<float>(d.k * d.k);
-#pragma omp parallel for schedule(static)
-  for (int64_t pl = 0; pl < d.planes; ++pl) {
-    const float* gy = dy.f32() + pl * d.p * d.q;
-    float* gx = dx.f32() + pl * d.h * d.w;
-    clear_if_overwrite(gx, d.h * d.w, dx_mode);
-    for (int64_t p = 0; p < d.p; ++p) {
-      for (int64_t q = 0; q < d.q; ++q) {
-        const float share = gy[p * d.q + q] * inv;
-        for (int64_t i = 0; i < d.k; ++i)
-          for (int64_t j = 0; j < d.k; ++j) gx[(p * d.stride + i) * d.w + q * d.stride + j] += share;
-      }
-    }
-  }
+  with_activation_type(dy.dtype, [&](auto t) {
+    using T = decltype(t);
+    const T* gy = dy.as<T>();
+    gather_gradients<T>(d, dx, dx_mode, [&](int64_t pl, int64_t p, int64_t q, int64_t) {
+      return load(gy, (pl * d.p + p) * d.q + q) * inv;
+    });
+  });
 }
 
 void max_pool_forward(const Tensor& x, Pool2dGeometry g, const Tensor& y) {
   const PoolDims d = dims_of(x, g);
+  with_activation_type(x.dtype, [&](auto t) {
+    using T = decltype(t);
+    const T* xs = x.as<T>();
+    T* ys = y.as<T>();
 #pragma omp parallel for schedule(static)
-  for (int64_t pl = 0; pl < d.planes; ++pl) {
-    const float* in = x.f32() + pl * d.h * d.w;
-    float* out = y.f32() + pl * d.p * d.q;
-    for (int64_t p = 0; p < d.p; ++p)
-      for (int64_t q = 0; q < d.q; ++q) out[p * d.q + q] = in[argmax_in_window(d, in, p, q)];
-  }
+    for (int64_t pl = 0; pl < d.planes; ++pl) {
+      const T* in = xs + pl * d.h * d.w;
+      for (int64_t p = 0; p < d.p; ++p)
+        for (int64_t q = 0; q < d.q; ++q)
+          ys[(pl * d.p + p) * d.q + q] = in[argmax_in_window(d, in, p, q)];
+    }
+  });
 }
 
 void max_pool_backward(const Tensor& x, const Tensor& dy, Pool2dGeometry g, const Tensor& dx,
                        GradMode dx_mode) {
   const PoolDims d = dims_of(x, g);
-#pragma omp parallel for schedule(static)
-  for (int64_t pl = 0; pl < d.planes; ++pl) {
-    const float* in = x.f32() + pl * d.h * d.w;
-    const float* gy = dy.f32() + pl * d.p * d.q;
-    float* gx = dx.f32() + pl * d.h * d.w;
-    clear_if_overwrite(gx, d.h * d.w, dx_mode);
-    for (int64_t p = 0; p < d.p; ++p)
-      for (int64_t q = 0; q < d.q; ++q) gx[argmax_in_window(d, in, p, q)] += gy[p * d.q + q];
-  }
+  with_activation_type(x.dtype, [&](auto t) {
+    using T = decltype(t);
+    const T* xs = x.as<T>();
+    const T* gy = dy.as<T>();
+    gather_gradients<T>(d, dx, dx_mode, [&](int64_t pl, int64_t p, int64_t q, int64_t element) {
+      const bool chosen = argmax_in_window(d, xs + pl * d.h * d.w, p, q) == element;
+      return chosen ? load(gy, (pl * d.p + p) * d.q + q) : 0.0f;
+    });
+  });
 }
 
 }  // namespace psgd::cpu

@@ -8,14 +8,16 @@
 namespace psgd::cpu {
 
 void tensor_min_max(const Tensor& x, const Tensor& out) {
-  const float* __restrict p = x.f32();
   const int64_t n = x.numel();
   float lo = std::numeric_limits<float>::infinity(), hi = -lo;
+  with_activation_type(x.dtype, [&](auto t) {
+    const auto* __restrict p = x.as<decltype(t)>();
 #pragma omp parallel for simd reduction(min : lo) reduction(max : hi) schedule(static)
-  for (int64_t i = 0; i < n; ++i) {
-    lo = std::min(lo, p[i]);
-    hi = std::max(hi, p[i]);
-  }
+    for (int64_t i = 0; i < n; ++i) {
+      lo = std::min(lo, load(p, i));
+      hi = std::max(hi, load(p, i));
+    }
+  });
   out.f32()[0] = lo;
   out.f32()[1] = hi;
 }
@@ -23,25 +25,28 @@ void tensor_min_max(const Tensor& x, const Tensor& out) {
 namespace {
 
 // y[i] = f(x[i]) in parallel.
-template <class F>
+template <class T, class F>
 void map_elements(const Tensor& x, const Tensor& y, F&& f) {
-  const float* __restrict in = x.f32();
-  float* __restrict out = y.f32();
+  const T* __restrict in = x.as<T>();
+  T* __restrict out = y.as<T>();
   const int64_t n = x.numel();
 #pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < n; ++i) out[i] = f(in[i]);
+  for (int64_t i = 0; i < n; ++i) store(out, i, f(load(in, i)));
 }
 
 }  // namespace
 
 void quantize_weights(const Tensor& x, float delta, int levels, const Tensor& y) {
   const float l = static_cast<float>(levels);
-  map_elements(x, y, [=](float v) { return quant::quantize_weight(v, delta, l); });
+  map_elements<float>(x, y, [=](float v) { return quant::quantize_weight(v, delta, l); });
 }
 
 void quantize_activations(const Tensor& x, float delta, int levels, const Tensor& y) {
   const float l = static_cast<float>(levels);
-  map_elements(x, y, [=](float v) { return quant::quantize_activation(v, delta, l); });
+  with_activation_type(x.dtype, [&](auto t) {
+    map_elements<decltype(t)>(x, y,
+                              [=](float v) { return quant::quantize_activation(v, delta, l); });
+  });
 }
 
 }  // namespace psgd::cpu

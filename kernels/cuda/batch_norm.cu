@@ -1,5 +1,6 @@
 // Batch normalisation on CUDA, PyTorch semantics: one block per channel, sums in double in a
-// fixed order (deterministic), as the CPU twin.
+// fixed order (deterministic), as the CPU twin. Activations (x, y, dy, dx, relu_y) are float or
+// bf16 (T); parameters and statistics float32.
 #include <cmath>
 
 #include "kernels/cuda/cuda_ops.h"
@@ -19,18 +20,19 @@ BnDims dims_of(const Tensor& x) {
   return {x.shape[0], x.shape[1], x.shape.rank() == 4 ? x.shape[2] * x.shape[3] : 1};
 }
 
-__global__ void forward_train_kernel(BnDims d, const float* x, const float* gamma,
-                                     const float* beta, float* running_mean, float* running_var,
-                                     ops::BatchNormParams p, float* y, float* saved_mean,
+template <class T>
+__global__ void forward_train_kernel(BnDims d, const T* x, const float* gamma, const float* beta,
+                                     float* running_mean, float* running_var,
+                                     ops::BatchNormParams p, T* y, float* saved_mean,
                                      float* saved_invstd) {
   const int64_t ch = blockIdx.x;
   const double m = static_cast<double>(d.count());
   double sum = 0.0;
-  for (int64_t i = threadIdx.x; i < d.count(); i += blockDim.x) sum += x[d.at(ch, i)];
+  for (int64_t i = threadIdx.x; i < d.count(); i += blockDim.x) sum += load(x, d.at(ch, i));
   const double mean = block_sum(sum) / m;
   double squares = 0.0;
   for (int64_t i = threadIdx.x; i < d.count(); i += blockDim.x) {
-    const double v = x[d.at(ch, i)] - mean;
+    const double v = load(x, d.at(ch, i)) - mean;
     squares += v * v;
   }
   const double var = block_sum(squares) / m;
@@ -39,8 +41,8 @@ __global__ void forward_train_kernel(BnDims d, const float* x, const float* gamm
   const float scale = static_cast<float>(gamma[ch] * invstd);
   for (int64_t i = threadIdx.x; i < d.count(); i += blockDim.x) {
     const int64_t o = d.at(ch, i);
-    const float v = (x[o] - mean_f) * scale + beta[ch];
-    y[o] = p.relu && !(v > 0.0f) ? 0.0f : v;
+    const float v = (load(x, o) - mean_f) * scale + beta[ch];
+    store(y, o, p.relu && !(v > 0.0f) ? 0.0f : v);
   }
   if (threadIdx.x == 0) {
     saved_mean[ch] = mean_f;
@@ -52,20 +54,23 @@ __global__ void forward_train_kernel(BnDims d, const float* x, const float* gamm
   }
 }
 
-__global__ void backward_kernel(BnDims d, const float* x, const float* dy, const float* gamma,
-                                const float* saved_mean, const float* saved_invstd, float* dx,
+template <class T>
+__global__ void backward_kernel(BnDims d, const T* x, const T* dy, const float* gamma,
+                                const float* saved_mean, const float* saved_invstd, T* dx,
                                 bool accumulate, float* dgamma, float* dbeta, double* sums,
-                                const float* relu_y) {
+                                const T* relu_y) {
   const int64_t ch = blockIdx.x;
   const float mean = saved_mean[ch], invstd = saved_invstd[ch];
   double sum_dy = 0.0, sum_dy_xc = 0.0;
   // With a fused ReLU, the gradient reaching BN's output is dy where the ReLU's output is open.
-  const auto g_at = [&](int64_t o) { return relu_y && !(relu_y[o] > 0.0f) ? 0.0f : dy[o]; };
+  const auto g_at = [&](int64_t o) {
+    return relu_y && !(load(relu_y, o) > 0.0f) ? 0.0f : load(dy, o);
+  };
   for (int64_t i = threadIdx.x; i < d.count(); i += blockDim.x) {
     const int64_t o = d.at(ch, i);
     const float g = g_at(o);
     sum_dy += g;
-    sum_dy_xc += static_cast<double>(g) * (x[o] - mean);
+    sum_dy_xc += static_cast<double>(g) * (load(x, o) - mean);
   }
   sum_dy = block_sum(sum_dy);
   sum_dy_xc = block_sum(sum_dy_xc);
@@ -84,18 +89,19 @@ __global__ void backward_kernel(BnDims d, const float* x, const float* dy, const
   const float slope = static_cast<float>(sum_dy_xc / m * invstd * invstd);
   for (int64_t i = threadIdx.x; i < d.count(); i += blockDim.x) {
     const int64_t o = d.at(ch, i);
-    const float g = k * (g_at(o) - mean_dy - (x[o] - mean) * slope);
-    dx[o] = accumulate ? dx[o] + g : g;
+    const float g = k * (g_at(o) - mean_dy - (load(x, o) - mean) * slope);
+    store(dx, o, accumulate ? load(dx, o) + g : g);
   }
 }
 
 // Sum and sum of squares of (x - shift) over one channel per block (synchronised BN).
-__global__ void moments_kernel(BnDims d, const float* x, const float* shift, double* moments) {
+template <class T>
+__global__ void moments_kernel(BnDims d, const T* x, const float* shift, double* moments) {
   const int64_t ch = blockIdx.x;
   const double centre = shift[ch];
   double sum = 0.0, squares = 0.0;
   for (int64_t i = threadIdx.x; i < d.count(); i += blockDim.x) {
-    const double v = x[d.at(ch, i)] - centre;
+    const double v = load(x, d.at(ch, i)) - centre;
     sum += v;
     squares += v * v;
   }
@@ -107,6 +113,29 @@ __global__ void moments_kernel(BnDims d, const float* x, const float* shift, dou
   }
 }
 
+// t's elements, or null where the optional tensor t is undefined.
+template <class T>
+T* data_or_null(const Tensor& t) {
+  return t.defined() ? t.as<T>() : nullptr;
+}
+
+template <class T>
+void forward_eval_t(const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                    const Tensor& running_mean, const Tensor& running_var, ops::BatchNormParams p,
+                    const Tensor& y) {
+  const BnDims d = dims_of(x);
+  const T* in = x.as<T>();
+  const float *g = gamma.f32(), *b = beta.f32();
+  const float *rm = running_mean.f32(), *rv = running_var.f32();
+  T* out = y.as<T>();
+  for_each(x.numel(), [=] __device__(int64_t o) {
+    const int64_t ch = o / d.hw % d.c;
+    const float scale = static_cast<float>(g[ch] / sqrt(static_cast<double>(rv[ch]) + p.eps));
+    const float v = (load(in, o) - rm[ch]) * scale + b[ch];
+    store(out, o, p.relu && !(v > 0.0f) ? 0.0f : v);
+  });
+}
+
 }  // namespace
 
 void batch_norm_forward_train(const Tensor& x, const Tensor& gamma, const Tensor& beta,
@@ -114,24 +143,20 @@ void batch_norm_forward_train(const Tensor& x, const Tensor& gamma, const Tensor
                               ops::BatchNormParams p, const Tensor& y, const Tensor& saved_mean,
                               const Tensor& saved_invstd) {
   const BnDims d = dims_of(x);
-  forward_train_kernel<<<static_cast<unsigned>(d.c), kThreads>>>(
-      d, x.f32(), gamma.f32(), beta.f32(), running_mean.f32(), running_var.f32(), p, y.f32(),
-      saved_mean.f32(), saved_invstd.f32());
+  with_activation_type(x.dtype, [&](auto t) {
+    using T = decltype(t);
+    forward_train_kernel<<<static_cast<unsigned>(d.c), kThreads>>>(
+        d, x.as<T>(), gamma.f32(), beta.f32(), running_mean.f32(), running_var.f32(), p, y.as<T>(),
+        saved_mean.f32(), saved_invstd.f32());
+  });
   CUDA_CHECK_LAUNCH();
 }
 
 void batch_norm_forward_eval(const Tensor& x, const Tensor& gamma, const Tensor& beta,
                              const Tensor& running_mean, const Tensor& running_var,
                              ops::BatchNormParams p, const Tensor& y) {
-  const BnDims d = dims_of(x);
-  const float *in = x.f32(), *g = gamma.f32(), *b = beta.f32();
-  const float *rm = running_mean.f32(), *rv = running_var.f32();
-  float* out = y.f32();
-  for_each(x.numel(), [=] __device__(int64_t o) {
-    const int64_t ch = o / d.hw % d.c;
-    const float scale = static_cast<float>(g[ch] / sqrt(static_cast<double>(rv[ch]) + p.eps));
-    const float v = (in[o] - rm[ch]) * scale + b[ch];
-    out[o] = p.relu && !(v > 0.0f) ? 0.0f : v;
+  with_activation_type(x.dtype, [&](auto t) {
+    forward_eval_t<decltype(t)>(x, gamma, beta, running_mean, running_var, p, y);
   });
 }
 
@@ -140,10 +165,13 @@ void batch_norm_backward(const Tensor& x, const Tensor& dy, const Tensor& gamma,
                          GradMode dx_mode, const Tensor& dgamma, const Tensor& dbeta,
                          const Tensor& relu_y) {
   const BnDims d = dims_of(x);
-  backward_kernel<<<static_cast<unsigned>(d.c), kThreads>>>(
-      d, x.f32(), dy.f32(), gamma.f32(), saved_mean.f32(), saved_invstd.f32(),
-      dx.defined() ? dx.f32() : nullptr, dx_mode == GradMode::Accumulate, dgamma.f32(), dbeta.f32(),
-      nullptr, relu_y.defined() ? relu_y.f32() : nullptr);
+  with_activation_type(x.dtype, [&](auto t) {
+    using T = decltype(t);
+    backward_kernel<<<static_cast<unsigned>(d.c), kThreads>>>(
+        d, x.as<T>(), dy.as<T>(), gamma.f32(), saved_mean.f32(), saved_invstd.f32(),
+        data_or_null<T>(dx), dx_mode == GradMode::Accumulate, dgamma.f32(), dbeta.f32(), nullptr,
+        data_or_null<T>(relu_y));
+  });
   CUDA_CHECK_LAUNCH();
 }
 
@@ -151,10 +179,50 @@ void batch_norm_backward(const Tensor& x, const Tensor& dy, const Tensor& gamma,
 
 // ---- Stages of synchronised BN ------------------------------------------------------------------
 namespace psgd::cuda {
+namespace {
+
+template <class T>
+void normalize_t(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& mean,
+                 const Tensor& invstd, const Tensor& y) {
+  const BnDims d = dims_of(x);
+  const T* in = x.as<T>();
+  const float *g = gamma.f32(), *b = beta.f32(), *mu = mean.f32(), *is = invstd.f32();
+  T* out = y.as<T>();
+  for_each(x.numel(), [=] __device__(int64_t o) {
+    const int64_t ch = o / d.hw % d.c;
+    store(out, o, (load(in, o) - mu[ch]) * (g[ch] * is[ch]) + b[ch]);
+  });
+}
+
+template <class T>
+void backward_input_t(const Tensor& x, const Tensor& dy, const Tensor& gamma, const Tensor& mean,
+                      const Tensor& invstd, const Tensor& sums, int64_t count, const Tensor& dx,
+                      GradMode dx_mode) {
+  const BnDims d = dims_of(x);
+  const T *in = x.as<T>(), *g = dy.as<T>();
+  const float *ga = gamma.f32(), *mu = mean.f32(), *is = invstd.f32();
+  const double* su = sums.f64();
+  T* out = dx.as<T>();
+  const double m = static_cast<double>(count);
+  const bool accumulate = dx_mode == GradMode::Accumulate;
+  for_each(x.numel(), [=] __device__(int64_t o) {
+    const int64_t ch = o / d.hw % d.c;
+    const float k = ga[ch] * is[ch];
+    const float mean_dy = static_cast<float>(su[ch] / m);
+    const float slope = static_cast<float>(su[d.c + ch] / m * is[ch]);
+    const float v = k * (load(g, o) - mean_dy - (load(in, o) - mu[ch]) * slope);
+    store(out, o, accumulate ? load(out, o) + v : v);
+  });
+}
+
+}  // namespace
 
 void batch_norm_moments(const Tensor& x, const Tensor& shift, const Tensor& moments) {
   const BnDims d = dims_of(x);
-  moments_kernel<<<static_cast<unsigned>(d.c), kThreads>>>(d, x.f32(), shift.f32(), moments.f64());
+  with_activation_type(x.dtype, [&](auto t) {
+    moments_kernel<<<static_cast<unsigned>(d.c), kThreads>>>(d, x.as<decltype(t)>(), shift.f32(),
+                                                             moments.f64());
+  });
   CUDA_CHECK_LAUNCH();
 }
 
@@ -179,42 +247,28 @@ void batch_norm_stats(const Tensor& shift, const Tensor& moments, int64_t count,
 
 void batch_norm_normalize(const Tensor& x, const Tensor& gamma, const Tensor& beta,
                           const Tensor& mean, const Tensor& invstd, const Tensor& y) {
-  const BnDims d = dims_of(x);
-  const float *in = x.f32(), *g = gamma.f32(), *b = beta.f32(), *mu = mean.f32(),
-              *is = invstd.f32();
-  float* out = y.f32();
-  for_each(x.numel(), [=] __device__(int64_t o) {
-    const int64_t ch = o / d.hw % d.c;
-    out[o] = (in[o] - mu[ch]) * (g[ch] * is[ch]) + b[ch];
-  });
+  with_activation_type(x.dtype,
+                       [&](auto t) { normalize_t<decltype(t)>(x, gamma, beta, mean, invstd, y); });
 }
 
 void batch_norm_backward_reduce(const Tensor& x, const Tensor& dy, const Tensor& mean,
                                 const Tensor& invstd, const Tensor& sums, const Tensor& dgamma,
                                 const Tensor& dbeta) {
   const BnDims d = dims_of(x);
-  backward_kernel<<<static_cast<unsigned>(d.c), kThreads>>>(
-      d, x.f32(), dy.f32(), nullptr, mean.f32(), invstd.f32(), nullptr, false, dgamma.f32(),
-      dbeta.f32(), sums.f64(), nullptr);
+  with_activation_type(x.dtype, [&](auto t) {
+    using T = decltype(t);
+    backward_kernel<T><<<static_cast<unsigned>(d.c), kThreads>>>(
+        d, x.as<T>(), dy.as<T>(), nullptr, mean.f32(), invstd.f32(), nullptr, false, dgamma.f32(),
+        dbeta.f32(), sums.f64(), nullptr);
+  });
   CUDA_CHECK_LAUNCH();
 }
 
 void batch_norm_backward_input(const Tensor& x, const Tensor& dy, const Tensor& gamma,
                                const Tensor& mean, const Tensor& invstd, const Tensor& sums,
                                int64_t count, const Tensor& dx, GradMode dx_mode) {
-  const BnDims d = dims_of(x);
-  const float *in = x.f32(), *g = dy.f32(), *ga = gamma.f32(), *mu = mean.f32(), *is = invstd.f32();
-  const double* su = sums.f64();
-  float* out = dx.f32();
-  const double m = static_cast<double>(count);
-  const bool accumulate = dx_mode == GradMode::Accumulate;
-  for_each(x.numel(), [=] __device__(int64_t o) {
-    const int64_t ch = o / d.hw % d.c;
-    const float k = ga[ch] * is[ch];
-    const float mean_dy = static_cast<float>(su[ch] / m);
-    const float slope = static_cast<float>(su[d.c + ch] / m * is[ch]);
-    const float v = k * (g[o] - mean_dy - (in[o] - mu[ch]) * slope);
-    out[o] = accumulate ? out[o] + v : v;
+  with_activation_type(x.dtype, [&](auto t) {
+    backward_input_t<decltype(t)>(x, dy, gamma, mean, invstd, sums, count, dx, dx_mode);
   });
 }
 

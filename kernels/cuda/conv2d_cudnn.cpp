@@ -1,6 +1,11 @@
-// Convolution on CUDA through cuDNN (NCHW, float32). For each shape and math mode the fastest
-// algorithm of each direction is found once, by timing (cudnnFind*AlgorithmEx on scratch
-// buffers, at planning time), and cached with its descriptors; a step only looks it up.
+// Convolution on CUDA through cuDNN (NCHW, float32 or bf16 activations). For each shape, element
+// type and math mode the fastest algorithm of each direction is found once, by timing
+// (cudnnFind*AlgorithmEx on scratch buffers, at planning time), and cached with its descriptors;
+// a step only looks it up.
+//
+// bf16 activations use cuDNN's PSEUDO_BFLOAT16 configuration: x, w and y all bf16, computing in
+// float32 (cards from Ampere on). The float32 master weight is rounded into a bf16 copy in the
+// workspace, and dw comes out in bf16 there before it is widened into the float32 dw.
 #include <algorithm>
 #include <map>
 #include <memory>
@@ -10,6 +15,7 @@
 
 #include "engine/cuda_check.h"
 #include "kernels/cuda/cuda_ops.h"
+#include "kernels/cuda/workspace.h"
 
 namespace psgd::cuda {
 namespace {
@@ -21,24 +27,34 @@ struct ConvKey {
   int device;
   int64_t x[4], w[4];
   int stride, pad;
+  DType activations;
   bool tf32, deterministic;
   auto operator<=>(const ConvKey&) const = default;
 };
 
+// Tensor cores round float32 inputs to TF32, which strict float32 rules out; bf16 inputs they
+// multiply exactly, accumulating in float32.
+bool tensor_cores_allowed(const ConvKey& k) {
+  return k.tf32 || k.activations == DType::BF16;
+}
+
 class ConvPlan {
  public:
-  ConvPlan(const ConvKey& k, const Shape& y_shape) {
+  ConvPlan(const ConvKey& k, const Shape& y_shape) : activations(k.activations) {
     CUDNN_CHECK(cudnnCreateTensorDescriptor(&x));
     CUDNN_CHECK(cudnnCreateTensorDescriptor(&y));
     CUDNN_CHECK(cudnnCreateFilterDescriptor(&w));
     CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&conv));
     const auto i = [](int64_t v) { return static_cast<int>(v); };
-    CUDNN_CHECK(cudnnSetTensor4dDescriptor(x, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, i(k.x[0]),
-                                           i(k.x[1]), i(k.x[2]), i(k.x[3])));
-    CUDNN_CHECK(cudnnSetTensor4dDescriptor(y, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, i(y_shape[0]),
-                                           i(y_shape[1]), i(y_shape[2]), i(y_shape[3])));
-    CUDNN_CHECK(cudnnSetFilter4dDescriptor(w, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, i(k.w[0]),
-                                           i(k.w[1]), i(k.w[2]), i(k.w[3])));
+    // x, w and y share one type; the convolution computes in float32 either way.
+    const cudnnDataType_t type =
+        k.activations == DType::BF16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT;
+    CUDNN_CHECK(cudnnSetTensor4dDescriptor(x, CUDNN_TENSOR_NCHW, type, i(k.x[0]), i(k.x[1]),
+                                           i(k.x[2]), i(k.x[3])));
+    CUDNN_CHECK(cudnnSetTensor4dDescriptor(y, CUDNN_TENSOR_NCHW, type, i(y_shape[0]), i(y_shape[1]),
+                                           i(y_shape[2]), i(y_shape[3])));
+    CUDNN_CHECK(cudnnSetFilter4dDescriptor(w, type, CUDNN_TENSOR_NCHW, i(k.w[0]), i(k.w[1]),
+                                           i(k.w[2]), i(k.w[3])));
     CUDNN_CHECK(cudnnSetConvolution2dDescriptor(conv, k.pad, k.pad, k.stride, k.stride, 1, 1,
                                                 CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
   }
@@ -58,7 +74,8 @@ class ConvPlan {
   cudnnConvolutionBwdDataAlgo_t backward_data{};
   cudnnConvolutionBwdFilterAlgo_t backward_filter{};
   cudnnMathType_t forward_math{}, data_math{}, filter_math{};
-  size_t workspace_bytes = 0;
+  size_t workspace_bytes = 0;  // cuDNN's own, the most any of the three algorithms needs
+  DType activations;
 };
 
 // Scratch device memory for the timing runs, freed when the search ends.
@@ -73,9 +90,9 @@ struct Scratch {
   void* ptr = nullptr;
 };
 
-// The fastest result that succeeded and respects the math mode; results come sorted by time. In
-// strict float32 the algorithm runs with CUDNN_FMA_MATH whatever its result says:
-// CUDNN_DEFAULT_MATH still permits TF32 on Ampere and later.
+// The fastest result that succeeded and respects the math mode; results come sorted by time.
+// Where tensor cores are ruled out the algorithm runs with CUDNN_FMA_MATH whatever its result
+// says: CUDNN_DEFAULT_MATH still permits TF32 on Ampere and later.
 template <class Perf>
 Perf choose(const std::vector<Perf>& results, int count, const ConvKey& k, const char* direction) {
   for (int i = 0; i < count; ++i) {
@@ -83,7 +100,7 @@ Perf choose(const std::vector<Perf>& results, int count, const ConvKey& k, const
     if (p.status != CUDNN_STATUS_SUCCESS) continue;
     if (k.deterministic && p.determinism != CUDNN_DETERMINISTIC) continue;
     if (p.mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION) continue;  // would round to fp16
-    if (!k.tf32) {
+    if (!tensor_cores_allowed(k)) {
       if (p.mathType == CUDNN_TENSOR_OP_MATH) continue;
       p.mathType = CUDNN_FMA_MATH;
     }
@@ -112,14 +129,14 @@ std::unique_ptr<ConvPlan> find_algorithms(cudnnHandle_t handle, const ConvKey& k
                                           const Shape& y_shape) {
   auto plan = std::make_unique<ConvPlan>(k, y_shape);
   // Strict float32 asks cuDNN for FMA kernels only; `choose` also drops any TF32 result.
-  CUDNN_CHECK(
-      cudnnSetConvolutionMathType(plan->conv, k.tf32 ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH));
+  CUDNN_CHECK(cudnnSetConvolutionMathType(
+      plan->conv, tensor_cores_allowed(k) ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH));
   size_t free = 0, total = 0;
   CUDA_CHECK(cudaMemGetInfo(&free, &total));
   const size_t limit = std::min(kMaxWorkspaceBytes, free / 4);
-  const size_t f = sizeof(float);
-  Scratch x(x_shape.numel() * f), w(w_shape.numel() * f), y(y_shape.numel() * f);
-  Scratch dx(x_shape.numel() * f), dw(w_shape.numel() * f), workspace(limit);
+  const size_t e = dtype_size(k.activations);
+  Scratch x(x_shape.numel() * e), w(w_shape.numel() * e), y(y_shape.numel() * e);
+  Scratch dx(x_shape.numel() * e), dw(w_shape.numel() * e), workspace(limit);
   const auto f_best = timed_best<cudnnConvolutionFwdAlgoPerf_t>(
       handle, k, "forward", cudnnGetConvolutionForwardAlgorithmMaxCount,
       [&](int capacity, int* count, cudnnConvolutionFwdAlgoPerf_t* results) {
@@ -160,6 +177,7 @@ ConvKey key_of(const Context& ctx, const Shape& x, const Shape& w, ops::Conv2dGe
   }
   k.stride = g.stride;
   k.pad = g.pad;
+  k.activations = ctx.activation_dtype();
   k.tf32 = ctx.math().tf32;
   k.deterministic = ctx.math().deterministic;
   return k;
@@ -177,41 +195,76 @@ const ConvPlan& plan_for(const Context& ctx, const Shape& x, const Shape& w,
   return *plan;
 }
 
-int64_t workspace_floats_of(const ConvPlan& plan) {
-  return static_cast<int64_t>((plan.workspace_bytes + sizeof(float) - 1) / sizeof(float));
+// Where a plan's scratch lies in the workspace: cuDNN's own first, then for bf16 activations
+// the bf16 filter, which holds in turn w rounded for forward and backward-data, and dw from
+// backward-filter until it is widened.
+struct ScratchLayout {
+  size_t filter = 0;  // byte offset of the bf16 filter
+  int64_t floats = 0;
+};
+
+ScratchLayout scratch_layout(const ConvPlan& p, const Shape& w) {
+  WorkspaceLayout layout;
+  layout.add(p.workspace_bytes);
+  ScratchLayout s;
+  if (p.activations == DType::BF16) s.filter = layout.add(w, DType::BF16);
+  s.floats = layout.floats();
+  return s;
+}
+
+struct ConvScratch {
+  void* cudnn;    // the plan's workspace_bytes
+  Tensor filter;  // (K, C, R, S) bf16; undefined for float32 activations
+};
+
+ConvScratch scratch_for(const Context& ctx, const ConvPlan& p, const Shape& w) {
+  const ScratchLayout s = scratch_layout(p, w);
+  const Tensor ws = ctx.workspace(s.floats);
+  if (p.activations != DType::BF16) return {ws.data, {}};
+  return {ws.data, workspace_region(ws, s.filter, w, DType::BF16)};
+}
+
+// w as cuDNN reads it: itself, or rounded into the bf16 filter (a kernel on the stream).
+const void* stage_filter(const ConvScratch& s, const Tensor& w) {
+  if (!s.filter.defined()) return w.data;
+  cast(w, s.filter);
+  return s.filter.data;
 }
 
 }  // namespace
 
 int64_t conv2d_workspace_floats(const Context& ctx, const Shape& x, const Shape& w,
                                 ops::Conv2dGeometry g) {
-  return workspace_floats_of(plan_for(ctx, x, w, g));
+  return scratch_layout(plan_for(ctx, x, w, g), w).floats;
 }
 
 void conv2d_forward(Context& ctx, const Tensor& x, const Tensor& w, ops::Conv2dGeometry g,
                     const Tensor& y) {
   const ConvPlan& p = plan_for(ctx, x.shape, w.shape, g);
-  const Tensor ws = ctx.workspace(workspace_floats_of(p));
+  const ConvScratch s = scratch_for(ctx, p, w.shape);
+  const void* filter = stage_filter(s, w);
   const float one = 1.0f, zero = 0.0f;
   CUDNN_CHECK(cudnnSetConvolutionMathType(p.conv, p.forward_math));
-  CUDNN_CHECK(cudnnConvolutionForward(ctx.cudnn(), &one, p.x, x.data, p.w, w.data, p.conv,
-                                      p.forward, ws.data, p.workspace_bytes, &zero, p.y, y.data));
+  CUDNN_CHECK(cudnnConvolutionForward(ctx.cudnn(), &one, p.x, x.data, p.w, filter, p.conv,
+                                      p.forward, s.cudnn, p.workspace_bytes, &zero, p.y, y.data));
 }
 
 void conv2d_backward(Context& ctx, const Tensor& x, const Tensor& w, const Tensor& dy,
                      ops::Conv2dGeometry g, const Tensor& dx, GradMode dx_mode, const Tensor& dw) {
   const ConvPlan& p = plan_for(ctx, x.shape, w.shape, g);
-  const Tensor ws = ctx.workspace(workspace_floats_of(p));
+  const ConvScratch s = scratch_for(ctx, p, w.shape);
   const float one = 1.0f, zero = 0.0f;
   CUDNN_CHECK(cudnnSetConvolutionMathType(p.conv, p.filter_math));
   CUDNN_CHECK(cudnnConvolutionBackwardFilter(ctx.cudnn(), &one, p.x, x.data, p.y, dy.data, p.conv,
-                                             p.backward_filter, ws.data, p.workspace_bytes, &zero,
-                                             p.w, dw.data));
+                                             p.backward_filter, s.cudnn, p.workspace_bytes, &zero,
+                                             p.w, s.filter.defined() ? s.filter.data : dw.data));
+  if (s.filter.defined()) cast(s.filter, dw);
   if (!dx.defined()) return;
+  const void* filter = stage_filter(s, w);  // after dw has left the bf16 filter
   const float beta = dx_mode == GradMode::Accumulate ? 1.0f : 0.0f;
   CUDNN_CHECK(cudnnSetConvolutionMathType(p.conv, p.data_math));
-  CUDNN_CHECK(cudnnConvolutionBackwardData(ctx.cudnn(), &one, p.w, w.data, p.y, dy.data, p.conv,
-                                           p.backward_data, ws.data, p.workspace_bytes, &beta, p.x,
+  CUDNN_CHECK(cudnnConvolutionBackwardData(ctx.cudnn(), &one, p.w, filter, p.y, dy.data, p.conv,
+                                           p.backward_data, s.cudnn, p.workspace_bytes, &beta, p.x,
                                            dx.data));
 }
 

@@ -9,6 +9,8 @@ namespace psgd::cuda {
 
 using ops::GradMode;
 
+void cast(const Tensor& src, const Tensor& dst);
+
 int64_t conv2d_workspace_floats(const Context& ctx, const Shape& x, const Shape& w,
                                 ops::Conv2dGeometry g);
 void conv2d_forward(Context& ctx, const Tensor& x, const Tensor& w, ops::Conv2dGeometry g,
@@ -16,6 +18,7 @@ void conv2d_forward(Context& ctx, const Tensor& x, const Tensor& w, ops::Conv2dG
 void conv2d_backward(Context& ctx, const Tensor& x, const Tensor& w, const Tensor& dy,
                      ops::Conv2dGeometry g, const Tensor& dx, GradMode dx_mode, const Tensor& dw);
 // x (N, in) as a matrix; as cpu::linear_*.
+int64_t linear_workspace_floats(const Context& ctx, const Shape& x, const Shape& w);
 void linear_forward(Context& ctx, const Tensor& x, const Tensor& w, const Tensor& b,
                     const Tensor& y);
 void linear_backward(Context& ctx, const Tensor& x, const Tensor& w, const Tensor& dy,

@@ -1,5 +1,6 @@
 // Softmax cross-entropy (forward and backward fused) and top-k accuracy on CUDA. One block of
 // threads walks the rows; the mean loss and the count are block reductions (deterministic).
+// Logits and their gradient are float or bf16 (T); the loss is float32.
 #include <cmath>
 #include <map>
 #include <mutex>
@@ -11,26 +12,27 @@ namespace psgd::cuda {
 namespace {
 
 // A label outside [0, K) makes the loss NaN, which the trainer stops on.
-__global__ void cross_entropy_kernel(const float* z, const int32_t* y, int64_t n, int64_t k,
-                                     float* loss, float* dz) {
+template <class T>
+__global__ void cross_entropy_kernel(const T* z, const int32_t* y, int64_t n, int64_t k,
+                                     float* loss, T* dz) {
   const double inv_n = 1.0 / static_cast<double>(n);
   double total = 0.0;
   for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
-    const float* row = z + i * k;
+    const T* row = z + i * k;
     const int32_t label = y[i];
     if (label < 0 || label >= k) {
       total += NAN;
       continue;
     }
-    float top = row[0];
-    for (int64_t j = 1; j < k; ++j) top = fmaxf(top, row[j]);
+    float top = load(row, 0);
+    for (int64_t j = 1; j < k; ++j) top = fmaxf(top, load(row, j));
     double sum = 0.0;
-    for (int64_t j = 0; j < k; ++j) sum += exp(static_cast<double>(row[j] - top));
+    for (int64_t j = 0; j < k; ++j) sum += exp(static_cast<double>(load(row, j) - top));
     const double log_sum = top + log(sum);
-    total += log_sum - row[label];
+    total += log_sum - load(row, label);
     for (int64_t j = 0; j < k; ++j)
-      dz[i * k + j] =
-          static_cast<float>((exp(row[j] - log_sum) - (j == label ? 1.0 : 0.0)) * inv_n);
+      store(dz, i * k + j,
+            static_cast<float>((exp(load(row, j) - log_sum) - (j == label ? 1.0 : 0.0)) * inv_n));
   }
   total = block_sum(total);
   if (threadIdx.x == 0) *loss = static_cast<float>(total * inv_n);
@@ -38,27 +40,31 @@ __global__ void cross_entropy_kernel(const float* z, const int32_t* y, int64_t n
 
 // Rows whose label is among the `top` largest logits, counted over the block; every thread gets
 // the count.
-__device__ unsigned long long block_topk_count(const float* z, const int32_t* y, int64_t n,
-                                               int64_t k, int top) {
+template <class T>
+__device__ unsigned long long block_topk_count(const T* z, const int32_t* y, int64_t n, int64_t k,
+                                               int top) {
   unsigned long long count = 0;
   for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
-    const float* row = z + i * k;
+    const T* row = z + i * k;
     const int32_t label = y[i];
     if (label < 0 || label >= k) continue;
+    const float score = load(row, label);
     int64_t rivals = 0;
-    for (int64_t j = 0; j < k; ++j) rivals += (j != label && !(row[j] < row[label]));
+    for (int64_t j = 0; j < k; ++j) rivals += (j != label && !(load(row, j) < score));
     count += rivals < top;
   }
   return block_sum(count);
 }
 
-__global__ void topk_kernel(const float* z, const int32_t* y, int64_t n, int64_t k, int top,
+template <class T>
+__global__ void topk_kernel(const T* z, const int32_t* y, int64_t n, int64_t k, int top,
                             unsigned long long* correct) {
   const unsigned long long count = block_topk_count(z, y, n, k, top);
   if (threadIdx.x == 0) *correct = count;
 }
 
-__global__ void metrics_kernel(const float* z, const int32_t* y, int64_t n, int64_t k,
+template <class T>
+__global__ void metrics_kernel(const T* z, const int32_t* y, int64_t n, int64_t k,
                                const float* loss, double* totals) {
   const unsigned long long correct = block_topk_count(z, y, n, k, 1);
   if (threadIdx.x == 0) {
@@ -72,15 +78,20 @@ __global__ void metrics_kernel(const float* z, const int32_t* y, int64_t n, int6
 
 void softmax_cross_entropy(const Tensor& logits, const Tensor& labels, const Tensor& loss,
                            const Tensor& dlogits) {
-  cross_entropy_kernel<<<1, kThreads>>>(logits.f32(), labels.i32(), logits.shape[0],
-                                        logits.shape[1], loss.f32(), dlogits.f32());
+  with_activation_type(logits.dtype, [&](auto t) {
+    using T = decltype(t);
+    cross_entropy_kernel<<<1, kThreads>>>(logits.as<T>(), labels.i32(), logits.shape[0],
+                                          logits.shape[1], loss.f32(), dlogits.as<T>());
+  });
   CUDA_CHECK_LAUNCH();
 }
 
 void accumulate_metrics(const Tensor& logits, const Tensor& labels, const Tensor& loss,
                         const Tensor& totals) {
-  metrics_kernel<<<1, kThreads>>>(logits.f32(), labels.i32(), logits.shape[0], logits.shape[1],
-                                  loss.f32(), totals.f64());
+  with_activation_type(logits.dtype, [&](auto t) {
+    metrics_kernel<<<1, kThreads>>>(logits.as<decltype(t)>(), labels.i32(), logits.shape[0],
+                                    logits.shape[1], loss.f32(), totals.f64());
+  });
   CUDA_CHECK_LAUNCH();
 }
 
@@ -97,8 +108,10 @@ int64_t topk_correct(const Tensor& logits, const Tensor& labels, int k) {
     if (!slot) CUDA_CHECK(cudaMalloc(&slot, sizeof *slot));
     device = slot;
   }
-  topk_kernel<<<1, kThreads>>>(logits.f32(), labels.i32(), logits.shape[0], logits.shape[1], k,
-                               device);
+  with_activation_type(logits.dtype, [&](auto t) {
+    topk_kernel<<<1, kThreads>>>(logits.as<decltype(t)>(), labels.i32(), logits.shape[0],
+                                 logits.shape[1], k, device);
+  });
   CUDA_CHECK_LAUNCH();
   unsigned long long host = 0;
   CUDA_CHECK(cudaMemcpy(&host, device, sizeof host, cudaMemcpyDeviceToHost));

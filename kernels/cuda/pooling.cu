@@ -1,5 +1,6 @@
-// Average and max pooling on CUDA (no padding). Backward passes gather per input element from
-// the windows that cover it, so no two threads write the same element.
+// Average and max pooling on CUDA (no padding), float32 or bf16 activations. Backward passes
+// gather per input element from the windows that cover it, so no two threads write the same
+// element.
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/launch.h"
 
@@ -17,13 +18,19 @@ PoolDims dims_of(const Shape& x, ops::Pool2dGeometry g) {
 }
 
 // Row-major index within the plane of the first maximum of window (p, q), as the CPU.
-__device__ int64_t argmax_in_window(const PoolDims& d, const float* plane, int64_t p, int64_t q) {
+template <class T>
+__device__ int64_t argmax_in_window(const PoolDims& d, const T* plane, int64_t p, int64_t q) {
   int64_t best = p * d.s * d.w + q * d.s;
+  float best_value = load(plane, best);
   for (int i = 0; i < d.k; ++i)
     for (int j = 0; j < d.k; ++j) {
       const int64_t idx = (p * d.s + i) * d.w + q * d.s + j;
-      if (plane[idx] > plane[best] || isnan(plane[idx])) best = idx;
-      if (isnan(plane[best])) return best;
+      const float v = load(plane, idx);
+      if (v > best_value || isnan(v)) {
+        best = idx;
+        best_value = v;
+      }
+      if (isnan(best_value)) return best;
     }
   return best;
 }
@@ -37,28 +44,29 @@ __device__ void covering(const PoolDims& d, int64_t r, int64_t c, int64_t& p0, i
   q1 = min(d.q, c / d.s + 1);
 }
 
-}  // namespace
-
-void avg_pool_forward(const Tensor& x, ops::Pool2dGeometry g, const Tensor& y) {
+// The ops for activations of element type T (float or bf16); the public functions dispatch.
+template <class T>
+void avg_pool_forward_t(const Tensor& x, ops::Pool2dGeometry g, const Tensor& y) {
   const PoolDims d = dims_of(x.shape, g);
-  const float* in = x.f32();
-  float* out = y.f32();
+  const T* in = x.as<T>();
+  T* out = y.as<T>();
   const float inv = 1.0f / static_cast<float>(d.k * d.k);
   for_each(y.numel(), [=] __device__(int64_t o) {
     const int64_t plane = o / (d.p * d.q), p = o / d.q % d.p, q = o % d.q;
-    const float* src = in + plane * d.h * d.w;
+    const T* src = in + plane * d.h * d.w;
     float sum = 0.0f;
     for (int i = 0; i < d.k; ++i)
-      for (int j = 0; j < d.k; ++j) sum += src[(p * d.s + i) * d.w + q * d.s + j];
-    out[o] = sum * inv;
+      for (int j = 0; j < d.k; ++j) sum += load(src, (p * d.s + i) * d.w + q * d.s + j);
+    store(out, o, sum * inv);
   });
 }
 
-void avg_pool_backward(const Tensor& dy, ops::Pool2dGeometry g, const Tensor& dx,
-                       GradMode dx_mode) {
+template <class T>
+void avg_pool_backward_t(const Tensor& dy, ops::Pool2dGeometry g, const Tensor& dx,
+                         GradMode dx_mode) {
   const PoolDims d = dims_of(dx.shape, g);
-  const float* gy = dy.f32();
-  float* gx = dx.f32();
+  const T* gy = dy.as<T>();
+  T* gx = dx.as<T>();
   const float inv = 1.0f / static_cast<float>(d.k * d.k);
   const bool accumulate = dx_mode == GradMode::Accumulate;
   for_each(dx.numel(), [=] __device__(int64_t e) {
@@ -67,40 +75,65 @@ void avg_pool_backward(const Tensor& dy, ops::Pool2dGeometry g, const Tensor& dx
     covering(d, r, c, p0, p1, q0, q1);
     float sum = 0.0f;
     for (int64_t p = p0; p < p1; ++p)
-      for (int64_t q = q0; q < q1; ++q) sum += gy[(plane * d.p + p) * d.q + q] * inv;
-    gx[e] = accumulate ? gx[e] + sum : sum;
+      for (int64_t q = q0; q < q1; ++q) sum += load(gy, (plane * d.p + p) * d.q + q) * inv;
+    store(gx, e, accumulate ? load(gx, e) + sum : sum);
   });
 }
 
-void max_pool_forward(const Tensor& x, ops::Pool2dGeometry g, const Tensor& y) {
+template <class T>
+void max_pool_forward_t(const Tensor& x, ops::Pool2dGeometry g, const Tensor& y) {
   const PoolDims d = dims_of(x.shape, g);
-  const float* in = x.f32();
-  float* out = y.f32();
+  const T* in = x.as<T>();
+  T* out = y.as<T>();
   for_each(y.numel(), [=] __device__(int64_t o) {
     const int64_t plane = o / (d.p * d.q), p = o / d.q % d.p, q = o % d.q;
-    const float* src = in + plane * d.h * d.w;
+    const T* src = in + plane * d.h * d.w;
     out[o] = src[argmax_in_window(d, src, p, q)];
   });
 }
 
-void max_pool_backward(const Tensor& x, const Tensor& dy, ops::Pool2dGeometry g, const Tensor& dx,
-                       GradMode dx_mode) {
+template <class T>
+void max_pool_backward_t(const Tensor& x, const Tensor& dy, ops::Pool2dGeometry g, const Tensor& dx,
+                         GradMode dx_mode) {
   const PoolDims d = dims_of(x.shape, g);
-  const float* in = x.f32();
-  const float* gy = dy.f32();
-  float* gx = dx.f32();
+  const T* in = x.as<T>();
+  const T* gy = dy.as<T>();
+  T* gx = dx.as<T>();
   const bool accumulate = dx_mode == GradMode::Accumulate;
   for_each(dx.numel(), [=] __device__(int64_t e) {
     const int64_t plane = e / (d.h * d.w), r = e / d.w % d.h, c = e % d.w;
-    const float* src = in + plane * d.h * d.w;
+    const T* src = in + plane * d.h * d.w;
     int64_t p0, p1, q0, q1;
     covering(d, r, c, p0, p1, q0, q1);
     float sum = 0.0f;
     for (int64_t p = p0; p < p1; ++p)
       for (int64_t q = q0; q < q1; ++q)
-        if (argmax_in_window(d, src, p, q) == r * d.w + c) sum += gy[(plane * d.p + p) * d.q + q];
-    gx[e] = accumulate ? gx[e] + sum : sum;
+        if (argmax_in_window(d, src, p, q) == r * d.w + c)
+          sum += load(gy, (plane * d.p + p) * d.q + q);
+    store(gx, e, accumulate ? load(gx, e) + sum : sum);
   });
+}
+
+}  // namespace
+
+void avg_pool_forward(const Tensor& x, ops::Pool2dGeometry g, const Tensor& y) {
+  with_activation_type(x.dtype, [&](auto t) { avg_pool_forward_t<decltype(t)>(x, g, y); });
+}
+
+void avg_pool_backward(const Tensor& dy, ops::Pool2dGeometry g, const Tensor& dx,
+                       GradMode dx_mode) {
+  with_activation_type(dy.dtype,
+                       [&](auto t) { avg_pool_backward_t<decltype(t)>(dy, g, dx, dx_mode); });
+}
+
+void max_pool_forward(const Tensor& x, ops::Pool2dGeometry g, const Tensor& y) {
+  with_activation_type(x.dtype, [&](auto t) { max_pool_forward_t<decltype(t)>(x, g, y); });
+}
+
+void max_pool_backward(const Tensor& x, const Tensor& dy, ops::Pool2dGeometry g, const Tensor& dx,
+                       GradMode dx_mode) {
+  with_activation_type(x.dtype,
+                       [&](auto t) { max_pool_backward_t<decltype(t)>(x, dy, g, dx, dx_mode); });
 }
 
 }  // namespace psgd::cuda

@@ -8,7 +8,8 @@ namespace psgd::cuda {
 namespace {
 
 // min and max of n values by one block, in a fixed order.
-__global__ void min_max_kernel(const float* x, int64_t n, float* out) {
+template <class T>
+__global__ void min_max_kernel(const T* x, int64_t n, float* out) {
   float lo, hi;
   block_min_max(x, n, lo, hi);
   if (threadIdx.x == 0) {
@@ -17,10 +18,22 @@ __global__ void min_max_kernel(const float* x, int64_t n, float* out) {
   }
 }
 
+template <class T>
+void quantize_activations_t(const Tensor& x, float delta, int levels, const Tensor& y) {
+  const T* in = x.as<T>();
+  T* out = y.as<T>();
+  const float l = static_cast<float>(levels);
+  for_each(x.numel(), [=] __device__(int64_t i) {
+    store(out, i, quant::quantize_activation(load(in, i), delta, l));
+  });
+}
+
 }  // namespace
 
 void tensor_min_max(const Tensor& x, const Tensor& out) {
-  min_max_kernel<<<1, kThreads>>>(x.f32(), x.numel(), out.f32());
+  with_activation_type(x.dtype, [&](auto t) {
+    min_max_kernel<<<1, kThreads>>>(x.as<decltype(t)>(), x.numel(), out.f32());
+  });
   CUDA_CHECK_LAUNCH();
 }
 
@@ -28,16 +41,13 @@ void quantize_weights(const Tensor& x, float delta, int levels, const Tensor& y)
   const float* in = x.f32();
   float* out = y.f32();
   const float l = static_cast<float>(levels);
-  for_each(x.numel(), [=] __device__(int64_t i) { out[i] = quant::quantize_weight(in[i], delta, l); });
+  for_each(x.numel(),
+           [=] __device__(int64_t i) { out[i] = quant::quantize_weight(in[i], delta, l); });
 }
 
 void quantize_activations(const Tensor& x, float delta, int levels, const Tensor& y) {
-  const float* in = x.f32();
-  float* out = y.f32();
-  const float l = static_cast<float>(levels);
-  for_each(x.numel(), [=] __device__(int64_t i) {
-    out[i] = quant::quantize_activation(in[i], delta, l);
-  });
+  with_activation_type(x.dtype,
+                       [&](auto t) { quantize_activations_t<decltype(t)>(x, delta, levels, y); });
 }
 
 }  // namespace psgd::cuda

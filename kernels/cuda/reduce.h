@@ -2,6 +2,7 @@
 // not depend on timing (no atomics).
 #pragma once
 
+#include "engine/bfloat16.h"
 #include "kernels/cuda/launch.h"
 
 namespace psgd::cuda {
@@ -21,14 +22,16 @@ __device__ T block_sum(T value) {
   return total;
 }
 
-// The min and max of x[0, n) over the block (NaN ignored, as fminf/fmaxf); every thread gets
-// both.
-__device__ inline void block_min_max(const float* x, int64_t n, float& lo, float& hi) {
+// The min and max of x[0, n) (float or bf16) over the block (NaN ignored, as fminf/fmaxf); every
+// thread gets both.
+template <class T>
+__device__ void block_min_max(const T* x, int64_t n, float& lo, float& hi) {
   __shared__ float low[kThreads], high[kThreads];
   float mine_lo = INFINITY, mine_hi = -INFINITY;
   for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
-    mine_lo = fminf(mine_lo, x[i]);
-    mine_hi = fmaxf(mine_hi, x[i]);
+    const float v = load(x, i);
+    mine_lo = fminf(mine_lo, v);
+    mine_hi = fmaxf(mine_hi, v);
   }
   low[threadIdx.x] = mine_lo;
   high[threadIdx.x] = mine_hi;

@@ -5,11 +5,12 @@
 
 #include <cmath>
 #include <cstdio>
-#include <tuple>
 #include <functional>
 #include <memory>
+#include <tuple>
 
 #include "kernels/ops.h"
+#include "tests/support/batch_norm_stages.h"
 #include "tests/support/host_tensor.h"
 
 using namespace psgd;
@@ -36,7 +37,8 @@ struct DeviceCopy {
 
 // Runs `op` on CPU tensors and on GPU copies of them (inputs filled in [-2, 2), the output
 // prefilled with 0.5 so that accumulation is visible) and requires identical results.
-void compare(const char* what, int inputs, const std::function<void(Context&, std::vector<Tensor>&)>& op) {
+void compare(const char* what, int inputs,
+             const std::function<void(Context&, std::vector<Tensor>&)>& op) {
   Context cpu(Device::CPU, 2, 3), gpu(Device::CUDA, 2, 3);
   for (int64_t n : kSizes) {
     CAPTURE(what);
@@ -81,7 +83,7 @@ using TwinList = std::vector<std::unique_ptr<Twin>>;
 // Runs op on the CPU tensors and on the GPU tensors, then compares every tensor. The GPU runs
 // strict float32 unless `math` allows TF32.
 void run_both(TwinList& ts, const std::function<void(Context&, const std::vector<Tensor>&)>& op,
-              const char* what, double tolerance, GpuMath math = {.tf32 = false}) {
+              const char* what, double tolerance, Numerics math = {.tf32 = false}) {
   Context cpu(Device::CPU, 2, 3), gpu(Device::CUDA, 2, 3, math);
   std::vector<Tensor> on_cpu, on_gpu;
   for (auto& t : ts) {
@@ -96,13 +98,19 @@ void run_both(TwinList& ts, const std::function<void(Context&, const std::vector
 }  // namespace
 
 TEST_CASE("cuda: ReLU, add and gradient routing equal the CPU") {
-  compare("relu_forward", 1, [](Context& c, std::vector<Tensor>& t) { ops::relu_forward(c, t[0], t[1]); });
+  compare("relu_forward", 1,
+          [](Context& c, std::vector<Tensor>& t) { ops::relu_forward(c, t[0], t[1]); });
   for (ops::GradMode mode : {ops::GradMode::Overwrite, ops::GradMode::Accumulate}) {
-    compare("relu_backward", 2, [=](Context& c, std::vector<Tensor>& t) { ops::relu_backward(c, t[0], t[1], t[2], mode); });
-    compare("grad_pass", 1, [=](Context& c, std::vector<Tensor>& t) { ops::grad_pass(c, t[0], t[1], mode); });
+    compare("relu_backward", 2, [=](Context& c, std::vector<Tensor>& t) {
+      ops::relu_backward(c, t[0], t[1], t[2], mode);
+    });
+    compare("grad_pass", 1,
+            [=](Context& c, std::vector<Tensor>& t) { ops::grad_pass(c, t[0], t[1], mode); });
   }
-  compare("add_forward", 2, [](Context& c, std::vector<Tensor>& t) { ops::add_forward(c, t[0], t[1], t[2]); });
-  compare("add_relu_forward", 2, [](Context& c, std::vector<Tensor>& t) { ops::add_relu_forward(c, t[0], t[1], t[2]); });
+  compare("add_forward", 2,
+          [](Context& c, std::vector<Tensor>& t) { ops::add_forward(c, t[0], t[1], t[2]); });
+  compare("add_relu_forward", 2,
+          [](Context& c, std::vector<Tensor>& t) { ops::add_relu_forward(c, t[0], t[1], t[2]); });
 }
 
 TEST_CASE("cuda: dropout draws the CPU's masks, with the index in device memory too") {
@@ -115,15 +123,21 @@ TEST_CASE("cuda: dropout draws the CPU's masks, with the index in device memory 
     ops::dropout_forward(c, t[0], 0.3f, 9, uint64_t{4} << 32, t[1],
                          c.device() == Device::CPU ? on_cpu : on_gpu);
   });
-  compare("dropout_forward", 1, [](Context& c, std::vector<Tensor>& t) { ops::dropout_forward(c, t[0], 0.3f, 9, 4, t[1]); });
+  compare("dropout_forward", 1, [](Context& c, std::vector<Tensor>& t) {
+    ops::dropout_forward(c, t[0], 0.3f, 9, 4, t[1]);
+  });
   compare("dropout_backward", 1, [](Context& c, std::vector<Tensor>& t) {
     ops::dropout_backward(c, t[0], 0.5f, 9, 4, t[1], ops::GradMode::Accumulate);
   });
 }
 
 TEST_CASE("cuda: weight and activation quantization equal the CPU") {
-  compare("quantize_weights", 1, [](Context& c, std::vector<Tensor>& t) { ops::quantize_weights(c, t[0], 0.3f, 7, t[1]); });
-  compare("quantize_activations", 1, [](Context& c, std::vector<Tensor>& t) { ops::quantize_activations(c, t[0], 0.1f, 15, t[1]); });
+  compare("quantize_weights", 1, [](Context& c, std::vector<Tensor>& t) {
+    ops::quantize_weights(c, t[0], 0.3f, 7, t[1]);
+  });
+  compare("quantize_activations", 1, [](Context& c, std::vector<Tensor>& t) {
+    ops::quantize_activations(c, t[0], 0.1f, 15, t[1]);
+  });
 }
 
 TEST_CASE("cuda: batch norm, training and evaluation, forward and backward") {
@@ -131,24 +145,38 @@ TEST_CASE("cuda: batch norm, training and evaluation, forward and backward") {
     CAPTURE(x.str());
     const Shape c{x[1]};
     TwinList t;
-    for (const auto& [shape, lo, hi] : {std::tuple{x, -2.0f, 3.0f}, {c, 0.5f, 1.5f}, {c, -0.5f, 0.5f},
-                                        {c, -0.5f, 0.5f}, {c, 0.5f, 1.5f}, {x, 0.0f, 0.0f},
-                                        {c, 0.0f, 0.0f}, {c, 0.0f, 0.0f}, {x, -1.0f, 1.0f},
-                                        {x, 0.0f, 0.0f}, {c, 0.0f, 0.0f}, {c, 0.0f, 0.0f}})
+    for (const auto& [shape, lo, hi] : {std::tuple{x, -2.0f, 3.0f},
+                                        {c, 0.5f, 1.5f},
+                                        {c, -0.5f, 0.5f},
+                                        {c, -0.5f, 0.5f},
+                                        {c, 0.5f, 1.5f},
+                                        {x, 0.0f, 0.0f},
+                                        {c, 0.0f, 0.0f},
+                                        {c, 0.0f, 0.0f},
+                                        {x, -1.0f, 1.0f},
+                                        {x, 0.0f, 0.0f},
+                                        {c, 0.0f, 0.0f},
+                                        {c, 0.0f, 0.0f}})
       t.push_back(std::make_unique<Twin>(shape, lo, hi, t.size()));
-    run_both(t, [](Context& ctx, const std::vector<Tensor>& v) {
-      ops::batch_norm_forward_train(ctx, v[0], v[1], v[2], v[3], v[4], {}, v[5], v[6], v[7]);
-      ops::batch_norm_backward(ctx, v[0], v[8], v[1], v[6], v[7], v[9], ops::GradMode::Overwrite,
-                               v[10], v[11]);
-      ops::batch_norm_forward_eval(ctx, v[0], v[1], v[2], v[3], v[4], {}, v[5]);
-    }, "batch_norm", 1e-5);
-    run_both(t, [](Context& ctx, const std::vector<Tensor>& v) {  // with the ReLU fused
-      const ops::BatchNormParams relu{.relu = true};
-      ops::batch_norm_forward_train(ctx, v[0], v[1], v[2], v[3], v[4], relu, v[5], v[6], v[7]);
-      ops::batch_norm_backward(ctx, v[0], v[8], v[1], v[6], v[7], v[9], ops::GradMode::Accumulate,
-                               v[10], v[11], v[5]);
-      ops::batch_norm_forward_eval(ctx, v[0], v[1], v[2], v[3], v[4], relu, v[5]);
-    }, "batch_norm + relu", 1e-5);
+    run_both(
+        t,
+        [](Context& ctx, const std::vector<Tensor>& v) {
+          ops::batch_norm_forward_train(ctx, v[0], v[1], v[2], v[3], v[4], {}, v[5], v[6], v[7]);
+          ops::batch_norm_backward(ctx, v[0], v[8], v[1], v[6], v[7], v[9],
+                                   ops::GradMode::Overwrite, v[10], v[11]);
+          ops::batch_norm_forward_eval(ctx, v[0], v[1], v[2], v[3], v[4], {}, v[5]);
+        },
+        "batch_norm", 1e-5);
+    run_both(
+        t,
+        [](Context& ctx, const std::vector<Tensor>& v) {  // with the ReLU fused
+          const ops::BatchNormParams relu{.relu = true};
+          ops::batch_norm_forward_train(ctx, v[0], v[1], v[2], v[3], v[4], relu, v[5], v[6], v[7]);
+          ops::batch_norm_backward(ctx, v[0], v[8], v[1], v[6], v[7], v[9],
+                                   ops::GradMode::Accumulate, v[10], v[11], v[5]);
+          ops::batch_norm_forward_eval(ctx, v[0], v[1], v[2], v[3], v[4], relu, v[5]);
+        },
+        "batch_norm + relu", 1e-5);
   }
 }
 
@@ -157,19 +185,23 @@ TEST_CASE("cuda: average and max pooling, forward and backward, overlapping wind
     Shape x;
     int kernel, stride;
   };
-  for (const Case& c : {Case{{2, 3, 8, 8}, 8, 8}, Case{{3, 2, 7, 7}, 3, 2}, Case{{3, 1, 7, 5}, 2, 2},
-                        Case{{64, 16, 32, 32}, 2, 2}}) {
+  for (const Case& c : {Case{{2, 3, 8, 8}, 8, 8}, Case{{3, 2, 7, 7}, 3, 2},
+                        Case{{3, 1, 7, 5}, 2, 2}, Case{{64, 16, 32, 32}, 2, 2}}) {
     CAPTURE(c.x.str());
     const ops::Pool2dGeometry g{c.kernel, c.stride};
     const Shape y = ops::pool2d_output_shape(c.x, g);
     TwinList t;
-    for (const Shape& s : {c.x, y, y, c.x, c.x}) t.push_back(std::make_unique<Twin>(s, -1.0f, 1.0f, t.size()));
-    run_both(t, [g](Context& ctx, const std::vector<Tensor>& v) {
-      ops::avg_pool_forward(ctx, v[0], g, v[1]);
-      ops::avg_pool_backward(ctx, v[2], g, v[3], ops::GradMode::Accumulate);
-      ops::max_pool_forward(ctx, v[0], g, v[1]);
-      ops::max_pool_backward(ctx, v[0], v[2], g, v[4], ops::GradMode::Overwrite);
-    }, "pooling", 1e-6);
+    for (const Shape& s : {c.x, y, y, c.x, c.x})
+      t.push_back(std::make_unique<Twin>(s, -1.0f, 1.0f, t.size()));
+    run_both(
+        t,
+        [g](Context& ctx, const std::vector<Tensor>& v) {
+          ops::avg_pool_forward(ctx, v[0], g, v[1]);
+          ops::avg_pool_backward(ctx, v[2], g, v[3], ops::GradMode::Accumulate);
+          ops::max_pool_forward(ctx, v[0], g, v[1]);
+          ops::max_pool_backward(ctx, v[0], v[2], g, v[4], ops::GradMode::Overwrite);
+        },
+        "pooling", 1e-6);
   }
 }
 
@@ -186,13 +218,19 @@ TEST_CASE("cuda: softmax cross-entropy, top-k and the min/max reduction") {
     for (const Shape& s : {Shape{rows, 100}, Shape{1}, Shape{rows, 100}, Shape{2}})
       t.push_back(std::make_unique<Twin>(s, -4.0f, 4.0f, t.size()));
     int64_t correct[2][3] = {};
-    run_both(t, [&](Context& ctx, const std::vector<Tensor>& v) {
-      const Tensor& y = ctx.device() == Device::CPU ? host_y : gpu_y;
-      ops::softmax_cross_entropy(ctx, v[0], y, v[1], v[2]);
-      ops::tensor_min_max(ctx, v[0], v[3]);
-      for (int k : {1, 5, 100}) correct[ctx.device() == Device::CUDA][k == 1 ? 0 : k == 5 ? 1 : 2] =
-          ops::topk_correct(ctx, v[0], y, k);
-    }, "loss", 1e-6);
+    run_both(
+        t,
+        [&](Context& ctx, const std::vector<Tensor>& v) {
+          const Tensor& y = ctx.device() == Device::CPU ? host_y : gpu_y;
+          ops::softmax_cross_entropy(ctx, v[0], y, v[1], v[2]);
+          ops::tensor_min_max(ctx, v[0], v[3]);
+          for (int k : {1, 5, 100})
+            correct[ctx.device() == Device::CUDA][k == 1   ? 0
+                                                  : k == 5 ? 1
+                                                           : 2] =
+                ops::topk_correct(ctx, v[0], y, k);
+        },
+        "loss", 1e-6);
     for (int k = 0; k < 3; ++k) CHECK(correct[0][k] == correct[1][k]);
   }
 }
@@ -202,36 +240,43 @@ TEST_CASE("cuda: the PSGD optimizer step in one launch, SGD and Adam, grid and z
   using ops::PsgTarget;
   // {offset, count, target, levels, range}: a grid tensor, a zero-target one, a 2-bit grid
   // tensor of 3 values, and a plain one.
-  std::vector<int32_t> table = {0,   300, int32_t(PsgTarget::Grid), 7, 0,  300, 200, int32_t(PsgTarget::Zero), 0, -1,
-                                500, 3,   int32_t(PsgTarget::Grid), 1, 1,  503, 497, int32_t(PsgTarget::None), 0, -1};
+  std::vector<int32_t> table = {
+      0,   300, int32_t(PsgTarget::Grid), 7, 0, 300, 200, int32_t(PsgTarget::Zero), 0, -1,
+      500, 3,   int32_t(PsgTarget::Grid), 1, 1, 503, 497, int32_t(PsgTarget::None), 0, -1};
   const Shape table_shape{4, ops::kSegmentFields};
   DeviceBuffer gpu_table(Device::CUDA, table.size() * sizeof(int32_t));
-  memory_copy(gpu_table.data(), Device::CUDA, table.data(), Device::CPU, table.size() * sizeof(int32_t));
+  memory_copy(gpu_table.data(), Device::CUDA, table.data(), Device::CPU,
+              table.size() * sizeof(int32_t));
   const Tensor host_t(table.data(), table_shape, Device::CPU);
   const Tensor gpu_t(reinterpret_cast<int32_t*>(gpu_table.data()), table_shape, Device::CUDA);
   TwinList t;
   for (int i = 0; i < 4; ++i) t.push_back(std::make_unique<Twin>(Shape{n}, -0.3f, 0.3f, i));
-  t.push_back(std::make_unique<Twin>(Shape{2, 2}, 0.0f, 0.0f, 4));                 // ranges
+  t.push_back(std::make_unique<Twin>(Shape{2, 2}, 0.0f, 0.0f, 4));               // ranges
   t.push_back(std::make_unique<Twin>(Shape{ops::kHyperFields}, 0.0f, 0.0f, 5));  // hyper
-  run_both(t, [&](Context& ctx, const std::vector<Tensor>& v) {
-    const Tensor& segments = ctx.device() == Device::CPU ? host_t : gpu_t;
-    const auto set_hyper = [&](const float* values) {
-      memory_copy(v[5].data, v[5].device, values, Device::CPU, ops::kHyperFields * sizeof(float));
-    };
-    for (bool first : {true, false}) {
-      ops::update_weight_ranges(ctx, v[0], segments, v[4], first);
-      const float sgd[ops::kHyperFields] = {0.01f, 0.0f, 0.0f};
-      set_hyper(sgd);
-      ops::psgd_sgd_step(ctx, v[0], v[1], v[2], segments, v[4], v[5], {0.9f, 1e-4f, 150.0f, first});
-    }
-    for (int64_t step : {1, 2}) {
-      float adam[ops::kHyperFields];
-      ops::adam_hyper(1e-3f, 0.9f, 0.999f, step, adam);
-      set_hyper(adam);
-      ops::psgd_adam_step(ctx, v[0], v[1], v[2], v[3], segments, v[4], v[5],
-                          {.weight_decay = 1e-4f, .lambda = 150.0f});
-    }
-  }, "optimizer", 1e-5);
+  run_both(
+      t,
+      [&](Context& ctx, const std::vector<Tensor>& v) {
+        const Tensor& segments = ctx.device() == Device::CPU ? host_t : gpu_t;
+        const auto set_hyper = [&](const float* values) {
+          memory_copy(v[5].data, v[5].device, values, Device::CPU,
+                      ops::kHyperFields * sizeof(float));
+        };
+        for (bool first : {true, false}) {
+          ops::update_weight_ranges(ctx, v[0], segments, v[4], first);
+          const float sgd[ops::kHyperFields] = {0.01f, 0.0f, 0.0f};
+          set_hyper(sgd);
+          ops::psgd_sgd_step(ctx, v[0], v[1], v[2], segments, v[4], v[5],
+                             {0.9f, 1e-4f, 150.0f, first});
+        }
+        for (int64_t step : {1, 2}) {
+          float adam[ops::kHyperFields];
+          ops::adam_hyper(1e-3f, 0.9f, 0.999f, step, adam);
+          set_hyper(adam);
+          ops::psgd_adam_step(ctx, v[0], v[1], v[2], v[3], segments, v[4], v[5],
+                              {.weight_decay = 1e-4f, .lambda = 150.0f});
+        }
+      },
+      "optimizer", 1e-5);
 }
 
 TEST_CASE("cuda: convolution through cuDNN, strict float32 and TF32") {
@@ -239,34 +284,44 @@ TEST_CASE("cuda: convolution through cuDNN, strict float32 and TF32") {
     Shape x, w;
     ops::Conv2dGeometry g;
   };
-  for (const Case& c : {Case{{2, 3, 32, 32}, {16, 3, 3, 3}, {1, 1}}, Case{{5, 16, 9, 7}, {32, 16, 3, 3}, {2, 1}},
-                        Case{{3, 32, 8, 8}, {64, 32, 1, 1}, {2, 0}}, Case{{128, 16, 32, 32}, {16, 16, 3, 3}, {1, 1}}}) {
+  for (const Case& c :
+       {Case{{2, 3, 32, 32}, {16, 3, 3, 3}, {1, 1}}, Case{{5, 16, 9, 7}, {32, 16, 3, 3}, {2, 1}},
+        Case{{3, 32, 8, 8}, {64, 32, 1, 1}, {2, 0}},
+        Case{{128, 16, 32, 32}, {16, 16, 3, 3}, {1, 1}}}) {
     for (const bool tf32 : {false, true}) {
       CAPTURE(c.x.str());
       CAPTURE(tf32);
       const Shape y = ops::conv2d_output_shape(c.x, c.w, c.g);
       TwinList t;
-      for (const Shape& s : {c.x, c.w, y, y, c.x, c.w}) t.push_back(std::make_unique<Twin>(s, -1.0f, 1.0f, t.size()));
-      run_both(t, [&](Context& ctx, const std::vector<Tensor>& v) {
-        ctx.reserve_workspace(ops::conv2d_workspace_floats(ctx, c.x, c.w, c.g));
-        ops::conv2d_forward(ctx, v[0], v[1], c.g, v[2]);
-        ops::conv2d_backward(ctx, v[0], v[1], v[3], c.g, v[4], ops::GradMode::Accumulate, v[5]);
-      }, "conv2d", tf32 ? 1e-3 : 1e-5, {.tf32 = tf32});
+      for (const Shape& s : {c.x, c.w, y, y, c.x, c.w})
+        t.push_back(std::make_unique<Twin>(s, -1.0f, 1.0f, t.size()));
+      run_both(t,
+               [&](Context& ctx, const std::vector<Tensor>& v) {
+                 ctx.reserve_workspace(ops::conv2d_workspace_floats(ctx, c.x, c.w, c.g));
+                 ops::conv2d_forward(ctx, v[0], v[1], c.g, v[2]);
+                 ops::conv2d_backward(ctx, v[0], v[1], v[3], c.g, v[4], ops::GradMode::Accumulate,
+                                      v[5]);
+               },
+               "conv2d", tf32 ? 1e-3 : 1e-5, {.tf32 = tf32});
     }
   }
 }
 
 TEST_CASE("cuda: linear layers through cuBLAS") {
-  for (const auto& [n, in, out] : {std::tuple<int64_t, int64_t, int64_t>{1, 64, 10}, {7, 13, 5}, {128, 512, 100}}) {
+  for (const auto& [n, in, out] :
+       {std::tuple<int64_t, int64_t, int64_t>{1, 64, 10}, {7, 13, 5}, {128, 512, 100}}) {
     CAPTURE(n);
     TwinList t;
     for (const Shape& s : {Shape{n, in}, Shape{out, in}, Shape{out}, Shape{n, out}, Shape{n, out},
                            Shape{n, in}, Shape{out, in}, Shape{out}})
       t.push_back(std::make_unique<Twin>(s, -1.0f, 1.0f, t.size()));
-    run_both(t, [](Context& ctx, const std::vector<Tensor>& v) {
-      ops::linear_forward(ctx, v[0], v[1], v[2], v[3]);
-      ops::linear_backward(ctx, v[0], v[1], v[4], v[5], ops::GradMode::Overwrite, v[6], v[7]);
-    }, "linear", 1e-5);
+    run_both(
+        t,
+        [](Context& ctx, const std::vector<Tensor>& v) {
+          ops::linear_forward(ctx, v[0], v[1], v[2], v[3]);
+          ops::linear_backward(ctx, v[0], v[1], v[4], v[5], ops::GradMode::Overwrite, v[6], v[7]);
+        },
+        "linear", 1e-5);
   }
 }
 
@@ -275,21 +330,24 @@ TEST_CASE("cuda: synchronised batch norm's stages") {
     CAPTURE(x.str());
     const Shape c{x[1]};
     TwinList t;
-    for (const auto& [shape, lo, hi] : {std::tuple{x, 1.0f, 3.0f}, {c, 0.5f, 1.5f}, {c, -0.5f, 0.5f},
-                                        {c, 1.5f, 2.5f}, {c, 0.5f, 1.5f}, {c, 0.0f, 0.0f},
-                                        {c, 0.0f, 0.0f}, {x, 0.0f, 0.0f}, {x, -1.0f, 1.0f},
-                                        {c, 0.0f, 0.0f}, {c, 0.0f, 0.0f}, {x, 0.0f, 0.0f}})
+    for (const auto& [shape, lo, hi] : {std::tuple{x, 1.0f, 3.0f},
+                                        {c, 0.5f, 1.5f},
+                                        {c, -0.5f, 0.5f},
+                                        {c, 1.5f, 2.5f},
+                                        {c, 0.5f, 1.5f},
+                                        {c, 0.0f, 0.0f},
+                                        {c, 0.0f, 0.0f},
+                                        {x, 0.0f, 0.0f},
+                                        {x, -1.0f, 1.0f},
+                                        {c, 0.0f, 0.0f},
+                                        {c, 0.0f, 0.0f},
+                                        {x, 0.0f, 0.0f}})
       t.push_back(std::make_unique<Twin>(shape, lo, hi, t.size()));
-    run_both(t, [&](Context& ctx, const std::vector<Tensor>& v) {
-      DeviceBuffer sums(ctx.device(), 2 * c[0] * sizeof(double));
-      const Tensor s = sums.f64(0, Shape{2, c[0]});
-      const int64_t count = x.numel() / x[1];
-      ops::batch_norm_moments(ctx, v[0], v[3], s);
-      ops::batch_norm_stats(ctx, v[3], s, count, {}, v[3], v[4], v[5], v[6]);
-      ops::batch_norm_normalize(ctx, v[0], v[1], v[2], v[5], v[6], v[7]);
-      ops::batch_norm_backward_reduce(ctx, v[0], v[8], v[5], v[6], s, v[9], v[10]);
-      ops::batch_norm_backward_input(ctx, v[0], v[8], v[1], v[5], v[6], s, count, v[11],
-                                     ops::GradMode::Overwrite);
-    }, "batch_norm stages", 1e-5);
+    run_both(
+        t,
+        [&](Context& ctx, const std::vector<Tensor>& v) {
+          run_batch_norm_stages(ctx, v, c[0], ops::GradMode::Overwrite);
+        },
+        "batch_norm stages", 1e-5);
   }
 }

@@ -31,6 +31,7 @@ struct Options {
   int warmup = 3;
   int repeats = 20;
   bool strict_fp32 = false;
+  bool bf16 = false;
   int w_bits = 4;
   float lambda_s = 150.0f;
 };
@@ -54,7 +55,8 @@ double median_ms(Context& ctx, int warmup, int repeats, const std::function<void
 int run(const Options& o) {
   const Device device = o.device == "cuda" ? Device::CUDA : Device::CPU;
   PSGD_CHECK(device == Device::CPU || cuda_available(), "--device cuda: no GPU is visible");
-  Context ctx(device, o.threads, 1, {.tf32 = !o.strict_fp32});
+  PSGD_CHECK(!(o.bf16 && o.strict_fp32), "--bf16 and --strict-fp32 exclude each other");
+  Context ctx(device, o.threads, 1, {.tf32 = !o.strict_fp32, .bf16 = o.bf16});
   auto net = make_net(o.arch, o.classes, device, 1);
   assign_quantizers(net->params(), {.w_bits = o.w_bits, .first_last = true, .psg = o.lambda_s > 0});
   Optimizer optimizer(net->params(),
@@ -94,9 +96,9 @@ int run(const Options& o) {
       "\"infer_lp_images_per_s\": %.1f, \"peak_device_mib\": %.1f, \"max_rss_mib\": %.1f, "
       "\"graph_replays\": %ld}\n",
       o.arch.c_str(), static_cast<long>(o.batch), o.device.c_str(), ctx.threads(),
-      device == Device::CPU ? "fp32" : (o.strict_fp32 ? "fp32" : "tf32"), train, per_s(train),
-      per_s(infer_fp), per_s(infer_lp), device == Device::CUDA ? peak / 1048576.0 : 0.0,
-      usage.ru_maxrss / 1024.0, static_cast<long>(step.replays()));
+      numerics_name(ctx), train, per_s(train), per_s(infer_fp), per_s(infer_lp),
+      device == Device::CUDA ? peak / 1048576.0 : 0.0, usage.ru_maxrss / 1024.0,
+      static_cast<long>(step.replays()));
   return 0;
 }
 
@@ -119,6 +121,7 @@ int main(int argc, char** argv) {
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
   app.add_flag("--strict-fp32", o.strict_fp32, "GPU: no TF32");
+  app.add_flag("--bf16", o.bf16, "bf16 activations (float32 weights and optimizer)");
   app.add_option("--w-bits", o.w_bits, "weight bits of the quantizers")->capture_default_str();
   app.add_option("--lambda-s", o.lambda_s, "PSG strength")->capture_default_str();
   CLI11_PARSE(app, argc, argv);

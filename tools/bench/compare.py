@@ -8,8 +8,9 @@ training. Synthetic data already on the device on both sides.
 
 PyTorch variants. CPU: eager with our thread count. GPU: eager, eager with channels_last,
 torch.compile (mode max-autotune; absent before PyTorch 2), and the whole step captured in a
-CUDA graph. TF32 is allowed on both sides (ours by default, PyTorch's by its switches); AMP is
-not used because psgd computes in float32/TF32. The table is printed last and written as
+CUDA graph. TF32 is allowed on both sides (ours by default, PyTorch's by its switches). With
+--precision bf16, psgd runs its bf16 mode and every PyTorch variant runs under autocast to
+bfloat16 (AMP; float32 weights and optimizer on both sides). The table is printed last and written as
 results.json and results.md in --out, with the ratios psgd / PyTorch (above 1: psgd faster,
 or for memory: psgd uses more)."""
 
@@ -65,19 +66,19 @@ class PsgSgd(torch.optim.Optimizer):
                 p.add_(buf, alpha=-group["lr"])
 
 
-def ceilings(device, warmup, repeats):
+def ceilings(device, warmup, repeats, dtype):
     """The machine's measured ceilings: copy bandwidth of a large tensor (read + write; 1 GiB on
-    a GPU, 256 MiB on the CPU) and the throughput of a large float32 matrix product (8192^3 with
-    TF32 allowed on a GPU, 2048^3 on the CPU with the benchmark's threads)."""
+    a GPU, 256 MiB on the CPU) and the throughput of a large matrix product of `dtype` (8192^3
+    with TF32 allowed on a GPU, 2048^3 on the CPU with the benchmark's threads)."""
     floats, n = (2**28, 8192) if device == "cuda" else (2**26, 2048)
     a = torch.empty(floats, device=device)
     b = torch.empty_like(a)
     copy_ms = median_ms(device, warmup, repeats, lambda: b.copy_(a))
     del a, b
-    x, y = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    x, y = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     matmul_ms = median_ms(device, warmup, repeats, lambda: x @ y)
     return {"copy_gb_per_s": 2 * floats * 4 / (copy_ms / 1000) / 1e9,
-            "matmul_gflop_per_s": 2 * n**3 / (matmul_ms / 1000) / 1e9}
+            "matmul_gflop_per_s": 2 * n**3 / (matmul_ms / 1000) / 1e9, "matmul_dtype": str(dtype).split(".")[1]}
 
 
 def training_gflop_per_image(arch, classes):
@@ -136,8 +137,11 @@ def benchmark_model(arch, classes):
     return model
 
 
-def pytorch_variant(variant, arch, classes, batch, device, warmup, repeats):
+def pytorch_variant(variant, arch, classes, batch, device, warmup, repeats, bf16):
     torch.manual_seed(0)
+    # A captured graph cannot reuse autocast's cache of weight casts across replays.
+    amp = lambda: torch.autocast(device, dtype=torch.bfloat16, enabled=bf16,  # noqa: E731
+                                 cache_enabled=variant != "cuda_graph")
     model = benchmark_model(arch, classes).to(device).train()
     memory_format = torch.channels_last if variant == "channels_last" else torch.contiguous_format
     model = model.to(memory_format=memory_format)
@@ -146,10 +150,14 @@ def pytorch_variant(variant, arch, classes, batch, device, warmup, repeats):
     optimizer = PsgSgd(model.parameters(), quantized_parameters(model))
     forward = torch.compile(model, mode="max-autotune") if variant == "compile" else model
 
+    def loss(net):
+        with amp():
+            return F.cross_entropy(net(images), labels)
+
     def step():
         for p in model.parameters():
             p.grad = None
-        F.cross_entropy(forward(images), labels).backward()
+        loss(forward).backward()
         optimizer.step()
 
     if device == "cuda":
@@ -161,12 +169,12 @@ def pytorch_variant(variant, arch, classes, batch, device, warmup, repeats):
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
             for _ in range(3):
-                F.cross_entropy(model(images), labels).backward()
+                loss(model).backward()
                 optimizer.step()
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            F.cross_entropy(model(images), labels).backward()
+            loss(model).backward()
             optimizer.step()
         train = median_ms(device, warmup, repeats, graph.replay)
     else:
@@ -174,7 +182,7 @@ def pytorch_variant(variant, arch, classes, batch, device, warmup, repeats):
     peak = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else 0.0
 
     model.eval()
-    with torch.no_grad():
+    with torch.no_grad(), amp():
         infer_fp = median_ms(device, warmup, repeats, lambda: forward(images))
         levels = 2 ** (W_BITS - 1) - 1
         for p in quantized_parameters(model):
@@ -186,10 +194,10 @@ def pytorch_variant(variant, arch, classes, batch, device, warmup, repeats):
             "infer_lp_images_per_s": per_s(infer_lp), "peak_device_mib": peak}
 
 
-def ours(bench, arch, classes, batch, device, threads, warmup, repeats):
+def ours(bench, arch, classes, batch, device, threads, warmup, repeats, bf16):
     r = subprocess.run([bench, "--arch", arch, "--classes", str(classes), "--batch", str(batch), "--device", device,
-                        "--threads", str(threads), "--warmup", str(warmup), "--repeats", str(repeats)],
-                       capture_output=True, text=True)
+                        "--threads", str(threads), "--warmup", str(warmup), "--repeats", str(repeats)]
+                       + (["--bf16"] if bf16 else []), capture_output=True, text=True)
     if r.returncode != 0:
         sys.exit(f"compare: {bench} failed: {r.stderr.strip()}")
     return json.loads(r.stdout)
@@ -214,7 +222,7 @@ def variants(device):
 
 def markdown(rows, header, limits):
     lines = [header, "",
-             f"Ceilings: copy {limits['copy_gb_per_s']:.1f} GB/s, float32 matrix product "
+             f"Ceilings: copy {limits['copy_gb_per_s']:.1f} GB/s, {limits['matmul_dtype']} matrix product "
              f"{limits['matmul_gflop_per_s']:.0f} GFLOP/s. psgd's training rate in GFLOP/s counts the "
              "convolutions' and linear layers' FLOPs (3 passes).", "",
              "| network | batch | PyTorch variant | train img/s (psgd / PyTorch) | ratio | FP infer ratio | "
@@ -261,6 +269,8 @@ def main():
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                        help="bf16: psgd's bf16 mode against PyTorch under autocast to bfloat16")
     parser.add_argument("--out", default="out/bench")
     parser.add_argument("--variant-timeout", type=int, default=180,
                         help="seconds one PyTorch variant may take (torch.compile's autotuning included)")
@@ -278,24 +288,28 @@ def main():
     machine = torch.cuda.get_device_name() if args.device == "cuda" else f"{cpu_name()}, {args.threads} threads"
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     os.makedirs(args.out, exist_ok=True)
-    limits = ceilings(args.device, args.warmup, min(args.repeats, 10))
+    bf16 = args.precision == "bf16"
+    limits = ceilings(args.device, args.warmup, min(args.repeats, 10), torch.bfloat16 if bf16 else torch.float32)
     rows = []
     for arch in args.arch:
         for batch in args.batch:
             print(f"psgd {arch} batch {batch} ...", file=sys.stderr, flush=True)
-            mine = ours(args.bench, arch, args.classes, batch, args.device, args.threads, args.warmup, args.repeats)
+            mine = ours(args.bench, arch, args.classes, batch, args.device, args.threads, args.warmup, args.repeats,
+                        bf16)
             gflop_per_s = mine["train_images_per_s"] * training_gflop_per_image(arch, args.classes)
             for variant in variants(args.device):
                 print(f"PyTorch {variant} {arch} batch {batch} ...", file=sys.stderr, flush=True)
                 signal.alarm(args.variant_timeout)
                 try:
-                    theirs = pytorch_variant(variant, arch, args.classes, batch, args.device, args.warmup, args.repeats)
+                    theirs = pytorch_variant(variant, arch, args.classes, batch, args.device, args.warmup, args.repeats,
+                                             bf16)
                 except Exception as e:  # a variant this PyTorch cannot run is reported, not fatal
                     print(f"  {variant} failed: {e}", file=sys.stderr)
                     continue
                 finally:
                     signal.alarm(0)
-                rows.append({"arch": arch, "batch": batch, "variant": variant, "psgd": mine, "pytorch": theirs,
+                rows.append({"arch": arch, "batch": batch, "variant": variant + ("+amp_bf16" if bf16 else ""),
+                             "psgd": mine, "pytorch": theirs,
                              "train_ratio": mine["train_images_per_s"] / theirs["train_images_per_s"],
                              "fp_ratio": mine["infer_fp_images_per_s"] / theirs["infer_fp_images_per_s"],
                              "lp_ratio": mine["infer_lp_images_per_s"] / theirs["infer_lp_images_per_s"],

@@ -3,13 +3,14 @@
 # 68-epoch PSGD phase of the paper (epochs 83 to 150 at CIFAR-100's size, synthetic images, FP
 # and LP evaluation every epoch) timed end to end by psgd-train.
 #   tools/bench/run.sh --device cpu|cuda [--quick] [--arch "A B"] [--batch "128 512"]
-#                      [--repeats N] [--variant-timeout S] [--phase-epochs N] [--out DIR]
-# --quick: one small case (CI); --arch/--batch: these cases only; --repeats and
-# --variant-timeout go to compare.py; --phase-epochs: epochs of the phase run (default 68; 0
-# skips).
+#                      [--repeats N] [--variant-timeout S] [--precision fp32|bf16]
+#                      [--phase-epochs N] [--out DIR]
+# --quick: one small case (CI); --arch/--batch: these cases only; --repeats, --variant-timeout
+# and --precision go to compare.py (bf16: psgd's bf16 mode against PyTorch AMP, and the phase run
+# in bf16 too); --phase-epochs: epochs of the phase run (default 68; 0 skips).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-device=cpu quick=0 phase_epochs=68 out=out/bench archs="" batches="" extra=()
+device=cpu quick=0 phase_epochs=68 out=out/bench archs="" batches="" extra=() phase_flags=()
 while (($#)); do
   case $1 in
     --device) device=$2; shift 2 ;;
@@ -18,6 +19,7 @@ while (($#)); do
     --arch) archs=$2; shift 2 ;;
     --batch) batches=$2; shift 2 ;;
     --repeats | --variant-timeout) extra+=("$1" "$2"); shift 2 ;;
+    --precision) extra+=("$1" "$2"); [[ $2 == bf16 ]] && phase_flags+=(--bf16); shift 2 ;;
     --out) out=$2; shift 2 ;;
     *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
   esac
@@ -49,7 +51,7 @@ if [[ $device == cuda && $phase_epochs -gt 0 ]]; then
   "$bin/psgd-data" synth --out "$data" --format cifar100 --train 50000 --test 10000 >/dev/null
   start=$SECONDS
   "$bin/psgd-train" --data "$data" --device cuda --arch resnet32 --epochs "$phase_epochs" --w-bits 4 \
-    --lambda-s 150 --first-last-quant --lr 0.01 --out "$data/run" | tail -3
+    --lambda-s 150 --first-last-quant --lr 0.01 --out "$data/run" "${phase_flags[@]}" | tail -3
   echo "PSGD phase: $phase_epochs epochs of ResNet-32 on 50,000 + 10,000 images, FP and LP evaluation" \
        "every epoch: $((SECONDS - start)) s end to end" | tee "$out/phase.txt"
   rm -rf "$data"

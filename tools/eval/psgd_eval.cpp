@@ -43,6 +43,7 @@ struct EvalOptions {
   int threads = 0;
   std::string device = "auto";
   bool strict_fp32 = false;
+  bool bf16 = false;
 };
 
 // The GPU where asked for or, with "auto", where one is visible; the CPU otherwise.
@@ -174,7 +175,8 @@ int run(EvalOptions o) {
   PSGD_CHECK(!o.arch.empty(), o.model, ": no architecture in the checkpoint; give --arch");
   if (o.w_bits == 0) o.w_bits = std::stoi(metadata_or(file, "w_bits", "4"));
   o.first_last = o.first_last || metadata_or(file, "first_last_quant", "0") == "1";
-  Context ctx(pick_device(o.device), o.threads, 0, {.tf32 = !o.strict_fp32});
+  PSGD_CHECK(!(o.bf16 && o.strict_fp32), "--bf16 and --strict-fp32 exclude each other");
+  Context ctx(pick_device(o.device), o.threads, 0, {.tf32 = !o.strict_fp32, .bf16 = o.bf16});
   const data::Dataset test_set =
       data::load_dataset(o.data, data::Split::Test, {data::parse_format(o.dataset), o.coarse});
   const auto test_loader = data::make_loader(
@@ -184,10 +186,11 @@ int run(EvalOptions o) {
   load_checkpoint(o.model, *net, nullptr);
 
   const EvalResult fp = evaluate(ctx, *net, test);
-  std::printf("%s on %s (%lld test images, %s): FP %s (loss %.4f)\n", o.arch.c_str(),
-              test_set.name.c_str(), static_cast<long long>(fp.samples),
-              ctx.device() == Device::CPU ? "CPU" : (o.strict_fp32 ? "GPU, float32" : "GPU, TF32"),
-              percent(fp.top1).c_str(), fp.loss);
+  std::printf(
+      "%s on %s (%lld test images, %s): FP %s (loss %.4f)\n", o.arch.c_str(), test_set.name.c_str(),
+      static_cast<long long>(fp.samples),
+      (std::string(ctx.device() == Device::CPU ? "CPU, " : "GPU, ") + numerics_name(ctx)).c_str(),
+      percent(fp.top1).c_str(), fp.loss);
   const int a_bits = o.act_quant ? o.a_bits : 32;
   const EvalResult lp = evaluate_at(ctx, *net, test, o, o.w_bits, a_bits);
   std::printf("LP W%dA%d%s%s: %s (loss %.4f)\n", o.w_bits, a_bits,
@@ -311,6 +314,8 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_flag("--strict-fp32", o.strict_fp32,
                "GPU: strict float32, no TF32 (the CPU's arithmetic)");
+  app.add_flag("--bf16", o.bf16,
+               "bf16 activations (weights stay float32), as a model trained with --bf16 runs");
   CLI11_PARSE(app, argc, argv);
   try {
     return run(o);

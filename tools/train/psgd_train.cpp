@@ -66,7 +66,7 @@ int run(TrainOptions o, const std::string& resume, const CLI::App& app, Comm& jo
   if (o.out.empty()) o.out = "runs/" + o.arch;
   validate(o, job.world());
   Context ctx(pick_device(o, job), o.threads, rank_seed(o.seed, job.rank()),
-              {.tf32 = !o.strict_fp32, .deterministic = o.deterministic});
+              {.tf32 = !o.strict_fp32, .deterministic = o.deterministic, .bf16 = o.bf16});
   // GPU ranks exchange device tensors through NCCL; CPU ranks use the job's MPI ranks.
   PSGD_CHECK(!o.nccl || ctx.device() == Device::CUDA, "--nccl needs a GPU, and none is visible");
   std::unique_ptr<Comm> gpu_ranks;

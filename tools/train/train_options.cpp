@@ -42,6 +42,7 @@ void add_options(CLI::App& app, TrainOptions& o, std::string& resume) {
   app.add_option("--device", o.device, "cpu, cuda, or auto")->check(CLI::IsMember({"cpu", "cuda", "auto"}))->capture_default_str();
   app.add_option("--gpu,--cu_num", o.gpu, "GPU index (single rank; ranks of a job take the GPU of their local rank)")->check(CLI::NonNegativeNumber)->capture_default_str();
   app.add_flag("--strict-fp32", o.strict_fp32, "GPU: strict float32, no TF32 tensor cores (parity runs)");
+  app.add_flag("--bf16", o.bf16, "bf16 mixed precision: activations and their gradients in bfloat16; weights, optimizer and PSGD arithmetic in float32 (CPU: the slow reference)");
   app.add_flag("--deterministic", o.deterministic, "GPU: deterministic algorithms, so that two runs give identical weights");
   app.add_flag("--sync-bn", o.sync_bn, "with several ranks: BN statistics over the whole global batch (default: per rank)");
   app.add_flag("--nccl", o.nccl, "use NCCL collectives even for a single GPU rank (checks the multi-GPU path)");
@@ -62,6 +63,7 @@ void validate(const TrainOptions& o, int world) {
   PSGD_CHECK(o.eval_batch_size % world == 0, "--eval-batch-size ", o.eval_batch_size,
              " does not split evenly over ", world, " ranks");
   PSGD_CHECK(!o.nccl || o.device != "cpu", "--nccl needs GPU ranks (--device cuda)");
+  PSGD_CHECK(!(o.bf16 && o.strict_fp32), "--bf16 and --strict-fp32 exclude each other");
   PSGD_CHECK(!o.data.empty(), "--data is required: a folder with CIFAR binary files or psgd-data output");
   PSGD_CHECK(std::filesystem::is_directory(o.data), "--data ", o.data, ": no such folder");
   PSGD_CHECK(o.init.empty() || std::filesystem::exists(o.init), "--init ", o.init, ": no such file");

@@ -41,6 +41,7 @@ struct TrainOptions {
   bool nccl = false;           // NCCL collectives even for a lone GPU rank (tests that path)
   bool strict_fp32 = false;    // no TF32 on the GPU
   bool deterministic = false;  // deterministic cuDNN algorithms
+  bool bf16 = false;           // bf16 activations and activation gradients
   int64_t train_subset = 0, test_subset = 0;  // 0: everything
   int64_t holdout = 0;  // > 0: evaluate on this many held-out training images, not the test set
   bool no_augment = false, no_shuffle = false, drop_last = false;
@@ -57,7 +58,7 @@ NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(TrainOptions, arch, data, datase
                                                 warmup_epochs, batch_size, eval_batch_size, optimizer,
                                                 w_bits, lambda_s, target, first_last_quant, a_bits,
                                                 init, seed, out, device, gpu, threads, sync_bn, nccl,
-                                                strict_fp32, deterministic, train_subset,
+                                                strict_fp32, deterministic, bf16, train_subset,
                                                 test_subset, holdout, no_augment, no_shuffle, drop_last,
                                                 norm_mean, norm_std, first_epoch)
 

@@ -1,0 +1,353 @@
+// Every op with a CUDA twin in the bf16 mode, on the GPU against its CPU implementation, on the
+// awkward sizes of test_cuda_ops.cpp: activations and their gradients bfloat16; parameters, their
+// gradients and statistics float32. Both devices compute in float32 and round each stored value
+// once, but not in the same order everywhere (cuDNN, cuBLAS), and the GPU multiplies by weights
+// rounded to bf16 where the CPU keeps them float32, so results agree to a couple of roundings.
+// The suite exits 77 (skipped) where no GPU is visible (cuda_main.cpp).
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstddef>
+#include <functional>
+#include <memory>
+#include <tuple>
+#include <vector>
+
+#include "kernels/ops.h"
+#include "tests/support/batch_norm_stages.h"
+#include "tests/support/host_tensor.h"
+
+using namespace psgd;
+using namespace psgd::test;
+
+namespace {
+
+constexpr int64_t kSizes[] = {1, 7, 1000, 1000003};
+constexpr Numerics kBf16{.bf16 = true};
+constexpr ops::GradMode kModes[] = {ops::GradMode::Overwrite, ops::GradMode::Accumulate};
+constexpr DType BF16 = DType::BF16, F32 = DType::F32;
+
+// bf16 allowance per element: two roundings relative to the values (a bf16 rounding moves a
+// value by at most 2^-8 of it), plus a floor relative to the tensor's largest magnitude, for
+// sums that cancel: there each bf16-rounded weight of the GPU counts against a small result.
+constexpr double kBf16Relative = 0x1p-7;
+constexpr double kBf16Floor = 0x1p-8;
+// Float32 results (gradients of parameters, statistics, losses): the worst difference relative
+// to the tensor's largest magnitude.
+constexpr double kParamGradients = 1e-2;
+constexpr double kStatistics = 1e-5;
+
+// The values of a float32 or bf16 tensor on either device, widened to float.
+std::vector<float> widened(const Tensor& t) {
+  std::vector<std::byte> bytes(t.bytes());
+  memory_copy(bytes.data(), Device::CPU, t.data, t.device, t.bytes());
+  std::vector<float> out(static_cast<size_t>(t.numel()));
+  with_activation_type(t.dtype, [&](auto e) {
+    const auto* p = reinterpret_cast<const decltype(e)*>(bytes.data());
+    for (int64_t i = 0; i < t.numel(); ++i) out[i] = load(p, i);
+  });
+  return out;
+}
+
+// A tensor on both devices with the same values, uniform in [lo, hi) and, for bf16, rounded on
+// the host.
+struct Twin {
+  DeviceBuffer host, device;
+  Tensor on_cpu, on_gpu;
+
+  Twin(const Shape& shape, DType dtype, float lo, float hi, uint64_t stream)
+      : host(Device::CPU, static_cast<size_t>(shape.numel()) * dtype_size(dtype)),
+        device(Device::CUDA, host.bytes()),
+        on_cpu(host.view(0, shape, dtype)),
+        on_gpu(device.view(0, shape, dtype)) {
+    HostTensor values(shape);
+    fill_uniform(values.t(), lo, hi, 2, stream);
+    with_activation_type(dtype, [&](auto e) {
+      auto* p = on_cpu.as<decltype(e)>();
+      for (int64_t i = 0; i < values.numel(); ++i) store(p, i, values[i]);
+    });
+    memory_copy(on_gpu.data, Device::CUDA, on_cpu.data, Device::CPU, on_cpu.bytes());
+  }
+
+  // bf16: every element within its allowance; float32: the worst difference within
+  // `tolerance` of the largest magnitude.
+  void expect_close(const char* what, double tolerance) const {
+    const std::vector<float> want = widened(on_cpu), got = widened(on_gpu);
+    double scale = 1e-30;
+    for (float v : want) scale = std::max(scale, std::fabs(static_cast<double>(v)));
+    double worst = 0.0;  // the largest difference in units of its allowance; NaN sticks
+    int64_t at = 0;
+    for (size_t i = 0; i < want.size(); ++i) {
+      const double a = want[i], b = got[i];
+      const double allowance =
+          on_cpu.dtype == BF16
+              ? kBf16Relative * std::max(std::fabs(a), std::fabs(b)) + kBf16Floor * scale
+              : tolerance * scale;
+      const double excess = a == b ? 0.0 : std::fabs(a - b) / allowance;
+      if (!(excess <= worst)) {
+        worst = excess;
+        at = static_cast<int64_t>(i);
+      }
+    }
+    INFO(what, " (", dtype_name(on_cpu.dtype), "): worst at ", at, ", CPU ", want[at], ", GPU ",
+         got[at], ", ", worst, " allowances, scale ", scale);
+    CHECK(worst <= 1.0);
+  }
+};
+
+using TwinList = std::vector<std::unique_ptr<Twin>>;
+using Op = std::function<void(Context&, const std::vector<Tensor>&)>;
+
+void add(TwinList& ts, const Shape& shape, DType dtype, float lo, float hi) {
+  ts.push_back(std::make_unique<Twin>(shape, dtype, lo, hi, ts.size()));
+}
+
+// Runs op on the CPU tensors and on the GPU tensors, both in the bf16 mode, then compares every
+// tensor (float32 ones within `tolerance`).
+void run_both(const TwinList& ts, const Op& op, const char* what, double tolerance) {
+  Context cpu(Device::CPU, 2, 3, kBf16), gpu(Device::CUDA, 2, 3, kBf16);
+  std::vector<Tensor> on_cpu, on_gpu;
+  for (const auto& t : ts) {
+    on_cpu.push_back(t->on_cpu);
+    on_gpu.push_back(t->on_gpu);
+  }
+  op(cpu, on_cpu);
+  op(gpu, on_gpu);
+  for (const auto& t : ts) t->expect_close(what, tolerance);
+}
+
+// int32 labels (i * 37) % 100 for `rows` samples, on both devices.
+struct Labels {
+  DeviceBuffer host, device;
+  Tensor on_cpu, on_gpu;
+  explicit Labels(int64_t rows)
+      : host(Device::CPU, static_cast<size_t>(rows) * sizeof(int32_t)),
+        device(Device::CUDA, host.bytes()),
+        on_cpu(host.view(0, Shape{rows}, DType::I32)),
+        on_gpu(device.view(0, Shape{rows}, DType::I32)) {
+    for (int64_t i = 0; i < rows; ++i) on_cpu.i32()[i] = static_cast<int32_t>((i * 37) % 100);
+    memory_copy(device.data(), Device::CUDA, host.data(), Device::CPU, host.bytes());
+  }
+};
+
+}  // namespace
+
+TEST_CASE("cuda bf16: elementwise ops and activation quantization equal the CPU") {
+  struct Case {
+    const char* name;
+    int inputs;  // followed by the output, prefilled so that accumulation is visible
+    Op op;
+  };
+  using V = const std::vector<Tensor>&;
+  std::vector<Case> cases = {
+      {"relu_forward", 1, [](Context& c, V t) { ops::relu_forward(c, t[0], t[1]); }},
+      {"add_forward", 2, [](Context& c, V t) { ops::add_forward(c, t[0], t[1], t[2]); }},
+      {"add_relu_forward", 2, [](Context& c, V t) { ops::add_relu_forward(c, t[0], t[1], t[2]); }},
+      {"dropout_forward", 1,
+       [](Context& c, V t) { ops::dropout_forward(c, t[0], 0.3f, 9, 4, t[1]); }},
+      {"quantize_activations", 1,
+       [](Context& c, V t) { ops::quantize_activations(c, t[0], 0.1f, 15, t[1]); }}};
+  for (ops::GradMode mode : kModes) {
+    cases.push_back({"relu_backward", 2,
+                     [=](Context& c, V t) { ops::relu_backward(c, t[0], t[1], t[2], mode); }});
+    cases.push_back(
+        {"grad_pass", 1, [=](Context& c, V t) { ops::grad_pass(c, t[0], t[1], mode); }});
+    cases.push_back({"dropout_backward", 1, [=](Context& c, V t) {
+                       ops::dropout_backward(c, t[0], 0.5f, 9, 4, t[1], mode);
+                     }});
+  }
+  for (const Case& c : cases)
+    for (int64_t n : kSizes) {
+      CAPTURE(c.name);
+      CAPTURE(n);
+      TwinList t;
+      for (int i = 0; i <= c.inputs; ++i) add(t, Shape{n}, BF16, -2.0f, 2.0f);
+      run_both(t, c.op, c.name, 0.0);
+    }
+}
+
+TEST_CASE("cuda bf16: batch norm, training and evaluation, forward and backward") {
+  for (const Shape& x : {Shape{3, 5, 3, 7}, Shape{16, 16, 32, 32}, Shape{6, 4}}) {
+    CAPTURE(x.str());
+    const Shape c{x[1]};
+    TwinList t;  // x, gamma, beta, running mean and var, y, saved mean and invstd, dy, dx,
+                 // dgamma, dbeta
+    for (const auto& [shape, dtype, lo, hi] : {std::tuple{x, BF16, -2.0f, 3.0f},
+                                               {c, F32, 0.5f, 1.5f},
+                                               {c, F32, -0.5f, 0.5f},
+                                               {c, F32, -0.5f, 0.5f},
+                                               {c, F32, 0.5f, 1.5f},
+                                               {x, BF16, -1.0f, 1.0f},
+                                               {c, F32, 0.0f, 0.0f},
+                                               {c, F32, 0.0f, 0.0f},
+                                               {x, BF16, -1.0f, 1.0f},
+                                               {x, BF16, -1.0f, 1.0f},
+                                               {c, F32, 0.0f, 0.0f},
+                                               {c, F32, 0.0f, 0.0f}})
+      add(t, shape, dtype, lo, hi);
+    for (bool relu : {false, true})
+      for (ops::GradMode mode : kModes) {
+        CAPTURE(relu);
+        CAPTURE(int(mode));
+        run_both(
+            t,
+            [=](Context& ctx, const std::vector<Tensor>& v) {
+              const ops::BatchNormParams p{.relu = relu};
+              ops::batch_norm_forward_train(ctx, v[0], v[1], v[2], v[3], v[4], p, v[5], v[6], v[7]);
+              ops::batch_norm_backward(ctx, v[0], v[8], v[1], v[6], v[7], v[9], mode, v[10], v[11],
+                                       relu ? v[5] : Tensor{});
+              ops::batch_norm_forward_eval(ctx, v[0], v[1], v[2], v[3], v[4], p, v[5]);
+            },
+            "batch_norm", kParamGradients);
+      }
+  }
+}
+
+TEST_CASE("cuda bf16: synchronised batch norm's stages") {
+  for (const Shape& x : {Shape{3, 5, 3, 7}, Shape{16, 16, 32, 32}}) {
+    CAPTURE(x.str());
+    const Shape c{x[1]};
+    TwinList t;  // x, gamma, beta, running mean (the shift) and var, mean, invstd, y, dy, dgamma,
+                 // dbeta, dx
+    for (const auto& [shape, dtype, lo, hi] : {std::tuple{x, BF16, 1.0f, 3.0f},
+                                               {c, F32, 0.5f, 1.5f},
+                                               {c, F32, -0.5f, 0.5f},
+                                               {c, F32, 1.5f, 2.5f},
+                                               {c, F32, 0.5f, 1.5f},
+                                               {c, F32, 0.0f, 0.0f},
+                                               {c, F32, 0.0f, 0.0f},
+                                               {x, BF16, -1.0f, 1.0f},
+                                               {x, BF16, -1.0f, 1.0f},
+                                               {c, F32, 0.0f, 0.0f},
+                                               {c, F32, 0.0f, 0.0f},
+                                               {x, BF16, -1.0f, 1.0f}})
+      add(t, shape, dtype, lo, hi);
+    for (ops::GradMode mode : kModes) {
+      CAPTURE(int(mode));
+      run_both(
+          t,
+          [&](Context& ctx, const std::vector<Tensor>& v) {
+            run_batch_norm_stages(ctx, v, c[0], mode);
+          },
+          "batch_norm stages", kParamGradients);
+    }
+  }
+}
+
+TEST_CASE("cuda bf16: average and max pooling, forward and backward, overlapping windows") {
+  struct Case {
+    Shape x;
+    int kernel, stride;
+  };
+  for (const Case& c : {Case{{2, 3, 8, 8}, 8, 8}, Case{{3, 2, 7, 7}, 3, 2},
+                        Case{{3, 1, 7, 5}, 2, 2}, Case{{64, 16, 32, 32}, 2, 2}}) {
+    CAPTURE(c.x.str());
+    const ops::Pool2dGeometry g{c.kernel, c.stride};
+    const Shape y = ops::pool2d_output_shape(c.x, g);
+    TwinList t;  // x, y, dy, dx of the average, dx of the max
+    for (const Shape& s : {c.x, y, y, c.x, c.x}) add(t, s, BF16, -1.0f, 1.0f);
+    for (ops::GradMode mode : kModes) {
+      CAPTURE(int(mode));
+      run_both(
+          t,
+          [=](Context& ctx, const std::vector<Tensor>& v) {
+            ops::avg_pool_forward(ctx, v[0], g, v[1]);
+            ops::avg_pool_backward(ctx, v[2], g, v[3], mode);
+            ops::max_pool_forward(ctx, v[0], g, v[1]);
+            ops::max_pool_backward(ctx, v[0], v[2], g, v[4], mode);
+          },
+          "pooling", 0.0);
+    }
+  }
+}
+
+TEST_CASE("cuda bf16: softmax cross-entropy, top-k, metrics and the min/max reduction") {
+  for (int64_t rows : {1, 3, 512}) {
+    CAPTURE(rows);
+    const Labels labels(rows);
+    TwinList t;  // logits, loss, dlogits, min and max
+    for (const auto& [shape, dtype] : {std::tuple{Shape{rows, 100}, BF16},
+                                       {Shape{1}, F32},
+                                       {Shape{rows, 100}, BF16},
+                                       {Shape{2}, F32}})
+      add(t, shape, dtype, -4.0f, 4.0f);
+    int64_t correct[2][3] = {};
+    double totals[2][ops::kMetricFields] = {};
+    run_both(
+        t,
+        [&](Context& ctx, const std::vector<Tensor>& v) {
+          const int on_gpu = ctx.device() == Device::CUDA;
+          const Tensor& y = on_gpu ? labels.on_gpu : labels.on_cpu;
+          ops::softmax_cross_entropy(ctx, v[0], y, v[1], v[2]);
+          ops::tensor_min_max(ctx, v[0], v[3]);
+          for (int k : {1, 5, 100})
+            correct[on_gpu][k == 1 ? 0 : k == 5 ? 1 : 2] = ops::topk_correct(ctx, v[0], y, k);
+          DeviceBuffer sums(ctx.device(), sizeof totals[0]);
+          ops::accumulate_metrics(ctx, v[0], y, v[1], sums.f64(0, Shape{ops::kMetricFields}));
+          memory_copy(totals[on_gpu], Device::CPU, sums.data(), ctx.device(), sizeof totals[0]);
+        },
+        "loss", kStatistics);
+    for (int k = 0; k < 3; ++k) CHECK(correct[0][k] == correct[1][k]);
+    CHECK(totals[1][ops::kMetricLossSum] ==
+          doctest::Approx(totals[0][ops::kMetricLossSum]).epsilon(kStatistics));
+    CHECK(totals[1][ops::kMetricCorrect] == totals[0][ops::kMetricCorrect]);
+    CHECK(totals[1][ops::kMetricSamples] == totals[0][ops::kMetricSamples]);
+  }
+}
+
+TEST_CASE("cuda bf16: convolution through cuDNN") {
+  struct Case {
+    Shape x, w;
+    ops::Conv2dGeometry g;
+  };
+  for (const Case& c :
+       {Case{{2, 3, 32, 32}, {16, 3, 3, 3}, {1, 1}}, Case{{5, 16, 9, 7}, {32, 16, 3, 3}, {2, 1}},
+        Case{{3, 32, 8, 8}, {64, 32, 1, 1}, {2, 0}},
+        Case{{128, 16, 32, 32}, {16, 16, 3, 3}, {1, 1}}}) {
+    CAPTURE(c.x.str());
+    const Shape y = ops::conv2d_output_shape(c.x, c.w, c.g);
+    TwinList t;  // x, w, y, dy, dx, dw
+    for (const auto& [shape, dtype] :
+         {std::tuple{c.x, BF16}, {c.w, F32}, {y, BF16}, {y, BF16}, {c.x, BF16}, {c.w, F32}})
+      add(t, shape, dtype, -1.0f, 1.0f);
+    for (ops::GradMode mode : kModes) {
+      CAPTURE(int(mode));
+      run_both(
+          t,
+          [&](Context& ctx, const std::vector<Tensor>& v) {
+            ctx.reserve_workspace(ops::conv2d_workspace_floats(ctx, c.x, c.w, c.g));
+            ops::conv2d_forward(ctx, v[0], v[1], c.g, v[2]);
+            ops::conv2d_backward(ctx, v[0], v[1], v[3], c.g, v[4], mode, v[5]);
+          },
+          "conv2d", kParamGradients);
+    }
+  }
+}
+
+TEST_CASE("cuda bf16: linear layers through cuBLAS") {
+  for (const auto& [n, in, out] :
+       {std::tuple<int64_t, int64_t, int64_t>{1, 64, 10}, {7, 13, 5}, {128, 512, 100}}) {
+    CAPTURE(n);
+    TwinList t;  // x, w, b, y, dy, dx, dw, db
+    for (const auto& [shape, dtype] : {std::tuple{Shape{n, in}, BF16},
+                                       {Shape{out, in}, F32},
+                                       {Shape{out}, F32},
+                                       {Shape{n, out}, BF16},
+                                       {Shape{n, out}, BF16},
+                                       {Shape{n, in}, BF16},
+                                       {Shape{out, in}, F32},
+                                       {Shape{out}, F32}})
+      add(t, shape, dtype, -1.0f, 1.0f);
+    for (ops::GradMode mode : kModes) {
+      CAPTURE(int(mode));
+      run_both(
+          t,
+          [=](Context& ctx, const std::vector<Tensor>& v) {
+            ctx.reserve_workspace(ops::linear_workspace_floats(ctx, v[0].shape, v[1].shape));
+            ops::linear_forward(ctx, v[0], v[1], v[2], v[3]);
+            ops::linear_backward(ctx, v[0], v[1], v[4], v[5], mode, v[6], v[7]);
+          },
+          "linear", kParamGradients);
+    }
+  }
+}
