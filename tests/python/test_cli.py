@@ -77,6 +77,17 @@ def main():
         check(r.returncode == 0 and "32 held-out images" in r.stdout,
               "--holdout evaluates on held-out training images; augmentation and shuffling switch off")
 
+        print("the bf16 mode:")
+        bf16 = os.path.join(tmp, "bf16")
+        r = run([train, *common, "--epoch", "1", "--bf16", "--out", bf16])
+        config = json.load(open(os.path.join(bf16, "config.json"))) if r.returncode == 0 else {}
+        check(r.returncode == 0 and config.get("bf16") is True, "psgd-train --bf16 trains and records the mode")
+        tensors, _ = safetensors_io.load(os.path.join(bf16, "last.safetensors"))
+        check(tensors["layer1.0.conv1.weight"].dtype == "float32", "its checkpoint holds float32 weights")
+        r = run([evaluate, "--model", os.path.join(bf16, "last.safetensors"), "--data", data, "--bf16"])
+        check(r.returncode == 0 and "CPU, bf16" in r.stdout and "LP W4" in r.stdout,
+              "psgd-eval --bf16 evaluates FP and LP in bf16")
+
         print("PyTorch reads our checkpoint:")
         tensors, meta = safetensors_io.load(os.path.join(a, "last.safetensors"))
         state = {k: torch.from_numpy(v) for k, v in tensors.items() if not k.startswith("psgd.")}
@@ -125,6 +136,7 @@ def main():
             ([train, "--data", data, "--lr", "-1"], "--lr"),
             ([train, "--data", data, "--batch-size", "0"], "--batch-size"),
             ([train, "--data", data, "--optimizer", "adam"], "give --lambda-s > 0"),
+            ([train, "--data", data, "--bf16", "--strict-fp32"], "--bf16 and --strict-fp32 exclude each other"),
             ([train, "--resume", data], "no config.json"),
             ([train, "--data", data, "--arch", "resnet32", "--init", os.path.join(a, "last.safetensors"),
               "--out", os.path.join(tmp, "y")], "checkpoint cannot start a resnet32"),
