@@ -24,10 +24,15 @@ CudaResources* create_cuda_resources(const Numerics& math) {
   CUBLAS_CHECK(cublasSetStream(r->cublas, r->stream));
   r->cublas_workspace = DeviceBuffer(Device::CUDA, kCublasWorkspaceBytes);
   CUBLAS_CHECK(cublasSetWorkspace(r->cublas, r->cublas_workspace.data(), kCublasWorkspaceBytes));
-  // Strict float32 also rules out cuBLAS's reduced-precision reductions; the bf16 mode's products
-  // run on tensor cores whatever tf32 says.
-  CUBLAS_CHECK(cublasSetMathMode(
-      r->cublas, math.tf32 || math.bf16 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_PEDANTIC_MATH));
+  // Strict float32 also rules out cuBLAS's reduced-precision reductions. The bf16 mode's products
+  // run on tensor cores whatever tf32 says, and must not sum split-K partials in bf16: the CPU
+  // rounds each output once.
+  const cublasMath_t mode =
+      math.bf16   ? static_cast<cublasMath_t>(CUBLAS_TF32_TENSOR_OP_MATH |
+                                            CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION)
+      : math.tf32 ? CUBLAS_TF32_TENSOR_OP_MATH
+                  : CUBLAS_PEDANTIC_MATH;
+  CUBLAS_CHECK(cublasSetMathMode(r->cublas, mode));
   CUDNN_CHECK(cudnnCreate(&r->cudnn));
   CUDNN_CHECK(cudnnSetStream(r->cudnn, r->stream));
   return r.release();

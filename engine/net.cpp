@@ -123,6 +123,8 @@ void Net::plan(Context& ctx, int64_t batch) {
   if (bytes > arena_.bytes()) {
     arena_ = DeviceBuffer(ctx.device(), bytes);
     ++memory_generation_;
+  } else if (dtype != dtype_) {
+    ++memory_generation_;  // the same memory, laid out anew
   }
   ctx.reserve_workspace(workspace);
 

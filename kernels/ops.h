@@ -40,7 +40,9 @@ int64_t conv2d_workspace_floats(const Context& ctx, const Shape& x, const Shape&
 // x (N, C, H, W), w (K, C, R, S) -> y (N, K, P, Q)
 void conv2d_forward(Context& ctx, const Tensor& x, const Tensor& w, Conv2dGeometry g,
                     const Tensor& y);
-// dw is overwritten; dx (when defined) follows `dx_mode`.
+// dw is overwritten; dx (when defined) follows `dx_mode`. With bf16 activations the weights are
+// multiplied as their bf16 roundings and dw comes at bf16 precision (cuDNN's filter gradient has
+// the activations' type), as under PyTorch's autocast.
 void conv2d_backward(Context& ctx, const Tensor& x, const Tensor& w, const Tensor& dy,
                      Conv2dGeometry g, const Tensor& dx, GradMode dx_mode, const Tensor& dw);
 
@@ -158,7 +160,8 @@ void accumulate_metrics(Context& ctx, const Tensor& logits, const Tensor& labels
 void tensor_min_max(Context& ctx, const Tensor& x, const Tensor& out);
 // y = Q(x) on the grid -levels .. levels with step delta.
 void quantize_weights(Context& ctx, const Tensor& x, float delta, int levels, const Tensor& y);
-// y = delta * round(clamp(x / delta, 0, levels)): a quantizing ReLU.
+// y = delta * round(clamp(x / delta, 0, levels)): a quantizing ReLU. A bf16 y holds the
+// nearest bf16 value of each level (delta * k needs up to `bits` significant bits).
 void quantize_activations(Context& ctx, const Tensor& x, float delta, int levels,
                           const Tensor& y);
 

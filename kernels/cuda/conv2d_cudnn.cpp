@@ -7,6 +7,8 @@
 // float32 (cards from Ampere on). The float32 master weight is rounded into a bf16 copy in the
 // workspace, and dw comes out in bf16 there before it is widened into the float32 dw.
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -124,6 +126,21 @@ Perf timed_best(cudnnHandle_t handle, const ConvKey& k, const char* direction, M
   return choose(results, count, k, direction);
 }
 
+// With PSGD_CUDNN_LOG set, one line per shape on stderr: which algorithms and math types the
+// search chose, so that a numerical failure on a GPU can be traced to them.
+void log_choice(const ConvKey& k, const ConvPlan& p) {
+  if (!std::getenv("PSGD_CUDNN_LOG")) return;
+  std::fprintf(stderr,
+               "cudnn: x (%ld, %ld, %ld, %ld) w (%ld, %ld, %ld, %ld) stride %d pad %d %s%s%s: "
+               "forward algo %d math %d, backward-data algo %d math %d, backward-filter algo %d "
+               "math %d, workspace %zu bytes\n",
+               long(k.x[0]), long(k.x[1]), long(k.x[2]), long(k.x[3]), long(k.w[0]), long(k.w[1]),
+               long(k.w[2]), long(k.w[3]), k.stride, k.pad, dtype_name(k.activations),
+               k.tf32 ? ", tf32" : "", k.deterministic ? ", deterministic" : "", int(p.forward),
+               int(p.forward_math), int(p.backward_data), int(p.data_math),
+               int(p.backward_filter), int(p.filter_math), p.workspace_bytes);
+}
+
 std::unique_ptr<ConvPlan> find_algorithms(cudnnHandle_t handle, const ConvKey& k,
                                           const Shape& x_shape, const Shape& w_shape,
                                           const Shape& y_shape) {
@@ -165,6 +182,7 @@ std::unique_ptr<ConvPlan> find_algorithms(cudnnHandle_t handle, const ConvKey& k
   plan->backward_filter = w_best.algo;
   plan->filter_math = w_best.mathType;
   plan->workspace_bytes = std::max({f_best.memory, d_best.memory, w_best.memory});
+  log_choice(k, *plan);
   return plan;
 }
 

@@ -1,8 +1,10 @@
 // Every op with a CUDA twin in the bf16 mode, on the GPU against its CPU implementation, on the
 // awkward sizes of test_cuda_ops.cpp: activations and their gradients bfloat16; parameters, their
-// gradients and statistics float32. Both devices compute in float32 and round each stored value
-// once, but not in the same order everywhere (cuDNN, cuBLAS), and the GPU multiplies by weights
-// rounded to bf16 where the CPU keeps them float32, so results agree to a couple of roundings.
+// gradients and statistics float32. Both devices compute in float32 from the same bf16 values
+// (convolutions and linear layers from the weights' bf16 roundings on both) and round each stored
+// value once. Ops without sums (ReLU, add, gradient routing, dropout, activation quantization,
+// max pooling) must then agree to the bit; ops with sums in another order (cuDNN, cuBLAS, BN,
+// average pooling with fused multiply-adds) to a couple of roundings.
 // The suite exits 77 (skipped) where no GPU is visible (cuda_main.cpp).
 #include <doctest/doctest.h>
 
@@ -32,10 +34,15 @@ constexpr DType BF16 = DType::BF16, F32 = DType::F32;
 // sums that cancel: there each bf16-rounded weight of the GPU counts against a small result.
 constexpr double kBf16Relative = 0x1p-7;
 constexpr double kBf16Floor = 0x1p-8;
-// Float32 results (gradients of parameters, statistics, losses): the worst difference relative
-// to the tensor's largest magnitude.
-constexpr double kParamGradients = 1e-2;
+// Float32 results: the worst difference relative to the tensor's largest magnitude. Convolution
+// filter gradients come back from cuDNN at bf16 precision; other parameter gradients are float32
+// sums of the same bf16 products in another order.
+constexpr double kFilterGradients = 1e-2;
+constexpr double kParamGradients = 1e-4;
 constexpr double kStatistics = 1e-5;
+
+// How bf16 results must agree.
+enum class Bf16Match { Exact, Allowance };
 
 // The values of a float32 or bf16 tensor on either device, widened to float.
 std::vector<float> widened(const Tensor& t) {
@@ -69,9 +76,9 @@ struct Twin {
     memory_copy(on_gpu.data, Device::CUDA, on_cpu.data, Device::CPU, on_cpu.bytes());
   }
 
-  // bf16: every element within its allowance; float32: the worst difference within
+  // bf16: every element equal, or within its allowance; float32: the worst difference within
   // `tolerance` of the largest magnitude.
-  void expect_close(const char* what, double tolerance) const {
+  void expect_close(const char* what, Bf16Match match, double tolerance) const {
     const std::vector<float> want = widened(on_cpu), got = widened(on_gpu);
     double scale = 1e-30;
     for (float v : want) scale = std::max(scale, std::fabs(static_cast<double>(v)));
@@ -80,9 +87,10 @@ struct Twin {
     for (size_t i = 0; i < want.size(); ++i) {
       const double a = want[i], b = got[i];
       const double allowance =
-          on_cpu.dtype == BF16
-              ? kBf16Relative * std::max(std::fabs(a), std::fabs(b)) + kBf16Floor * scale
-              : tolerance * scale;
+          on_cpu.dtype != BF16 ? tolerance * scale
+          : match == Bf16Match::Exact
+              ? 0.0
+              : kBf16Relative * std::max(std::fabs(a), std::fabs(b)) + kBf16Floor * scale;
       const double excess = a == b ? 0.0 : std::fabs(a - b) / allowance;
       if (!(excess <= worst)) {
         worst = excess;
@@ -103,8 +111,9 @@ void add(TwinList& ts, const Shape& shape, DType dtype, float lo, float hi) {
 }
 
 // Runs op on the CPU tensors and on the GPU tensors, both in the bf16 mode, then compares every
-// tensor (float32 ones within `tolerance`).
-void run_both(const TwinList& ts, const Op& op, const char* what, double tolerance) {
+// tensor (bf16 ones as `match` says, float32 ones within `tolerance`).
+void run_both(const TwinList& ts, const Op& op, const char* what, Bf16Match match,
+              double tolerance) {
   Context cpu(Device::CPU, 2, 3, kBf16), gpu(Device::CUDA, 2, 3, kBf16);
   std::vector<Tensor> on_cpu, on_gpu;
   for (const auto& t : ts) {
@@ -113,7 +122,7 @@ void run_both(const TwinList& ts, const Op& op, const char* what, double toleran
   }
   op(cpu, on_cpu);
   op(gpu, on_gpu);
-  for (const auto& t : ts) t->expect_close(what, tolerance);
+  for (const auto& t : ts) t->expect_close(what, match, tolerance);
 }
 
 // int32 labels (i * 37) % 100 for `rows` samples, on both devices.
@@ -132,7 +141,7 @@ struct Labels {
 
 }  // namespace
 
-TEST_CASE("cuda bf16: elementwise ops and activation quantization equal the CPU") {
+TEST_CASE("cuda bf16: elementwise ops and activation quantization equal the CPU, to the bit") {
   struct Case {
     const char* name;
     int inputs;  // followed by the output, prefilled so that accumulation is visible
@@ -162,7 +171,7 @@ TEST_CASE("cuda bf16: elementwise ops and activation quantization equal the CPU"
       CAPTURE(n);
       TwinList t;
       for (int i = 0; i <= c.inputs; ++i) add(t, Shape{n}, BF16, -2.0f, 2.0f);
-      run_both(t, c.op, c.name, 0.0);
+      run_both(t, c.op, c.name, Bf16Match::Exact, 0.0);
     }
 }
 
@@ -198,7 +207,7 @@ TEST_CASE("cuda bf16: batch norm, training and evaluation, forward and backward"
                                        relu ? v[5] : Tensor{});
               ops::batch_norm_forward_eval(ctx, v[0], v[1], v[2], v[3], v[4], p, v[5]);
             },
-            "batch_norm", kParamGradients);
+            "batch_norm", Bf16Match::Allowance, kParamGradients);
       }
   }
 }
@@ -229,7 +238,7 @@ TEST_CASE("cuda bf16: synchronised batch norm's stages") {
           [&](Context& ctx, const std::vector<Tensor>& v) {
             run_batch_norm_stages(ctx, v, c[0], mode);
           },
-          "batch_norm stages", kParamGradients);
+          "batch_norm stages", Bf16Match::Allowance, kParamGradients);
     }
   }
 }
@@ -244,8 +253,8 @@ TEST_CASE("cuda bf16: average and max pooling, forward and backward, overlapping
     CAPTURE(c.x.str());
     const ops::Pool2dGeometry g{c.kernel, c.stride};
     const Shape y = ops::pool2d_output_shape(c.x, g);
-    TwinList t;  // x, y, dy, dx of the average, dx of the max
-    for (const Shape& s : {c.x, y, y, c.x, c.x}) add(t, s, BF16, -1.0f, 1.0f);
+    TwinList t;  // x, y, dy, dx
+    for (const Shape& s : {c.x, y, y, c.x}) add(t, s, BF16, -1.0f, 1.0f);
     for (ops::GradMode mode : kModes) {
       CAPTURE(int(mode));
       run_both(
@@ -253,10 +262,15 @@ TEST_CASE("cuda bf16: average and max pooling, forward and backward, overlapping
           [=](Context& ctx, const std::vector<Tensor>& v) {
             ops::avg_pool_forward(ctx, v[0], g, v[1]);
             ops::avg_pool_backward(ctx, v[2], g, v[3], mode);
-            ops::max_pool_forward(ctx, v[0], g, v[1]);
-            ops::max_pool_backward(ctx, v[0], v[2], g, v[4], mode);
           },
-          "pooling", 0.0);
+          "average pooling", Bf16Match::Allowance, 0.0);
+      run_both(
+          t,
+          [=](Context& ctx, const std::vector<Tensor>& v) {
+            ops::max_pool_forward(ctx, v[0], g, v[1]);
+            ops::max_pool_backward(ctx, v[0], v[2], g, v[3], mode);
+          },
+          "max pooling", Bf16Match::Exact, 0.0);
     }
   }
 }
@@ -286,7 +300,7 @@ TEST_CASE("cuda bf16: softmax cross-entropy, top-k, metrics and the min/max redu
           ops::accumulate_metrics(ctx, v[0], y, v[1], sums.f64(0, Shape{ops::kMetricFields}));
           memory_copy(totals[on_gpu], Device::CPU, sums.data(), ctx.device(), sizeof totals[0]);
         },
-        "loss", kStatistics);
+        "loss", Bf16Match::Allowance, kStatistics);
     for (int k = 0; k < 3; ++k) CHECK(correct[0][k] == correct[1][k]);
     CHECK(totals[1][ops::kMetricLossSum] ==
           doctest::Approx(totals[0][ops::kMetricLossSum]).epsilon(kStatistics));
@@ -319,7 +333,7 @@ TEST_CASE("cuda bf16: convolution through cuDNN") {
             ops::conv2d_forward(ctx, v[0], v[1], c.g, v[2]);
             ops::conv2d_backward(ctx, v[0], v[1], v[3], c.g, v[4], mode, v[5]);
           },
-          "conv2d", kParamGradients);
+          "conv2d", Bf16Match::Allowance, kFilterGradients);
     }
   }
 }
@@ -347,7 +361,7 @@ TEST_CASE("cuda bf16: linear layers through cuBLAS") {
             ops::linear_forward(ctx, v[0], v[1], v[2], v[3]);
             ops::linear_backward(ctx, v[0], v[1], v[4], v[5], mode, v[6], v[7]);
           },
-          "linear", kParamGradients);
+          "linear", Bf16Match::Allowance, kParamGradients);
     }
   }
 }

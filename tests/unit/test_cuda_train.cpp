@@ -38,6 +38,16 @@ double relative_error(const std::vector<float>& a, const std::vector<float>& b) 
   return worst / scale;
 }
 
+// |a - b| / |a| over whole vectors.
+double l2_relative_error(const std::vector<float>& a, const std::vector<float>& b) {
+  double diff = 0, norm = 1e-300;
+  for (size_t i = 0; i < a.size(); ++i) {
+    diff += (double(a[i]) - b[i]) * (double(a[i]) - b[i]);
+    norm += double(a[i]) * a[i];
+  }
+  return std::sqrt(diff / norm);
+}
+
 // A ResNet-20 with W4 PSGD, its optimizer, and a fixed batch, on one device.
 struct Run {
   Context ctx;
@@ -84,27 +94,37 @@ TEST_CASE("cuda training: one PSGD step of ResNet-20 matches the CPU") {
   CHECK(weights <= 1e-5);
 }
 
-// bf16 on both: activations rounded on both sides, the weights' roundings multiplied, float32
-// accumulation in a different order (cuDNN's, not the CPU's), so roundings may differ one bf16
-// step here and there: the bounds are those of bf16 against float32 (tests/unit/test_nets.cpp).
+// bf16 on both: the same roundings, but float32 sums in another order (cuDNN's), so a rounding
+// flips here and there, and BN's backward magnifies such flips in the gradients deeper down
+// (tests/unit/test_nets.cpp): perturbing the CPU's own bf16 step by relative 1e-7..1e-5 moves
+// its whole gradient by 0.13-0.29 (L2) and the classifier's by 0.003-0.006. The bounds are those
+// of bf16 against float32; the numbers are printed for the record either way.
 TEST_CASE("cuda training: one bf16 PSGD step of ResNet-20 matches the CPU's bf16 step") {
   Run cpu(Device::CPU, {.bf16 = true}), gpu(Device::CUDA, {.bf16 = true});
   for (Run* r : {&cpu, &gpu}) {
     TrainStep step(r->ctx, *r->net, r->optimizer, single_rank());
     step.run(r->x(), r->y(), 0.01f);
   }
-  const auto widened = [](Run& r) {
+  const auto widened_logits = [](Run& r) {
     const Shape shape = r.net->logits().shape;
     DeviceBuffer f32(r.ctx.device(), static_cast<size_t>(shape.numel()) * sizeof(float));
     const Tensor device_f32 = f32.f32(0, shape);
     ops::cast(r.ctx, r.net->logits(), device_f32);
     return to_host(device_f32);
   };
-  const double logits = relative_error(widened(cpu), widened(gpu));
-  const double weights = relative_error(cpu.weights(), gpu.weights());
-  INFO("logits ", logits, ", weights ", weights);
+  const auto fc_gradient = [](Run& r) {
+    const ParamStore& p = r.net->params();
+    return to_host(p.grad(p.find("fc.weight")));
+  };
+  const double logits = relative_error(widened_logits(cpu), widened_logits(gpu));
+  const double gradient =
+      l2_relative_error(to_host(cpu.net->params().grads()), to_host(gpu.net->params().grads()));
+  const double fc = l2_relative_error(fc_gradient(cpu), fc_gradient(gpu));
+  MESSAGE("bf16 step, GPU against CPU: logits ", logits, " (max), gradient ", gradient,
+          " (L2), classifier gradient ", fc, " (L2)");
   CHECK(logits <= 0.03);
-  CHECK(weights <= 1e-3);
+  CHECK(fc <= 0.02);
+  CHECK(gradient <= 0.45);
 }
 
 TEST_CASE("cuda training: the captured step replays exactly what the op-by-op step computes") {
