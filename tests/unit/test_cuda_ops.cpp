@@ -11,14 +11,13 @@
 
 #include "kernels/ops.h"
 #include "tests/support/batch_norm_stages.h"
+#include "tests/support/gpu_op_shapes.h"
 #include "tests/support/host_tensor.h"
 
 using namespace psgd;
 using namespace psgd::test;
 
 namespace {
-
-constexpr int64_t kSizes[] = {1, 7, 1000, 1000003};
 
 // A GPU copy of a host tensor, and back.
 struct DeviceCopy {
@@ -40,7 +39,7 @@ struct DeviceCopy {
 void compare(const char* what, int inputs,
              const std::function<void(Context&, std::vector<Tensor>&)>& op) {
   Context cpu(Device::CPU, 2, 3), gpu(Device::CUDA, 2, 3);
-  for (int64_t n : kSizes) {
+  for (int64_t n : kElementCounts) {
     CAPTURE(what);
     CAPTURE(n);
     std::vector<std::unique_ptr<HostTensor>> host;
@@ -181,14 +180,9 @@ TEST_CASE("cuda: batch norm, training and evaluation, forward and backward") {
 }
 
 TEST_CASE("cuda: average and max pooling, forward and backward, overlapping windows") {
-  struct Case {
-    Shape x;
-    int kernel, stride;
-  };
-  for (const Case& c : {Case{{2, 3, 8, 8}, 8, 8}, Case{{3, 2, 7, 7}, 3, 2},
-                        Case{{3, 1, 7, 5}, 2, 2}, Case{{64, 16, 32, 32}, 2, 2}}) {
+  for (const PoolShape& c : pool_shapes()) {
     CAPTURE(c.x.str());
-    const ops::Pool2dGeometry g{c.kernel, c.stride};
+    const ops::Pool2dGeometry g = c.g;
     const Shape y = ops::pool2d_output_shape(c.x, g);
     TwinList t;
     for (const Shape& s : {c.x, y, y, c.x, c.x})
@@ -280,14 +274,7 @@ TEST_CASE("cuda: the PSGD optimizer step in one launch, SGD and Adam, grid and z
 }
 
 TEST_CASE("cuda: convolution through cuDNN, strict float32 and TF32") {
-  struct Case {
-    Shape x, w;
-    ops::Conv2dGeometry g;
-  };
-  for (const Case& c :
-       {Case{{2, 3, 32, 32}, {16, 3, 3, 3}, {1, 1}}, Case{{5, 16, 9, 7}, {32, 16, 3, 3}, {2, 1}},
-        Case{{3, 32, 8, 8}, {64, 32, 1, 1}, {2, 0}},
-        Case{{128, 16, 32, 32}, {16, 16, 3, 3}, {1, 1}}}) {
+  for (const ConvShape& c : conv_shapes()) {
     for (const bool tf32 : {false, true}) {
       CAPTURE(c.x.str());
       CAPTURE(tf32);

@@ -17,6 +17,7 @@
 
 #include "kernels/ops.h"
 #include "tests/support/batch_norm_stages.h"
+#include "tests/support/gpu_op_shapes.h"
 #include "tests/support/host_tensor.h"
 
 using namespace psgd;
@@ -24,7 +25,6 @@ using namespace psgd::test;
 
 namespace {
 
-constexpr int64_t kSizes[] = {1, 7, 1000, 1000003};
 constexpr Numerics kBf16{.bf16 = true};
 constexpr ops::GradMode kModes[] = {ops::GradMode::Overwrite, ops::GradMode::Accumulate};
 constexpr DType BF16 = DType::BF16, F32 = DType::F32;
@@ -166,7 +166,7 @@ TEST_CASE("cuda bf16: elementwise ops and activation quantization equal the CPU,
                      }});
   }
   for (const Case& c : cases)
-    for (int64_t n : kSizes) {
+    for (int64_t n : kElementCounts) {
       CAPTURE(c.name);
       CAPTURE(n);
       TwinList t;
@@ -244,14 +244,9 @@ TEST_CASE("cuda bf16: synchronised batch norm's stages") {
 }
 
 TEST_CASE("cuda bf16: average and max pooling, forward and backward, overlapping windows") {
-  struct Case {
-    Shape x;
-    int kernel, stride;
-  };
-  for (const Case& c : {Case{{2, 3, 8, 8}, 8, 8}, Case{{3, 2, 7, 7}, 3, 2},
-                        Case{{3, 1, 7, 5}, 2, 2}, Case{{64, 16, 32, 32}, 2, 2}}) {
+  for (const PoolShape& c : pool_shapes()) {
     CAPTURE(c.x.str());
-    const ops::Pool2dGeometry g{c.kernel, c.stride};
+    const ops::Pool2dGeometry g = c.g;
     const Shape y = ops::pool2d_output_shape(c.x, g);
     TwinList t;  // x, y, dy, dx
     for (const Shape& s : {c.x, y, y, c.x}) add(t, s, BF16, -1.0f, 1.0f);
@@ -310,14 +305,7 @@ TEST_CASE("cuda bf16: softmax cross-entropy, top-k, metrics and the min/max redu
 }
 
 TEST_CASE("cuda bf16: convolution through cuDNN") {
-  struct Case {
-    Shape x, w;
-    ops::Conv2dGeometry g;
-  };
-  for (const Case& c :
-       {Case{{2, 3, 32, 32}, {16, 3, 3, 3}, {1, 1}}, Case{{5, 16, 9, 7}, {32, 16, 3, 3}, {2, 1}},
-        Case{{3, 32, 8, 8}, {64, 32, 1, 1}, {2, 0}},
-        Case{{128, 16, 32, 32}, {16, 16, 3, 3}, {1, 1}}}) {
+  for (const ConvShape& c : conv_shapes()) {
     CAPTURE(c.x.str());
     const Shape y = ops::conv2d_output_shape(c.x, c.w, c.g);
     TwinList t;  // x, w, y, dy, dx, dw

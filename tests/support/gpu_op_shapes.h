@@ -1,0 +1,38 @@
+// The awkward shapes on which the GPU op suites (float32 and bf16) compare each CUDA op with its
+// CPU twin: partial blocks and tiles, overlapping pooling windows, strided and 1x1 convolutions,
+// and one size of a real network layer each.
+#pragma once
+
+#include <array>
+#include <cstdint>
+
+#include "kernels/ops.h"
+
+namespace psgd::test {
+
+// Element counts for the elementwise ops: one, a partial warp, a partial block, a large prime.
+inline constexpr int64_t kElementCounts[] = {1, 7, 1000, 1000003};
+
+struct PoolShape {
+  Shape x;
+  ops::Pool2dGeometry g;
+};
+
+inline std::array<PoolShape, 4> pool_shapes() {
+  return {PoolShape{{2, 3, 8, 8}, {8, 8}}, PoolShape{{3, 2, 7, 7}, {3, 2}},
+          PoolShape{{3, 1, 7, 5}, {2, 2}}, PoolShape{{64, 16, 32, 32}, {2, 2}}};
+}
+
+struct ConvShape {
+  Shape x, w;
+  ops::Conv2dGeometry g;
+};
+
+inline std::array<ConvShape, 4> conv_shapes() {
+  return {ConvShape{{2, 3, 32, 32}, {16, 3, 3, 3}, {1, 1}},
+          ConvShape{{5, 16, 9, 7}, {32, 16, 3, 3}, {2, 1}},
+          ConvShape{{3, 32, 8, 8}, {64, 32, 1, 1}, {2, 0}},
+          ConvShape{{128, 16, 32, 32}, {16, 16, 3, 3}, {1, 1}}};
+}
+
+}  // namespace psgd::test
