@@ -52,6 +52,8 @@ struct BatchNormParams {
   float eps = 1e-5f;
   bool relu = false;      // a ReLU fused onto the output: y = max(0, BN(x)) (forward passes)
 };
+// Workspace for any of the batch_norm_* ops below on x (the GPU's split reductions).
+int64_t batch_norm_workspace_floats(const Context& ctx, const Shape& x);
 // Training: normalises with the biased batch variance, updates running_var with the unbiased
 // one, and saves the batch mean and 1/sqrt(var + eps) (C) for the backward pass.
 void batch_norm_forward_train(Context& ctx, const Tensor& x, const Tensor& gamma,

@@ -2,6 +2,14 @@
 // stages of synchronised BN.
 #include "kernels/ops_dispatch.h"
 
+// The CUDA twins take the context too, for their scratch in its workspace.
+#ifdef PSGD_WITH_CUDA
+#define PSGD_DISPATCH_BN(ctx, op, ...) \
+  ((ctx).device() == Device::CUDA ? cuda::op(ctx, __VA_ARGS__) : cpu::op(__VA_ARGS__))
+#else
+#define PSGD_DISPATCH_BN(ctx, op, ...) cpu::op(__VA_ARGS__)
+#endif
+
 namespace psgd::ops {
 namespace {
 Shape channel_shape(const Tensor& x) {
@@ -10,6 +18,14 @@ Shape channel_shape(const Tensor& x) {
 }  // namespace
 
 // ---- Batch normalisation ----------------------------------------------------------------------
+int64_t batch_norm_workspace_floats(const Context& ctx, const Shape& x) {
+  PSGD_CHECK(x.rank() == 2 || x.rank() == 4, "batch norm: input must be 2-D or 4-D, got ", x.str());
+#ifdef PSGD_WITH_CUDA
+  if (ctx.device() == Device::CUDA) return cuda::batch_norm_workspace_floats(x);
+#endif
+  return 0;
+}
+
 namespace {
 void check_batch_norm(const char* op, const Tensor& x, std::initializer_list<const Tensor*> per_c) {
   PSGD_CHECK(x.shape.rank() == 2 || x.shape.rank() == 4, op, ": input must be 2-D or 4-D, got ",
@@ -31,7 +47,7 @@ void batch_norm_forward_train(Context& ctx, const Tensor& x, const Tensor& gamma
   check_same_shape(op, x, y);
   PSGD_CHECK(x.numel() / x.shape[1] > 1, op,
              ": training needs more than one value per channel, got input ", x.shape.str());
-  PSGD_DISPATCH(ctx, batch_norm_forward_train, x, gamma, beta, running_mean, running_var, p, y,
+  PSGD_DISPATCH_BN(ctx, batch_norm_forward_train, x, gamma, beta, running_mean, running_var, p, y,
                 saved_mean, saved_invstd);
 }
 
@@ -44,7 +60,7 @@ void batch_norm_forward_eval(Context& ctx, const Tensor& x, const Tensor& gamma,
   check_activations(op, {&x, &y});
   check_float32(op, {&gamma, &beta, &running_mean, &running_var});
   check_same_shape(op, x, y);
-  PSGD_DISPATCH(ctx, batch_norm_forward_eval, x, gamma, beta, running_mean, running_var, p, y);
+  PSGD_DISPATCH_BN(ctx, batch_norm_forward_eval, x, gamma, beta, running_mean, running_var, p, y);
 }
 
 void batch_norm_backward(Context& ctx, const Tensor& x, const Tensor& dy, const Tensor& gamma,
@@ -60,7 +76,7 @@ void batch_norm_backward(Context& ctx, const Tensor& x, const Tensor& dy, const 
   check_same_shape(op, x, dy);
   if (dx.defined()) check_same_shape(op, x, dx);
   if (relu_y.defined()) check_same_shape(op, x, relu_y);
-  PSGD_DISPATCH(ctx, batch_norm_backward, x, dy, gamma, saved_mean, saved_invstd, dx, dx_mode,
+  PSGD_DISPATCH_BN(ctx, batch_norm_backward, x, dy, gamma, saved_mean, saved_invstd, dx, dx_mode,
                 dgamma, dbeta, relu_y);
 }
 
@@ -82,7 +98,7 @@ void batch_norm_moments(Context& ctx, const Tensor& x, const Tensor& shift, cons
   check_activations(op, {&x});
   check_float32(op, {&shift});
   check_sums(op, moments, moments_shape(x));
-  PSGD_DISPATCH(ctx, batch_norm_moments, x, shift, moments);
+  PSGD_DISPATCH_BN(ctx, batch_norm_moments, x, shift, moments);
 }
 
 void batch_norm_stats(Context& ctx, const Tensor& shift, const Tensor& moments, int64_t count,
@@ -107,7 +123,7 @@ void batch_norm_normalize(Context& ctx, const Tensor& x, const Tensor& gamma, co
   check_activations(op, {&x, &y});
   check_float32(op, {&gamma, &beta, &mean, &invstd});
   check_same_shape(op, x, y);
-  PSGD_DISPATCH(ctx, batch_norm_normalize, x, gamma, beta, mean, invstd, y);
+  PSGD_DISPATCH_BN(ctx, batch_norm_normalize, x, gamma, beta, mean, invstd, y);
 }
 
 void batch_norm_backward_reduce(Context& ctx, const Tensor& x, const Tensor& dy, const Tensor& mean,
@@ -120,7 +136,7 @@ void batch_norm_backward_reduce(Context& ctx, const Tensor& x, const Tensor& dy,
   check_float32(op, {&mean, &invstd, &dgamma, &dbeta});
   check_sums(op, sums, moments_shape(x));
   check_same_shape(op, x, dy);
-  PSGD_DISPATCH(ctx, batch_norm_backward_reduce, x, dy, mean, invstd, sums, dgamma, dbeta);
+  PSGD_DISPATCH_BN(ctx, batch_norm_backward_reduce, x, dy, mean, invstd, sums, dgamma, dbeta);
 }
 
 void batch_norm_backward_input(Context& ctx, const Tensor& x, const Tensor& dy, const Tensor& gamma,
@@ -136,7 +152,7 @@ void batch_norm_backward_input(Context& ctx, const Tensor& x, const Tensor& dy, 
   check_same_shape(op, x, dx);
   PSGD_CHECK(count >= x.numel() / x.shape[1], op, ": ", count,
              " values per channel is fewer than this rank holds");
-  PSGD_DISPATCH(ctx, batch_norm_backward_input, x, dy, gamma, mean, invstd, sums, count, dx,
+  PSGD_DISPATCH_BN(ctx, batch_norm_backward_input, x, dy, gamma, mean, invstd, sums, count, dx,
                 dx_mode);
 }
 

@@ -23,6 +23,10 @@ Shape BatchNorm::output_shape(std::span<const Shape> inputs) const {
   return inputs[0];
 }
 
+int64_t BatchNorm::workspace_floats(const Context& ctx, std::span<const Shape> inputs) const {
+  return ops::batch_norm_workspace_floats(ctx, inputs[0]);
+}
+
 void BatchNorm::plan(Device device, std::span<const Shape>) {
   if (saved_.bytes() == 0 || saved_.device() != device)
     saved_ = DeviceBuffer(device, 2 * channels_ * (sizeof(float) + sizeof(double)));

@@ -15,6 +15,7 @@ class BatchNorm final : public Layer {
 
   std::string describe() const override;
   Shape output_shape(std::span<const Shape> inputs) const override;
+  int64_t workspace_floats(const Context& ctx, std::span<const Shape> inputs) const override;
   void plan(Device device, std::span<const Shape> inputs) override;
   void forward(Context& ctx, std::span<const Tensor> x, const Tensor& y, Mode mode) override;
   void backward(Context& ctx, std::span<const Tensor> x, const Tensor& y, const Tensor& dy,

@@ -45,29 +45,33 @@ void max_pool_forward(const Tensor& x, ops::Pool2dGeometry g, const Tensor& y);
 void max_pool_backward(const Tensor& x, const Tensor& dy, ops::Pool2dGeometry g, const Tensor& dx,
                        GradMode dx_mode);
 
-void batch_norm_forward_train(const Tensor& x, const Tensor& gamma, const Tensor& beta,
-                              const Tensor& running_mean, const Tensor& running_var,
-                              ops::BatchNormParams p, const Tensor& y, const Tensor& saved_mean,
-                              const Tensor& saved_invstd);
-void batch_norm_forward_eval(const Tensor& x, const Tensor& gamma, const Tensor& beta,
-                             const Tensor& running_mean, const Tensor& running_var,
-                             ops::BatchNormParams p, const Tensor& y);
-void batch_norm_backward(const Tensor& x, const Tensor& dy, const Tensor& gamma,
+// Batch normalisation: as cpu::batch_norm_*, with scratch from the context's workspace
+// (batch_norm_workspace_floats).
+int64_t batch_norm_workspace_floats(const Shape& x);
+void batch_norm_forward_train(Context& ctx, const Tensor& x, const Tensor& gamma,
+                              const Tensor& beta, const Tensor& running_mean,
+                              const Tensor& running_var, ops::BatchNormParams p, const Tensor& y,
+                              const Tensor& saved_mean, const Tensor& saved_invstd);
+void batch_norm_forward_eval(Context& ctx, const Tensor& x, const Tensor& gamma,
+                             const Tensor& beta, const Tensor& running_mean,
+                             const Tensor& running_var, ops::BatchNormParams p, const Tensor& y);
+void batch_norm_backward(Context& ctx, const Tensor& x, const Tensor& dy, const Tensor& gamma,
                          const Tensor& saved_mean, const Tensor& saved_invstd, const Tensor& dx,
                          GradMode dx_mode, const Tensor& dgamma, const Tensor& dbeta,
                          const Tensor& relu_y);
-void batch_norm_moments(const Tensor& x, const Tensor& shift, const Tensor& moments);
+void batch_norm_moments(Context& ctx, const Tensor& x, const Tensor& shift, const Tensor& moments);
 void batch_norm_stats(const Tensor& shift, const Tensor& moments, int64_t count,
                       ops::BatchNormParams p, const Tensor& running_mean,
                       const Tensor& running_var, const Tensor& mean, const Tensor& invstd);
-void batch_norm_normalize(const Tensor& x, const Tensor& gamma, const Tensor& beta,
+void batch_norm_normalize(Context& ctx, const Tensor& x, const Tensor& gamma, const Tensor& beta,
                           const Tensor& mean, const Tensor& invstd, const Tensor& y);
-void batch_norm_backward_reduce(const Tensor& x, const Tensor& dy, const Tensor& mean,
+void batch_norm_backward_reduce(Context& ctx, const Tensor& x, const Tensor& dy, const Tensor& mean,
                                 const Tensor& invstd, const Tensor& sums, const Tensor& dgamma,
                                 const Tensor& dbeta);
-void batch_norm_backward_input(const Tensor& x, const Tensor& dy, const Tensor& gamma,
-                               const Tensor& mean, const Tensor& invstd, const Tensor& sums,
-                               int64_t count, const Tensor& dx, GradMode dx_mode);
+void batch_norm_backward_input(Context& ctx, const Tensor& x, const Tensor& dy,
+                               const Tensor& gamma, const Tensor& mean, const Tensor& invstd,
+                               const Tensor& sums, int64_t count, const Tensor& dx,
+                               GradMode dx_mode);
 
 void softmax_cross_entropy(const Tensor& logits, const Tensor& labels, const Tensor& loss,
                            const Tensor& dlogits);

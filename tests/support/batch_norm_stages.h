@@ -12,6 +12,7 @@ namespace psgd::test {
 // y, dy, dgamma, dbeta, dx; `channels` is x's second dimension.
 inline void run_batch_norm_stages(Context& ctx, const std::vector<Tensor>& v, int64_t channels,
                                   ops::GradMode dx_mode) {
+  ctx.reserve_workspace(ops::batch_norm_workspace_floats(ctx, v[0].shape));
   DeviceBuffer sums(ctx.device(), 2 * channels * sizeof(double));
   const Tensor s = sums.f64(0, Shape{2, channels});
   const int64_t count = v[0].numel() / channels;

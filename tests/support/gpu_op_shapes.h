@@ -13,6 +13,12 @@ namespace psgd::test {
 // Element counts for the elementwise ops: one, a partial warp, a partial block, a large prime.
 inline constexpr int64_t kElementCounts[] = {1, 7, 1000, 1000003};
 
+// Batch norm inputs: a few images and odd sizes, a ResNet stage-1 layer (one image per block of
+// the GPU's split sums), images that split unevenly over those blocks, and a 2-D input.
+inline std::array<Shape, 4> batch_norm_shapes() {
+  return {Shape{3, 5, 3, 7}, Shape{16, 16, 32, 32}, Shape{7, 100, 3, 3}, Shape{6, 4}};
+}
+
 struct PoolShape {
   Shape x;
   ops::Pool2dGeometry g;

@@ -140,7 +140,7 @@ TEST_CASE("cuda: weight and activation quantization equal the CPU") {
 }
 
 TEST_CASE("cuda: batch norm, training and evaluation, forward and backward") {
-  for (const Shape& x : {Shape{3, 5, 3, 7}, Shape{16, 16, 32, 32}, Shape{6, 4}}) {
+  for (const Shape& x : batch_norm_shapes()) {
     CAPTURE(x.str());
     const Shape c{x[1]};
     TwinList t;
@@ -160,6 +160,7 @@ TEST_CASE("cuda: batch norm, training and evaluation, forward and backward") {
     run_both(
         t,
         [](Context& ctx, const std::vector<Tensor>& v) {
+          ctx.reserve_workspace(ops::batch_norm_workspace_floats(ctx, v[0].shape));
           ops::batch_norm_forward_train(ctx, v[0], v[1], v[2], v[3], v[4], {}, v[5], v[6], v[7]);
           ops::batch_norm_backward(ctx, v[0], v[8], v[1], v[6], v[7], v[9],
                                    ops::GradMode::Overwrite, v[10], v[11]);
@@ -170,6 +171,7 @@ TEST_CASE("cuda: batch norm, training and evaluation, forward and backward") {
         t,
         [](Context& ctx, const std::vector<Tensor>& v) {  // with the ReLU fused
           const ops::BatchNormParams relu{.relu = true};
+          ctx.reserve_workspace(ops::batch_norm_workspace_floats(ctx, v[0].shape));
           ops::batch_norm_forward_train(ctx, v[0], v[1], v[2], v[3], v[4], relu, v[5], v[6], v[7]);
           ops::batch_norm_backward(ctx, v[0], v[8], v[1], v[6], v[7], v[9],
                                    ops::GradMode::Accumulate, v[10], v[11], v[5]);
@@ -313,7 +315,7 @@ TEST_CASE("cuda: linear layers through cuBLAS") {
 }
 
 TEST_CASE("cuda: synchronised batch norm's stages") {
-  for (const Shape& x : {Shape{3, 5, 3, 7}, Shape{16, 16, 32, 32}}) {
+  for (const Shape& x : batch_norm_shapes()) {
     CAPTURE(x.str());
     const Shape c{x[1]};
     TwinList t;

@@ -176,7 +176,7 @@ TEST_CASE("cuda bf16: elementwise ops and activation quantization equal the CPU,
 }
 
 TEST_CASE("cuda bf16: batch norm, training and evaluation, forward and backward") {
-  for (const Shape& x : {Shape{3, 5, 3, 7}, Shape{16, 16, 32, 32}, Shape{6, 4}}) {
+  for (const Shape& x : batch_norm_shapes()) {
     CAPTURE(x.str());
     const Shape c{x[1]};
     TwinList t;  // x, gamma, beta, running mean and var, y, saved mean and invstd, dy, dx,
@@ -201,6 +201,7 @@ TEST_CASE("cuda bf16: batch norm, training and evaluation, forward and backward"
         run_both(
             t,
             [=](Context& ctx, const std::vector<Tensor>& v) {
+              ctx.reserve_workspace(ops::batch_norm_workspace_floats(ctx, v[0].shape));
               const ops::BatchNormParams p{.relu = relu};
               ops::batch_norm_forward_train(ctx, v[0], v[1], v[2], v[3], v[4], p, v[5], v[6], v[7]);
               ops::batch_norm_backward(ctx, v[0], v[8], v[1], v[6], v[7], v[9], mode, v[10], v[11],
@@ -213,7 +214,7 @@ TEST_CASE("cuda bf16: batch norm, training and evaluation, forward and backward"
 }
 
 TEST_CASE("cuda bf16: synchronised batch norm's stages") {
-  for (const Shape& x : {Shape{3, 5, 3, 7}, Shape{16, 16, 32, 32}}) {
+  for (const Shape& x : batch_norm_shapes()) {
     CAPTURE(x.str());
     const Shape c{x[1]};
     TwinList t;  // x, gamma, beta, running mean (the shift) and var, mean, invstd, y, dy, dgamma,

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <limits>
 
+#include "kernels/fast_divide.h"
 #include "kernels/ops.h"
 #include "kernels/rng.h"
 #include "tests/support/host_tensor.h"
@@ -269,7 +270,8 @@ TEST_CASE("batch norm with its ReLU fused equals BN then ReLU, to the bit") {
 
 TEST_CASE("add with its ReLU fused equals add then ReLU") {
   Context ctx(Device::CPU, 2);
-  HostTensor a(Shape{2, 3, 4, 5}), b(a.t().shape), y(a.t().shape), sum(a.t().shape), relu(a.t().shape);
+  HostTensor a(Shape{2, 3, 4, 5}), b(a.t().shape), y(a.t().shape), sum(a.t().shape),
+      relu(a.t().shape);
   fill_uniform(a.t(), -1, 1, 6, 0);
   fill_uniform(b.t(), -1, 1, 6, 1);
   ops::add_relu_forward(ctx, a.t(), b.t(), y.t());
@@ -299,7 +301,8 @@ TEST_CASE("synchronised batch norm: stages over two shards equal one BN over the
     return Tensor(const_cast<float*>(t.t().f32()) + i * half, shard_shape, Device::CPU);
   };
   std::vector<double> total(2 * c), part(2 * c);
-  const Tensor total_t(total.data(), Shape{2, c}, Device::CPU), part_t(part.data(), Shape{2, c}, Device::CPU);
+  const Tensor total_t(total.data(), Shape{2, c}, Device::CPU),
+      part_t(part.data(), Shape{2, c}, Device::CPU);
   HostTensor srm(Shape{c}, 4.0f), srv(Shape{c}, 1.0f), smean(Shape{c}), sinvstd(Shape{c});
   for (int i = 0; i < 2; ++i) {
     ops::batch_norm_moments(ctx, shard(x, i), srm.t(), part_t);
@@ -381,15 +384,15 @@ TEST_CASE("softmax cross-entropy: value, fused gradient and label checks") {
     CHECK(dlogits[i] == doctest::Approx((up - down) / 2e-2).epsilon(1e-3));
   }
   std::vector<int32_t> bad = {6, 7, 0};
-  CHECK_THROWS_WITH_AS(ops::softmax_cross_entropy(ctx, logits.t(), labels_of(bad), loss.t(),
-                                                  dlogits.t()),
-                       doctest::Contains("label 7 of sample 1 is outside [0, 7)"), Error);
+  CHECK_THROWS_WITH_AS(
+      ops::softmax_cross_entropy(ctx, logits.t(), labels_of(bad), loss.t(), dlogits.t()),
+      doctest::Contains("label 7 of sample 1 is outside [0, 7)"), Error);
 }
 
 TEST_CASE("top-k accuracy counts ties against the label") {
   Context ctx(Device::CPU, 1);
   HostTensor logits(Shape{3, 4});
-  const float rows[] = {0, 3, 1, 2,  /**/ 5, 5, 0, 0, /**/ 1, 2, 3, 4};
+  const float rows[] = {0, 3, 1, 2, /**/ 5, 5, 0, 0, /**/ 1, 2, 3, 4};
   for (int i = 0; i < 12; ++i) logits[i] = rows[i];
   std::vector<int32_t> labels = {1, 0, 1};
   CHECK(ops::topk_correct(ctx, logits.t(), labels_of(labels), 1) == 1);
@@ -440,4 +443,23 @@ TEST_CASE("counter RNG: fixed values guard its definition") {
   CHECK(rng::uniform(key, 0) >= 0.0f);
   CHECK(rng::uniform(key, 0) < 1.0f);
   CHECK(rng::uniform(key, 0) != rng::uniform(key, 1));
+}
+
+TEST_CASE("fast division by an invariant divisor equals integer division") {
+  std::vector<uint32_t> divisors = {1,           2,           3,           5,          7,    16,
+                                    64,          100,         1000,        1024,       4095, 65537,
+                                    0x7fffffffu, 0x80000000u, 0x80000001u, 0xffffffffu};
+  const uint64_t key = rng::stream_key(17, 0);
+  for (uint64_t i = 0; i < 300; ++i) divisors.push_back(1 + rng::bits64(key, i) % 0xffffffffu);
+  for (uint32_t d : divisors) {
+    const FastDivisor fast(d);
+    std::vector<uint32_t> values = {0, 1, d - 1, d, d + 1, 2 * d - 1, 0xfffffffeu, 0xffffffffu};
+    for (uint64_t i = 0; i < 300; ++i)
+      values.push_back(static_cast<uint32_t>(rng::bits64(key, 1000 + d + i)));
+    for (uint32_t n : values) {
+      INFO(n, " / ", d);
+      REQUIRE(fast.divide(n) == n / d);
+      REQUIRE(fast.remainder(n) == n % d);
+    }
+  }
 }

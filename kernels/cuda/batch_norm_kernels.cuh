@@ -1,0 +1,176 @@
+// The pieces of batch normalisation on CUDA (batch_norm.cu, batch_norm_stages.cu): the shape with
+// its fast channel index, the scratch in the workspace, the split per-channel reductions and the
+// elementwise passes. See batch_norm.cu for the design.
+#pragma once
+
+#include <algorithm>
+
+#include "kernels/cuda/cuda_ops.h"
+#include "kernels/cuda/reduce.h"
+#include "kernels/cuda/workspace.h"
+#include "kernels/fast_divide.h"
+
+namespace psgd::cuda::bn {
+
+// Blocks to aim for in a reduction: a few per SM on the largest cards (132 SMs on an H100).
+constexpr int64_t kReductionBlocks = 512;
+
+// x is (N, C, H, W) or (N, C): statistics over N and the spatial positions. Element indices fit
+// in 32 bits (checked), so that the channel of an element costs two fast divisions.
+struct BnDims {
+  int64_t n, c, hw;
+  int64_t splits;  // blocks per channel in the reductions, each over images [s n / S, (s+1) n / S)
+  FastDivisor hw_divisor, c_divisor;
+
+  int64_t count() const { return n * hw; }
+  __device__ int64_t channel_of(int64_t element) const {
+    return c_divisor.remainder(hw_divisor.divide(static_cast<uint32_t>(element)));
+  }
+};
+
+// Blocks per channel: enough for kReductionBlocks in all, at most one per image.
+inline int64_t splits_for(int64_t n, int64_t c) {
+  return std::clamp<int64_t>((kReductionBlocks + c - 1) / c, 1, std::max<int64_t>(n, 1));
+}
+
+inline BnDims dims_of(const Tensor& x) {
+  BnDims d;
+  d.n = x.shape[0];
+  d.c = x.shape[1];
+  d.hw = x.shape.rank() == 4 ? x.shape[2] * x.shape[3] : 1;
+  PSGD_CHECK(x.numel() <= INT32_MAX, "batch norm: ", x.shape.str(), " has too many elements");
+  d.splits = splits_for(d.n, d.c);
+  d.hw_divisor = FastDivisor(static_cast<uint32_t>(d.hw));
+  d.c_divisor = FastDivisor(static_cast<uint32_t>(d.c));
+  return d;
+}
+
+// The scratch of one call in the workspace: each block's two partial sums, then per channel the
+// coefficients of the elementwise pass that follows.
+struct Scratch {
+  double2* partials;    // (C * splits)
+  float* coefficients;  // (kCoefficients, C)
+};
+constexpr int kCoefficients = 3;
+
+inline WorkspaceLayout scratch_layout(int64_t c, int64_t splits, size_t* coefficients_offset) {
+  WorkspaceLayout layout;
+  layout.add(static_cast<size_t>(c * splits) * sizeof(double2));
+  *coefficients_offset = layout.add(static_cast<size_t>(kCoefficients * c) * sizeof(float));
+  return layout;
+}
+
+inline Scratch scratch_for(const Context& ctx, const BnDims& d) {
+  size_t coefficients = 0;
+  const WorkspaceLayout layout = scratch_layout(d.c, d.splits, &coefficients);
+  auto* base = static_cast<std::byte*>(ctx.workspace(layout.floats()).data);
+  return {reinterpret_cast<double2*>(base), reinterpret_cast<float*>(base + coefficients)};
+}
+
+// Block (channel, split) sums pair(o) = {a, b} over its images of the channel; thread 0 writes
+// the block's totals to partials[blockIdx.x].
+template <class F>
+__device__ void block_partials(const BnDims& d, F pair, double2* partials) {
+  const int64_t ch = blockIdx.x / d.splits, s = blockIdx.x % d.splits;
+  const int64_t n0 = s * d.n / d.splits, n1 = (s + 1) * d.n / d.splits;
+  const uint32_t count = static_cast<uint32_t>((n1 - n0) * d.hw);
+  double a = 0.0, b = 0.0;
+  for (uint32_t i = threadIdx.x; i < count; i += blockDim.x) {
+    const uint32_t image = d.hw_divisor.divide(i);
+    const int64_t o = ((n0 + image) * d.c + ch) * d.hw + (i - image * d.hw);
+    const double2 v = pair(o);
+    a += v.x;
+    b += v.y;
+  }
+  a = block_sum(a);
+  b = block_sum(b);
+  if (threadIdx.x == 0) partials[blockIdx.x] = make_double2(a, b);
+}
+
+// {x - centre, (x - centre)^2}, centre the shift's value for the channel, or without a shift the
+// channel's first value (against cancellation when the mean is large against the spread).
+template <class T>
+__global__ void moments_kernel(BnDims d, const T* x, const float* shift, double2* partials) {
+  const int64_t ch = blockIdx.x / d.splits;
+  const double centre = shift ? shift[ch] : load(x, ch * d.hw);
+  block_partials(
+      d,
+      [=](int64_t o) {
+        const double v = load(x, o) - centre;
+        return make_double2(v, v * v);
+      },
+      partials);
+}
+
+// {g, g * (x - mean)}, g the gradient reaching BN's output: dy, or with a fused ReLU dy where the
+// ReLU's output is open.
+template <class T>
+__global__ void gradient_sums_kernel(BnDims d, const T* x, const T* dy, const T* relu_y,
+                                     const float* mean, double2* partials) {
+  const float mu = mean[blockIdx.x / d.splits];
+  block_partials(
+      d,
+      [=](int64_t o) {
+        const float g = relu_y && !(load(relu_y, o) > 0.0f) ? 0.0f : load(dy, o);
+        return make_double2(g, static_cast<double>(g) * (load(x, o) - mu));
+      },
+      partials);
+}
+
+// A channel's sums: its splits added in order.
+inline __device__ double2 channel_total(const double2* partials, int64_t ch, int64_t splits) {
+  double a = 0.0, b = 0.0;
+  for (int64_t s = 0; s < splits; ++s) {
+    a += partials[ch * splits + s].x;
+    b += partials[ch * splits + s].y;
+  }
+  return make_double2(a, b);
+}
+
+template <class T>
+void launch_moments(const BnDims& d, const T* x, const float* shift, double2* partials) {
+  moments_kernel<<<static_cast<unsigned>(d.c * d.splits), kThreads>>>(d, x, shift, partials);
+  CUDA_CHECK_LAUNCH();
+}
+
+template <class T>
+void launch_gradient_sums(const BnDims& d, const T* x, const T* dy, const T* relu_y,
+                          const float* mean, double2* partials) {
+  gradient_sums_kernel<<<static_cast<unsigned>(d.c * d.splits), kThreads>>>(d, x, dy, relu_y, mean,
+                                                                            partials);
+  CUDA_CHECK_LAUNCH();
+}
+
+// y = (x - shift[c]) * scale[c] + beta[c], then ReLU where asked; shift and scale are the first
+// two rows of `coefficients`.
+template <class T>
+void normalise(const BnDims& d, const T* in, const float* coefficients, const float* beta,
+               bool relu, T* out) {
+  const float *shift = coefficients, *scale = coefficients + d.c;
+  for_each(d.n * d.c * d.hw, [=] __device__(int64_t o) {
+    const int64_t ch = d.channel_of(o);
+    const float v = (load(in, o) - shift[ch]) * scale[ch] + beta[ch];
+    store(out, o, relu && !(v > 0.0f) ? 0.0f : v);
+  });
+}
+
+// dx = k (g - mean_dy - (x - mean) slope), g as in gradient_sums_kernel; k, mean_dy and slope
+// are the rows of `coefficients`.
+template <class T>
+void input_gradient(const BnDims& d, const T* x, const T* dy, const T* relu_y, const float* mean,
+                    const float* coefficients, bool accumulate, T* dx) {
+  const float *k = coefficients, *mean_dy = coefficients + d.c, *slope = coefficients + 2 * d.c;
+  for_each(d.n * d.c * d.hw, [=] __device__(int64_t o) {
+    const int64_t ch = d.channel_of(o);
+    const float g = relu_y && !(load(relu_y, o) > 0.0f) ? 0.0f : load(dy, o);
+    const float v = k[ch] * (g - mean_dy[ch] - (load(x, o) - mean[ch]) * slope[ch]);
+    store(dx, o, accumulate ? load(dx, o) + v : v);
+  });
+}
+
+template <class T>
+T* data_or_null(const Tensor& t) {
+  return t.defined() ? t.as<T>() : nullptr;
+}
+
+}  // namespace psgd::cuda::bn
