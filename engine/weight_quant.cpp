@@ -20,9 +20,15 @@ std::pair<float, float> zero_inclusive_range(Context& ctx, const Tensor& w,
 }  // namespace
 
 RunningRanges::RunningRanges(const ParamStore& params) {
-  for (int id = 0; id < static_cast<int>(params.entries().size()); ++id)
-    if (params.entry(id).quant.quantized()) ids_.push_back(id);
+  int64_t chunks = 0;
+  for (int id = 0; id < static_cast<int>(params.entries().size()); ++id) {
+    if (!params.entry(id).quant.quantized()) continue;
+    ids_.push_back(id);
+    chunks += ops::weight_range_chunks(params.entry(id).shape.numel());
+  }
   values_ = DeviceBuffer(params.device(), std::max<size_t>(1, 2 * ids_.size()) * sizeof(float));
+  partials_ = DeviceBuffer(params.device(), std::max<int64_t>(1, 2 * chunks) * sizeof(float));
+  partial_rows_ = chunks;
 }
 
 Tensor RunningRanges::values() const {
@@ -30,7 +36,8 @@ Tensor RunningRanges::values() const {
 }
 
 void RunningRanges::update(Context& ctx, const Tensor& weights, const Tensor& segments) {
-  ops::update_weight_ranges(ctx, weights, segments, values(), !started_);
+  ops::update_weight_ranges(ctx, weights, segments, values(),
+                            partials_.f32(0, Shape{partial_rows_, 2}), !started_);
   started_ = true;
 }
 

@@ -40,6 +40,8 @@ class RunningRanges {
   std::vector<int> ids_;
   bool started_ = false;
   DeviceBuffer values_;
+  DeviceBuffer partials_;  // (chunks, 2): the GPU's per-chunk min and max (ops::kRangeChunk)
+  int64_t partial_rows_ = 0;
 };
 
 // The range of a tensor fresh from its weights, as LP evaluation takes it: min(0, min w) and

@@ -329,11 +329,14 @@ void check_table(const char* op, const Tensor& weights, std::initializer_list<co
 }  // namespace
 
 void update_weight_ranges(Context& ctx, const Tensor& weights, const Tensor& segments,
-                          const Tensor& ranges, bool first) {
-  check_devices(ctx, "update_weight_ranges", {&weights, &segments, &ranges});
+                          const Tensor& ranges, const Tensor& partials, bool first) {
+  check_devices(ctx, "update_weight_ranges", {&weights, &segments, &ranges, &partials});
   check_table("update_weight_ranges", weights, {}, segments, ranges);
+  check_float32("update_weight_ranges", {&partials});
+  PSGD_CHECK(partials.shape.rank() == 2 && partials.shape[1] == 2, "update_weight_ranges: ",
+             "partials must be (chunks, 2), got ", partials.shape.str());
   if (ranges.numel() == 0) return;
-  PSGD_DISPATCH(ctx, update_weight_ranges, weights, segments, ranges, first);
+  PSGD_DISPATCH(ctx, update_weight_ranges, weights, segments, ranges, partials, first);
 }
 
 void adam_hyper(float lr, float beta1, float beta2, int64_t step, float* hyper) {

@@ -50,7 +50,7 @@ void conv2d_backward(Context& ctx, const Tensor& x, const Tensor& w, const Tenso
 struct BatchNormParams {
   float momentum = 0.1f;  // running = (1 - momentum) * running + momentum * batch
   float eps = 1e-5f;
-  bool relu = false;      // a ReLU fused onto the output: y = max(0, BN(x)) (forward passes)
+  bool relu = false;  // a ReLU fused onto the output: y = max(0, BN(x)) (forward passes)
 };
 // Workspace for any of the batch_norm_* ops below on x (the GPU's split reductions).
 int64_t batch_norm_workspace_floats(const Context& ctx, const Shape& x);
@@ -60,9 +60,9 @@ void batch_norm_forward_train(Context& ctx, const Tensor& x, const Tensor& gamma
                               const Tensor& beta, const Tensor& running_mean,
                               const Tensor& running_var, BatchNormParams p, const Tensor& y,
                               const Tensor& saved_mean, const Tensor& saved_invstd);
-void batch_norm_forward_eval(Context& ctx, const Tensor& x, const Tensor& gamma,
-                             const Tensor& beta, const Tensor& running_mean,
-                             const Tensor& running_var, BatchNormParams p, const Tensor& y);
+void batch_norm_forward_eval(Context& ctx, const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                             const Tensor& running_mean, const Tensor& running_var,
+                             BatchNormParams p, const Tensor& y);
 // Backward of the training forward; dgamma and dbeta are overwritten. With a fused ReLU, dy is
 // the gradient of the ReLU's output and `relu_y` that output (dy counts where relu_y > 0).
 void batch_norm_backward(Context& ctx, const Tensor& x, const Tensor& dy, const Tensor& gamma,
@@ -164,8 +164,7 @@ void tensor_min_max(Context& ctx, const Tensor& x, const Tensor& out);
 void quantize_weights(Context& ctx, const Tensor& x, float delta, int levels, const Tensor& y);
 // y = delta * round(clamp(x / delta, 0, levels)): a quantizing ReLU. A bf16 y holds the
 // nearest bf16 value of each level (delta * k needs up to `bits` significant bits).
-void quantize_activations(Context& ctx, const Tensor& x, float delta, int levels,
-                          const Tensor& y);
+void quantize_activations(Context& ctx, const Tensor& x, float delta, int levels, const Tensor& y);
 
 // ---- The fused optimizer step ------------------------------------------------------------------
 // What the PSG scaling does to one tensor's gradient.
@@ -189,16 +188,23 @@ enum SegmentField : int {
 
 // The running quantizer ranges: ranges (R, 2) = {x_min, x_max} per quantized tensor. Folds each
 // such segment's min(0, min w) and max(0, max w) in: `first` sets the ranges, later steps move
-// them by momentum 0.1, as the reference's forward pass does. One launch for all tensors.
+// them by momentum 0.1, as the reference's forward pass does. Two launches for all tensors on
+// the GPU: each chunk of kRangeChunk elements of a ranged segment is reduced by its own block
+// into `partials` ((weight_range_chunks summed over the ranged segments, 2) float32), then each
+// range folds its chunks in order. The CPU does not use `partials`.
+inline constexpr int64_t kRangeChunk = int64_t{1} << 16;
+inline constexpr int64_t weight_range_chunks(int64_t count) {
+  return (count + kRangeChunk - 1) / kRangeChunk;
+}
 void update_weight_ranges(Context& ctx, const Tensor& weights, const Tensor& segments,
-                          const Tensor& ranges, bool first);
+                          const Tensor& ranges, const Tensor& partials, bool first);
 
 // Step values that change from step to step are read from a small float tensor on the device,
 // `hyper` (kHyperFields), written before each step, so that a captured step can be replayed.
 enum HyperField : int {
-  kHyperLr,               // learning rate
-  kHyperAdamStepSize,     // lr / (1 - beta1^t)
-  kHyperAdamRootBias2,    // sqrt(1 - beta2^t)
+  kHyperLr,             // learning rate
+  kHyperAdamStepSize,   // lr / (1 - beta1^t)
+  kHyperAdamRootBias2,  // sqrt(1 - beta2^t)
   kHyperFields
 };
 
@@ -216,9 +222,8 @@ void adam_hyper(float lr, float beta1, float beta2, int64_t step, float* hyper);
 // One pass over every segment: g *= PSG scale (delta from the segment's range), d = g +
 // weight_decay * w, then PyTorch's SGD (buf = d at the first step, buf = momentum * buf + d
 // later; w -= lr * buf) ...
-void psgd_sgd_step(Context& ctx, const Tensor& weights, const Tensor& grads,
-                   const Tensor& momentum, const Tensor& segments, const Tensor& ranges,
-                   const Tensor& hyper, SgdStep h);
+void psgd_sgd_step(Context& ctx, const Tensor& weights, const Tensor& grads, const Tensor& momentum,
+                   const Tensor& segments, const Tensor& ranges, const Tensor& hyper, SgdStep h);
 // ... or PyTorch's Adam (L2 decay added to the gradient, bias-corrected moments).
 void psgd_adam_step(Context& ctx, const Tensor& weights, const Tensor& grads, const Tensor& m,
                     const Tensor& v, const Tensor& segments, const Tensor& ranges,

@@ -79,7 +79,7 @@ void quantize_weights(const Tensor& x, float delta, int levels, const Tensor& y)
 void quantize_activations(const Tensor& x, float delta, int levels, const Tensor& y);
 
 void update_weight_ranges(const Tensor& weights, const Tensor& segments, const Tensor& ranges,
-                          bool first);
+                          const Tensor& partials, bool first);
 void psgd_sgd_step(const Tensor& weights, const Tensor& grads, const Tensor& momentum,
                    const Tensor& segments, const Tensor& ranges, const Tensor& hyper,
                    ops::SgdStep h);

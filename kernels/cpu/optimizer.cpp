@@ -28,7 +28,7 @@ void for_each_element(const Tensor& segments, const Tensor& ranges, Update&& upd
 }  // namespace
 
 void update_weight_ranges(const Tensor& weights, const Tensor& segments, const Tensor& ranges,
-                          bool first) {
+                          const Tensor&, bool first) {
   const int32_t* t = segments.i32();
   float* r = ranges.f32();
   for (int64_t row = 0; row < segments.shape[0]; ++row, t += ops::kSegmentFields) {

@@ -80,7 +80,7 @@ void accumulate_metrics(const Tensor& logits, const Tensor& labels, const Tensor
                         const Tensor& totals);
 
 void update_weight_ranges(const Tensor& weights, const Tensor& segments, const Tensor& ranges,
-                          bool first);
+                          const Tensor& partials, bool first);
 void psgd_sgd_step(const Tensor& weights, const Tensor& grads, const Tensor& momentum,
                    const Tensor& segments, const Tensor& ranges, const Tensor& hyper,
                    ops::SgdStep h);

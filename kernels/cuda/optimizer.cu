@@ -1,7 +1,8 @@
 // The PSGD optimizer step on CUDA: the element update of the CPU twin in one launch over the
 // flat buffers; each block loads the segment table into shared memory and finds an element's
-// tensor by binary search over the offsets. The quantizer ranges take one more launch, one
-// block per tensor.
+// tensor by binary search over the offsets. The quantizer ranges take two more launches: the
+// min and max of each chunk of a quantized tensor by its own block (one block per tensor would
+// leave a 16.8M-value classifier to a single SM), then each tensor's chunks folded in order.
 #include <cmath>
 
 #include "kernels/cuda/cuda_ops.h"
@@ -51,26 +52,83 @@ void for_each_segment_element(const Tensor& weights, const Tensor& segments, con
   CUDA_CHECK_LAUNCH();
 }
 
-__global__ void ranges_kernel(const float* weights, const int32_t* table, float* ranges,
-                              bool first) {
-  const int32_t* t = table + blockIdx.x * ops::kSegmentFields;
-  const int32_t range = t[ops::kSegmentRange];
-  if (range < 0) return;  // the whole block leaves together
-  float lo, hi;
-  block_min_max(weights + t[ops::kSegmentOffset], t[ops::kSegmentCount], lo, hi);
+// first[r] = the first chunk of row r among the ranged rows' chunks, first[rows] = their total:
+// by thread 0, into shared memory (a few hundred rows at most).
+__device__ void chunk_prefix(const int32_t* table, int rows, int64_t* first) {
   if (threadIdx.x == 0) {
-    ranges[2 * range] = quant::running_update(ranges[2 * range], fminf(0.0f, lo), first);
-    ranges[2 * range + 1] = quant::running_update(ranges[2 * range + 1], fmaxf(0.0f, hi), first);
+    int64_t chunks = 0;
+    for (int r = 0; r < rows; ++r) {
+      first[r] = chunks;
+      const int32_t* t = table + r * ops::kSegmentFields;
+      if (t[ops::kSegmentRange] >= 0) chunks += ops::weight_range_chunks(t[ops::kSegmentCount]);
+    }
+    first[rows] = chunks;
+  }
+  __syncthreads();
+}
+
+// Block b: the min and max of chunk b (of all ranged rows' chunks, in table order) into
+// partials[b]. Its row is the last whose first chunk is at most b (rows without chunks share
+// their successor's first chunk, so they are never the last).
+__global__ void range_partials_kernel(const float* weights, const int32_t* table, int rows,
+                                      float2* partials) {
+  extern __shared__ int64_t first[];
+  chunk_prefix(table, rows, first);
+  const int64_t b = blockIdx.x;
+  if (b >= first[rows]) return;  // more partials than chunks: the whole block leaves
+  int lo = 0, hi = rows - 1;
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) / 2;
+    if (first[mid] <= b)
+      lo = mid;
+    else
+      hi = mid - 1;
+  }
+  const int32_t* t = table + lo * ops::kSegmentFields;
+  const int64_t start = (b - first[lo]) * ops::kRangeChunk;
+  const int64_t count = min(ops::kRangeChunk, static_cast<int64_t>(t[ops::kSegmentCount]) - start);
+  float low, high;
+  block_min_max(weights + t[ops::kSegmentOffset] + start, count, low, high);
+  if (threadIdx.x == 0) partials[b] = make_float2(low, high);
+}
+
+// Each ranged row folds its chunks in order into its running range.
+__global__ void range_fold_kernel(const int32_t* table, int rows, const float2* partials,
+                                  float* ranges, bool first_step) {
+  extern __shared__ int64_t first[];
+  chunk_prefix(table, rows, first);
+  for (int r = threadIdx.x; r < rows; r += blockDim.x) {
+    const int32_t range = table[r * ops::kSegmentFields + ops::kSegmentRange];
+    if (range < 0) continue;
+    float low = INFINITY, high = -INFINITY;
+    for (int64_t c = first[r]; c < first[r + 1]; ++c) {
+      low = fminf(low, partials[c].x);
+      high = fmaxf(high, partials[c].y);
+    }
+    ranges[2 * range] = quant::running_update(ranges[2 * range], fminf(0.0f, low), first_step);
+    ranges[2 * range + 1] =
+        quant::running_update(ranges[2 * range + 1], fmaxf(0.0f, high), first_step);
   }
 }
 
 }  // namespace
 
 void update_weight_ranges(const Tensor& weights, const Tensor& segments, const Tensor& ranges,
-                          bool first) {
-  if (segments.shape[0] == 0) return;
-  ranges_kernel<<<static_cast<unsigned>(segments.shape[0]), kThreads>>>(
-      weights.f32(), segments.i32(), ranges.f32(), first);
+                          const Tensor& partials, bool first) {
+  const int rows = static_cast<int>(segments.shape[0]);
+  if (rows == 0) return;
+  const size_t prefix_bytes = (rows + 1) * sizeof(int64_t);
+  PSGD_CHECK(prefix_bytes <= 48 * 1024, "the optimizer's table of ", rows,
+             " tensors is too long for the range kernels");
+  // The chunk count is the partials' rows, sized by the caller from the same table.
+  const int64_t chunks = partials.shape[0];
+  if (chunks > 0) {
+    range_partials_kernel<<<static_cast<unsigned>(chunks), kThreads, prefix_bytes>>>(
+        weights.f32(), segments.i32(), rows, reinterpret_cast<float2*>(partials.f32()));
+    CUDA_CHECK_LAUNCH();
+  }
+  range_fold_kernel<<<1, kThreads, prefix_bytes>>>(
+      segments.i32(), rows, reinterpret_cast<float2*>(partials.f32()), ranges.f32(), first);
   CUDA_CHECK_LAUNCH();
 }
 

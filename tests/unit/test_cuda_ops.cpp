@@ -232,14 +232,16 @@ TEST_CASE("cuda: softmax cross-entropy, top-k and the min/max reduction") {
 }
 
 TEST_CASE("cuda: the PSGD optimizer step in one launch, SGD and Adam, grid and zero targets") {
-  const int64_t n = 1000;
+  const int64_t large = 3 * ops::kRangeChunk + 7, n = 1000 + large;
   using ops::PsgTarget;
   // {offset, count, target, levels, range}: a grid tensor, a zero-target one, a 2-bit grid
-  // tensor of 3 values, and a plain one.
+  // tensor of 3 values, a plain one, and a grid tensor whose range takes four chunks.
   std::vector<int32_t> table = {
-      0,   300, int32_t(PsgTarget::Grid), 7, 0, 300, 200, int32_t(PsgTarget::Zero), 0, -1,
-      500, 3,   int32_t(PsgTarget::Grid), 1, 1, 503, 497, int32_t(PsgTarget::None), 0, -1};
-  const Shape table_shape{4, ops::kSegmentFields};
+      0,    300,   int32_t(PsgTarget::Grid), 7, 0, 300, 200, int32_t(PsgTarget::Zero), 0, -1,
+      500,  3,     int32_t(PsgTarget::Grid), 1, 1, 503, 497, int32_t(PsgTarget::None), 0, -1,
+      1000, large, int32_t(PsgTarget::Grid), 7, 2};
+  const Shape table_shape{5, ops::kSegmentFields};
+  const int64_t chunks = 1 + 1 + ops::weight_range_chunks(large);
   DeviceBuffer gpu_table(Device::CUDA, table.size() * sizeof(int32_t));
   memory_copy(gpu_table.data(), Device::CUDA, table.data(), Device::CPU,
               table.size() * sizeof(int32_t));
@@ -247,7 +249,7 @@ TEST_CASE("cuda: the PSGD optimizer step in one launch, SGD and Adam, grid and z
   const Tensor gpu_t(reinterpret_cast<int32_t*>(gpu_table.data()), table_shape, Device::CUDA);
   TwinList t;
   for (int i = 0; i < 4; ++i) t.push_back(std::make_unique<Twin>(Shape{n}, -0.3f, 0.3f, i));
-  t.push_back(std::make_unique<Twin>(Shape{2, 2}, 0.0f, 0.0f, 4));               // ranges
+  t.push_back(std::make_unique<Twin>(Shape{3, 2}, 0.0f, 0.0f, 4));               // ranges
   t.push_back(std::make_unique<Twin>(Shape{ops::kHyperFields}, 0.0f, 0.0f, 5));  // hyper
   run_both(
       t,
@@ -257,8 +259,10 @@ TEST_CASE("cuda: the PSGD optimizer step in one launch, SGD and Adam, grid and z
           memory_copy(v[5].data, v[5].device, values, Device::CPU,
                       ops::kHyperFields * sizeof(float));
         };
+        DeviceBuffer partials(ctx.device(), 2 * chunks * sizeof(float));  // the GPU's only
         for (bool first : {true, false}) {
-          ops::update_weight_ranges(ctx, v[0], segments, v[4], first);
+          ops::update_weight_ranges(ctx, v[0], segments, v[4], partials.f32(0, Shape{chunks, 2}),
+                                    first);
           const float sgd[ops::kHyperFields] = {0.01f, 0.0f, 0.0f};
           set_hyper(sgd);
           ops::psgd_sgd_step(ctx, v[0], v[1], v[2], segments, v[4], v[5],
