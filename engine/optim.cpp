@@ -40,6 +40,7 @@ Optimizer::Optimizer(ParamStore& params, OptimizerConfig config)
     table.insert(table.end(), row, row + ops::kSegmentFields);
     ++segment_rows_;
   }
+  ops::number_range_chunks(table.data(), segment_rows_);
   segments_ = DeviceBuffer(params.device(), std::max<size_t>(1, table.size()) * sizeof(int32_t));
   memory_copy(segments_.data(), params.device(), table.data(), Device::CPU,
               table.size() * sizeof(int32_t));

@@ -333,10 +333,21 @@ void update_weight_ranges(Context& ctx, const Tensor& weights, const Tensor& seg
   check_devices(ctx, "update_weight_ranges", {&weights, &segments, &ranges, &partials});
   check_table("update_weight_ranges", weights, {}, segments, ranges);
   check_float32("update_weight_ranges", {&partials});
-  PSGD_CHECK(partials.shape.rank() == 2 && partials.shape[1] == 2, "update_weight_ranges: ",
-             "partials must be (chunks, 2), got ", partials.shape.str());
+  PSGD_CHECK(partials.shape.rank() == 2 && partials.shape[1] == 2,
+             "update_weight_ranges: ", "partials must be (chunks, 2), got ", partials.shape.str());
   if (ranges.numel() == 0) return;
   PSGD_DISPATCH(ctx, update_weight_ranges, weights, segments, ranges, partials, first);
+}
+
+int64_t number_range_chunks(int32_t* table, int64_t rows) {
+  int64_t chunks = 0;
+  for (int64_t r = 0; r < rows; ++r) {
+    int32_t* row = table + r * kSegmentFields;
+    PSGD_CHECK(chunks <= INT32_MAX, "too many quantized values for the range table");
+    row[kSegmentFirstChunk] = static_cast<int32_t>(chunks);
+    if (row[kSegmentRange] >= 0) chunks += weight_range_chunks(row[kSegmentCount]);
+  }
+  return chunks;
 }
 
 void adam_hyper(float lr, float beta1, float beta2, int64_t step, float* hyper) {

@@ -183,6 +183,10 @@ enum SegmentField : int {
   kSegmentTarget,  // PsgTarget
   kSegmentLevels,  // L of the quantization grid (quantized tensors)
   kSegmentRange,   // row of the ranges table, or -1 for a tensor without a quantizer
+  // update_weight_ranges on the GPU: the first of the row's chunks (kRangeChunk values each)
+  // among all ranged rows' chunks in table order; a row without a range holds the count so far.
+  // Filled by number_range_chunks.
+  kSegmentFirstChunk,
   kSegmentFields
 };
 
@@ -198,6 +202,8 @@ inline constexpr int64_t weight_range_chunks(int64_t count) {
 }
 void update_weight_ranges(Context& ctx, const Tensor& weights, const Tensor& segments,
                           const Tensor& ranges, const Tensor& partials, bool first);
+// Fills kSegmentFirstChunk of a host table of `rows` rows; returns the number of chunks.
+int64_t number_range_chunks(int32_t* table, int64_t rows);
 
 // Step values that change from step to step are read from a small float tensor on the device,
 // `hyper` (kHyperFields), written before each step, so that a captured step can be replayed.

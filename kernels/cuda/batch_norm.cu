@@ -86,6 +86,7 @@ void backward_t(Context& ctx, const Tensor& x, const Tensor& dy, const Tensor& g
 }  // namespace
 
 int64_t batch_norm_workspace_floats(const Shape& x) {
+  check_input(x);
   size_t coefficients = 0;
   return scratch_layout(x[1], splits_for(x[0], x[1]), &coefficients).floats();
 }

@@ -33,12 +33,19 @@ inline int64_t splits_for(int64_t n, int64_t c) {
   return std::clamp<int64_t>((kReductionBlocks + c - 1) / c, 1, std::max<int64_t>(n, 1));
 }
 
+// The input shapes these kernels take: channels and positions, element indices in 32 bits.
+inline void check_input(const Shape& x) {
+  const int64_t positions = x.rank() == 4 ? x[2] * x[3] : 1;
+  PSGD_CHECK(x[1] >= 1 && positions >= 1 && x.numel() <= INT32_MAX, "batch norm: ", x.str(),
+             " needs channels and positions, and fewer than 2^31 elements");
+}
+
 inline BnDims dims_of(const Tensor& x) {
   BnDims d;
   d.n = x.shape[0];
   d.c = x.shape[1];
   d.hw = x.shape.rank() == 4 ? x.shape[2] * x.shape[3] : 1;
-  PSGD_CHECK(x.numel() <= INT32_MAX, "batch norm: ", x.shape.str(), " has too many elements");
+  check_input(x.shape);
   d.splits = splits_for(d.n, d.c);
   d.hw_divisor = FastDivisor(static_cast<uint32_t>(d.hw));
   d.c_divisor = FastDivisor(static_cast<uint32_t>(d.c));

@@ -52,62 +52,58 @@ void for_each_segment_element(const Tensor& weights, const Tensor& segments, con
   CUDA_CHECK_LAUNCH();
 }
 
-// first[r] = the first chunk of row r among the ranged rows' chunks, first[rows] = their total:
-// by thread 0, into shared memory (a few hundred rows at most).
-__device__ void chunk_prefix(const int32_t* table, int rows, int64_t* first) {
-  if (threadIdx.x == 0) {
-    int64_t chunks = 0;
-    for (int r = 0; r < rows; ++r) {
-      first[r] = chunks;
-      const int32_t* t = table + r * ops::kSegmentFields;
-      if (t[ops::kSegmentRange] >= 0) chunks += ops::weight_range_chunks(t[ops::kSegmentCount]);
-    }
-    first[rows] = chunks;
-  }
-  __syncthreads();
-}
-
-// Block b: the min and max of chunk b (of all ranged rows' chunks, in table order) into
-// partials[b]. Its row is the last whose first chunk is at most b (rows without chunks share
-// their successor's first chunk, so they are never the last).
+// Block b: the min and max of chunk b of all ranged rows' chunks (kSegmentFirstChunk) into
+// partials[b]. Its row is the last whose first chunk is at most b: a row without a range holds
+// its successor's first chunk, so it is never the last.
 __global__ void range_partials_kernel(const float* weights, const int32_t* table, int rows,
                                       float2* partials) {
-  extern __shared__ int64_t first[];
-  chunk_prefix(table, rows, first);
+  const auto first_chunk = [&](int r) {
+    return table[r * ops::kSegmentFields + ops::kSegmentFirstChunk];
+  };
   const int64_t b = blockIdx.x;
-  if (b >= first[rows]) return;  // more partials than chunks: the whole block leaves
   int lo = 0, hi = rows - 1;
   while (lo < hi) {
     const int mid = (lo + hi + 1) / 2;
-    if (first[mid] <= b)
+    if (first_chunk(mid) <= b)
       lo = mid;
     else
       hi = mid - 1;
   }
   const int32_t* t = table + lo * ops::kSegmentFields;
-  const int64_t start = (b - first[lo]) * ops::kRangeChunk;
+  const int64_t start = (b - first_chunk(lo)) * ops::kRangeChunk;
+  if (t[ops::kSegmentRange] < 0 || start >= t[ops::kSegmentCount]) return;  // past the chunks
   const int64_t count = min(ops::kRangeChunk, static_cast<int64_t>(t[ops::kSegmentCount]) - start);
   float low, high;
   block_min_max(weights + t[ops::kSegmentOffset] + start, count, low, high);
   if (threadIdx.x == 0) partials[b] = make_float2(low, high);
 }
 
-// Each ranged row folds its chunks in order into its running range.
+// One warp per ranged row folds the row's chunks into its running range (min and max are
+// exact, so the order of the fold does not change them).
 __global__ void range_fold_kernel(const int32_t* table, int rows, const float2* partials,
                                   float* ranges, bool first_step) {
-  extern __shared__ int64_t first[];
-  chunk_prefix(table, rows, first);
-  for (int r = threadIdx.x; r < rows; r += blockDim.x) {
-    const int32_t range = table[r * ops::kSegmentFields + ops::kSegmentRange];
+  constexpr int kWarp = 32;
+  const int lane = threadIdx.x % kWarp;
+  for (int r = threadIdx.x / kWarp; r < rows; r += blockDim.x / kWarp) {
+    const int32_t* t = table + r * ops::kSegmentFields;
+    const int32_t range = t[ops::kSegmentRange];
     if (range < 0) continue;
+    const int64_t first = t[ops::kSegmentFirstChunk];
+    const int64_t chunks = ops::weight_range_chunks(t[ops::kSegmentCount]);
     float low = INFINITY, high = -INFINITY;
-    for (int64_t c = first[r]; c < first[r + 1]; ++c) {
-      low = fminf(low, partials[c].x);
-      high = fmaxf(high, partials[c].y);
+    for (int64_t c = lane; c < chunks; c += kWarp) {
+      low = fminf(low, partials[first + c].x);
+      high = fmaxf(high, partials[first + c].y);
     }
-    ranges[2 * range] = quant::running_update(ranges[2 * range], fminf(0.0f, low), first_step);
-    ranges[2 * range + 1] =
-        quant::running_update(ranges[2 * range + 1], fmaxf(0.0f, high), first_step);
+    for (int offset = kWarp / 2; offset > 0; offset /= 2) {
+      low = fminf(low, __shfl_down_sync(0xffffffffu, low, offset));
+      high = fmaxf(high, __shfl_down_sync(0xffffffffu, high, offset));
+    }
+    if (lane == 0) {
+      ranges[2 * range] = quant::running_update(ranges[2 * range], fminf(0.0f, low), first_step);
+      ranges[2 * range + 1] =
+          quant::running_update(ranges[2 * range + 1], fmaxf(0.0f, high), first_step);
+    }
   }
 }
 
@@ -117,18 +113,15 @@ void update_weight_ranges(const Tensor& weights, const Tensor& segments, const T
                           const Tensor& partials, bool first) {
   const int rows = static_cast<int>(segments.shape[0]);
   if (rows == 0) return;
-  const size_t prefix_bytes = (rows + 1) * sizeof(int64_t);
-  PSGD_CHECK(prefix_bytes <= 48 * 1024, "the optimizer's table of ", rows,
-             " tensors is too long for the range kernels");
-  // The chunk count is the partials' rows, sized by the caller from the same table.
+  // One block per chunk: the partials' rows, sized by the caller from the same tensors.
   const int64_t chunks = partials.shape[0];
+  auto* partial = reinterpret_cast<float2*>(partials.f32());
   if (chunks > 0) {
-    range_partials_kernel<<<static_cast<unsigned>(chunks), kThreads, prefix_bytes>>>(
-        weights.f32(), segments.i32(), rows, reinterpret_cast<float2*>(partials.f32()));
+    range_partials_kernel<<<static_cast<unsigned>(chunks), kThreads>>>(
+        weights.f32(), segments.i32(), rows, partial);
     CUDA_CHECK_LAUNCH();
   }
-  range_fold_kernel<<<1, kThreads, prefix_bytes>>>(
-      segments.i32(), rows, reinterpret_cast<float2*>(partials.f32()), ranges.f32(), first);
+  range_fold_kernel<<<1, kThreads>>>(segments.i32(), rows, partial, ranges.f32(), first);
   CUDA_CHECK_LAUNCH();
 }
 

@@ -232,16 +232,27 @@ TEST_CASE("cuda: softmax cross-entropy, top-k and the min/max reduction") {
 }
 
 TEST_CASE("cuda: the PSGD optimizer step in one launch, SGD and Adam, grid and zero targets") {
-  const int64_t large = 3 * ops::kRangeChunk + 7, n = 1000 + large;
+  const int64_t large = 3 * ops::kRangeChunk + 7, chunk = ops::kRangeChunk;
+  const int64_t n = 1000 + large + chunk + 10;
   using ops::PsgTarget;
-  // {offset, count, target, levels, range}: a grid tensor, a zero-target one, a 2-bit grid
-  // tensor of 3 values, a plain one, and a grid tensor whose range takes four chunks.
+  // {offset, count, target, levels, range, first chunk}: a grid tensor, a zero-target one, a
+  // 2-bit grid tensor of 3 values, a plain one, a grid tensor whose range takes four chunks, one
+  // of exactly one chunk, and a plain one last.
+  const auto grid = int32_t(PsgTarget::Grid), none = int32_t(PsgTarget::None);
+  // clang-format off
   std::vector<int32_t> table = {
-      0,    300,   int32_t(PsgTarget::Grid), 7, 0, 300, 200, int32_t(PsgTarget::Zero), 0, -1,
-      500,  3,     int32_t(PsgTarget::Grid), 1, 1, 503, 497, int32_t(PsgTarget::None), 0, -1,
-      1000, large, int32_t(PsgTarget::Grid), 7, 2};
-  const Shape table_shape{5, ops::kSegmentFields};
-  const int64_t chunks = 1 + 1 + ops::weight_range_chunks(large);
+      0,               300,   grid,                     7, 0,  0,
+      300,             200,   int32_t(PsgTarget::Zero), 0, -1, 0,
+      500,             3,     grid,                     1, 1,  0,
+      503,             497,   none,                     0, -1, 0,
+      1000,            large, grid,                     7, 2,  0,
+      int32_t(1000 + large), chunk, grid,               7, 3,  0,
+      int32_t(n - 10), 10,    none,                     0, -1, 0};
+  // clang-format on
+  const int64_t rows = static_cast<int64_t>(table.size()) / ops::kSegmentFields;
+  const Shape table_shape{rows, ops::kSegmentFields};
+  const int64_t chunks = ops::number_range_chunks(table.data(), rows);
+  REQUIRE(chunks == 1 + 1 + 4 + 1);
   DeviceBuffer gpu_table(Device::CUDA, table.size() * sizeof(int32_t));
   memory_copy(gpu_table.data(), Device::CUDA, table.data(), Device::CPU,
               table.size() * sizeof(int32_t));
@@ -249,7 +260,7 @@ TEST_CASE("cuda: the PSGD optimizer step in one launch, SGD and Adam, grid and z
   const Tensor gpu_t(reinterpret_cast<int32_t*>(gpu_table.data()), table_shape, Device::CUDA);
   TwinList t;
   for (int i = 0; i < 4; ++i) t.push_back(std::make_unique<Twin>(Shape{n}, -0.3f, 0.3f, i));
-  t.push_back(std::make_unique<Twin>(Shape{3, 2}, 0.0f, 0.0f, 4));               // ranges
+  t.push_back(std::make_unique<Twin>(Shape{4, 2}, 0.0f, 0.0f, 4));               // ranges
   t.push_back(std::make_unique<Twin>(Shape{ops::kHyperFields}, 0.0f, 0.0f, 5));  // hyper
   run_both(
       t,

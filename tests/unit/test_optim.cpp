@@ -112,9 +112,9 @@ void compare_with_reference(OptimizerConfig config, float lr) {
 }  // namespace
 
 TEST_CASE("fused SGD step with PSG (grid and zero targets) against a plain loop") {
-  compare_with_reference({.kind = OptimizerKind::Sgd, .momentum = 0.9f, .weight_decay = 1e-4f,
-                          .lambda_s = 150.0f},
-                         0.01f);
+  compare_with_reference(
+      {.kind = OptimizerKind::Sgd, .momentum = 0.9f, .weight_decay = 1e-4f, .lambda_s = 150.0f},
+      0.01f);
 }
 
 TEST_CASE("fused Adam step with PSG against a plain loop") {
@@ -163,9 +163,9 @@ TEST_CASE("PSG scale: zero where w sits on the grid, lambda * |w| toward zero") 
   Context ctx(Device::CPU, 1);
   opt.step(ctx, 1.0f);
   const float* w = p.value(id).f32();
-  CHECK(w[0] == 1.0f);                // on the grid: no gradient
-  CHECK(w[1] == 0.25f - 2 * 0.25f);   // Q = 0: scale 2 * 0.25
-  CHECK(w[2] == -0.5f - 2 * 0.5f);    // tie at 0.5 rounds to 0: scale 2 * 0.5
+  CHECK(w[0] == 1.0f);               // on the grid: no gradient
+  CHECK(w[1] == 0.25f - 2 * 0.25f);  // Q = 0: scale 2 * 0.25
+  CHECK(w[2] == -0.5f - 2 * 0.5f);   // tie at 0.5 rounds to 0: scale 2 * 0.5
 }
 
 TEST_CASE("learning-rate schedules: the reference's milestones, cosine, warm-up") {
@@ -175,8 +175,8 @@ TEST_CASE("learning-rate schedules: the reference's milestones, cosine, warm-up"
   CHECK(multi.lr(123) == doctest::Approx(0.001f));
   LrSchedule steps{.base_lr = 0.1f, .milestones = {82, 123}, .gamma = 0.1f};
   CHECK(steps.lr(150) == doctest::Approx(0.001f));
-  LrSchedule cosine{.kind = LrSchedule::Kind::Cosine, .base_lr = 0.2f, .first_epoch = 1,
-                    .last_epoch = 10};
+  LrSchedule cosine{
+      .kind = LrSchedule::Kind::Cosine, .base_lr = 0.2f, .first_epoch = 1, .last_epoch = 10};
   CHECK(cosine.lr(1) == 0.2f);
   CHECK(cosine.lr(6) == doctest::Approx(0.1f));
   CHECK(cosine.lr(10, 0.999) == doctest::Approx(0.0f).epsilon(1e-3));
@@ -186,4 +186,17 @@ TEST_CASE("learning-rate schedules: the reference's milestones, cosine, warm-up"
   CHECK(warm.lr(3) == 0.1f);
   LrSchedule bad{.base_lr = 0.1f, .milestones = {5, 3}};
   CHECK_THROWS_WITH_AS(bad.validate(), doctest::Contains("increasing order"), Error);
+}
+
+TEST_CASE("the range chunks of the segment table: ranged rows numbered in order, others skipped") {
+  // {offset, count, target, levels, range, first chunk}
+  const int32_t grid = static_cast<int32_t>(ops::PsgTarget::Grid);
+  const int32_t big = static_cast<int32_t>(2 * ops::kRangeChunk + 1);
+  std::vector<int32_t> table = {0, 3,   grid, 7, 0, -1, 3,       5,  0, 0, -1, -1,
+                                8, big, grid, 7, 1, -1, 8 + big, 64, 0, 0, -1, -1};
+  CHECK(ops::number_range_chunks(table.data(), 4) == 4);
+  CHECK(table[0 * ops::kSegmentFields + ops::kSegmentFirstChunk] == 0);
+  CHECK(table[1 * ops::kSegmentFields + ops::kSegmentFirstChunk] == 1);  // the next ranged row's
+  CHECK(table[2 * ops::kSegmentFields + ops::kSegmentFirstChunk] == 1);
+  CHECK(table[3 * ops::kSegmentFields + ops::kSegmentFirstChunk] == 4);  // the total
 }
