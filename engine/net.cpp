@@ -74,6 +74,12 @@ void Net::plan(Context& ctx, int64_t batch) {
   };
   std::vector<Shape> shapes(tensor_count_);
   shapes[kInput] = Shape{batch, sample_shape_[0], sample_shape_[1], sample_shape_[2]};
+  // A tensor that a ReLU alone reads shares that ReLU's value and gradient: where its producer
+  // computes the ReLU (Layer::can_fuse_relu) the tensor itself is never written, and where it
+  // does not, the ReLU runs in place (no backward pass reads its layer's own output but ReLU's).
+  std::vector<int> shares_with(tensor_count_, -1);
+  for (size_t k = 0; k < nodes_.size(); ++k)
+    if (relu_after_[k] >= 0) shares_with[nodes_[k].output] = nodes_[relu_after_[k]].output;
   // A staged input: bf16 activations start from a bf16 copy of the float32 images.
   int64_t value_elements = dtype == DType::F32 ? 0 : padded(shapes[kInput].numel());
   int64_t workspace = 0;
@@ -84,7 +90,7 @@ void Net::plan(Context& ctx, int64_t batch) {
     shapes[n.output] = n.layer->output_shape(in_shapes);
     workspace = std::max(workspace, n.layer->workspace_floats(ctx, in_shapes));
     n.layer->plan(ctx.device(), in_shapes);
-    value_elements += padded(shapes[n.output].numel());
+    if (shares_with[n.output] < 0) value_elements += padded(shapes[n.output].numel());
   }
   PSGD_CHECK(shapes.back() == Shape({batch, classes_}), arch_, ": the last layer gives ",
              shapes.back().str(), ", expected logits ", Shape({batch, classes_}).str());
@@ -116,6 +122,8 @@ void Net::plan(Context& ctx, int64_t batch) {
   for (int id = 1; id + 1 < tensor_count_; ++id)
     PSGD_CHECK(consumed[id], arch_, ": the output of layer '", nodes_[id - 1].layer->name(),
                "' is never used");
+  for (int id = 1; id < tensor_count_; ++id)
+    if (shares_with[id] >= 0) lives[id] = LiveBuffer{0, -1, -1};  // never alive on its own
   const Packing grads = pack_buffers({lives.begin() + 1, lives.end()});
 
   const size_t element = dtype_size(dtype);
@@ -140,9 +148,15 @@ void Net::plan(Context& ctx, int64_t batch) {
     offset = padded(shapes[kInput].numel());
   }
   for (int id = 1; id < tensor_count_; ++id) {
+    if (shares_with[id] >= 0) continue;
     values_[id] = at(offset, shapes[id]);
     offset += padded(shapes[id].numel());
     grads_[id] = at(value_elements + grads.offsets[id - 1], shapes[id]);
+  }
+  for (int id = 1; id < tensor_count_; ++id) {
+    if (shares_with[id] < 0) continue;
+    values_[id] = values_[shares_with[id]];
+    grads_[id] = grads_[shares_with[id]];
   }
 
   for (Node& n : nodes_) {

@@ -67,8 +67,8 @@ class Net {
   void set_fusion(bool on) { fusion_ = on; }
 
   const Tensor& logits() const { return values_.back(); }
-  // The output of layers()[index] from the last forward (not written where that layer computed
-  // the ReLU after it: the ReLU's output holds the result).
+  // The output of layers()[index] from the last forward. A layer whose output only a ReLU reads
+  // shares that ReLU's buffer, which holds the ReLU's result after the forward.
   const Tensor& layer_output(size_t index) const;
   int64_t planned_batch() const { return batch_; }
 

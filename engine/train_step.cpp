@@ -37,11 +37,11 @@ void TrainStep::run(const Tensor& images, const Tensor& labels, float lr) {
     ++replays_;
     return;
   }
-  // Capture once the batch is planned (no allocation may happen while capturing) and the
-  // optimizer's first-step arguments are behind; the capture records this step, the replay
-  // runs it.
-  const bool settled =
-      net_.planned_batch() == batch && optimizer_.replayable() && net_.replayable();
+  // Capture once the optimizer's first-step arguments are behind, with the batch planned first
+  // (no allocation may happen while capturing; a partial last batch gets its own graph); the
+  // capture records this step, the replay runs it.
+  if (net_.planned_batch() != batch) net_.plan(ctx_, batch);
+  const bool settled = optimizer_.replayable() && net_.replayable();
   if (!settled) {
     launch(images, labels);
     return;

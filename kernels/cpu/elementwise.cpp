@@ -9,7 +9,7 @@ namespace {
 
 // out[i] = value, or out[i] += value: widened, added and rounded once for bf16.
 template <bool kAccumulate, class T>
-inline void store_grad(T* __restrict out, int64_t i, float value) {
+inline void store_grad(T* out, int64_t i, float value) {
   if constexpr (kAccumulate)
     store(out, i, load(out, i) + value);
   else
@@ -17,10 +17,11 @@ inline void store_grad(T* __restrict out, int64_t i, float value) {
 }
 
 // dx[i] = value(i) (or += with Accumulate) over every element, in parallel. `value` must be
-// simple enough to vectorise.
+// simple enough to vectorise, and may read dx[i] itself (a ReLU in place): no pointer here is
+// restrict-qualified, and `omp simd` vectorises regardless.
 template <class T, class F>
 void write_grad(const Tensor& dx, GradMode mode, F&& value) {
-  T* __restrict out = dx.as<T>();
+  T* out = dx.as<T>();
   const int64_t n = dx.numel();
   if (mode == GradMode::Accumulate) {
 #pragma omp parallel for simd schedule(static)
@@ -31,10 +32,10 @@ void write_grad(const Tensor& dx, GradMode mode, F&& value) {
   }
 }
 
-// y[i] = value(i) over every element, in parallel.
+// y[i] = value(i) over every element, in parallel; value(i) may read y[i] (a ReLU in place).
 template <class T, class F>
 void write_values(const Tensor& y, F&& value) {
-  T* __restrict out = y.as<T>();
+  T* out = y.as<T>();
   const int64_t n = y.numel();
 #pragma omp parallel for simd schedule(static)
   for (int64_t i = 0; i < n; ++i) store(out, i, value(i));
@@ -68,7 +69,7 @@ void cast(const Tensor& src, const Tensor& dst) {
 void relu_forward(const Tensor& x, const Tensor& y) {
   with_activation_type(x.dtype, [&](auto t) {
     using T = decltype(t);
-    const T* __restrict in = x.as<T>();
+    const T* in = x.as<T>();
     write_values<T>(y, [=](int64_t i) { return relu(load(in, i)); });
   });
 }
@@ -76,8 +77,8 @@ void relu_forward(const Tensor& x, const Tensor& y) {
 void relu_backward(const Tensor& y, const Tensor& dy, const Tensor& dx, GradMode dx_mode) {
   with_activation_type(y.dtype, [&](auto t) {
     using T = decltype(t);
-    const T* __restrict out = y.as<T>();
-    const T* __restrict g = dy.as<T>();
+    const T* out = y.as<T>();
+    const T* g = dy.as<T>();
     // Both loads unconditional: a select vectorises, a branch on the sign mispredicts half the
     // time.
     write_grad<T>(dx, dx_mode, [=](int64_t i) {

@@ -24,11 +24,11 @@ void tensor_min_max(const Tensor& x, const Tensor& out) {
 
 namespace {
 
-// y[i] = f(x[i]) in parallel.
+// y[i] = f(x[i]) in parallel; y may be x (a quantizing ReLU in place).
 template <class T, class F>
 void map_elements(const Tensor& x, const Tensor& y, F&& f) {
-  const T* __restrict in = x.as<T>();
-  T* __restrict out = y.as<T>();
+  const T* in = x.as<T>();
+  T* out = y.as<T>();
   const int64_t n = x.numel();
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < n; ++i) store(out, i, f(load(in, i)));
