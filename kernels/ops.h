@@ -196,7 +196,7 @@ enum SegmentField : int {
 // the GPU: each chunk of kRangeChunk elements of a ranged segment is reduced by its own block
 // into `partials` ((weight_range_chunks summed over the ranged segments, 2) float32), then each
 // range folds its chunks in order. The CPU does not use `partials`.
-inline constexpr int64_t kRangeChunk = int64_t{1} << 16;
+inline constexpr int64_t kRangeChunk = int64_t{1} << 13;
 inline constexpr int64_t weight_range_chunks(int64_t count) {
   return (count + kRangeChunk - 1) / kRangeChunk;
 }

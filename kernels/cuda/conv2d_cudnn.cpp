@@ -12,6 +12,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <tuple>
 #include <vector>
 
@@ -23,7 +24,7 @@ namespace psgd::cuda {
 namespace {
 
 // The most scratch memory an algorithm may ask for: more rarely buys speed at these sizes.
-constexpr size_t kMaxWorkspaceBytes = size_t{256} << 20;
+constexpr size_t kMaxWorkspaceBytes = size_t{64} << 20;
 
 struct ConvKey {
   int device;
@@ -92,11 +93,17 @@ struct Scratch {
   void* ptr = nullptr;
 };
 
-// The fastest result that succeeded and respects the math mode; results come sorted by time.
-// Where tensor cores are ruled out the algorithm runs with CUDNN_FMA_MATH whatever its result
-// says: CUDNN_DEFAULT_MATH still permits TF32 on Ampere and later.
+// Among the results that succeeded and respect the math mode (sorted by time), the one needing
+// the least workspace within kTimeSlack of the fastest: the workspace is held for the whole run
+// and counts in peak memory, and a few percent of one convolution are not worth tens of
+// megabytes. Where tensor cores are ruled out the algorithm runs with CUDNN_FMA_MATH whatever
+// its result says: CUDNN_DEFAULT_MATH still permits TF32 on Ampere and later.
+constexpr float kTimeSlack = 1.05f;
+
 template <class Perf>
 Perf choose(const std::vector<Perf>& results, int count, const ConvKey& k, const char* direction) {
+  std::optional<Perf> chosen;
+  float fastest = 0.0f;
   for (int i = 0; i < count; ++i) {
     Perf p = results[i];
     if (p.status != CUDNN_STATUS_SUCCESS) continue;
@@ -106,8 +113,14 @@ Perf choose(const std::vector<Perf>& results, int count, const ConvKey& k, const
       if (p.mathType == CUDNN_TENSOR_OP_MATH) continue;
       p.mathType = CUDNN_FMA_MATH;
     }
-    return p;
+    if (!chosen) {
+      chosen = p;
+      fastest = p.time;
+    } else if (p.time <= kTimeSlack * fastest && p.memory < chosen->memory) {
+      chosen = p;
+    }
   }
+  if (chosen) return *chosen;
   PSGD_FAIL("cuDNN has no ", k.deterministic ? "deterministic " : "", direction,
             " convolution algorithm for input (", k.x[0], ", ", k.x[1], ", ", k.x[2], ", ", k.x[3],
             ") and weight (", k.w[0], ", ", k.w[1], ", ", k.w[2], ", ", k.w[3], ")");

@@ -28,6 +28,8 @@ template <class T>
 __device__ void block_min_max(const T* x, int64_t n, float& lo, float& hi) {
   __shared__ float low[kThreads], high[kThreads];
   float mine_lo = INFINITY, mine_hi = -INFINITY;
+  // Unrolled so that each thread has several loads in flight: one block streams a whole range.
+#pragma unroll 8
   for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
     const float v = load(x, i);
     mine_lo = fminf(mine_lo, v);
