@@ -29,27 +29,27 @@ void check_finite(double loss_sum, int64_t epoch, int64_t step) {
 
 }  // namespace
 
+// The sums stay on the device until the pass ends: nothing waits for the GPU between batches.
 EvalResult evaluate(Context& ctx, Net& net, BatchSource& source, Comm& comm) {
-  EvalResult r;
-  double loss_sum = 0.0, top1 = 0.0, top5 = 0.0, samples = 0.0;
+  DeviceBuffer sums(ctx.device(), ops::kMetricFields * sizeof(double));
+  const Tensor device_totals = sums.f64(0, Shape{ops::kMetricFields});
   source.start_epoch(0);
   Tensor images, labels;
   while (source.next(images, labels)) {
     if (labels.numel() == 0) continue;  // a rank's empty share of a small last batch
     const Tensor& logits = net.forward(ctx, images, Mode::Eval);
-    net.loss(ctx, labels);
-    loss_sum += static_cast<double>(net.loss_value()) * labels.numel();
-    top1 += ops::topk_correct(ctx, logits, labels, 1);
-    top5 += ops::topk_correct(ctx, logits, labels, std::min(5, net.classes()));
-    samples += labels.numel();
+    ops::accumulate_metrics(ctx, logits, labels, net.loss(ctx, labels), device_totals);
   }
-  double totals[] = {loss_sum, top1, top5, samples};
+  double totals[ops::kMetricFields];
+  memory_copy(totals, Device::CPU, sums.data(), sums.device(), sizeof totals);
   comm.allreduce_host(totals, ReduceOp::Sum);
-  PSGD_CHECK(totals[3] > 0, "evaluation on an empty set");
-  r.samples = static_cast<int64_t>(totals[3]);
-  r.loss = totals[0] / totals[3];
-  r.top1 = totals[1] / totals[3];
-  r.top5 = totals[2] / totals[3];
+  const double samples = totals[ops::kMetricSamples];
+  PSGD_CHECK(samples > 0, "evaluation on an empty set");
+  EvalResult r;
+  r.samples = static_cast<int64_t>(samples);
+  r.loss = totals[ops::kMetricLossSum] / samples;
+  r.top1 = totals[ops::kMetricCorrect] / samples;
+  r.top5 = totals[ops::kMetricCorrectTop5] / samples;
   return r;
 }
 

@@ -150,10 +150,17 @@ void softmax_cross_entropy(Context& ctx, const Tensor& logits, const Tensor& lab
                            const Tensor& loss, const Tensor& dlogits);
 // How many rows have their label among the k largest logits (ties count against the label).
 int64_t topk_correct(Context& ctx, const Tensor& logits, const Tensor& labels, int k);
-// Training metrics summed on the device, read only now and then: totals (3) float64 +=
-// {loss * N, rows whose label scores highest (ties count against it), N}; loss (1) is the
-// batch's mean loss.
-enum MetricField : int { kMetricLossSum, kMetricCorrect, kMetricSamples, kMetricFields };
+// Metrics summed on the device, read only now and then (training every few steps, evaluation
+// once per pass): totals (kMetricFields) float64 += {loss * N, rows whose label scores
+// highest, rows whose label is among the min(5, K) highest (ties count against the label), N};
+// loss (1) is the batch's mean loss.
+enum MetricField : int {
+  kMetricLossSum,
+  kMetricCorrect,
+  kMetricCorrectTop5,
+  kMetricSamples,
+  kMetricFields
+};
 void accumulate_metrics(Context& ctx, const Tensor& logits, const Tensor& labels,
                         const Tensor& loss, const Tensor& totals);
 

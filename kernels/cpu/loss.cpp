@@ -1,4 +1,5 @@
 // Softmax cross-entropy (forward and backward in one pass) and top-k accuracy on the CPU.
+#include <algorithm>
 #include <cmath>
 
 #include "kernels/cpu/cpu_ops.h"
@@ -69,6 +70,8 @@ void accumulate_metrics(const Tensor& logits, const Tensor& labels, const Tensor
   double* t = totals.f64();
   t[ops::kMetricLossSum] += static_cast<double>(loss.f32()[0]) * static_cast<double>(n);
   t[ops::kMetricCorrect] += static_cast<double>(topk_correct(logits, labels, 1));
+  const int top5 = static_cast<int>(std::min<int64_t>(5, logits.shape[1]));
+  t[ops::kMetricCorrectTop5] += static_cast<double>(topk_correct(logits, labels, top5));
   t[ops::kMetricSamples] += static_cast<double>(n);
 }
 

@@ -67,9 +67,11 @@ template <class T>
 __global__ void metrics_kernel(const T* z, const int32_t* y, int64_t n, int64_t k,
                                const float* loss, double* totals) {
   const unsigned long long correct = block_topk_count(z, y, n, k, 1);
+  const unsigned long long correct5 = block_topk_count(z, y, n, k, k < 5 ? int(k) : 5);
   if (threadIdx.x == 0) {
     totals[ops::kMetricLossSum] += static_cast<double>(*loss) * static_cast<double>(n);
     totals[ops::kMetricCorrect] += static_cast<double>(correct);
+    totals[ops::kMetricCorrectTop5] += static_cast<double>(correct5);
     totals[ops::kMetricSamples] += static_cast<double>(n);
   }
 }

@@ -301,6 +301,7 @@ TEST_CASE("cuda bf16: softmax cross-entropy, top-k, metrics and the min/max redu
     CHECK(totals[1][ops::kMetricLossSum] ==
           doctest::Approx(totals[0][ops::kMetricLossSum]).epsilon(kStatistics));
     CHECK(totals[1][ops::kMetricCorrect] == totals[0][ops::kMetricCorrect]);
+    CHECK(totals[1][ops::kMetricCorrectTop5] == totals[0][ops::kMetricCorrectTop5]);
     CHECK(totals[1][ops::kMetricSamples] == totals[0][ops::kMetricSamples]);
   }
 }

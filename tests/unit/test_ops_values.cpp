@@ -400,6 +400,25 @@ TEST_CASE("top-k accuracy counts ties against the label") {
   CHECK(ops::topk_correct(ctx, logits.t(), labels_of(labels), 3) == 3);
 }
 
+TEST_CASE("metrics summed over batches: loss times rows, top-1, top-5, rows") {
+  Context ctx(Device::CPU, 1);
+  // Labels: first; tied for first (a tie counts against the label); 5th; 6th of 7.
+  HostTensor logits(Shape{4, 7});
+  const float rows[] = {9, 8, 7, 6, 5, 0, 4, /**/ 1, 1, 0, 0, 0, 0, 0,
+                        5, 6, 7, 8, 4, 1, 0, /**/ 5, 6, 7, 8, 9, 10, 0};
+  for (int i = 0; i < 28; ++i) logits[i] = rows[i];
+  std::vector<int32_t> labels = {0, 0, 4, 0};
+  HostTensor loss(Shape{1}, 2.0f);
+  std::vector<double> totals(ops::kMetricFields, 0.0);
+  const Tensor t(totals.data(), Shape{ops::kMetricFields}, Device::CPU);
+  for (int batch = 0; batch < 2; ++batch)
+    ops::accumulate_metrics(ctx, logits.t(), labels_of(labels), loss.t(), t);
+  CHECK(totals[ops::kMetricLossSum] == 16.0);
+  CHECK(totals[ops::kMetricCorrect] == 2.0);
+  CHECK(totals[ops::kMetricCorrectTop5] == 6.0);
+  CHECK(totals[ops::kMetricSamples] == 8.0);
+}
+
 TEST_CASE("dropout: a mask index in device memory draws the mask of the explicit stream") {
   Context ctx(Device::CPU, 2);
   HostTensor x(Shape{3, 4, 5}), explicit_y(x.t().shape), indexed_y(x.t().shape);
