@@ -40,15 +40,17 @@ class Layer {
 
   virtual void forward(Context& ctx, std::span<const Tensor> x, const Tensor& y, Mode mode) = 0;
   // Called after a Train-mode forward with the same tensors; dy = d(loss)/dy.
-  virtual void backward(Context& ctx, std::span<const Tensor> x, const Tensor& y,
-                        const Tensor& dy, std::span<const Tensor> dx,
-                        std::span<const ops::GradMode> dx_modes) = 0;
+  virtual void backward(Context& ctx, std::span<const Tensor> x, const Tensor& y, const Tensor& dy,
+                        std::span<const Tensor> dx, std::span<const ops::GradMode> dx_modes) = 0;
 
   // Fusion with a following ReLU. When a ReLU alone reads this layer's output and has nothing
   // else to do (no activation quantization), the Net may call forward_relu, which writes
   // max(0, output) straight into the ReLU's output `relu_y`, and then backward_relu, which takes
   // the ReLU's output and its gradient: the ReLU's two passes over memory disappear.
   virtual bool can_fuse_relu() const { return false; }
+  // Whether fusing pays on this layer's device; the Net fuses only where it does, unless told to
+  // fuse wherever it can (Net::Fusion::All, for tests).
+  virtual bool prefers_fusion() const { return true; }
   virtual void forward_relu(Context& ctx, std::span<const Tensor> x, const Tensor& relu_y,
                             Mode mode) {
     PSGD_FAIL(name_, " cannot fuse a ReLU");
@@ -57,6 +59,16 @@ class Layer {
                              const Tensor& relu_dy, std::span<const Tensor> dx,
                              std::span<const ops::GradMode> dx_modes) {
     PSGD_FAIL(name_, " cannot fuse a ReLU");
+  }
+  // Fusion with a residual join and its ReLU: where a join (Add) alone reads this layer's output,
+  // adds an earlier `residual`, and a ReLU alone reads the join, the Net may call
+  // forward_add_relu, which writes max(0, output + residual) straight into the ReLU's output;
+  // in backward the join sends the ReLU's masked gradient to the residual alone, and the Net
+  // calls backward_relu with the ReLU's output and gradient, as for a fused ReLU.
+  virtual bool can_fuse_add_relu() const { return false; }
+  virtual void forward_add_relu(Context& ctx, std::span<const Tensor> x, const Tensor& residual,
+                                const Tensor& relu_y, Mode mode) {
+    PSGD_FAIL(name_, " cannot fuse a residual join and its ReLU");
   }
 
   // Whether a captured training step may replay this layer's kernels: false where their

@@ -40,11 +40,42 @@ void Net::finalize(Device device) {
     const int producer = relu.inputs[0] - 1;  // node k writes tensor k + 1
     if (consumers[relu.inputs[0]] == 1) relu_after_[producer] = static_cast<int>(r);
   }
+  // Residual joins that alone read a layer's output and whose ReLU alone reads theirs, with the
+  // other input computed earlier: that layer may compute the join and its ReLU
+  // (Layer::can_fuse_add_relu).
+  add_after_.assign(nodes_.size(), -1);
+  for (size_t a = 0; a < nodes_.size(); ++a) {
+    const Node& add = nodes_[a];
+    if (!dynamic_cast<const Add*>(add.layer.get()) || relu_after_[a] < 0) continue;
+    for (int side = 0; side < 2; ++side) {
+      const int id = add.inputs[side], residual = add.inputs[1 - side];
+      if (id != kInput && consumers[id] == 1 && residual < id) {
+        add_after_[id - 1] = static_cast<int>(a);
+        break;
+      }
+    }
+  }
+}
+
+int Net::residual_of(size_t add) const {
+  const std::vector<int>& in = nodes_[add].inputs;
+  const bool first_fused = in[0] != kInput && add_after_[in[0] - 1] == static_cast<int>(add);
+  return first_fused ? in[1] : in[0];
+}
+
+bool Net::fuses(const Layer& producer) const {
+  return fusion_ == Fusion::All || (fusion_ == Fusion::Preferred && producer.prefers_fusion());
+}
+
+bool Net::fuses_add_relu(size_t k) const {
+  const int a = add_after_[k];
+  return a >= 0 && fuses(*nodes_[k].layer) && nodes_[k].layer->can_fuse_add_relu() &&
+         static_cast<const ReLU*>(nodes_[relu_after_[a]].layer.get())->fusable();
 }
 
 bool Net::fuses_relu(size_t k) const {
   const int r = relu_after_[k];
-  return fusion_ && r >= 0 && nodes_[k].layer->can_fuse_relu() &&
+  return r >= 0 && fuses(*nodes_[k].layer) && nodes_[k].layer->can_fuse_relu() &&
          static_cast<const ReLU*>(nodes_[r].layer.get())->fusable();
 }
 
@@ -112,13 +143,15 @@ void Net::plan(Context& ctx, int64_t batch) {
       lives[id].first = step;
     }
   }
-  // A layer that computes the ReLU after it reads that ReLU's output gradient in its own backward
-  // step, after the ReLU's: the gradient must live until then.
-  for (int k = 0; k < steps; ++k)
-    if (relu_after_[k] >= 0) {
-      LiveBuffer& g = lives[nodes_[relu_after_[k]].output];
-      g.last = std::max(g.last, steps - 1 - k);
-    }
+  // A layer that computes the ReLU after it (or the residual join and the ReLU after that) reads
+  // that ReLU's output gradient in its own backward step, after the ReLU's: the gradient must
+  // live until then.
+  for (int k = 0; k < steps; ++k) {
+    const int relu = add_after_[k] >= 0 ? relu_after_[add_after_[k]] : relu_after_[k];
+    if (relu < 0) continue;
+    LiveBuffer& g = lives[nodes_[relu].output];
+    g.last = std::max(g.last, steps - 1 - k);
+  }
   for (int id = 1; id + 1 < tensor_count_; ++id)
     PSGD_CHECK(consumed[id], arch_, ": the output of layer '", nodes_[id - 1].layer->name(),
                "' is never used");
@@ -194,16 +227,20 @@ const Tensor& Net::forward(Context& ctx, const Tensor& images, Mode mode) {
              ": images must be float32 on ", device_name(ctx.device()));
   if (staged_input_.defined()) ops::cast(ctx, images, staged_input_);
   values_[kInput] = staged_input_.defined() ? staged_input_ : images;
-  computed_by_producer_.assign(nodes_.size(), false);
+  computed_by_.assign(nodes_.size(), -1);
   for (size_t k = 0; k < nodes_.size(); ++k) {
     Node& n = nodes_[k];
-    if (computed_by_producer_[k]) continue;
+    if (computed_by_[k] >= 0) continue;
     for (size_t i = 0; i < n.inputs.size(); ++i)
       if (n.inputs[i] == kInput) n.x[i] = values_[kInput];
-    if (fuses_relu(k)) {
+    if (fuses_add_relu(k)) {
+      const int a = add_after_[k], r = relu_after_[a];
+      n.layer->forward_add_relu(ctx, n.x, values_[residual_of(a)], values_[nodes_[r].output], mode);
+      computed_by_[a] = computed_by_[r] = static_cast<int>(k);
+    } else if (fuses_relu(k)) {
       const int r = relu_after_[k];
       n.layer->forward_relu(ctx, n.x, values_[nodes_[r].output], mode);
-      computed_by_producer_[r] = true;
+      computed_by_[r] = static_cast<int>(k);
     } else {
       n.layer->forward(ctx, n.x, values_[n.output], mode);
     }
@@ -246,11 +283,26 @@ void Net::backward(Context& ctx) {
   PSGD_CHECK(loss_ready_, "backward() before loss()");
   for (size_t k = nodes_.size(); k-- > 0;) {
     Node& n = nodes_[k];
-    if (computed_by_producer_[k]) continue;
-    const int r = relu_after_[k];
-    if (r >= 0 && computed_by_producer_[r])
-      n.layer->backward_relu(ctx, n.x, values_[nodes_[r].output], grads_[nodes_[r].output], n.dx,
-                             n.dx_modes);
+    if (computed_by_[k] >= 0) {
+      // A residual join computed by the layer before it still sends the ReLU's masked gradient
+      // to its residual, here, before the residual's producer runs; that layer's own share
+      // follows in its step.
+      if (relu_after_[k] >= 0 && computed_by_[relu_after_[k]] == computed_by_[k]) {
+        const int r = relu_after_[k], residual = residual_of(k);
+        std::vector<Tensor> dx(n.inputs.size());
+        for (size_t i = 0; i < n.inputs.size(); ++i)
+          if (n.inputs[i] == residual) dx[i] = n.dx[i];
+        n.layer->backward_relu(ctx, n.x, values_[nodes_[r].output], grads_[nodes_[r].output], dx,
+                               n.dx_modes);
+      }
+      continue;
+    }
+    const int relu = add_after_[k] >= 0 && computed_by_[add_after_[k]] == static_cast<int>(k)
+                         ? relu_after_[add_after_[k]]
+                         : relu_after_[k];
+    if (relu >= 0 && computed_by_[relu] == static_cast<int>(k))
+      n.layer->backward_relu(ctx, n.x, values_[nodes_[relu].output], grads_[nodes_[relu].output],
+                             n.dx, n.dx_modes);
     else
       n.layer->backward(ctx, n.x, values_[n.output], grads_[n.output], n.dx, n.dx_modes);
   }

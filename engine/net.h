@@ -62,9 +62,11 @@ class Net {
   void count_replayed_forward();
   uint64_t memory_generation() const { return memory_generation_; }
 
-  // Layers compute the ReLU after them where they can (Layer::can_fuse_relu); on by default,
-  // off to check that fusion changes nothing.
-  void set_fusion(bool on) { fusion_ = on; }
+  // Layers compute the ReLU after them, or the residual join and ReLU after them, where they can
+  // (Layer::can_fuse_relu, can_fuse_add_relu) and it pays on their device (Preferred, the
+  // default); None and All (wherever they can) check that fusion changes nothing.
+  enum class Fusion : uint8_t { None, Preferred, All };
+  void set_fusion(Fusion fusion) { fusion_ = fusion; }
 
   const Tensor& logits() const { return values_.back(); }
   // The output of layers()[index] from the last forward. A layer whose output only a ReLU reads
@@ -88,12 +90,20 @@ class Net {
   int classes_;
   ParamStore params_;
   bool fuses_relu(size_t node) const;
+  bool fuses_add_relu(size_t node) const;
+  int residual_of(size_t add) const;  // the tensor id of a fused residual join's other input
 
   std::vector<Node> nodes_;
   int tensor_count_ = 1;         // the input
   std::vector<int> relu_after_;  // per node: the node of a ReLU that alone reads it, or -1
-  std::vector<bool> computed_by_producer_;  // per node, last forward: a ReLU run by its producer
-  bool fusion_ = true;
+  // per node: the node of a residual join that alone reads it, whose ReLU alone reads the join,
+  // and whose other input comes earlier; or -1
+  std::vector<int> add_after_;
+  // per node, last forward: the node that computed it (a ReLU or a residual join run by the layer
+  // before it), or -1
+  std::vector<int> computed_by_;
+  Fusion fusion_ = Fusion::Preferred;
+  bool fuses(const Layer& producer) const;
 
   // Every activation buffer starts at a multiple of this many elements (128 bytes in bf16), for
   // the vector loads of the GPU libraries.

@@ -55,14 +55,18 @@ struct BatchNormParams {
 // Workspace for any of the batch_norm_* ops below on x (the GPU's split reductions).
 int64_t batch_norm_workspace_floats(const Context& ctx, const Shape& x);
 // Training: normalises with the biased batch variance, updates running_var with the unbiased
-// one, and saves the batch mean and 1/sqrt(var + eps) (C) for the backward pass.
+// one, and saves the batch mean and 1/sqrt(var + eps) (C) for the backward pass. With a
+// `residual` (x's shape and type), y = BN(x) + residual before the fused ReLU: a residual join
+// and its ReLU in BN's pass (backward: batch_norm_backward with relu_y, and relu_backward into
+// the residual's gradient).
 void batch_norm_forward_train(Context& ctx, const Tensor& x, const Tensor& gamma,
                               const Tensor& beta, const Tensor& running_mean,
                               const Tensor& running_var, BatchNormParams p, const Tensor& y,
-                              const Tensor& saved_mean, const Tensor& saved_invstd);
+                              const Tensor& saved_mean, const Tensor& saved_invstd,
+                              const Tensor& residual = {});
 void batch_norm_forward_eval(Context& ctx, const Tensor& x, const Tensor& gamma, const Tensor& beta,
                              const Tensor& running_mean, const Tensor& running_var,
-                             BatchNormParams p, const Tensor& y);
+                             BatchNormParams p, const Tensor& y, const Tensor& residual = {});
 // Backward of the training forward; dgamma and dbeta are overwritten. With a fused ReLU, dy is
 // the gradient of the ReLU's output and `relu_y` that output (dy counts where relu_y > 0).
 void batch_norm_backward(Context& ctx, const Tensor& x, const Tensor& dy, const Tensor& gamma,

@@ -37,30 +37,35 @@ void check_batch_norm(const char* op, const Tensor& x, std::initializer_list<con
 void batch_norm_forward_train(Context& ctx, const Tensor& x, const Tensor& gamma,
                               const Tensor& beta, const Tensor& running_mean,
                               const Tensor& running_var, BatchNormParams p, const Tensor& y,
-                              const Tensor& saved_mean, const Tensor& saved_invstd) {
+                              const Tensor& saved_mean, const Tensor& saved_invstd,
+                              const Tensor& residual) {
   const char* op = "batch_norm_forward_train";
-  check_devices(ctx, op,
-                {&x, &gamma, &beta, &running_mean, &running_var, &y, &saved_mean, &saved_invstd});
+  check_devices(
+      ctx, op,
+      {&x, &gamma, &beta, &running_mean, &running_var, &y, &saved_mean, &saved_invstd, &residual});
   check_batch_norm(op, x, {&gamma, &beta, &running_mean, &running_var, &saved_mean, &saved_invstd});
-  check_activations(op, {&x, &y});
+  check_activations(op, {&x, &y, &residual});
   check_float32(op, {&gamma, &beta, &running_mean, &running_var, &saved_mean, &saved_invstd});
   check_same_shape(op, x, y);
+  if (residual.defined()) check_same_shape(op, x, residual);
   PSGD_CHECK(x.numel() / x.shape[1] > 1, op,
              ": training needs more than one value per channel, got input ", x.shape.str());
   PSGD_DISPATCH_BN(ctx, batch_norm_forward_train, x, gamma, beta, running_mean, running_var, p, y,
-                saved_mean, saved_invstd);
+                   saved_mean, saved_invstd, residual);
 }
 
 void batch_norm_forward_eval(Context& ctx, const Tensor& x, const Tensor& gamma, const Tensor& beta,
                              const Tensor& running_mean, const Tensor& running_var,
-                             BatchNormParams p, const Tensor& y) {
+                             BatchNormParams p, const Tensor& y, const Tensor& residual) {
   const char* op = "batch_norm_forward_eval";
-  check_devices(ctx, op, {&x, &gamma, &beta, &running_mean, &running_var, &y});
+  check_devices(ctx, op, {&x, &gamma, &beta, &running_mean, &running_var, &y, &residual});
   check_batch_norm(op, x, {&gamma, &beta, &running_mean, &running_var});
-  check_activations(op, {&x, &y});
+  check_activations(op, {&x, &y, &residual});
   check_float32(op, {&gamma, &beta, &running_mean, &running_var});
   check_same_shape(op, x, y);
-  PSGD_DISPATCH_BN(ctx, batch_norm_forward_eval, x, gamma, beta, running_mean, running_var, p, y);
+  if (residual.defined()) check_same_shape(op, x, residual);
+  PSGD_DISPATCH_BN(ctx, batch_norm_forward_eval, x, gamma, beta, running_mean, running_var, p, y,
+                   residual);
 }
 
 void batch_norm_backward(Context& ctx, const Tensor& x, const Tensor& dy, const Tensor& gamma,
@@ -77,7 +82,7 @@ void batch_norm_backward(Context& ctx, const Tensor& x, const Tensor& dy, const 
   if (dx.defined()) check_same_shape(op, x, dx);
   if (relu_y.defined()) check_same_shape(op, x, relu_y);
   PSGD_DISPATCH_BN(ctx, batch_norm_backward, x, dy, gamma, saved_mean, saved_invstd, dx, dx_mode,
-                dgamma, dbeta, relu_y);
+                   dgamma, dbeta, relu_y);
 }
 
 namespace {
@@ -153,7 +158,7 @@ void batch_norm_backward_input(Context& ctx, const Tensor& x, const Tensor& dy, 
   PSGD_CHECK(count >= x.numel() / x.shape[1], op, ": ", count,
              " values per channel is fewer than this rank holds");
   PSGD_DISPATCH_BN(ctx, batch_norm_backward_input, x, dy, gamma, mean, invstd, sums, count, dx,
-                dx_mode);
+                   dx_mode);
 }
 
 }  // namespace psgd::ops

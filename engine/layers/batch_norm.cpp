@@ -41,12 +41,18 @@ void BatchNorm::forward_relu(Context& ctx, std::span<const Tensor> x, const Tens
   forward_with(ctx, x[0], relu_y, mode, true);
 }
 
-void BatchNorm::forward_with(Context& ctx, const Tensor& x, const Tensor& y, Mode mode, bool relu) {
+void BatchNorm::forward_add_relu(Context& ctx, std::span<const Tensor> x, const Tensor& residual,
+                                 const Tensor& relu_y, Mode mode) {
+  forward_with(ctx, x[0], relu_y, mode, true, residual);
+}
+
+void BatchNorm::forward_with(Context& ctx, const Tensor& x, const Tensor& y, Mode mode, bool relu,
+                             const Tensor& residual) {
   const Tensor gamma = params_.value(weight_), beta = params_.value(bias_);
   const Tensor mean = params_.value(running_mean_), var = params_.value(running_var_);
   const ops::BatchNormParams p{.relu = relu};
   if (mode == Mode::Eval) {
-    ops::batch_norm_forward_eval(ctx, x, gamma, beta, mean, var, p, y);
+    ops::batch_norm_forward_eval(ctx, x, gamma, beta, mean, var, p, y, residual);
     return;
   }
   PSGD_CHECK(!(relu && sync_), name_, ": synchronised BN keeps its ReLU separate");
@@ -54,7 +60,7 @@ void BatchNorm::forward_with(Context& ctx, const Tensor& x, const Tensor& y, Mod
     forward_synchronised(ctx, x, y);
   else
     ops::batch_norm_forward_train(ctx, x, gamma, beta, mean, var, p, y, saved_mean(),
-                                  saved_invstd());
+                                  saved_invstd(), residual);
   ++params_.counter(batches_tracked_);
 }
 

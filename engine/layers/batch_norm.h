@@ -26,15 +26,19 @@ class BatchNorm final : public Layer {
   // with the whole batch. Null (the default) keeps per-replica statistics.
   void synchronise_over(Comm* comm) { sync_ = comm; }
   void count_replayed_forward() override { ++params_.counter(batches_tracked_); }
-  // On the GPU, where each pass is a trip through memory. Not on the CPU: there the fused
+  // Synchronised BN runs in stages and keeps its ReLU and residual join separate.
+  bool can_fuse_relu() const override { return sync_ == nullptr; }
+  // Fused on the GPU, where each pass is a trip through memory. Not on the CPU: there the fused
   // backward measured 13% slower per ResNet-32 step (its two passes read the ReLU's output as
-  // well, while the separate ReLU pass leaves the gradient in cache for them). Synchronised BN
-  // runs in stages and keeps its ReLU separate too.
-  bool can_fuse_relu() const override {
-    return saved_.device() == Device::CUDA && sync_ == nullptr;
-  }
+  // well, while the separate ReLU pass leaves the gradient in cache for them), and BN + add +
+  // ReLU 5-7% slower for the same reason.
+  bool prefers_fusion() const override { return saved_.device() == Device::CUDA; }
   void forward_relu(Context& ctx, std::span<const Tensor> x, const Tensor& relu_y,
                     Mode mode) override;
+  // The residual join after BN and its ReLU in BN's pass.
+  bool can_fuse_add_relu() const override { return can_fuse_relu(); }
+  void forward_add_relu(Context& ctx, std::span<const Tensor> x, const Tensor& residual,
+                        const Tensor& relu_y, Mode mode) override;
   void backward_relu(Context& ctx, std::span<const Tensor> x, const Tensor& relu_y,
                      const Tensor& relu_dy, std::span<const Tensor> dx,
                      std::span<const ops::GradMode> dx_modes) override;
@@ -43,7 +47,8 @@ class BatchNorm final : public Layer {
   int bias_id() const { return bias_; }
 
  private:
-  void forward_with(Context& ctx, const Tensor& x, const Tensor& y, Mode mode, bool relu);
+  void forward_with(Context& ctx, const Tensor& x, const Tensor& y, Mode mode, bool relu,
+                    const Tensor& residual = {});
   void forward_synchronised(Context& ctx, const Tensor& x, const Tensor& y);
   void backward_synchronised(Context& ctx, const Tensor& x, const Tensor& dy, const Tensor& dx,
                              ops::GradMode dx_mode);

@@ -76,16 +76,18 @@ void channel_gradient_sums(const BnDims& d, int64_t c, const T* x, const T* dy, 
     channel_gradient_sums<false, T>(d, c, x, dy, nullptr, mean, sum_dy, sum_dy_xc);
 }
 
-// y = (x - mean) * scale + beta over one channel, then ReLU where fused: subtracting first
-// keeps the precision of inputs whose mean is large against their spread.
-template <bool kRelu, class T>
+// y = (x - mean) * scale + beta over one channel, plus the residual where given, then ReLU where
+// fused: subtracting first keeps the precision of inputs whose mean is large against their
+// spread.
+template <bool kRelu, bool kResidual, class T>
 void normalise_channel(const BnDims& d, int64_t c, const T* __restrict x, float mean, float scale,
-                       float beta, T* __restrict y) {
+                       float beta, const T* __restrict residual, T* __restrict y) {
   for (int64_t n = 0; n < d.n; ++n) {
     const int64_t off = d.plane(n, c);
 #pragma omp simd
     for (int64_t i = 0; i < d.hw; ++i) {
-      const float v = (load(x, off + i) - mean) * scale + beta;
+      float v = (load(x, off + i) - mean) * scale + beta;
+      if constexpr (kResidual) v += load(residual, off + i);
       store(y, off + i, kRelu ? (v > 0.0f ? v : 0.0f) : v);
     }
   }
@@ -93,11 +95,22 @@ void normalise_channel(const BnDims& d, int64_t c, const T* __restrict x, float 
 
 template <class T>
 void normalise_channel(bool relu, const BnDims& d, int64_t c, const T* x, float mean, float scale,
-                       float beta, T* y) {
+                       float beta, const T* residual, T* y) {
+  const auto run = [&](auto with_relu, auto with_residual) {
+    normalise_channel<decltype(with_relu)::value, decltype(with_residual)::value>(
+        d, c, x, mean, scale, beta, residual, y);
+  };
+  using Yes = std::true_type;
+  using No = std::false_type;
   if (relu)
-    normalise_channel<true>(d, c, x, mean, scale, beta, y);
+    residual ? run(Yes{}, Yes{}) : run(Yes{}, No{});
   else
-    normalise_channel<false>(d, c, x, mean, scale, beta, y);
+    residual ? run(No{}, Yes{}) : run(No{}, No{});
+}
+
+template <class T>
+const T* data_or_null(const Tensor& t) {
+  return t.defined() ? t.as<T>() : nullptr;
 }
 
 // dx = k * (g - mean_dy - (x - mean) * slope) over one channel, g the output gradient.
@@ -121,7 +134,7 @@ void input_gradient(const BnDims& d, int64_t c, const T* __restrict x, const T* 
 void batch_norm_forward_train(const Tensor& x, const Tensor& gamma, const Tensor& beta,
                               const Tensor& running_mean, const Tensor& running_var,
                               ops::BatchNormParams p, const Tensor& y, const Tensor& saved_mean,
-                              const Tensor& saved_invstd) {
+                              const Tensor& saved_invstd, const Tensor& residual) {
   const BnDims d = dims_of(x);
   const double m = static_cast<double>(d.count());
   with_activation_type(x.dtype, [&](auto t) {
@@ -142,7 +155,8 @@ void batch_norm_forward_train(const Tensor& x, const Tensor& gamma, const Tensor
       saved_mean.f32()[c] = static_cast<float>(mean);
       saved_invstd.f32()[c] = static_cast<float>(invstd);
       normalise_channel(p.relu, d, c, xs, static_cast<float>(mean),
-                        static_cast<float>(gamma.f32()[c] * invstd), beta.f32()[c], ys);
+                        static_cast<float>(gamma.f32()[c] * invstd), beta.f32()[c],
+                        data_or_null<T>(residual), ys);
       float& rm = running_mean.f32()[c];
       float& rv = running_var.f32()[c];
       rm = static_cast<float>((1.0 - p.momentum) * rm + p.momentum * mean);
@@ -153,7 +167,7 @@ void batch_norm_forward_train(const Tensor& x, const Tensor& gamma, const Tensor
 
 void batch_norm_forward_eval(const Tensor& x, const Tensor& gamma, const Tensor& beta,
                              const Tensor& running_mean, const Tensor& running_var,
-                             ops::BatchNormParams p, const Tensor& y) {
+                             ops::BatchNormParams p, const Tensor& y, const Tensor& residual) {
   const BnDims d = dims_of(x);
   with_activation_type(x.dtype, [&](auto t) {
     using T = decltype(t);
@@ -162,7 +176,7 @@ void batch_norm_forward_eval(const Tensor& x, const Tensor& gamma, const Tensor&
       const double var = running_var.f32()[c];
       normalise_channel(p.relu, d, c, x.as<T>(), running_mean.f32()[c],
                         static_cast<float>(gamma.f32()[c] / std::sqrt(var + p.eps)), beta.f32()[c],
-                        y.as<T>());
+                        data_or_null<T>(residual), y.as<T>());
     }
   });
 }
@@ -249,7 +263,7 @@ void batch_norm_normalize(const Tensor& x, const Tensor& gamma, const Tensor& be
 #pragma omp parallel for schedule(static)
     for (int64_t c = 0; c < d.c; ++c)
       normalise_channel(false, d, c, x.as<T>(), mean.f32()[c], gamma.f32()[c] * invstd.f32()[c],
-                        beta.f32()[c], y.as<T>());
+                        beta.f32()[c], static_cast<const T*>(nullptr), y.as<T>());
   });
 }
 

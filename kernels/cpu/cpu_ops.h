@@ -24,18 +24,18 @@ void conv2d_backward(Context& ctx, const Tensor& x, const Tensor& w, const Tenso
 void batch_norm_forward_train(const Tensor& x, const Tensor& gamma, const Tensor& beta,
                               const Tensor& running_mean, const Tensor& running_var,
                               ops::BatchNormParams p, const Tensor& y, const Tensor& saved_mean,
-                              const Tensor& saved_invstd);
+                              const Tensor& saved_invstd, const Tensor& residual);
 void batch_norm_forward_eval(const Tensor& x, const Tensor& gamma, const Tensor& beta,
                              const Tensor& running_mean, const Tensor& running_var,
-                             ops::BatchNormParams p, const Tensor& y);
+                             ops::BatchNormParams p, const Tensor& y, const Tensor& residual);
 void batch_norm_backward(const Tensor& x, const Tensor& dy, const Tensor& gamma,
                          const Tensor& saved_mean, const Tensor& saved_invstd, const Tensor& dx,
                          GradMode dx_mode, const Tensor& dgamma, const Tensor& dbeta,
                          const Tensor& relu_y);
 void batch_norm_moments(const Tensor& x, const Tensor& shift, const Tensor& moments);
 void batch_norm_stats(const Tensor& shift, const Tensor& moments, int64_t count,
-                      ops::BatchNormParams p, const Tensor& running_mean,
-                      const Tensor& running_var, const Tensor& mean, const Tensor& invstd);
+                      ops::BatchNormParams p, const Tensor& running_mean, const Tensor& running_var,
+                      const Tensor& mean, const Tensor& invstd);
 void batch_norm_normalize(const Tensor& x, const Tensor& gamma, const Tensor& beta,
                           const Tensor& mean, const Tensor& invstd, const Tensor& y);
 void batch_norm_backward_reduce(const Tensor& x, const Tensor& dy, const Tensor& mean,
@@ -52,8 +52,8 @@ void add_relu_forward(const Tensor& a, const Tensor& b, const Tensor& y);
 void grad_pass(const Tensor& src, const Tensor& dst, GradMode mode);
 void dropout_forward(const Tensor& x, float p, uint64_t seed, uint64_t stream, const Tensor& y,
                      const Tensor& mask_index);
-void dropout_backward(const Tensor& dy, float p, uint64_t seed, uint64_t stream,
-                      const Tensor& dx, GradMode dx_mode, const Tensor& mask_index);
+void dropout_backward(const Tensor& dy, float p, uint64_t seed, uint64_t stream, const Tensor& dx,
+                      GradMode dx_mode, const Tensor& mask_index);
 void count_up(const Tensor& counter);
 
 void avg_pool_forward(const Tensor& x, Pool2dGeometry g, const Tensor& y);
@@ -65,8 +65,8 @@ void max_pool_backward(const Tensor& x, const Tensor& dy, Pool2dGeometry g, cons
 int64_t linear_workspace_floats(const Context& ctx, const Shape& x, const Shape& w);
 void linear_forward(Context& ctx, const Tensor& x, const Tensor& w, const Tensor& b,
                     const Tensor& y);
-void linear_backward(Context& ctx, const Tensor& x, const Tensor& w, const Tensor& dy, const Tensor& dx,
-                     GradMode dx_mode, const Tensor& dw, const Tensor& db);
+void linear_backward(Context& ctx, const Tensor& x, const Tensor& w, const Tensor& dy,
+                     const Tensor& dx, GradMode dx_mode, const Tensor& dw, const Tensor& db);
 
 void softmax_cross_entropy(const Tensor& logits, const Tensor& labels, const Tensor& loss,
                            const Tensor& dlogits);

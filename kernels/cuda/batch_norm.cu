@@ -18,7 +18,8 @@ using namespace bn;
 template <class T>
 void forward_train_t(Context& ctx, const Tensor& x, const Tensor& gamma, const Tensor& beta,
                      const Tensor& running_mean, const Tensor& running_var, ops::BatchNormParams p,
-                     const Tensor& y, const Tensor& saved_mean, const Tensor& saved_invstd) {
+                     const Tensor& y, const Tensor& saved_mean, const Tensor& saved_invstd,
+                     const Tensor& residual) {
   const BnDims d = dims_of(x);
   const Scratch s = scratch_for(ctx, d);
   const T* in = x.as<T>();
@@ -41,13 +42,13 @@ void forward_train_t(Context& ctx, const Tensor& x, const Tensor& gamma, const T
     rm[ch] = static_cast<float>((1.0 - p.momentum) * rm[ch] + p.momentum * mean);
     rv[ch] = static_cast<float>((1.0 - p.momentum) * rv[ch] + p.momentum * var * m / (m - 1.0));
   });
-  normalise(d, in, coefficients, beta.f32(), p.relu, y.as<T>());
+  normalise(d, in, coefficients, beta.f32(), data_or_null<T>(residual), p.relu, y.as<T>());
 }
 
 template <class T>
 void forward_eval_t(Context& ctx, const Tensor& x, const Tensor& gamma, const Tensor& beta,
                     const Tensor& running_mean, const Tensor& running_var, ops::BatchNormParams p,
-                    const Tensor& y) {
+                    const Tensor& y, const Tensor& residual) {
   const BnDims d = dims_of(x);
   const float *g = gamma.f32(), *rm = running_mean.f32(), *rv = running_var.f32();
   float* coefficients = scratch_for(ctx, d).coefficients;
@@ -55,7 +56,7 @@ void forward_eval_t(Context& ctx, const Tensor& x, const Tensor& gamma, const Te
     coefficients[ch] = rm[ch];
     coefficients[d.c + ch] = static_cast<float>(g[ch] / sqrt(static_cast<double>(rv[ch]) + p.eps));
   });
-  normalise(d, x.as<T>(), coefficients, beta.f32(), p.relu, y.as<T>());
+  normalise(d, x.as<T>(), coefficients, beta.f32(), data_or_null<T>(residual), p.relu, y.as<T>());
 }
 
 template <class T>
@@ -94,18 +95,19 @@ int64_t batch_norm_workspace_floats(const Shape& x) {
 void batch_norm_forward_train(Context& ctx, const Tensor& x, const Tensor& gamma,
                               const Tensor& beta, const Tensor& running_mean,
                               const Tensor& running_var, ops::BatchNormParams p, const Tensor& y,
-                              const Tensor& saved_mean, const Tensor& saved_invstd) {
+                              const Tensor& saved_mean, const Tensor& saved_invstd,
+                              const Tensor& residual) {
   with_activation_type(x.dtype, [&](auto t) {
     forward_train_t<decltype(t)>(ctx, x, gamma, beta, running_mean, running_var, p, y, saved_mean,
-                                 saved_invstd);
+                                 saved_invstd, residual);
   });
 }
 
 void batch_norm_forward_eval(Context& ctx, const Tensor& x, const Tensor& gamma, const Tensor& beta,
                              const Tensor& running_mean, const Tensor& running_var,
-                             ops::BatchNormParams p, const Tensor& y) {
+                             ops::BatchNormParams p, const Tensor& y, const Tensor& residual) {
   with_activation_type(x.dtype, [&](auto t) {
-    forward_eval_t<decltype(t)>(ctx, x, gamma, beta, running_mean, running_var, p, y);
+    forward_eval_t<decltype(t)>(ctx, x, gamma, beta, running_mean, running_var, p, y, residual);
   });
 }
 

@@ -148,15 +148,16 @@ void launch_gradient_sums(const BnDims& d, const T* x, const T* dy, const T* rel
   CUDA_CHECK_LAUNCH();
 }
 
-// y = (x - shift[c]) * scale[c] + beta[c], then ReLU where asked; shift and scale are the first
-// two rows of `coefficients`.
+// y = (x - shift[c]) * scale[c] + beta[c], plus the residual where given, then ReLU where
+// asked; shift and scale are the first two rows of `coefficients`.
 template <class T>
 void normalise(const BnDims& d, const T* in, const float* coefficients, const float* beta,
-               bool relu, T* out) {
+               const T* residual, bool relu, T* out) {
   const float *shift = coefficients, *scale = coefficients + d.c;
   for_each(d.n * d.c * d.hw, [=] __device__(int64_t o) {
     const int64_t ch = d.channel_of(o);
-    const float v = (load(in, o) - shift[ch]) * scale[ch] + beta[ch];
+    float v = (load(in, o) - shift[ch]) * scale[ch] + beta[ch];
+    if (residual) v += load(residual, o);
     store(out, o, relu && !(v > 0.0f) ? 0.0f : v);
   });
 }

@@ -59,7 +59,8 @@ void batch_norm_normalize(Context& ctx, const Tensor& x, const Tensor& gamma, co
   });
   with_activation_type(x.dtype, [&](auto t) {
     using T = decltype(t);
-    normalise(d, x.as<T>(), coefficients, beta.f32(), false, y.as<T>());
+    normalise(d, x.as<T>(), coefficients, beta.f32(), static_cast<const T*>(nullptr), false,
+              y.as<T>());
   });
 }
 

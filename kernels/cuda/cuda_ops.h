@@ -31,8 +31,8 @@ void add_relu_forward(const Tensor& a, const Tensor& b, const Tensor& y);
 void grad_pass(const Tensor& src, const Tensor& dst, GradMode mode);
 void dropout_forward(const Tensor& x, float p, uint64_t seed, uint64_t stream, const Tensor& y,
                      const Tensor& mask_index);
-void dropout_backward(const Tensor& dy, float p, uint64_t seed, uint64_t stream,
-                      const Tensor& dx, GradMode dx_mode, const Tensor& mask_index);
+void dropout_backward(const Tensor& dy, float p, uint64_t seed, uint64_t stream, const Tensor& dx,
+                      GradMode dx_mode, const Tensor& mask_index);
 void count_up(const Tensor& counter);
 
 void quantize_weights(const Tensor& x, float delta, int levels, const Tensor& y);
@@ -51,27 +51,27 @@ int64_t batch_norm_workspace_floats(const Shape& x);
 void batch_norm_forward_train(Context& ctx, const Tensor& x, const Tensor& gamma,
                               const Tensor& beta, const Tensor& running_mean,
                               const Tensor& running_var, ops::BatchNormParams p, const Tensor& y,
-                              const Tensor& saved_mean, const Tensor& saved_invstd);
-void batch_norm_forward_eval(Context& ctx, const Tensor& x, const Tensor& gamma,
-                             const Tensor& beta, const Tensor& running_mean,
-                             const Tensor& running_var, ops::BatchNormParams p, const Tensor& y);
+                              const Tensor& saved_mean, const Tensor& saved_invstd,
+                              const Tensor& residual);
+void batch_norm_forward_eval(Context& ctx, const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                             const Tensor& running_mean, const Tensor& running_var,
+                             ops::BatchNormParams p, const Tensor& y, const Tensor& residual);
 void batch_norm_backward(Context& ctx, const Tensor& x, const Tensor& dy, const Tensor& gamma,
                          const Tensor& saved_mean, const Tensor& saved_invstd, const Tensor& dx,
                          GradMode dx_mode, const Tensor& dgamma, const Tensor& dbeta,
                          const Tensor& relu_y);
 void batch_norm_moments(Context& ctx, const Tensor& x, const Tensor& shift, const Tensor& moments);
 void batch_norm_stats(const Tensor& shift, const Tensor& moments, int64_t count,
-                      ops::BatchNormParams p, const Tensor& running_mean,
-                      const Tensor& running_var, const Tensor& mean, const Tensor& invstd);
+                      ops::BatchNormParams p, const Tensor& running_mean, const Tensor& running_var,
+                      const Tensor& mean, const Tensor& invstd);
 void batch_norm_normalize(Context& ctx, const Tensor& x, const Tensor& gamma, const Tensor& beta,
                           const Tensor& mean, const Tensor& invstd, const Tensor& y);
 void batch_norm_backward_reduce(Context& ctx, const Tensor& x, const Tensor& dy, const Tensor& mean,
                                 const Tensor& invstd, const Tensor& sums, const Tensor& dgamma,
                                 const Tensor& dbeta);
-void batch_norm_backward_input(Context& ctx, const Tensor& x, const Tensor& dy,
-                               const Tensor& gamma, const Tensor& mean, const Tensor& invstd,
-                               const Tensor& sums, int64_t count, const Tensor& dx,
-                               GradMode dx_mode);
+void batch_norm_backward_input(Context& ctx, const Tensor& x, const Tensor& dy, const Tensor& gamma,
+                               const Tensor& mean, const Tensor& invstd, const Tensor& sums,
+                               int64_t count, const Tensor& dx, GradMode dx_mode);
 
 void softmax_cross_entropy(const Tensor& logits, const Tensor& labels, const Tensor& loss,
                            const Tensor& dlogits);

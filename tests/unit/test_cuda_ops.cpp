@@ -178,6 +178,19 @@ TEST_CASE("cuda: batch norm, training and evaluation, forward and backward") {
           ops::batch_norm_forward_eval(ctx, v[0], v[1], v[2], v[3], v[4], relu, v[5]);
         },
         "batch_norm + relu", 1e-5);
+    t.push_back(std::make_unique<Twin>(x, -1.0f, 1.0f, t.size()));  // a residual
+    run_both(
+        t,
+        [](Context& ctx, const std::vector<Tensor>& v) {  // with a residual join and the ReLU
+          const ops::BatchNormParams relu{.relu = true};
+          ctx.reserve_workspace(ops::batch_norm_workspace_floats(ctx, v[0].shape));
+          ops::batch_norm_forward_train(ctx, v[0], v[1], v[2], v[3], v[4], relu, v[5], v[6], v[7],
+                                        v[12]);
+          ops::batch_norm_backward(ctx, v[0], v[8], v[1], v[6], v[7], v[9],
+                                   ops::GradMode::Overwrite, v[10], v[11], v[5]);
+          ops::batch_norm_forward_eval(ctx, v[0], v[1], v[2], v[3], v[4], relu, v[5], v[12]);
+        },
+        "batch_norm + add + relu", 1e-5);
   }
 }
 

@@ -204,12 +204,14 @@ TEST_CASE("cuda training: the GPU loader gives the CPU loader's batches, byte fo
   }
 }
 
-TEST_CASE("cuda training: layers computing their ReLUs (BN + ReLU, add + ReLU) change no bit") {
+TEST_CASE(
+    "cuda training: layers computing their ReLUs (BN + ReLU, add + ReLU, BN + add + ReLU) "
+    "change no bit") {
   const Numerics math{.tf32 = false, .deterministic = true};
   std::vector<float> weights[2];
   for (const bool fused : {false, true}) {
     Run r(Device::CUDA, math);
-    r.net->set_fusion(fused);
+    r.net->set_fusion(fused ? Net::Fusion::Preferred : Net::Fusion::None);
     TrainStep step(r.ctx, *r.net, r.optimizer, single_rank());
     for (int i = 0; i < 3; ++i) step.run(r.x(), r.y(), 0.05f);
     weights[fused] = r.weights();

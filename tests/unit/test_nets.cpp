@@ -95,14 +95,18 @@ TEST_CASE("nets: forward gives (N, classes) logits and initialisation is seeded"
   CHECK(largest > 0.9f / std::sqrt(27.0f));
 }
 
-// On the CPU the residual joins compute their ReLUs (BN keeps its own there; the GPU suite checks
-// BN + ReLU).
-TEST_CASE("nets: a layer computing its ReLU (add + ReLU) changes no bit") {
+// On the CPU by default the residual joins compute their ReLUs (BN keeps its own); Fusion::All
+// also has BN compute its ReLU, or the residual join and its ReLU, as on the GPU.
+TEST_CASE(
+    "nets: layers computing their ReLUs (BN + ReLU, add + ReLU, BN + add + ReLU) change no "
+    "bit") {
   Context ctx(Device::CPU, 2, 5);
-  std::vector<std::vector<float>> results[2];
-  for (const bool fused : {false, true}) {
+  using Fusion = Net::Fusion;
+  std::vector<std::vector<float>> results[3];
+  for (const Fusion fusion : {Fusion::None, Fusion::Preferred, Fusion::All}) {
+    const int fused = static_cast<int>(fusion);
     auto net = make_net("resnet20", 10, Device::CPU, 3);
-    net->set_fusion(fused);
+    net->set_fusion(fusion);
     HostTensor images(Shape{4, 3, 32, 32});
     fill_uniform(images.t(), -2, 2, 9, 0);
     std::vector<int32_t> labels = {1, 7, 3, 0};
@@ -119,8 +123,11 @@ TEST_CASE("nets: a layer computing its ReLU (add + ReLU) changes no bit") {
     const Tensor& eval = net->forward(ctx, images.t(), Mode::Eval);
     results[fused].emplace_back(eval.f32(), eval.f32() + eval.numel());
   }
-  REQUIRE(results[0].size() == results[1].size());
-  for (size_t i = 0; i < results[0].size(); ++i) CHECK(results[0][i] == results[1][i]);
+  for (int fused = 1; fused < 3; ++fused) {
+    CAPTURE(fused);
+    REQUIRE(results[0].size() == results[fused].size());
+    for (size_t i = 0; i < results[0].size(); ++i) CHECK(results[0][i] == results[fused][i]);
+  }
 }
 
 namespace {
