@@ -108,9 +108,13 @@ void Net::plan(Context& ctx, int64_t batch) {
   // A tensor that a ReLU alone reads shares that ReLU's value and gradient: where its producer
   // computes the ReLU (Layer::can_fuse_relu) the tensor itself is never written, and where it
   // does not, the ReLU runs in place (no backward pass reads its layer's own output but ReLU's).
+  // So does the tensor that a residual join alone reads before such a ReLU: the join then runs
+  // in place too, and its backward routes the gradient onto itself.
   std::vector<int> shares_with(tensor_count_, -1);
-  for (size_t k = 0; k < nodes_.size(); ++k)
-    if (relu_after_[k] >= 0) shares_with[nodes_[k].output] = nodes_[relu_after_[k]].output;
+  for (size_t k = 0; k < nodes_.size(); ++k) {
+    const int relu = add_after_[k] >= 0 ? relu_after_[add_after_[k]] : relu_after_[k];
+    if (relu >= 0) shares_with[nodes_[k].output] = nodes_[relu].output;
+  }
   // A staged input: bf16 activations start from a bf16 copy of the float32 images.
   int64_t value_elements = dtype == DType::F32 ? 0 : padded(shapes[kInput].numel());
   int64_t workspace = 0;

@@ -91,8 +91,8 @@ void relu_backward(const Tensor& y, const Tensor& dy, const Tensor& dx, GradMode
 void add_forward(const Tensor& a, const Tensor& b, const Tensor& y) {
   with_activation_type(a.dtype, [&](auto t) {
     using T = decltype(t);
-    const T* __restrict pa = a.as<T>();
-    const T* __restrict pb = b.as<T>();
+    const T* pa = a.as<T>();
+    const T* pb = b.as<T>();
     write_values<T>(y, [=](int64_t i) { return load(pa, i) + load(pb, i); });
   });
 }
@@ -100,8 +100,8 @@ void add_forward(const Tensor& a, const Tensor& b, const Tensor& y) {
 void add_relu_forward(const Tensor& a, const Tensor& b, const Tensor& y) {
   with_activation_type(a.dtype, [&](auto t) {
     using T = decltype(t);
-    const T* __restrict pa = a.as<T>();
-    const T* __restrict pb = b.as<T>();
+    const T* pa = a.as<T>();
+    const T* pb = b.as<T>();
     write_values<T>(y, [=](int64_t i) { return relu(load(pa, i) + load(pb, i)); });
   });
 }
@@ -109,7 +109,7 @@ void add_relu_forward(const Tensor& a, const Tensor& b, const Tensor& y) {
 void grad_pass(const Tensor& src, const Tensor& dst, GradMode mode) {
   with_activation_type(src.dtype, [&](auto t) {
     using T = decltype(t);
-    const T* __restrict g = src.as<T>();
+    const T* g = src.as<T>();  // may be dst: a residual join's gradient onto itself
     write_grad<T>(dst, mode, [=](int64_t i) { return load(g, i); });
   });
 }
