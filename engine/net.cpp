@@ -190,7 +190,9 @@ void Net::plan(Context& ctx, int64_t batch) {
     offset += padded(shapes[id].numel());
     grads_[id] = at(value_elements + grads.offsets[id - 1], shapes[id]);
   }
-  for (int id = 1; id < tensor_count_; ++id) {
+  // Shared buffers from the last tensor back: a tensor shares with a later one, which may in
+  // turn share with a later one still.
+  for (int id = tensor_count_ - 1; id >= 1; --id) {
     if (shares_with[id] < 0) continue;
     values_[id] = values_[shares_with[id]];
     grads_[id] = grads_[shares_with[id]];
