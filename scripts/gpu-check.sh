@@ -10,20 +10,37 @@
 #   6. the benchmarks against PyTorch (short form) and a few epochs of the PSGD phase;
 #   7. the rest of the build and the whole test suite;
 #   8. the bf16 mode against PyTorch AMP (short form).
-# Logs go to $OUT (default out/gpu-check): summary.txt, card.txt, build.log, gpu-tests.log,
-# sanitizer.log, train.log, bench.log (+ bench/results.md), tests.log, bench-bf16.log (+
-# bench-bf16/results.md). Exits non-zero if a step failed.
+# Logs are written to out/gpu-check/ (summary.txt, card.txt, build.log, gpu-tests.log,
+# sanitizer.log, train.log, bench.log and bench/, tests.log, bench-bf16.log and bench-bf16/).
+# The device tool brings back at most 8 files from $OUT, so after every step (a run killed at its
+# limit keeps what finished) $OUT gets four: summary.txt, logs.tar.gz (everything),
+# bench-results.md and bench-bf16-results.md. A failed step's last lines go to stdout too.
+# Exits non-zero if a step failed.
 #
 # Here, first:   scripts/stage-gpu-deps.sh        (our Debian headers and libraries -> .gpu-deps)
 # Then, device:  run(command="scripts/gpu-check.sh", carry=[".gpu-deps"], timeout_s=480)
 set -uo pipefail
 cd "$(dirname "$0")/.."
-out=${OUT:-out/gpu-check}
+out=out/gpu-check
+returned=${OUT:-}
 build=build-gpu
 budget=${GPU_CHECK_BUDGET:-420}
+rm -rf "$out"
 mkdir -p "$out"
 : > "$out/summary.txt"
 status=0
+
+# pack: what the device tool brings back, in at most 8 files (see above).
+pack() {
+  [[ -n $returned ]] || return 0
+  cp "$out/summary.txt" "$returned/"
+  tar -czf "$returned/logs.tar.gz" -C "$(dirname "$out")" "$(basename "$out")"
+  local name
+  for name in bench bench-bf16; do
+    [[ -f $out/$name/results.md ]] && cp "$out/$name/results.md" "$returned/$name-results.md"
+  done
+  return 0
+}
 
 # step NAME LOG LIMIT COMMAND...: runs COMMAND with at most LIMIT seconds (less if the budget
 # has less left), logging to LOG.
@@ -42,8 +59,10 @@ step() {
     echo "ok    $name ($((SECONDS - start)) s)" | tee -a "$out/summary.txt"
   else
     echo "FAIL  $name ($((SECONDS - start)) s of at most $limit; see $log)" | tee -a "$out/summary.txt"
+    tail -n 25 "$out/$log" | sed 's/^/      | /'
     status=1
   fi
+  pack
 }
 
 card() {
@@ -151,4 +170,8 @@ if [[ -x $build/tests/test_cuda_ops ]]; then
 fi
 echo "gpu-check: $([[ $status -eq 0 ]] && echo passed || echo FAILED) in $SECONDS s; logs in $out" |
   tee -a "$out/summary.txt"
+pack
+for name in bench bench-bf16; do
+  [[ -f $out/$name/results.md ]] && { echo "-- $name/results.md"; cat "$out/$name/results.md"; }
+done
 exit $status
