@@ -71,9 +71,9 @@ class Layer {
     PSGD_FAIL(name_, " cannot fuse a residual join and its ReLU");
   }
 
-  // Whether a captured training step may replay this layer's kernels: false where their
-  // arguments change from step to step (dropout's mask key).
-  virtual bool replayable() const { return true; }
+  // Whether a captured step (training or evaluation) may replay this layer's kernels of that
+  // mode: false where their arguments change from step to step, or the host reads their results.
+  virtual bool replayable(Mode mode) const { return true; }
   // The host-side bookkeeping of a Train forward (counters), for a replayed step whose kernels
   // ran without forward() being called.
   virtual void count_replayed_forward() {}

@@ -264,9 +264,9 @@ const Tensor& Net::loss(Context& ctx, const Tensor& labels) {
   return loss_view_;
 }
 
-bool Net::replayable() const {
+bool Net::replayable(Mode mode) const {
   return std::all_of(nodes_.begin(), nodes_.end(),
-                     [](const Node& n) { return n.layer->replayable(); });
+                     [mode](const Node& n) { return n.layer->replayable(mode); });
 }
 
 void Net::count_replayed_forward() {

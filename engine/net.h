@@ -55,10 +55,11 @@ class Net {
   // type, for losses computed elsewhere.
   void backward(Context& ctx, const Tensor& dlogits);
 
-  // For captured steps: whether every layer may be replayed, the host bookkeeping of a replayed
-  // Train forward, and a count that changes whenever planning moves the activation memory (a
-  // captured step holds its addresses).
-  bool replayable() const;
+  // For captured steps: whether every layer may be replayed in this mode, the host bookkeeping of
+  // a replayed Train forward, and a count that changes whenever planning moves the activation
+  // memory or the layers change how they use it (a captured step holds its addresses and
+  // kernels).
+  bool replayable(Mode mode) const;
   void count_replayed_forward();
   uint64_t memory_generation() const { return memory_generation_; }
 
@@ -66,7 +67,10 @@ class Net {
   // (Layer::can_fuse_relu, can_fuse_add_relu) and it pays on their device (Preferred, the
   // default); None and All (wherever they can) check that fusion changes nothing.
   enum class Fusion : uint8_t { None, Preferred, All };
-  void set_fusion(Fusion fusion) { fusion_ = fusion; }
+  void set_fusion(Fusion fusion) {
+    fusion_ = fusion;
+    ++memory_generation_;
+  }
 
   const Tensor& logits() const { return values_.back(); }
   // The output of layers()[index] from the last forward. A layer whose output only a ReLU reads

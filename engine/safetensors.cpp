@@ -160,7 +160,7 @@ void SafeTensorsWriter::set_metadata(std::string key, std::string value) {
   metadata_[std::move(key)] = std::move(value);
 }
 
-void SafeTensorsWriter::write(const std::string& path) const {
+std::vector<std::byte> SafeTensorsWriter::serialize() const {
   nlohmann::ordered_json header = nlohmann::ordered_json::object();
   if (!metadata_.empty()) header["__metadata__"] = metadata_;
   uint64_t offset = 0;
@@ -181,7 +181,7 @@ void SafeTensorsWriter::write(const std::string& path) const {
     if (!e.data.empty()) std::memcpy(out, e.data.data(), e.data.size());
     out += e.data.size();
   }
-  write_file_atomic(path, bytes);
+  return bytes;
 }
 
 void write_file_atomic(const std::string& path, const std::vector<std::byte>& bytes) {

@@ -48,14 +48,19 @@ class SafeTensorsFile {
   std::string origin_;
 };
 
+// Writes `bytes` to `path` atomically (temporary file, fsync, rename, directory fsync).
+void write_file_atomic(const std::string& path, const std::vector<std::byte>& bytes);
+
 class SafeTensorsWriter {
  public:
   // Copies the data; tensors are written in the order they were added.
   void add(std::string name, StDType dtype, std::vector<int64_t> shape, const void* data);
   void set_metadata(std::string key, std::string value);
+  // The file's bytes.
+  std::vector<std::byte> serialize() const;
   // Writes atomically: a temporary file beside `path`, flushed to disk, then renamed over it.
   // On any failure the previous file at `path` is left untouched.
-  void write(const std::string& path) const;
+  void write(const std::string& path) const { write_file_atomic(path, serialize()); }
 
  private:
   struct Entry {
@@ -67,8 +72,5 @@ class SafeTensorsWriter {
   std::vector<Entry> entries_;
   std::map<std::string, std::string> metadata_;
 };
-
-// Writes `bytes` to `path` atomically (temporary file, fsync, rename, directory fsync).
-void write_file_atomic(const std::string& path, const std::vector<std::byte>& bytes);
 
 }  // namespace psgd

@@ -48,9 +48,9 @@ double metadata_number(const SafeTensorsFile& f, const std::string& key) {
 
 }  // namespace
 
-void save_checkpoint(const std::string& path, const Net& net, const Optimizer& optimizer,
-                     const TrainProgress& progress,
-                     const std::map<std::string, std::string>& metadata) {
+SafeTensorsWriter checkpoint_contents(const Net& net, const Optimizer& optimizer,
+                                      const TrainProgress& progress,
+                                      const std::map<std::string, std::string>& metadata) {
   SafeTensorsWriter w;
   add_params(w, net.params());
   for (int i = 0; i < optimizer.state_count(); ++i) {
@@ -77,7 +77,7 @@ void save_checkpoint(const std::string& path, const Net& net, const Optimizer& o
   w.set_metadata("epoch", std::to_string(progress.epoch));
   w.set_metadata("best_fp", std::to_string(progress.best_fp));
   w.set_metadata("best_lp", std::to_string(progress.best_lp));
-  w.write(path);
+  return w;
 }
 
 TrainProgress load_checkpoint(const std::string& path, Net& net, Optimizer* optimizer) {

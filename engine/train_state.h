@@ -10,6 +10,7 @@
 
 #include "engine/net.h"
 #include "engine/optim.h"
+#include "engine/safetensors.h"
 
 namespace psgd {
 
@@ -20,9 +21,10 @@ struct TrainProgress {
   double best_fp = 0.0, best_lp = 0.0;
 };
 
-void save_checkpoint(const std::string& path, const Net& net, const Optimizer& optimizer,
-                     const TrainProgress& progress,
-                     const std::map<std::string, std::string>& metadata);
+// A checkpoint's contents, copied from the device now; write() puts them in a file.
+SafeTensorsWriter checkpoint_contents(const Net& net, const Optimizer& optimizer,
+                                      const TrainProgress& progress,
+                                      const std::map<std::string, std::string>& metadata);
 
 // Loads the network and, when given, the optimizer state; checks the architecture and class
 // count against the metadata. Returns the progress recorded (epoch 0 when absent).

@@ -6,12 +6,12 @@
 #pragma once
 
 #include <array>
-#include <map>
 
-#include "engine/captured_graph.h"
 #include "engine/comm.h"
+#include "engine/metric_sums.h"
 #include "engine/net.h"
 #include "engine/optim.h"
+#include "engine/step_graphs.h"
 
 namespace psgd {
 
@@ -23,31 +23,23 @@ class TrainStep {
   // is for a captured step to replay (a move is noticed, and the step captured again).
   void run(const Tensor& images, const Tensor& labels, float lr);
 
-  // {loss * samples, correct, samples} summed since the last reset, this rank only. Reading
-  // waits for the device.
-  std::array<double, ops::kMetricFields> totals() const;
-  void reset_totals();
+  // {loss * samples, correct, correct in the top 5, samples} summed since the last reset, this
+  // rank only. Reading waits for the device.
+  std::array<double, ops::kMetricFields> totals() const { return totals_.read(); }
+  void reset_totals() { totals_.reset(); }
 
   // Steps replayed from a captured graph so far (0 on the CPU).
-  int64_t replays() const { return replays_; }
+  int64_t replays() const { return graphs_.replays(); }
 
  private:
-  struct Captured {
-    CapturedGraph graph;
-    const void* images;
-    const void* labels;
-    uint64_t net_memory, workspace;
-  };
   void launch(const Tensor& images, const Tensor& labels);
-  bool still_valid(const Captured& c, const Tensor& images, const Tensor& labels) const;
 
   Context& ctx_;
   Net& net_;
   Optimizer& optimizer_;
   Comm& comm_;
-  DeviceBuffer totals_;                 // (kMetricFields) float64
-  std::map<int64_t, Captured> graphs_;  // by batch size
-  int64_t replays_ = 0;
+  MetricSums totals_;
+  StepGraphs graphs_;
 };
 
 }  // namespace psgd

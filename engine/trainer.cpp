@@ -8,7 +8,6 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/data_parallel.h"
-#include "engine/weight_quant.h"
 #include "kernels/ops.h"
 
 namespace psgd {
@@ -29,36 +28,6 @@ void check_finite(double loss_sum, int64_t epoch, int64_t step) {
 
 }  // namespace
 
-// The sums stay on the device until the pass ends: nothing waits for the GPU between batches.
-EvalResult evaluate(Context& ctx, Net& net, BatchSource& source, Comm& comm) {
-  DeviceBuffer sums(ctx.device(), ops::kMetricFields * sizeof(double));
-  const Tensor device_totals = sums.f64(0, Shape{ops::kMetricFields});
-  source.start_epoch(0);
-  Tensor images, labels;
-  while (source.next(images, labels)) {
-    if (labels.numel() == 0) continue;  // a rank's empty share of a small last batch
-    const Tensor& logits = net.forward(ctx, images, Mode::Eval);
-    ops::accumulate_metrics(ctx, logits, labels, net.loss(ctx, labels), device_totals);
-  }
-  double totals[ops::kMetricFields];
-  memory_copy(totals, Device::CPU, sums.data(), sums.device(), sizeof totals);
-  comm.allreduce_host(totals, ReduceOp::Sum);
-  const double samples = totals[ops::kMetricSamples];
-  PSGD_CHECK(samples > 0, "evaluation on an empty set");
-  EvalResult r;
-  r.samples = static_cast<int64_t>(samples);
-  r.loss = totals[ops::kMetricLossSum] / samples;
-  r.top1 = totals[ops::kMetricCorrect] / samples;
-  r.top5 = totals[ops::kMetricCorrectTop5] / samples;
-  return r;
-}
-
-EvalResult evaluate_low_precision(Context& ctx, Net& net, BatchSource& source, Comm& comm) {
-  WeightsSnapshot keep(net.params());
-  quantize_in_place(ctx, net.params());
-  return evaluate(ctx, net, source, comm);
-}
-
 Trainer::Trainer(Context& ctx, Net& net, Optimizer& optimizer, BatchSource& train,
                  BatchSource& test, TrainerConfig config, TrainProgress progress)
     : ctx_(ctx),
@@ -70,6 +39,7 @@ Trainer::Trainer(Context& ctx, Net& net, Optimizer& optimizer, BatchSource& trai
       progress_(progress),
       comm_(config_.comm ? *config_.comm : single_rank()),
       step_(ctx, net, optimizer, comm_),
+      evaluator_(ctx, net, comm_),
       quantized_(!optimizer.ranges().ids().empty()) {
   config_.schedule.validate();
   if (comm_.rank() != 0) {  // rank 0 speaks and writes for the job
@@ -88,14 +58,15 @@ TrainProgress Trainer::run() {
     // One model for the whole job: rank 0's BN statistics, and replicas checked identical.
     broadcast_buffers(ctx_, comm_, net_);
     check_replicas_agree(comm_, net_, optimizer_);
-    const EvalResult fp = evaluate(ctx_, net_, test_, comm_);
-    const EvalResult lp = quantized_ ? evaluate_low_precision(ctx_, net_, test_, comm_) : fp;
+    const EvalResult fp = evaluator_.evaluate(test_);
+    const EvalResult lp = quantized_ ? evaluator_.evaluate_low_precision(test_) : fp;
     const bool fp_best = fp.top1 > progress_.best_fp, lp_best = lp.top1 > progress_.best_lp;
     progress_.epoch = epoch;
     progress_.best_fp = std::max(progress_.best_fp, fp.top1);
     progress_.best_lp = std::max(progress_.best_lp, lp.top1);
     record(epoch, lr, train, fp, lp, seconds_since(start), fp_best, lp_best);
   }
+  checkpoints_.finish();
   return progress_;
 }
 
@@ -169,14 +140,15 @@ void Trainer::record(int64_t epoch, float lr, const EpochStats& train, const Eva
   std::ofstream metrics(std::filesystem::path(config_.out_dir) / "metrics.jsonl", std::ios::app);
   metrics << row.dump() << "\n";
   PSGD_CHECK(metrics.good(), config_.out_dir, "/metrics.jsonl: cannot write");
-  const auto path = [&](const char* name) {
-    return (std::filesystem::path(config_.out_dir) / name).string();
+  std::vector<std::string> paths;
+  const auto add = [&](const char* name) {
+    paths.push_back((std::filesystem::path(config_.out_dir) / name).string());
   };
-  save_checkpoint(path("last.safetensors"), net_, optimizer_, progress_, config_.metadata);
-  if (fp_best)
-    save_checkpoint(path("best_fp.safetensors"), net_, optimizer_, progress_, config_.metadata);
-  if (lp_best && quantized_)
-    save_checkpoint(path("best_lp.safetensors"), net_, optimizer_, progress_, config_.metadata);
+  add("last.safetensors");
+  if (fp_best) add("best_fp.safetensors");
+  if (lp_best && quantized_) add("best_lp.safetensors");
+  checkpoints_.submit(checkpoint_contents(net_, optimizer_, progress_, config_.metadata),
+                      std::move(paths));
 }
 
 }  // namespace psgd

@@ -8,25 +8,14 @@
 #include <string>
 
 #include "engine/batch_source.h"
+#include "engine/checkpoint_writer.h"
 #include "engine/comm.h"
+#include "engine/evaluator.h"
 #include "engine/schedule.h"
 #include "engine/train_state.h"
 #include "engine/train_step.h"
 
 namespace psgd {
-
-struct EvalResult {
-  double loss = 0.0, top1 = 0.0, top5 = 0.0;  // mean loss; accuracies in [0, 1]
-  int64_t samples = 0;
-};
-
-// One pass over `source` in evaluation mode; in a job, each rank passes over its shard and the
-// results are summed over `comm`.
-EvalResult evaluate(Context& ctx, Net& net, BatchSource& source, Comm& comm = single_rank());
-// The same with every quantized tensor replaced by Q(w) (ranges fresh from the weights); the
-// float weights are restored afterwards.
-EvalResult evaluate_low_precision(Context& ctx, Net& net, BatchSource& source,
-                                  Comm& comm = single_rank());
 
 struct TrainerConfig {
   int64_t first_epoch = 1, last_epoch = 1;
@@ -44,8 +33,9 @@ class Trainer {
  public:
   Trainer(Context& ctx, Net& net, Optimizer& optimizer, BatchSource& train, BatchSource& test,
           TrainerConfig config, TrainProgress progress = {});
-  // Runs the remaining epochs; stops with a psgd::Error on a non-finite loss, leaving the last
-  // good checkpoint in place.
+  // Runs the remaining epochs and returns once every checkpoint is on disk (each epoch's is
+  // written in the background while the next one trains). Stops with a psgd::Error on a
+  // non-finite loss or a failed write, leaving the last good checkpoint in place.
   TrainProgress run();
 
  private:
@@ -65,6 +55,8 @@ class Trainer {
   TrainProgress progress_;
   Comm& comm_;
   TrainStep step_;
+  Evaluator evaluator_;
+  CheckpointWriter checkpoints_;
   bool quantized_;
 };
 

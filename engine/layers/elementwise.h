@@ -26,6 +26,8 @@ class ReLU final : public Layer {
   int activation_bits() const { return bits_; }
   // A plain ReLU, which the layer before it may compute (Layer::can_fuse_relu).
   bool fusable() const { return bits_ == 0; }
+  // Quantized activations are not: their range is read back or fixed in the kernel's arguments.
+  bool replayable(Mode) const override { return bits_ == 0; }
   // The range of the last quantized evaluation batch.
   float activation_max() const { return clip_max_ > 0.0f ? clip_max_ : running_max_; }
 

@@ -6,7 +6,9 @@ strictly, evaluation, and a clear one-line error for each kind of bad input."""
 import argparse
 import json
 import os
+import resource
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -160,6 +162,19 @@ def main():
         r = run([train, "--resume", b, "--epochs", "3"], expect_ok=False)
         check(r.returncode != 0 and "the loss is" in r.stderr, "a NaN loss stops training with a message")
         check(open(os.path.join(b, "last.safetensors"), "rb").read() == before, "last.safetensors untouched")
+
+        print("a full disk stops training with one line and keeps the last good checkpoint:")
+        before = open(os.path.join(a, "last.safetensors"), "rb").read()
+
+        def small_files():  # files may not grow past half a checkpoint
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (len(before) // 2, len(before) // 2))
+
+        r = subprocess.run([train, "--resume", a, "--epochs", "3"], capture_output=True, text=True,
+                           preexec_fn=small_files)
+        check(r.returncode != 0 and "left unchanged" in r.stderr and len(r.stderr.strip().splitlines()) <= 2,
+              "the failed checkpoint write stops the run with one line")
+        check(open(os.path.join(a, "last.safetensors"), "rb").read() == before, "last.safetensors untouched")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"{'cli: PASSED' if not FAILURES else f'cli: FAILED ({len(FAILURES)})'}")

@@ -1,6 +1,6 @@
-// Training on the GPU: the GPU loader against the CPU loader, a whole-network PSGD step against
-// the CPU, the captured (CUDA graph) step against the same step run op by op, and deterministic
-// runs. Skipped where no GPU is visible.
+// Training and evaluation on the GPU: the GPU loader against the CPU loader, a whole-network
+// PSGD step against the CPU, the captured (CUDA graph) training step and evaluation batches
+// against the same work run op by op, and deterministic runs. Skipped where no GPU is visible.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -8,12 +8,15 @@
 #include <vector>
 
 #include "data/gpu_loader.h"
+#include "engine/evaluator.h"
 #include "engine/optim.h"
 #include "engine/train_step.h"
+#include "engine/weight_quant.h"
 #include "kernels/ops.h"
 #include "nets/nets.h"
 #include "nets/quant_config.h"
 #include "tests/support/host_tensor.h"
+#include "tests/support/pattern_dataset.h"
 
 using namespace psgd;
 using namespace psgd::test;
@@ -171,14 +174,8 @@ TEST_CASE("cuda training: --deterministic runs give identical weights") {
 }
 
 TEST_CASE("cuda training: the GPU loader gives the CPU loader's batches, byte for byte") {
-  data::Dataset d;
-  d.classes = 10;
-  d.norm = data::reference_normalization();
   const int64_t n = 203;  // a partial last batch
-  d.images.resize(static_cast<size_t>(n * data::kImageBytes));
-  for (size_t i = 0; i < d.images.size(); ++i)
-    d.images[i] = static_cast<uint8_t>((i * 2654435761u) >> 13);
-  for (int64_t i = 0; i < n; ++i) d.labels.push_back(static_cast<int32_t>(i % 10));
+  const data::Dataset d = pattern_dataset(n, 10);
   std::vector<int64_t> subset;
   for (int64_t i = 0; i < n; i += 1 + i % 3) subset.push_back(i);
   const data::LoaderConfig config{
@@ -242,4 +239,50 @@ TEST_CASE("cuda training: VGG16-bn's steps, dropout included, are captured and r
     weights[capture] = to_host(net->params().weights());
   }
   CHECK(weights[0] == weights[1]);
+}
+
+TEST_CASE("cuda evaluation: captured batches give the op-by-op sums, FP and LP, over two loaders") {
+  Context ctx(Device::CUDA, 2, 7, {.tf32 = true, .deterministic = true});
+  auto net = Run::make_psgd_net(Device::CUDA);
+  const data::Dataset d = pattern_dataset(203, 10);  // 6 batches of 32 and one of 11
+  const data::LoaderConfig config{.batch_size = 32, .shuffle = false, .augment = false};
+  data::GpuLoader first(d, config), second(d, config);  // the same batches in other memory
+  // What the evaluator runs for each batch, op by op.
+  const auto op_by_op = [&](BatchSource& source) {
+    MetricSums sums(Device::CUDA);
+    source.start_epoch(0);
+    Tensor images, labels;
+    while (source.next(images, labels)) {
+      const Tensor& logits = net->forward(ctx, images, Mode::Eval);
+      ops::accumulate_metrics(ctx, logits, labels, net->loss(ctx, labels), sums.sums());
+    }
+    const auto t = sums.read();
+    const double n = t[ops::kMetricSamples];
+    return EvalResult{t[ops::kMetricLossSum] / n, t[ops::kMetricCorrect] / n,
+                      t[ops::kMetricCorrectTop5] / n, static_cast<int64_t>(n)};
+  };
+  const auto check_same = [](const EvalResult& a, const EvalResult& b) {
+    CHECK(a.samples == 203);
+    CHECK(a.samples == b.samples);
+    CHECK(a.loss == b.loss);
+    CHECK(a.top1 == b.top1);
+    CHECK(a.top5 == b.top5);
+  };
+  Evaluator evaluator(ctx, *net);
+  const EvalResult fp = evaluator.evaluate(first);  // 32: op by op, captured, 4 replays; 11: op
+  check_same(fp, op_by_op(first));
+  CHECK(evaluator.replays() == 4);
+  const EvalResult lp = evaluator.evaluate_low_precision(first);  // 6 replays; 11: captured
+  CHECK(evaluator.replays() == 10);
+  {
+    WeightsSnapshot keep(net->params());
+    quantize_in_place(ctx, net->params());
+    check_same(lp, op_by_op(first));
+  }
+  CHECK(lp.loss != fp.loss);
+  // Other images' memory: each size captured again, then replayed.
+  check_same(evaluator.evaluate(second), fp);
+  CHECK(evaluator.replays() == 15);
+  check_same(evaluator.evaluate(first), fp);
+  CHECK(evaluator.replays() == 20);
 }

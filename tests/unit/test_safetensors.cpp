@@ -1,4 +1,5 @@
-// The safetensors reader and writer: round trips, every kind of corruption, atomic writes.
+// The safetensors reader and writer: round trips, every kind of corruption, atomic writes, and
+// the background checkpoint writer.
 #include <doctest/doctest.h>
 #include <sys/resource.h>
 
@@ -8,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "engine/checkpoint_writer.h"
 #include "engine/safetensors.h"
 
 using namespace psgd;
@@ -142,4 +144,34 @@ TEST_CASE("safetensors: writes are atomic and a failed write keeps the old file"
   CHECK_THROWS_WITH_AS(first.write((dir / "missing" / "x.safetensors").string()),
                        doctest::Contains("cannot create"), Error);
   CHECK(*reinterpret_cast<const float*>(SafeTensorsFile::read(path).find("x")->data) == 2.0f);
+}
+
+TEST_CASE("checkpoint writer: background writes land in order; a failed one is reported next") {
+  const fs::path dir = scratch_dir();
+  const std::string a = (dir / "writer_a.safetensors").string(),
+                    b = (dir / "writer_b.safetensors").string();
+  const auto holding = [](float v) {
+    SafeTensorsWriter w;
+    w.add("x", StDType::F32, {1}, &v);
+    return w;
+  };
+  const auto value_in = [](const std::string& path) {
+    return *reinterpret_cast<const float*>(SafeTensorsFile::read(path).find("x")->data);
+  };
+  CheckpointWriter writer;
+  writer.submit(holding(1.0f), {a, b});
+  writer.submit(holding(2.0f), {a});
+  writer.finish();
+  CHECK(value_in(a) == 2.0f);
+  CHECK(value_in(b) == 1.0f);
+
+  const std::string nowhere = (dir / "missing" / "x.safetensors").string();
+  writer.submit(holding(3.0f), {nowhere});
+  CHECK_THROWS_WITH_AS(writer.submit(holding(4.0f), {a}), doctest::Contains("cannot create"),
+                       Error);
+  writer.finish();  // the failed write was reported once; nothing else was submitted after it
+  CHECK(value_in(a) == 2.0f);
+  writer.submit(holding(5.0f), {b, nowhere});
+  CHECK_THROWS_WITH_AS(writer.finish(), doctest::Contains("cannot create"), Error);
+  CHECK(value_in(b) == 5.0f);  // the files before the failed one are written
 }

@@ -1,7 +1,8 @@
 // psgd-bench: times a reference network on psgd with synthetic data already on the device, as
-// the loader leaves it: the training step (forward, loss, backward and the fused PSGD update,
-// captured as a CUDA graph on a GPU) and inference of the float (FP) and quantized (LP)
-// network. Prints one JSON object; tools/bench/compare.py runs it beside PyTorch.
+// the loader leaves it: the training step (forward, loss, backward and the fused PSGD update)
+// and inference of the float (FP) and quantized (LP) network as evaluation runs it (forward,
+// loss and top-k counts), each captured as a CUDA graph on a GPU. Prints one JSON object;
+// tools/bench/compare.py runs it beside PyTorch.
 #include <sys/resource.h>
 
 #include <CLI/CLI.hpp>
@@ -11,6 +12,7 @@
 #include <functional>
 #include <vector>
 
+#include "engine/evaluator.h"
 #include "engine/optim.h"
 #include "engine/train_step.h"
 #include "engine/weight_quant.h"
@@ -79,13 +81,14 @@ int run(const Options& o) {
   memory_reset_peak(device);
   const double train = median_ms(ctx, o.warmup, o.repeats, [&] { step.run(x, y, 0.01f); });
   const size_t peak = memory_peak(device);
+  Evaluator evaluator(ctx, *net);
   const double infer_fp =
-      median_ms(ctx, o.warmup, o.repeats, [&] { net->forward(ctx, x, Mode::Eval); });
+      median_ms(ctx, o.warmup, o.repeats, [&] { evaluator.run_batch(x, y); });
   double infer_lp = 0.0;
   {
     WeightsSnapshot keep(net->params());
     quantize_in_place(ctx, net->params());
-    infer_lp = median_ms(ctx, o.warmup, o.repeats, [&] { net->forward(ctx, x, Mode::Eval); });
+    infer_lp = median_ms(ctx, o.warmup, o.repeats, [&] { evaluator.run_batch(x, y); });
   }
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);
@@ -94,11 +97,11 @@ int run(const Options& o) {
       "{\"arch\": \"%s\", \"batch\": %ld, \"device\": \"%s\", \"threads\": %d, \"math\": \"%s\", "
       "\"train_ms\": %.4f, \"train_images_per_s\": %.1f, \"infer_fp_images_per_s\": %.1f, "
       "\"infer_lp_images_per_s\": %.1f, \"peak_device_mib\": %.1f, \"max_rss_mib\": %.1f, "
-      "\"graph_replays\": %ld}\n",
+      "\"graph_replays\": %ld, \"eval_graph_replays\": %ld}\n",
       o.arch.c_str(), static_cast<long>(o.batch), o.device.c_str(), ctx.threads(),
       numerics_name(ctx), train, per_s(train), per_s(infer_fp), per_s(infer_lp),
       device == Device::CUDA ? peak / 1048576.0 : 0.0, usage.ru_maxrss / 1024.0,
-      static_cast<long>(step.replays()));
+      static_cast<long>(step.replays()), static_cast<long>(evaluator.replays()));
   return 0;
 }
 

@@ -13,11 +13,11 @@
 #include "data/dataset.h"
 #include "data/loader.h"
 #include "engine/activation_quant.h"
+#include "engine/evaluator.h"
 #include "engine/pruning.h"
 #include "engine/quant_report.h"
 #include "engine/safetensors.h"
 #include "engine/train_state.h"
-#include "engine/trainer.h"
 #include "engine/weight_quant.h"
 #include "kernels/quant_math.h"
 #include "nets/nets.h"
@@ -69,14 +69,14 @@ std::string percent(double v) {
 }
 
 // LP accuracy with weights at `w_bits` and activations at `a_bits` (32: float).
-EvalResult evaluate_at(Context& ctx, Net& net, BatchSource& test, const EvalOptions& o, int w_bits,
-                       int a_bits) {
+EvalResult evaluate_at(Evaluator& evaluator, Net& net, BatchSource& test, const EvalOptions& o,
+                       int w_bits, int a_bits) {
   assign_quantizers(net.params(), {.w_bits = w_bits, .first_last = o.first_last, .psg = false});
   set_activation_quant(
       net, {.bits = a_bits == 32 ? 0 : a_bits,
             .range = o.act_clipping ? ActivationRange::Clipped : ActivationRange::Running,
             .clip_n = o.clipping_range});
-  const EvalResult r = evaluate_low_precision(ctx, net, test);
+  const EvalResult r = evaluator.evaluate_low_precision(test);
   set_activation_quant(net, {});
   return r;
 }
@@ -123,7 +123,8 @@ void export_integer_model(Context& ctx, const Net& net, const EvalOptions& o) {
 
 // Picks the clipping range n on a held-out part of the training set: the n whose W/A-quantized
 // network is most accurate there.
-float find_clipping(Context& ctx, Net& net, const EvalOptions& o, int a_bits) {
+float find_clipping(Context& ctx, Evaluator& evaluator, Net& net, const EvalOptions& o,
+                    int a_bits) {
   const data::Dataset train_set =
       data::load_dataset(o.data, data::Split::Train, {data::parse_format(o.dataset), o.coarse});
   const int64_t holdout = std::min<int64_t>(o.holdout, train_set.size() - 1);
@@ -138,7 +139,7 @@ float find_clipping(Context& ctx, Net& net, const EvalOptions& o, int a_bits) {
               static_cast<long long>(holdout), o.w_bits, a_bits);
   for (float n : {1.0f, 2.0f, 3.0f, 4.0f, 5.0f, 6.0f, 8.0f, 10.0f}) {
     trial.clipping_range = n;
-    const double acc = evaluate_at(ctx, net, *held, trial, o.w_bits, a_bits).top1;
+    const double acc = evaluate_at(evaluator, net, *held, trial, o.w_bits, a_bits).top1;
     std::printf("  n = %4.1f  %s\n", n, percent(acc).c_str());
     if (acc > best) {
       best = acc;
@@ -185,14 +186,15 @@ int run(EvalOptions o) {
   auto net = make_net(o.arch, test_set.classes, ctx.device(), 0);
   load_checkpoint(o.model, *net, nullptr);
 
-  const EvalResult fp = evaluate(ctx, *net, test);
+  Evaluator evaluator(ctx, *net);
+  const EvalResult fp = evaluator.evaluate(test);
   std::printf(
       "%s on %s (%lld test images, %s): FP %s (loss %.4f)\n", o.arch.c_str(), test_set.name.c_str(),
       static_cast<long long>(fp.samples),
       (std::string(ctx.device() == Device::CPU ? "CPU, " : "GPU, ") + numerics_name(ctx)).c_str(),
       percent(fp.top1).c_str(), fp.loss);
   const int a_bits = o.act_quant ? o.a_bits : 32;
-  const EvalResult lp = evaluate_at(ctx, *net, test, o, o.w_bits, a_bits);
+  const EvalResult lp = evaluate_at(evaluator, *net, test, o, o.w_bits, a_bits);
   std::printf("LP W%dA%d%s%s: %s (loss %.4f)\n", o.w_bits, a_bits,
               o.first_last ? ", first/last quantized" : "",
               a_bits < 32 && o.act_clipping ? ", activations clipped" : "",
@@ -206,7 +208,7 @@ int run(EvalOptions o) {
     for (int w : o.sweep_w) {
       std::printf("%8s", ("W" + std::to_string(w)).c_str());
       for (int a : o.sweep_a)
-        std::printf("%10s", percent(evaluate_at(ctx, *net, test, o, w, a).top1).c_str());
+        std::printf("%10s", percent(evaluate_at(evaluator, *net, test, o, w, a).top1).c_str());
       std::printf("\n");
     }
   }
@@ -216,7 +218,7 @@ int run(EvalOptions o) {
     const std::vector<LayerSparsity> layers =
         prune_by_magnitude(net->params(), o.sparsity,
                            o.prune_scope == "global" ? PruneScope::Global : PruneScope::PerLayer);
-    const EvalResult pruned = evaluate(ctx, *net, test);
+    const EvalResult pruned = evaluator.evaluate(test);
     std::printf("\npruned to %s (%s): FP %s\n", percent(o.sparsity).c_str(), o.prune_scope.c_str(),
                 percent(pruned.top1).c_str());
     for (const LayerSparsity& l : layers)
@@ -226,10 +228,10 @@ int run(EvalOptions o) {
   if (o.find_clipping) {
     EvalOptions chosen = o;
     chosen.act_clipping = true;
-    chosen.clipping_range = find_clipping(ctx, *net, o, o.act_quant ? o.a_bits : 4);
+    chosen.clipping_range = find_clipping(ctx, evaluator, *net, o, o.act_quant ? o.a_bits : 4);
     const int a = o.act_quant ? o.a_bits : 4;
     std::printf("chosen n = %.1f: test LP W%dA%d %s\n", chosen.clipping_range, o.w_bits, a,
-                percent(evaluate_at(ctx, *net, test, chosen, o.w_bits, a).top1).c_str());
+                percent(evaluate_at(evaluator, *net, test, chosen, o.w_bits, a).top1).c_str());
     assign_quantizers(net->params(),
                       {.w_bits = o.w_bits, .first_last = o.first_last, .psg = false});
   }
