@@ -1,30 +1,38 @@
 #!/usr/bin/env bash
 # Every GPU check in one call, for a machine with one GPU and no network (the device tool), in
 # order of importance and within a time budget (GPU_CHECK_BUDGET seconds, default 420; a step
-# that would not fit is reported as skipped):
-#   1. the card, driver and CUDA libraries present;
-#   2. a build for that card (the GPU suites and the binaries first);
-#   3. the GPU suites: every CUDA op and whole training steps against the CPU;
-#   4. compute-sanitizer (memcheck, racecheck) over the kernel tests;
-#   5. psgd-train and psgd-eval on the GPU, and the NCCL path against the run without it;
-#   6. the benchmarks against PyTorch (short form) and a few epochs of the PSGD phase;
-#   7. the rest of the build and the whole test suite;
-#   8. the bf16 mode against PyTorch AMP (short form).
-# Logs are written to out/gpu-check/ (summary.txt, card.txt, build.log, gpu-tests.log,
-# sanitizer.log, train.log, bench.log and bench/, tests.log, bench-bf16.log and bench-bf16/).
+# that would not fit is reported as skipped, one that hits its own limit as TIME):
+#   card        the card, driver and CUDA libraries present (always);
+#   build       a build for that card, the GPU suites and the binaries first (always);
+#   suites      the GPU suites: every CUDA op and whole training steps against the CPU;
+#   train       psgd-train and psgd-eval on the GPU, the NCCL path against the run without it,
+#               and a bf16 epoch;
+#   bench       ResNet-32 at batch 128 against every PyTorch variant (torch.compile in
+#               reduce-overhead mode: max-autotune's autotuning alone would outlast the budget)
+#               and 3 epochs of the PSGD phase;
+#   bench-vgg   VGG16-bn at batch 128 against PyTorch eager, channels_last and CUDA graphs;
+#   sanitizer   compute-sanitizer memcheck and racecheck over the kernel tests, one line each;
+#   bench-bf16  the bf16 mode against PyTorch AMP (ResNet-32, batch 128);
+#   tests       the rest of the build and the whole test suite.
+# GPU_CHECK_STEPS="suites sanitizer" (say) runs only those after card and build: for a second
+# call that completes what the first could not.
+# Logs are written to out/gpu-check/ (summary.txt and one log per step, bench*/ with the tables).
 # The device tool brings back at most 8 files from $OUT, so after every step (a run killed at its
-# limit keeps what finished) $OUT gets four: summary.txt, logs.tar.gz (everything),
-# bench-results.md and bench-bf16-results.md. A failed step's last lines go to stdout too.
-# Exits non-zero if a step failed.
+# limit keeps what finished) $OUT gets: summary.txt, logs.tar.gz (everything) and each
+# benchmark's results.md as bench-results.md, bench-vgg-results.md, bench-bf16-results.md. A
+# failed step's last lines go to stdout too. Exits non-zero if a step failed.
 #
 # Here, first:   scripts/stage-gpu-deps.sh        (our Debian headers and libraries -> .gpu-deps)
 # Then, device:  run(command="scripts/gpu-check.sh", carry=[".gpu-deps"], timeout_s=480)
 set -uo pipefail
 cd "$(dirname "$0")/.."
+# The toolkit's programs (nvcc, compute-sanitizer) where the image leaves them off the PATH.
+[[ -d /usr/local/cuda/bin ]] && export PATH=$PATH:/usr/local/cuda/bin
 out=out/gpu-check
 returned=${OUT:-}
 build=build-gpu
 budget=${GPU_CHECK_BUDGET:-420}
+steps=${GPU_CHECK_STEPS:-suites train bench bench-vgg sanitizer bench-bf16 tests}
 rm -rf "$out"
 mkdir -p "$out"
 : > "$out/summary.txt"
@@ -36,11 +44,13 @@ pack() {
   cp "$out/summary.txt" "$returned/"
   tar -czf "$returned/logs.tar.gz" -C "$(dirname "$out")" "$(basename "$out")"
   local name
-  for name in bench bench-bf16; do
+  for name in bench bench-vgg bench-bf16; do
     [[ -f $out/$name/results.md ]] && cp "$out/$name/results.md" "$returned/$name-results.md"
   done
   return 0
 }
+
+wanted() { [[ " $steps " == *" $1 "* ]]; }
 
 # step NAME LOG LIMIT COMMAND...: runs COMMAND with at most LIMIT seconds (less if the budget
 # has less left), logging to LOG.
@@ -55,11 +65,19 @@ step() {
   ((limit > left)) && limit=$left
   local start=$SECONDS
   # timeout runs programs, not shell functions: the functions below are exported to a bash.
-  if timeout "$limit" bash -c '"$@"' step "$@" >> "$out/$log" 2>&1; then
+  echo "-- $name" >> "$out/$log"
+  local first_line
+  first_line=$(($(wc -l < "$out/$log") + 1))
+  timeout "$limit" bash -c '"$@"' step "$@" >> "$out/$log" 2>&1
+  local rc=$?
+  if ((rc == 0)); then
     echo "ok    $name ($((SECONDS - start)) s)" | tee -a "$out/summary.txt"
   else
-    echo "FAIL  $name ($((SECONDS - start)) s of at most $limit; see $log)" | tee -a "$out/summary.txt"
-    tail -n 25 "$out/$log" | sed 's/^/      | /'
+    local verdict=FAIL
+    ((rc == 124)) && verdict=TIME
+    echo "$verdict  $name ($((SECONDS - start)) s of at most $limit; see $log)" |
+      tee -a "$out/summary.txt"
+    tail -n "+$first_line" "$out/$log" | tail -n 25 | sed 's/^/      | /'
     status=1
   fi
   pack
@@ -110,14 +128,13 @@ gpu_suites() {
 }
 
 # The sanitizers slow kernels 10-100x: racecheck covers our own kernels (the library calls have
-# no shared memory of ours), memcheck of the training suite the GPU loader and one captured step.
-sanitize() {
-  local cs=(compute-sanitizer --error-exitcode 1)
-  timeout 120 "${cs[@]}" --tool memcheck "$build/tests/test_cuda_ops" &&
-    timeout 80 "${cs[@]}" --tool racecheck "$build/tests/test_cuda_ops" -tce='*cuDNN*,*cuBLAS*' &&
-    timeout 60 "${cs[@]}" --tool memcheck "$build/tests/test_cuda_ops_bf16" \
-      -tc='*elementwise*,*batch norm*,*pooling*,*softmax*' &&
-    timeout 60 "${cs[@]}" --tool memcheck "$build/tests/test_cuda_train" -tc='*GPU loader*,*float-weight*'
+# no shared memory of ours), memcheck of the training suite the GPU loader, one captured step and
+# captured evaluation.
+sanitizer() {
+  local cs
+  cs=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1)
+  [[ -n $cs ]] || { echo "no compute-sanitizer on this machine"; return 1; }
+  "$cs" --error-exitcode 1 --tool "$1" "$build/tests/$2" "${@:3}"
 }
 
 # psgd-train on the GPU: a short PSGD run (its epoch lines give the throughput) and psgd-eval on
@@ -151,27 +168,43 @@ rest_of_build_and_tests() {
 }
 
 export out build
-export -f card cudnn_root nccl_root configure_and_build_gpu_parts gpu_suites sanitize train_on_gpu \
+export -f card cudnn_root nccl_root configure_and_build_gpu_parts gpu_suites sanitizer train_on_gpu \
   rest_of_build_and_tests
 
 step "card and toolkit" card.txt 30 card
 step "build for this card (GPU suites and binaries)" build.log 240 configure_and_build_gpu_parts
 if [[ -x $build/tests/test_cuda_ops ]]; then
-  step "GPU suites (every op, whole steps, loader)" gpu-tests.log 120 gpu_suites
-  step "compute-sanitizer" sanitizer.log 330 sanitize
-  step "psgd-train and psgd-eval on the GPU, with and without NCCL" train.log 120 train_on_gpu
-  step "benchmarks against PyTorch (short), PSGD phase (3 epochs)" bench.log 200 \
-    tools/bench/run.sh --device cuda --arch "resnet32 vgg16_bn" --batch 128 --repeats 10 \
-      --variant-timeout 45 --phase-epochs 3 --out "$out/bench"
-  step "rest of the build and the whole test suite" tests.log 300 rest_of_build_and_tests
-  step "bf16 benchmark against PyTorch AMP (short)" bench-bf16.log 120 \
+  wanted suites && step "GPU suites (every op, whole steps, evaluation, loader)" gpu-tests.log 120 \
+    gpu_suites
+  wanted train && step "psgd-train and psgd-eval on the GPU, with and without NCCL, and bf16" \
+    train.log 100 train_on_gpu
+  wanted bench && step "ResNet-32 against PyTorch (batch 128), PSGD phase (3 epochs)" bench.log 170 \
+    tools/bench/run.sh --device cuda --arch resnet32 --batch 128 --repeats 10 \
+      --compile-mode reduce-overhead --variant-timeout 90 --phase-epochs 3 --out "$out/bench"
+  wanted bench-vgg && step "VGG16-bn against PyTorch (batch 128)" bench-vgg.log 70 \
+    tools/bench/run.sh --device cuda --arch vgg16_bn --batch 128 --repeats 10 \
+      --variants "eager channels_last cuda_graph" --variant-timeout 30 --phase-epochs 0 \
+      --out "$out/bench-vgg"
+  if wanted sanitizer; then
+    step "memcheck: every op" sanitizer.log 100 sanitizer memcheck test_cuda_ops
+    step "racecheck: our kernels" sanitizer.log 60 sanitizer racecheck test_cuda_ops \
+      -tce='*cuDNN*,*cuBLAS*'
+    step "memcheck: bf16 kernels" sanitizer.log 50 sanitizer memcheck test_cuda_ops_bf16 \
+      -tc='*elementwise*,*batch norm*,*pooling*,*softmax*'
+    step "memcheck: loader, captured step and evaluation" sanitizer.log 50 sanitizer memcheck \
+      test_cuda_train -tc='*GPU loader*,*float-weight*,*cuda evaluation*'
+  fi
+  wanted bench-bf16 && step "bf16 against PyTorch AMP (ResNet-32, batch 128)" bench-bf16.log 90 \
     tools/bench/run.sh --device cuda --arch resnet32 --batch 128 --repeats 10 --precision bf16 \
-      --variant-timeout 30 --phase-epochs 0 --out "$out/bench-bf16"
+      --variants "eager channels_last cuda_graph" --variant-timeout 30 --phase-epochs 0 \
+      --out "$out/bench-bf16"
+  wanted tests && step "rest of the build and the whole test suite" tests.log 240 \
+    rest_of_build_and_tests
 fi
 echo "gpu-check: $([[ $status -eq 0 ]] && echo passed || echo FAILED) in $SECONDS s; logs in $out" |
   tee -a "$out/summary.txt"
 pack
-for name in bench bench-bf16; do
+for name in bench bench-vgg bench-bf16; do
   [[ -f $out/$name/results.md ]] && { echo "-- $name/results.md"; cat "$out/$name/results.md"; }
 done
 exit $status

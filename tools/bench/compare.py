@@ -137,7 +137,7 @@ def benchmark_model(arch, classes):
     return model
 
 
-def pytorch_variant(variant, arch, classes, batch, device, warmup, repeats, bf16):
+def pytorch_variant(variant, arch, classes, batch, device, warmup, repeats, bf16, compile_mode):
     torch.manual_seed(0)
     # A captured graph cannot reuse autocast's cache of weight casts across replays.
     amp = lambda: torch.autocast(device, dtype=torch.bfloat16, enabled=bf16,  # noqa: E731
@@ -148,7 +148,7 @@ def pytorch_variant(variant, arch, classes, batch, device, warmup, repeats, bf16
     images = (torch.rand(batch, 3, 32, 32, device=device) * 2 - 1).to(memory_format=memory_format)
     labels = torch.arange(batch, device=device) % classes
     optimizer = PsgSgd(model.parameters(), quantized_parameters(model))
-    forward = torch.compile(model, mode="max-autotune") if variant == "compile" else model
+    forward = torch.compile(model, mode=compile_mode) if variant == "compile" else model
 
     def loss(net):
         with amp():
@@ -211,13 +211,13 @@ def cpu_name():
         return platform.processor() or "CPU"
 
 
-def variants(device):
+ALL_VARIANTS = ["eager", "channels_last", "compile", "cuda_graph"]
+
+
+def variants(device, wanted):
     if device == "cpu":
         return ["eager"]
-    names = ["eager", "channels_last", "cuda_graph"]
-    if hasattr(torch, "compile"):
-        names.insert(2, "compile")
-    return names
+    return [v for v in wanted if v != "compile" or hasattr(torch, "compile")]
 
 
 def markdown(rows, header, limits):
@@ -274,6 +274,11 @@ def main():
     parser.add_argument("--out", default="out/bench")
     parser.add_argument("--variant-timeout", type=int, default=180,
                         help="seconds one PyTorch variant may take (torch.compile's autotuning included)")
+    parser.add_argument("--variants", nargs="+", choices=ALL_VARIANTS, default=ALL_VARIANTS,
+                        help="PyTorch variants on a GPU (the CPU runs eager)")
+    parser.add_argument("--compile-mode", default="max-autotune",
+                        choices=["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"],
+                        help="torch.compile's mode (max-autotune may autotune for minutes)")
     args = parser.parse_args()
     if not os.access(args.bench, os.X_OK):
         sys.exit(f"compare: {args.bench} not found; build first (scripts/build.sh)")
@@ -297,18 +302,19 @@ def main():
             mine = ours(args.bench, arch, args.classes, batch, args.device, args.threads, args.warmup, args.repeats,
                         bf16)
             gflop_per_s = mine["train_images_per_s"] * training_gflop_per_image(arch, args.classes)
-            for variant in variants(args.device):
+            for variant in variants(args.device, args.variants):
                 print(f"PyTorch {variant} {arch} batch {batch} ...", file=sys.stderr, flush=True)
                 signal.alarm(args.variant_timeout)
                 try:
                     theirs = pytorch_variant(variant, arch, args.classes, batch, args.device, args.warmup, args.repeats,
-                                             bf16)
+                                             bf16, args.compile_mode)
                 except Exception as e:  # a variant this PyTorch cannot run is reported, not fatal
                     print(f"  {variant} failed: {e}", file=sys.stderr)
                     continue
                 finally:
                     signal.alarm(0)
-                rows.append({"arch": arch, "batch": batch, "variant": variant + ("+amp_bf16" if bf16 else ""),
+                label = f"compile ({args.compile_mode})" if variant == "compile" else variant
+                rows.append({"arch": arch, "batch": batch, "variant": label + ("+amp_bf16" if bf16 else ""),
                              "psgd": mine, "pytorch": theirs,
                              "train_ratio": mine["train_images_per_s"] / theirs["train_images_per_s"],
                              "fp_ratio": mine["infer_fp_images_per_s"] / theirs["infer_fp_images_per_s"],

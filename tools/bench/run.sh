@@ -4,10 +4,12 @@
 # and LP evaluation every epoch) timed end to end by psgd-train.
 #   tools/bench/run.sh --device cpu|cuda [--quick] [--arch "A B"] [--batch "128 512"]
 #                      [--repeats N] [--variant-timeout S] [--precision fp32|bf16]
+#                      [--variants "eager channels_last compile cuda_graph"] [--compile-mode M]
 #                      [--phase-epochs N] [--out DIR]
-# --quick: one small case (CI); --arch/--batch: these cases only; --repeats, --variant-timeout
-# and --precision go to compare.py (bf16: psgd's bf16 mode against PyTorch AMP, and the phase run
-# in bf16 too); --phase-epochs: epochs of the phase run (default 68; 0 skips).
+# --quick: one small case (CI); --arch/--batch: these cases only; --repeats, --variant-timeout,
+# --variants, --compile-mode and --precision go to compare.py (bf16: psgd's bf16 mode against
+# PyTorch AMP, and the phase run in bf16 too); --phase-epochs: epochs of the phase run (default
+# 68; 0 skips).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 device=cpu quick=0 phase_epochs=68 out=out/bench archs="" batches="" extra=() phase_flags=()
@@ -18,7 +20,9 @@ while (($#)); do
     --phase-epochs) phase_epochs=$2; shift 2 ;;
     --arch) archs=$2; shift 2 ;;
     --batch) batches=$2; shift 2 ;;
-    --repeats | --variant-timeout) extra+=("$1" "$2"); shift 2 ;;
+    --repeats | --variant-timeout | --compile-mode) extra+=("$1" "$2"); shift 2 ;;
+    # shellcheck disable=SC2206  # a list of words on purpose
+    --variants) extra+=(--variants $2); shift 2 ;;
     --precision) extra+=("$1" "$2"); [[ $2 == bf16 ]] && phase_flags+=(--bf16); shift 2 ;;
     --out) out=$2; shift 2 ;;
     *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
