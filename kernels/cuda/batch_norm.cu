@@ -1,11 +1,11 @@
 // Batch normalisation on CUDA, PyTorch semantics, with the CPU twin's arithmetic: sums in double
 // (shifted moments forward, as kernels/cpu/batch_norm.cpp), deterministic (a fixed summation
-// order, no atomics), and spread over the whole GPU. One block per channel would leave most SMs
-// idle at ResNet's 16-64 channels, so each channel's sums are split over several blocks, each
-// over a contiguous run of images; one thread per channel then adds the splits in order and
-// turns them into per-channel coefficients; the elementwise passes run over all elements at
-// once. Activations (x, y, dy, dx, relu_y) are float or bf16 (T); parameters and statistics
-// float32.
+// order, no atomic sums), and spread over the whole GPU. One block per channel would leave most
+// SMs idle at ResNet's 16-64 channels, so each channel's sums are split over several blocks, each
+// over a contiguous run of images; the last of a channel's blocks to finish adds the splits in
+// order and turns them into per-channel coefficients; the elementwise passes run over all
+// elements at once. Activations (x, y, dy, dx, relu_y) are float or bf16 (T); parameters and
+// statistics float32.
 #include <cmath>
 
 #include "kernels/cuda/batch_norm_kernels.cuh"
@@ -23,14 +23,11 @@ void forward_train_t(Context& ctx, const Tensor& x, const Tensor& gamma, const T
   const BnDims d = dims_of(x);
   const Scratch s = scratch_for(ctx, d);
   const T* in = x.as<T>();
-  launch_moments<T>(d, in, nullptr, s.partials);
   const double m = static_cast<double>(d.count());
-  const double2* partials = s.partials;
   const float* g = gamma.f32();
   float *rm = running_mean.f32(), *rv = running_var.f32();
   float *mu = saved_mean.f32(), *is = saved_invstd.f32(), *coefficients = s.coefficients;
-  for_each(d.c, [=] __device__(int64_t ch) {
-    const double2 total = channel_total(partials, ch, d.splits);
+  launch_moments(d, in, nullptr, s.partials, [=] __device__(int64_t ch, double2 total) {
     const double mean_shifted = total.x / m;
     const double mean = load(in, ch * d.hw) + mean_shifted;
     const double var = fmax(0.0, total.y / m - mean_shifted * mean_shifted);
@@ -67,12 +64,9 @@ void backward_t(Context& ctx, const Tensor& x, const Tensor& dy, const Tensor& g
   const Scratch s = scratch_for(ctx, d);
   const T *in = x.as<T>(), *g = dy.as<T>(), *open = data_or_null<T>(relu_y);
   const float *mu = saved_mean.f32(), *is = saved_invstd.f32(), *ga = gamma.f32();
-  launch_gradient_sums<T>(d, in, g, open, mu, s.partials);
   const double m = static_cast<double>(d.count());
-  const double2* partials = s.partials;
   float *dg = dgamma.f32(), *db = dbeta.f32(), *coefficients = s.coefficients;
-  for_each(d.c, [=] __device__(int64_t ch) {
-    const double2 total = channel_total(partials, ch, d.splits);
+  launch_gradient_sums(d, in, g, open, mu, s.partials, [=] __device__(int64_t ch, double2 total) {
     db[ch] = static_cast<float>(total.x);
     dg[ch] = static_cast<float>(total.y * is[ch]);
     // dx = gamma invstd (dy - mean(dy) - xhat mean(dy xhat)), xhat = (x - mean) invstd

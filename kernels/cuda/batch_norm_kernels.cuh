@@ -1,6 +1,6 @@
 // The pieces of batch normalisation on CUDA (batch_norm.cu, batch_norm_stages.cu): the shape with
-// its fast channel index, the scratch in the workspace, the split per-channel reductions and the
-// elementwise passes. See batch_norm.cu for the design.
+// its fast channel index, the scratch in the workspace, the split per-channel reductions with
+// their fold and the elementwise passes. See batch_norm.cu for the design.
 #pragma once
 
 #include <algorithm>
@@ -14,6 +14,8 @@ namespace psgd::cuda::bn {
 
 // Blocks to aim for in a reduction: a few per SM on the largest cards (132 SMs on an H100).
 constexpr int64_t kReductionBlocks = 512;
+// The most channels the reductions take (their counters, below).
+inline constexpr int64_t kMaxChannels = 16384;
 
 // x is (N, C, H, W) or (N, C): statistics over N and the spatial positions. Element indices fit
 // in 32 bits (checked), so that the channel of an element costs two fast divisions.
@@ -38,6 +40,8 @@ inline void check_input(const Shape& x) {
   const int64_t positions = x.rank() == 4 ? x[2] * x[3] : 1;
   PSGD_CHECK(x[1] >= 1 && positions >= 1 && x.numel() <= INT32_MAX, "batch norm: ", x.str(),
              " needs channels and positions, and fewer than 2^31 elements");
+  PSGD_CHECK(x[1] <= kMaxChannels, "batch norm: ", x.str(), " has more than ", kMaxChannels,
+             " channels");
 }
 
 inline BnDims dims_of(const Tensor& x) {
@@ -74,14 +78,37 @@ inline Scratch scratch_for(const Context& ctx, const BnDims& d) {
   return {reinterpret_cast<double2*>(base), reinterpret_cast<float*>(base + coefficients)};
 }
 
-// Block (channel, split) sums pair(o) = {a, b} over its images of the channel; thread 0 writes
-// the block's totals to partials[blockIdx.x].
-template <class F>
-__device__ void block_partials(const BnDims& d, F pair, double2* partials) {
+// A channel's sums: its splits added in order. Read past L1, which may hold lines of an
+// earlier kernel: the partials were written by other blocks of this one.
+inline __device__ double2 channel_total(const double2* partials, int64_t ch, int64_t splits) {
+  double a = 0.0, b = 0.0;
+  for (int64_t s = 0; s < splits; ++s) {
+    const double2 p = __ldcg(partials + ch * splits + s);
+    a += p.x;
+    b += p.y;
+  }
+  return make_double2(a, b);
+}
+
+// One counter per channel for the block that finishes a channel's reduction. Each is zero between
+// kernels (the last block resets it), so the reductions of one device run one at a time: psgd
+// runs all of a device's work on one stream.
+namespace {
+__device__ unsigned channel_tickets[kMaxChannels];
+}
+
+// Block (channel, split) sums pair(o) = {a, b} over its images of the channel and writes them to
+// partials[blockIdx.x]; the last block of the channel to finish then calls fold(ch, totals) with
+// the channel's sums over all its splits, added in split order whichever block is last (so the
+// result does not depend on timing), on one thread. This saves a launch per reduction.
+template <class F, class Fold>
+__device__ void block_partials(const BnDims& d, F pair, double2* partials, Fold fold) {
   const int64_t ch = blockIdx.x / d.splits, s = blockIdx.x % d.splits;
   const int64_t n0 = s * d.n / d.splits, n1 = (s + 1) * d.n / d.splits;
   const uint32_t count = static_cast<uint32_t>((n1 - n0) * d.hw);
   double a = 0.0, b = 0.0;
+  // Unrolled so that each thread has several loads in flight.
+#pragma unroll 4
   for (uint32_t i = threadIdx.x; i < count; i += blockDim.x) {
     const uint32_t image = d.hw_divisor.divide(i);
     const int64_t o = ((n0 + image) * d.c + ch) * d.hw + (i - image * d.hw);
@@ -91,13 +118,20 @@ __device__ void block_partials(const BnDims& d, F pair, double2* partials) {
   }
   a = block_sum(a);
   b = block_sum(b);
-  if (threadIdx.x == 0) partials[blockIdx.x] = make_double2(a, b);
+  if (threadIdx.x != 0) return;
+  partials[blockIdx.x] = make_double2(a, b);
+  __threadfence();  // the partial is visible to every block before the ticket is taken
+  if (static_cast<int64_t>(atomicAdd(&channel_tickets[ch], 1u)) != d.splits - 1) return;
+  channel_tickets[ch] = 0;
+  __threadfence();  // and the other blocks' partials are read after their tickets
+  fold(ch, channel_total(partials, ch, d.splits));
 }
 
 // {x - centre, (x - centre)^2}, centre the shift's value for the channel, or without a shift the
 // channel's first value (against cancellation when the mean is large against the spread).
-template <class T>
-__global__ void moments_kernel(BnDims d, const T* x, const float* shift, double2* partials) {
+template <class T, class Fold>
+__global__ void moments_kernel(BnDims d, const T* x, const float* shift, double2* partials,
+                               Fold fold) {
   const int64_t ch = blockIdx.x / d.splits;
   const double centre = shift ? shift[ch] : load(x, ch * d.hw);
   block_partials(
@@ -106,14 +140,14 @@ __global__ void moments_kernel(BnDims d, const T* x, const float* shift, double2
         const double v = load(x, o) - centre;
         return make_double2(v, v * v);
       },
-      partials);
+      partials, fold);
 }
 
 // {g, g * (x - mean)}, g the gradient reaching BN's output: dy, or with a fused ReLU dy where the
 // ReLU's output is open.
-template <class T>
+template <class T, class Fold>
 __global__ void gradient_sums_kernel(BnDims d, const T* x, const T* dy, const T* relu_y,
-                                     const float* mean, double2* partials) {
+                                     const float* mean, double2* partials, Fold fold) {
   const float mu = mean[blockIdx.x / d.splits];
   block_partials(
       d,
@@ -121,30 +155,21 @@ __global__ void gradient_sums_kernel(BnDims d, const T* x, const T* dy, const T*
         const float g = relu_y && !(load(relu_y, o) > 0.0f) ? 0.0f : load(dy, o);
         return make_double2(g, static_cast<double>(g) * (load(x, o) - mu));
       },
-      partials);
+      partials, fold);
 }
 
-// A channel's sums: its splits added in order.
-inline __device__ double2 channel_total(const double2* partials, int64_t ch, int64_t splits) {
-  double a = 0.0, b = 0.0;
-  for (int64_t s = 0; s < splits; ++s) {
-    a += partials[ch * splits + s].x;
-    b += partials[ch * splits + s].y;
-  }
-  return make_double2(a, b);
-}
-
-template <class T>
-void launch_moments(const BnDims& d, const T* x, const float* shift, double2* partials) {
-  moments_kernel<<<static_cast<unsigned>(d.c * d.splits), kThreads>>>(d, x, shift, partials);
+// The reductions' launches; fold(ch, totals) as in block_partials.
+template <class T, class Fold>
+void launch_moments(const BnDims& d, const T* x, const float* shift, double2* partials, Fold fold) {
+  moments_kernel<<<static_cast<unsigned>(d.c * d.splits), kThreads>>>(d, x, shift, partials, fold);
   CUDA_CHECK_LAUNCH();
 }
 
-template <class T>
+template <class T, class Fold>
 void launch_gradient_sums(const BnDims& d, const T* x, const T* dy, const T* relu_y,
-                          const float* mean, double2* partials) {
+                          const float* mean, double2* partials, Fold fold) {
   gradient_sums_kernel<<<static_cast<unsigned>(d.c * d.splits), kThreads>>>(d, x, dy, relu_y, mean,
-                                                                            partials);
+                                                                            partials, fold);
   CUDA_CHECK_LAUNCH();
 }
 

@@ -10,23 +10,19 @@ namespace {
 
 using namespace bn;
 
-// out (2, C) float64 = the channels' totals, {a} then {b}.
-void write_totals(const BnDims& d, const double2* partials, double* out) {
-  for_each(d.c, [=] __device__(int64_t ch) {
-    const double2 total = channel_total(partials, ch, d.splits);
-    out[ch] = total.x;
-    out[d.c + ch] = total.y;
-  });
-}
-
 }  // namespace
 
 void batch_norm_moments(Context& ctx, const Tensor& x, const Tensor& shift, const Tensor& moments) {
   const BnDims d = dims_of(x);
   const Scratch s = scratch_for(ctx, d);
-  with_activation_type(
-      x.dtype, [&](auto t) { launch_moments(d, x.as<decltype(t)>(), shift.f32(), s.partials); });
-  write_totals(d, s.partials, moments.f64());
+  double* out = moments.f64();  // (2, C): the channels' totals, {a} then {b}
+  const auto fold = [=] __device__(int64_t ch, double2 total) {
+    out[ch] = total.x;
+    out[d.c + ch] = total.y;
+  };
+  with_activation_type(x.dtype, [&](auto t) {
+    launch_moments(d, x.as<decltype(t)>(), shift.f32(), s.partials, fold);
+  });
 }
 
 void batch_norm_stats(const Tensor& shift, const Tensor& moments, int64_t count,
@@ -69,21 +65,20 @@ void batch_norm_backward_reduce(Context& ctx, const Tensor& x, const Tensor& dy,
                                 const Tensor& dbeta) {
   const BnDims d = dims_of(x);
   const Scratch s = scratch_for(ctx, d);
-  with_activation_type(x.dtype, [&](auto t) {
-    using T = decltype(t);
-    launch_gradient_sums<T>(d, x.as<T>(), dy.as<T>(), nullptr, mean.f32(), s.partials);
-  });
-  const double2* partials = s.partials;
   const float* is = invstd.f32();
   double* su = sums.f64();
   float *dg = dgamma.f32(), *db = dbeta.f32();
-  for_each(d.c, [=] __device__(int64_t ch) {
-    const double2 total = channel_total(partials, ch, d.splits);
+  const auto fold = [=] __device__(int64_t ch, double2 total) {
     const double sum_dy_xhat = total.y * is[ch];
     su[ch] = total.x;
     su[d.c + ch] = sum_dy_xhat;
     db[ch] = static_cast<float>(total.x);
     dg[ch] = static_cast<float>(sum_dy_xhat);
+  };
+  with_activation_type(x.dtype, [&](auto t) {
+    using T = decltype(t);
+    launch_gradient_sums(d, x.as<T>(), dy.as<T>(), static_cast<const T*>(nullptr), mean.f32(),
+                         s.partials, fold);
   });
 }
 
