@@ -215,16 +215,19 @@ TEST_CASE("cuda: average and max pooling, forward and backward, overlapping wind
 }
 
 TEST_CASE("cuda: softmax cross-entropy, top-k and the min/max reduction") {
-  for (int64_t rows : {1, 3, 512}) {
+  // Fewer classes than a warp's lanes, and more; rows for one warp, several, all of them.
+  for (const auto& [rows, classes] :
+       {std::pair<int64_t, int64_t>{1, 100}, {3, 10}, {3, 100}, {512, 10}, {512, 100}}) {
     CAPTURE(rows);
+    CAPTURE(classes);
     std::vector<int32_t> labels(static_cast<size_t>(rows));
-    for (int64_t i = 0; i < rows; ++i) labels[i] = static_cast<int32_t>((i * 37) % 100);
+    for (int64_t i = 0; i < rows; ++i) labels[i] = static_cast<int32_t>((i * 37) % classes);
     DeviceBuffer device_labels(Device::CUDA, labels.size() * sizeof(int32_t));
     memory_copy(device_labels.data(), Device::CUDA, labels.data(), Device::CPU, labels.size() * 4);
     const Tensor host_y(labels.data(), Shape{rows}, Device::CPU);
     const Tensor gpu_y(reinterpret_cast<int32_t*>(device_labels.data()), Shape{rows}, Device::CUDA);
     TwinList t;
-    for (const Shape& s : {Shape{rows, 100}, Shape{1}, Shape{rows, 100}, Shape{2}})
+    for (const Shape& s : {Shape{rows, classes}, Shape{1}, Shape{rows, classes}, Shape{2}})
       t.push_back(std::make_unique<Twin>(s, -4.0f, 4.0f, t.size()));
     int64_t correct[2][3] = {};
     run_both(

@@ -129,12 +129,12 @@ void run_both(const TwinList& ts, const Op& op, const char* what, Bf16Match matc
 struct Labels {
   DeviceBuffer host, device;
   Tensor on_cpu, on_gpu;
-  explicit Labels(int64_t rows)
+  Labels(int64_t rows, int64_t classes)
       : host(Device::CPU, static_cast<size_t>(rows) * sizeof(int32_t)),
         device(Device::CUDA, host.bytes()),
         on_cpu(host.view(0, Shape{rows}, DType::I32)),
         on_gpu(device.view(0, Shape{rows}, DType::I32)) {
-    for (int64_t i = 0; i < rows; ++i) on_cpu.i32()[i] = static_cast<int32_t>((i * 37) % 100);
+    for (int64_t i = 0; i < rows; ++i) on_cpu.i32()[i] = static_cast<int32_t>((i * 37) % classes);
     memory_copy(device.data(), Device::CUDA, host.data(), Device::CPU, host.bytes());
   }
 };
@@ -272,13 +272,16 @@ TEST_CASE("cuda bf16: average and max pooling, forward and backward, overlapping
 }
 
 TEST_CASE("cuda bf16: softmax cross-entropy, top-k, metrics and the min/max reduction") {
-  for (int64_t rows : {1, 3, 512}) {
+  // Fewer classes than a warp's lanes, and more; rows for one warp, several, all of them.
+  for (const auto& [rows, classes] :
+       {std::pair<int64_t, int64_t>{1, 100}, {3, 10}, {3, 100}, {512, 10}, {512, 100}}) {
     CAPTURE(rows);
-    const Labels labels(rows);
+    CAPTURE(classes);
+    const Labels labels(rows, classes);
     TwinList t;  // logits, loss, dlogits, min and max
-    for (const auto& [shape, dtype] : {std::tuple{Shape{rows, 100}, BF16},
+    for (const auto& [shape, dtype] : {std::tuple{Shape{rows, classes}, BF16},
                                        {Shape{1}, F32},
-                                       {Shape{rows, 100}, BF16},
+                                       {Shape{rows, classes}, BF16},
                                        {Shape{2}, F32}})
       add(t, shape, dtype, -4.0f, 4.0f);
     int64_t correct[2][3] = {};
