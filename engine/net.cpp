@@ -233,27 +233,30 @@ const Tensor& Net::forward(Context& ctx, const Tensor& images, Mode mode) {
              ": images must be float32 on ", device_name(ctx.device()));
   if (staged_input_.defined()) ops::cast(ctx, images, staged_input_);
   values_[kInput] = staged_input_.defined() ? staged_input_ : images;
-  computed_by_.assign(nodes_.size(), -1);
-  for (size_t k = 0; k < nodes_.size(); ++k) {
-    Node& n = nodes_[k];
-    if (computed_by_[k] >= 0) continue;
+  for (Node& n : nodes_)
     for (size_t i = 0; i < n.inputs.size(); ++i)
       if (n.inputs[i] == kInput) n.x[i] = values_[kInput];
-    if (fuses_add_relu(k)) {
-      const int a = add_after_[k], r = relu_after_[a];
-      n.layer->forward_add_relu(ctx, n.x, values_[residual_of(a)], values_[nodes_[r].output], mode);
-      computed_by_[a] = computed_by_[r] = static_cast<int>(k);
-    } else if (fuses_relu(k)) {
-      const int r = relu_after_[k];
-      n.layer->forward_relu(ctx, n.x, values_[nodes_[r].output], mode);
-      computed_by_[r] = static_cast<int>(k);
-    } else {
-      n.layer->forward(ctx, n.x, values_[n.output], mode);
-    }
-  }
+  computed_by_.assign(nodes_.size(), -1);
+  for (size_t k = 0; k < nodes_.size(); ++k) forward_step(ctx, k, mode);
   last_mode_ = mode;
   loss_ready_ = false;
   return values_.back();
+}
+
+void Net::forward_step(Context& ctx, size_t k, Mode mode) {
+  Node& n = nodes_[k];
+  if (computed_by_[k] >= 0) return;
+  if (fuses_add_relu(k)) {
+    const int a = add_after_[k], r = relu_after_[a];
+    n.layer->forward_add_relu(ctx, n.x, values_[residual_of(a)], values_[nodes_[r].output], mode);
+    computed_by_[a] = computed_by_[r] = static_cast<int>(k);
+  } else if (fuses_relu(k)) {
+    const int r = relu_after_[k];
+    n.layer->forward_relu(ctx, n.x, values_[nodes_[r].output], mode);
+    computed_by_[r] = static_cast<int>(k);
+  } else {
+    n.layer->forward(ctx, n.x, values_[n.output], mode);
+  }
 }
 
 const Tensor& Net::loss(Context& ctx, const Tensor& labels) {
@@ -287,32 +290,52 @@ float Net::loss_value() const {
 void Net::backward(Context& ctx) {
   PSGD_CHECK(last_mode_ == Mode::Train, "backward() needs a Train-mode forward");
   PSGD_CHECK(loss_ready_, "backward() before loss()");
-  for (size_t k = nodes_.size(); k-- > 0;) {
-    Node& n = nodes_[k];
-    if (computed_by_[k] >= 0) {
-      // A residual join computed by the layer before it still sends the ReLU's masked gradient
-      // to its residual, here, before the residual's producer runs; that layer's own share
-      // follows in its step.
-      if (relu_after_[k] >= 0 && computed_by_[relu_after_[k]] == computed_by_[k]) {
-        const int r = relu_after_[k], residual = residual_of(k);
-        std::vector<Tensor> dx(n.inputs.size());
-        for (size_t i = 0; i < n.inputs.size(); ++i)
-          if (n.inputs[i] == residual) dx[i] = n.dx[i];
-        n.layer->backward_relu(ctx, n.x, values_[nodes_[r].output], grads_[nodes_[r].output], dx,
-                               n.dx_modes);
-      }
-      continue;
-    }
-    const int relu = add_after_[k] >= 0 && computed_by_[add_after_[k]] == static_cast<int>(k)
-                         ? relu_after_[add_after_[k]]
-                         : relu_after_[k];
-    if (relu >= 0 && computed_by_[relu] == static_cast<int>(k))
-      n.layer->backward_relu(ctx, n.x, values_[nodes_[relu].output], grads_[nodes_[relu].output],
-                             n.dx, n.dx_modes);
-    else
-      n.layer->backward(ctx, n.x, values_[n.output], grads_[n.output], n.dx, n.dx_modes);
-  }
+  for (size_t k = nodes_.size(); k-- > 0;) backward_step(ctx, k);
   loss_ready_ = false;
+}
+
+void Net::backward_step(Context& ctx, size_t k) {
+  Node& n = nodes_[k];
+  if (computed_by_[k] >= 0) {
+    // A residual join computed by the layer before it still sends the ReLU's masked gradient
+    // to its residual, here, before the residual's producer runs; that layer's own share
+    // follows in its step.
+    if (relu_after_[k] >= 0 && computed_by_[relu_after_[k]] == computed_by_[k]) {
+      const int r = relu_after_[k], residual = residual_of(k);
+      std::vector<Tensor> dx(n.inputs.size());
+      for (size_t i = 0; i < n.inputs.size(); ++i)
+        if (n.inputs[i] == residual) dx[i] = n.dx[i];
+      n.layer->backward_relu(ctx, n.x, values_[nodes_[r].output], grads_[nodes_[r].output], dx,
+                             n.dx_modes);
+    }
+    return;
+  }
+  const int relu = add_after_[k] >= 0 && computed_by_[add_after_[k]] == static_cast<int>(k)
+                       ? relu_after_[add_after_[k]]
+                       : relu_after_[k];
+  if (relu >= 0 && computed_by_[relu] == static_cast<int>(k))
+    n.layer->backward_relu(ctx, n.x, values_[nodes_[relu].output], grads_[nodes_[relu].output],
+                           n.dx, n.dx_modes);
+  else
+    n.layer->backward(ctx, n.x, values_[n.output], grads_[n.output], n.dx, n.dx_modes);
+}
+
+void Net::forward_layer(Context& ctx, size_t index, Mode mode) {
+  PSGD_CHECK(index < nodes_.size() && computed_by_.size() == nodes_.size(),
+             "forward_layer() before forward(), or no layer ", index);
+  forward_step(ctx, index, mode);
+}
+
+void Net::backward_layer(Context& ctx, size_t index) {
+  PSGD_CHECK(
+      index < nodes_.size() && computed_by_.size() == nodes_.size() && last_mode_ == Mode::Train,
+      "backward_layer() before a Train forward(), or no layer ", index);
+  backward_step(ctx, index);
+}
+
+int Net::computed_by(size_t index) const {
+  PSGD_CHECK(index < computed_by_.size(), "computed_by() before forward(), or no layer ", index);
+  return computed_by_[index];
 }
 
 void Net::backward(Context& ctx, const Tensor& dlogits) {

@@ -72,6 +72,19 @@ class Net {
     ++memory_generation_;
   }
 
+  // ---- Profiling: one layer's work alone ----
+  // Runs the work of layers()[index] as the last forward (in `mode`) or Train forward's backward
+  // ran it, on the tensors it left: for timing layers one by one. Repeating a layer that
+  // accumulates or works in place changes the values later layers see.
+  void forward_layer(Context& ctx, size_t index, Mode mode);
+  void backward_layer(Context& ctx, size_t index);
+  // The layer that computed layers()[index]'s output in the last forward (a ReLU or residual
+  // join run by the layer before it), or -1: such a layer's forward_layer does nothing.
+  int computed_by(size_t index) const;
+
+  // The last forward's logits. After a step replayed from a graph (TrainStep, Evaluator on a
+  // GPU), which runs no forward(), the views follow the last plan, perhaps of another batch
+  // size: read a replayed step's results through its sums.
   const Tensor& logits() const { return values_.back(); }
   // The output of layers()[index] from the last forward. A layer whose output only a ReLU reads
   // shares that ReLU's buffer, which holds the ReLU's result after the forward.
@@ -93,6 +106,8 @@ class Net {
   Shape sample_shape_;
   int classes_;
   ParamStore params_;
+  void forward_step(Context& ctx, size_t k, Mode mode);
+  void backward_step(Context& ctx, size_t k);
   bool fuses_relu(size_t node) const;
   bool fuses_add_relu(size_t node) const;
   int residual_of(size_t add) const;  // the tensor id of a fused residual join's other input

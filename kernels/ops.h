@@ -24,7 +24,7 @@ enum class GradMode : uint8_t { Overwrite, Accumulate };
 
 // ---- Element types ----------------------------------------------------------------------------
 // dst = src converted between float32 and bfloat16 (rounding to nearest even), or copied where
-// the types are the same.
+// the types are the same (on a GPU in the stream's order, so that a captured step records it).
 void cast(Context& ctx, const Tensor& src, const Tensor& dst);
 
 // ---- Convolution (no bias; groups = 1) --------------------------------------------------------

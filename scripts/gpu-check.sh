@@ -11,6 +11,8 @@
 #               reduce-overhead mode: max-autotune's autotuning alone would outlast the budget)
 #               and 3 epochs of the PSGD phase;
 #   bench-vgg   VGG16-bn at batch 128 against PyTorch eager, channels_last and CUDA graphs;
+#   profile     psgd-profile: each layer's GPU time in ResNet-32's and VGG16-bn's steps at batch
+#               128, beside the whole captured step (profile.log);
 #   sanitizer   compute-sanitizer memcheck and racecheck over the kernel tests, one line each;
 #   bench-bf16  the bf16 mode against PyTorch AMP (ResNet-32, batch 128);
 #   tests       the rest of the build and the whole test suite.
@@ -32,7 +34,7 @@ out=out/gpu-check
 returned=${OUT:-}
 build=build-gpu
 budget=${GPU_CHECK_BUDGET:-420}
-steps=${GPU_CHECK_STEPS:-suites train bench bench-vgg sanitizer bench-bf16 tests}
+steps=${GPU_CHECK_STEPS:-suites train bench bench-vgg profile sanitizer bench-bf16 tests}
 rm -rf "$out"
 mkdir -p "$out"
 : > "$out/summary.txt"
@@ -113,7 +115,7 @@ configure_and_build_gpu_parts() {
   cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DPSGD_CUDA=ON \
     -DPSGD_CUDA_ARCHITECTURES="${PSGD_CUDA_ARCH:-native}" "${deps[@]}" &&
     cmake --build "$build" -j"$(nproc)" --target test_cuda_ops test_cuda_ops_bf16 test_cuda_train \
-      psgd-train psgd-eval psgd-data psgd-bench
+      psgd-train psgd-eval psgd-data psgd-bench psgd-profile
 }
 
 # Each suite runs whatever the others gave, the never-run bf16 one first; cuDNN's choices are
@@ -162,6 +164,15 @@ train_on_gpu() {
     "$bin/psgd-eval" --model "$tmp/bf16/last.safetensors" --data "$tmp/data" --device cpu
 }
 
+profile_steps() {
+  local arch
+  for arch in resnet32 vgg16_bn; do
+    "$build/tools/psgd-profile" --device cuda --arch "$arch" --batch 128 --repeats 20 --rounds 5 ||
+      return 1
+    echo
+  done
+}
+
 rest_of_build_and_tests() {
   cmake --build "$build" -j"$(nproc)" &&
     ctest --test-dir "$build" --output-on-failure -j8 -E '^fuzz/'
@@ -169,7 +180,7 @@ rest_of_build_and_tests() {
 
 export out build
 export -f card cudnn_root nccl_root configure_and_build_gpu_parts gpu_suites sanitizer train_on_gpu \
-  rest_of_build_and_tests
+  profile_steps rest_of_build_and_tests
 
 step "card and toolkit" card.txt 30 card
 step "build for this card (GPU suites and binaries)" build.log 240 configure_and_build_gpu_parts
@@ -185,6 +196,8 @@ if [[ -x $build/tests/test_cuda_ops ]]; then
     tools/bench/run.sh --device cuda --arch vgg16_bn --batch 128 --repeats 10 \
       --variants "eager channels_last cuda_graph" --variant-timeout 30 --phase-epochs 0 \
       --out "$out/bench-vgg"
+  wanted profile && step "where the step's time goes (psgd-profile)" profile.log 60 \
+    profile_steps
   if wanted sanitizer; then
     step "memcheck: every op" sanitizer.log 100 sanitizer memcheck test_cuda_ops
     step "racecheck: our kernels" sanitizer.log 60 sanitizer racecheck test_cuda_ops \

@@ -114,7 +114,7 @@ void Dropout::set_forwards(uint64_t count) {
 
 void Dropout::forward(Context& ctx, std::span<const Tensor> x, const Tensor& y, Mode mode) {
   if (mode == Mode::Eval) {
-    tensor_copy(y, x[0]);
+    ops::cast(ctx, x[0], y);  // a copy on the device's stream, which a captured evaluation records
     return;
   }
   PSGD_CHECK(mask_index_.bytes() != 0, name_, ": forward before plan()");

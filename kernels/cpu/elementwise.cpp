@@ -1,6 +1,8 @@
 // Elementwise ops on the CPU: casts, ReLU, add, gradient routing and dropout, for float32 and
 // bf16 activations. Plain loops over restrict-qualified pointers, so that the compiler
 // vectorises them.
+#include <cstring>
+
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/rng.h"
 
@@ -57,7 +59,9 @@ float relu(float v) {
 }  // namespace
 
 void cast(const Tensor& src, const Tensor& dst) {
-  if (src.dtype == DType::F32) {
+  if (src.dtype == dst.dtype) {
+    std::memcpy(dst.data, src.data, src.bytes());
+  } else if (src.dtype == DType::F32) {
     const float* __restrict in = src.f32();
     write_values<bf16>(dst, [=](int64_t i) { return in[i]; });
   } else {

@@ -110,8 +110,7 @@ __global__ void __launch_bounds__(kRowThreads)
     metrics_kernel(const T* z, const int32_t* y, int64_t n, int64_t k, const float* loss,
                    double* totals) {
   const unsigned long long correct = warps_total(warp_topk_count(z, y, n, k, 1));
-  const unsigned long long correct5 =
-      warps_total(warp_topk_count(z, y, n, k, k < 5 ? int(k) : 5));
+  const unsigned long long correct5 = warps_total(warp_topk_count(z, y, n, k, k < 5 ? int(k) : 5));
   if (threadIdx.x == 0) {
     totals[ops::kMetricLossSum] += static_cast<double>(*loss) * static_cast<double>(n);
     totals[ops::kMetricCorrect] += static_cast<double>(correct);
@@ -127,7 +126,7 @@ void softmax_cross_entropy(const Tensor& logits, const Tensor& labels, const Ten
   with_activation_type(logits.dtype, [&](auto t) {
     using T = decltype(t);
     cross_entropy_kernel<<<1, kRowThreads>>>(logits.as<T>(), labels.i32(), logits.shape[0],
-                                          logits.shape[1], loss.f32(), dlogits.as<T>());
+                                             logits.shape[1], loss.f32(), dlogits.as<T>());
   });
   CUDA_CHECK_LAUNCH();
 }
@@ -136,7 +135,7 @@ void accumulate_metrics(const Tensor& logits, const Tensor& labels, const Tensor
                         const Tensor& totals) {
   with_activation_type(logits.dtype, [&](auto t) {
     metrics_kernel<<<1, kRowThreads>>>(logits.as<decltype(t)>(), labels.i32(), logits.shape[0],
-                                    logits.shape[1], loss.f32(), totals.f64());
+                                       logits.shape[1], loss.f32(), totals.f64());
   });
   CUDA_CHECK_LAUNCH();
 }
@@ -156,7 +155,7 @@ int64_t topk_correct(const Tensor& logits, const Tensor& labels, int k) {
   }
   with_activation_type(logits.dtype, [&](auto t) {
     topk_kernel<<<1, kRowThreads>>>(logits.as<decltype(t)>(), labels.i32(), logits.shape[0],
-                                 logits.shape[1], k, device);
+                                    logits.shape[1], k, device);
   });
   CUDA_CHECK_LAUNCH();
   unsigned long long host = 0;

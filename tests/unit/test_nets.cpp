@@ -202,3 +202,36 @@ TEST_CASE("nets: bf16 activations track float32 through ResNet-20: values, gradi
   CHECK(trained[0] < 0.5f * losses[0]);
   CHECK(std::fabs(trained[1] - trained[0]) < 0.15f * trained[0]);
 }
+
+TEST_CASE("nets: each layer run alone, in order, reproduces forward() and backward()") {
+  for (const Net::Fusion fusion : {Net::Fusion::None, Net::Fusion::All}) {
+    CAPTURE(int(fusion));
+    Context ctx(Device::CPU, 2);
+    auto net = make_net("resnet20", 10, Device::CPU, 5);
+    net->set_fusion(fusion);
+    HostTensor images(Shape{3, 3, 32, 32});
+    fill_uniform(images.t(), -2.0f, 2.0f, 8, 0);
+    std::vector<int32_t> labels = {3, 9, 0};
+    const Tensor y(labels.data(), Shape{3}, Device::CPU);
+    const auto host = [](const Tensor& t) {
+      return std::vector<float>(t.f32(), t.f32() + t.numel());
+    };
+    net->forward(ctx, images.t(), Mode::Train);
+    const std::vector<float> logits = host(net->logits());
+    net->loss(ctx, y);
+    net->backward(ctx);
+    const std::vector<float> gradients = host(net->params().grads());
+    const size_t layers = net->layers().size();
+    int computed_by_others = 0;
+    for (size_t k = 0; k < layers; ++k) {
+      computed_by_others += net->computed_by(k) >= 0;
+      net->forward_layer(ctx, k, Mode::Train);
+    }
+    CHECK(host(net->logits()) == logits);
+    net->loss(ctx, y);  // backward reuses the logits' gradient buffer for others
+    for (size_t k = layers; k-- > 0;) net->backward_layer(ctx, k);
+    CHECK(host(net->params().grads()) == gradients);
+    // All: every BN computes its ReLU, or its block's join and ReLU; None: no layer does.
+    CHECK(computed_by_others == (fusion == Net::Fusion::All ? 19 + 9 : 0));
+  }
+}

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# psgd-profile in a tiny size on the CPU: every layer of ResNet-20 gets its row, with the loss,
+# the optimizer and the whole step beside them (no timing is judged here).
+set -euo pipefail
+profile=$1
+out=$("$profile" --arch resnet20 --classes 10 --batch 4 --repeats 1 --rounds 1)
+echo "$out"
+fail() { echo "check_profile: $1" >&2; exit 1; }
+# 19 3x3 convolutions and 2 projection shortcuts; the CPU computes ReLUs and joins separately.
+[[ $(grep -c ': conv2d ' <<< "$out") -eq 21 ]] || fail "not one row per convolution"
+[[ $(grep -c ': batch_norm ' <<< "$out") -eq 21 ]] || fail "not one row per batch norm"
+[[ $(grep -c ': relu' <<< "$out") -eq 10 ]] || fail "not one row per ReLU the net runs alone"
+grep -q '^fc: linear 64->10' <<< "$out" || fail "no row for the classifier"
+grep -q '^optimizer: ' <<< "$out" || fail "no row for the optimizer"
+grep -Eq '^the whole step, as training runs it +[0-9.]+ us' <<< "$out" || fail "no whole step"
+grep -q '^by kind: .*conv2d' <<< "$out" || fail "no summary by kind"

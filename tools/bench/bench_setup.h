@@ -1,0 +1,42 @@
+// What psgd's benchmark tools (psgd-bench, psgd-profile) share: their options, and a reference
+// network with W4 PSGD quantizers (first and last layers included) and its optimizer on a device,
+// with a synthetic batch already there, as the loader leaves it.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <memory>
+#include <string>
+
+#include "engine/net.h"
+#include "engine/optim.h"
+
+namespace psgd::bench {
+
+struct BenchOptions {
+  std::string arch = "resnet32";
+  int classes = 100;
+  int64_t batch = 128;
+  std::string device = "cpu";
+  int threads = 0;
+  bool strict_fp32 = false;
+  bool bf16 = false;
+  int w_bits = 4;
+  float lambda_s = 150.0f;
+};
+
+// --arch, --classes, --batch, --device, --threads, --strict-fp32, --bf16, --w-bits, --lambda-s.
+void add_bench_options(CLI::App& app, BenchOptions& o);
+
+struct BenchSetup {
+  // Checks the options (a GPU where asked, the numerics) with one-line errors.
+  explicit BenchSetup(const BenchOptions& o);
+
+  Device device;
+  Context ctx;
+  std::unique_ptr<Net> net;
+  Optimizer optimizer;
+  DeviceBuffer image_buffer, label_buffer;
+  Tensor images, labels;  // (batch, C, H, W) float32 in [-1, 1); (batch) int32
+};
+
+}  // namespace psgd::bench

@@ -1,0 +1,162 @@
+// psgd-profile: where a training step's time goes. Each layer's forward and backward is timed
+// alone, repeated on the tensors a step gives it there (on a GPU the repeats are captured as one
+// CUDA graph and replayed, so that launch costs drop out and what remains is the GPU's time);
+// so are the loss with the accuracy counts and the optimizer update. Beside them, the whole
+// captured step: the difference is what a step spends between kernels. Prints a table by layer
+// and a summary by kind of layer. Layers that accumulate or work in place change the tensors as
+// they repeat, and gradient buffers are shared between layers, so each layer's timing starts
+// from a step run op by op up to it: stale values can be denormal, which the CPU computes on up
+// to 100 times slower.
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "engine/captured_graph.h"
+#include "engine/metric_sums.h"
+#include "engine/train_step.h"
+#include "tools/bench/bench_setup.h"
+
+using namespace psgd;
+
+namespace {
+
+struct Options {
+  bench::BenchOptions setup;
+  int repeats = 10;  // runs of the work per timing
+  int rounds = 3;    // timings, of which the median counts
+};
+
+// Microseconds per run of `work`: the median over `rounds` timings of `repeats` runs, after one
+// untimed round. On a GPU the repeats of Captured work are one captured graph.
+enum class Launch : bool { AsIs, Captured };
+double microseconds(Context& ctx, const Options& o, Launch launch,
+                    const std::function<void()>& work) {
+  std::function<void()> round = [&] {
+    for (int r = 0; r < o.repeats; ++r) work();
+  };
+  CapturedGraph graph;
+  if (ctx.device() == Device::CUDA && launch == Launch::Captured) {
+    graph = CapturedGraph::capture(ctx, round);
+    round = [&] { graph.replay(ctx); };
+  }
+  round();
+  std::vector<double> us;
+  for (int i = 0; i < o.rounds; ++i) {
+    ctx.synchronize();
+    const auto start = std::chrono::steady_clock::now();
+    round();
+    ctx.synchronize();
+    const std::chrono::duration<double, std::micro> took = std::chrono::steady_clock::now() - start;
+    us.push_back(took.count() / o.repeats);
+  }
+  std::sort(us.begin(), us.end());
+  return us[us.size() / 2];
+}
+
+// "conv2d" of "layer1.0.conv1: conv2d 16->16 3x3 stride 1 pad 1".
+std::string kind_of(const std::string& description) {
+  const size_t start = description.find(": ") + 2;
+  return description.substr(start, description.find_first_of(" ,", start) - start);
+}
+
+struct Row {
+  std::string what, shape;
+  double forward_us = 0.0, backward_us = 0.0;
+};
+
+int run(const Options& o) {
+  bench::BenchSetup b(o.setup);
+  Context& ctx = b.ctx;
+  Net& net = *b.net;
+  const float lr = 0.01f;
+  TrainStep step(ctx, net, b.optimizer, single_rank());
+  for (int i = 0; i < 3; ++i) step.run(b.images, b.labels, lr);  // settled, and captured
+  // As training runs it: the step writes its learning rate, then replays its own graph.
+  const double step_us =
+      microseconds(ctx, o, Launch::AsIs, [&] { step.run(b.images, b.labels, lr); });
+
+  // The tensors layer k sees in a step: a forward, then the loss and the backward down to k.
+  const size_t count = net.layers().size();
+  const auto step_until = [&](size_t k) {
+    net.forward(ctx, b.images, Mode::Train);
+    net.loss(ctx, b.labels);
+    for (size_t j = count; j-- > k + 1;) net.backward_layer(ctx, j);
+  };
+  const std::vector<const Layer*> layers = std::as_const(net).layers();
+  std::vector<Row> rows;
+  std::map<std::string, double> by_kind;
+  for (size_t k = 0; k < count; ++k) {
+    step_until(k);
+    if (net.computed_by(k) >= 0) continue;  // its work is in the row of the layer that did it
+    Row r{layers[k]->describe(), net.layer_output(k).shape.str()};
+    for (size_t j = k + 1; j < count && net.computed_by(j) == static_cast<int>(k); ++j)
+      r.what += " + " + kind_of(layers[j]->describe());
+    r.backward_us = microseconds(ctx, o, Launch::Captured, [&] { net.backward_layer(ctx, k); });
+    step_until(k);
+    r.forward_us =
+        microseconds(ctx, o, Launch::Captured, [&] { net.forward_layer(ctx, k, Mode::Train); });
+    by_kind[kind_of(r.what)] += r.forward_us + r.backward_us;
+    rows.push_back(r);
+  }
+  step_until(0);
+  MetricSums sums(ctx.device());
+  Row loss{"loss, its gradient and the accuracy counts", net.logits().shape.str()};
+  loss.forward_us = microseconds(ctx, o, Launch::Captured, [&] {
+    ops::accumulate_metrics(ctx, net.logits(), b.labels, net.loss(ctx, b.labels), sums.sums());
+  });
+  by_kind["loss"] += loss.forward_us;
+  rows.push_back(loss);
+  b.optimizer.prepare(lr);
+  Row update{"optimizer: ranges, Q(w), PSG scale, momentum, update", ""};
+  update.forward_us = microseconds(ctx, o, Launch::Captured, [&] { b.optimizer.apply(ctx); });
+  by_kind["optimizer"] += update.forward_us;
+  rows.push_back(update);
+
+  double parts = 0.0;
+  for (const Row& r : rows) parts += r.forward_us + r.backward_us;
+  std::printf(
+      "psgd-profile: %s, batch %ld, %s (%s), %d threads; each figure the median of %d "
+      "rounds of %d runs%s\n\n",
+      o.setup.arch.c_str(), static_cast<long>(o.setup.batch),
+      ctx.device() == Device::CUDA ? "GPU" : "CPU", numerics_name(ctx), ctx.threads(), o.rounds,
+      o.repeats, ctx.device() == Device::CUDA ? ", each round one graph" : "");
+  std::printf("%-62s %-18s %11s %11s %7s\n", "layer (+ what it computes after it)", "output",
+              "forward us", "backward us", "share");
+  for (const Row& r : rows)
+    std::printf("%-62.62s %-18s %11.1f %11.1f %6.1f%%\n", r.what.c_str(), r.shape.c_str(),
+                r.forward_us, r.backward_us, 100.0 * (r.forward_us + r.backward_us) / parts);
+  std::printf("\n%-81s %11.1f us\n", "sum of the parts", parts);
+  std::printf("%-81s %11.1f us (%.0f images/s)\n", "the whole step, as training runs it", step_us,
+              1e6 * static_cast<double>(o.setup.batch) / step_us);
+  std::printf("\nby kind:");
+  for (const auto& [kind, us] : by_kind)
+    std::printf("  %s %.1f%%", kind.c_str(), 100.0 * us / parts);
+  std::printf("\n");
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options o;
+  CLI::App app{"Time each layer of a psgd training step alone, beside the whole step"};
+  bench::add_bench_options(app, o.setup);
+  app.add_option("--repeats", o.repeats, "runs per timing")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--rounds", o.rounds, "timings per figure (the median counts)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+  try {
+    return run(o);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "psgd-profile: %s\n", user_message(e).c_str());
+    return 1;
+  }
+}
