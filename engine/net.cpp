@@ -221,6 +221,7 @@ void Net::plan(Context& ctx, int64_t batch) {
   batch_ = batch;
   dtype_ = dtype;
   loss_ready_ = false;
+  computed_by_.clear();  // known again after the next forward
 }
 
 const Tensor& Net::forward(Context& ctx, const Tensor& images, Mode mode) {
@@ -322,7 +323,9 @@ void Net::backward_step(Context& ctx, size_t k) {
 
 void Net::forward_layer(Context& ctx, size_t index, Mode mode) {
   PSGD_CHECK(index < nodes_.size() && computed_by_.size() == nodes_.size(),
-             "forward_layer() before forward(), or no layer ", index);
+             "forward_layer() before forward() (since the last plan or change of fusion), or no "
+             "layer ",
+             index);
   forward_step(ctx, index, mode);
 }
 
@@ -330,6 +333,8 @@ void Net::backward_layer(Context& ctx, size_t index) {
   PSGD_CHECK(
       index < nodes_.size() && computed_by_.size() == nodes_.size() && last_mode_ == Mode::Train,
       "backward_layer() before a Train forward(), or no layer ", index);
+  // backward() reuses the logits' gradient buffer for others: loss() must come again after it.
+  PSGD_CHECK(loss_ready_, "backward_layer() before loss()");
   backward_step(ctx, index);
 }
 

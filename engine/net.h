@@ -70,12 +70,14 @@ class Net {
   void set_fusion(Fusion fusion) {
     fusion_ = fusion;
     ++memory_generation_;
+    computed_by_.clear();  // known again after the next forward
   }
 
   // ---- Profiling: one layer's work alone ----
   // Runs the work of layers()[index] as the last forward (in `mode`) or Train forward's backward
-  // ran it, on the tensors it left: for timing layers one by one. Repeating a layer that
-  // accumulates or works in place changes the values later layers see.
+  // ran it, on the tensors it left: for timing layers one by one. backward_layer needs loss()
+  // since the last backward(). Repeating a layer that accumulates or works in place changes the
+  // values later layers see.
   void forward_layer(Context& ctx, size_t index, Mode mode);
   void backward_layer(Context& ctx, size_t index);
   // The layer that computed layers()[index]'s output in the last forward (a ReLU or residual

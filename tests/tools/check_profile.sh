@@ -6,10 +6,12 @@ profile=$1
 out=$("$profile" --arch resnet20 --classes 10 --batch 4 --repeats 1 --rounds 1)
 echo "$out"
 fail() { echo "check_profile: $1" >&2; exit 1; }
-# 19 3x3 convolutions and 2 projection shortcuts; the CPU computes ReLUs and joins separately.
+# 19 3x3 convolutions and 2 projection shortcuts; on the CPU batch norm computes no ReLU, and each
+# residual join computes the ReLU after it.
 [[ $(grep -c ': conv2d ' <<< "$out") -eq 21 ]] || fail "not one row per convolution"
 [[ $(grep -c ': batch_norm ' <<< "$out") -eq 21 ]] || fail "not one row per batch norm"
 [[ $(grep -c ': relu' <<< "$out") -eq 10 ]] || fail "not one row per ReLU the net runs alone"
+[[ $(grep -c ': add + relu ' <<< "$out") -eq 9 ]] || fail "not one row per join with its ReLU"
 grep -q '^fc: linear 64->10' <<< "$out" || fail "no row for the classifier"
 grep -q '^optimizer: ' <<< "$out" || fail "no row for the optimizer"
 grep -Eq '^the whole step, as training runs it +[0-9.]+ us' <<< "$out" || fail "no whole step"

@@ -221,6 +221,15 @@ TEST_CASE("nets: each layer run alone, in order, reproduces forward() and backwa
     net->loss(ctx, y);
     net->backward(ctx);
     const std::vector<float> gradients = host(net->params().grads());
+    // Every buffer refilled from other images, then the first images back in the same memory
+    // (the input stays bound to it): only the layers run below can restore the results.
+    const std::vector<float> first = host(images.t());
+    fill_uniform(images.t(), -2.0f, 2.0f, 9, 0);
+    net->forward(ctx, images.t(), Mode::Train);
+    net->loss(ctx, y);
+    net->backward(ctx);
+    REQUIRE(host(net->logits()) != logits);
+    std::copy(first.begin(), first.end(), images.data());
     const size_t layers = net->layers().size();
     int computed_by_others = 0;
     for (size_t k = 0; k < layers; ++k) {

@@ -80,24 +80,31 @@ int run(const Options& o) {
   const double step_us =
       microseconds(ctx, o, Launch::AsIs, [&] { step.run(b.images, b.labels, lr); });
 
-  // The tensors layer k sees in a step: a forward, then the loss and the backward down to k.
+  // The tensors layer k sees in a step: a forward, then the loss and the backward of the layers
+  // after k.
   const size_t count = net.layers().size();
   const auto step_until = [&](size_t k) {
     net.forward(ctx, b.images, Mode::Train);
     net.loss(ctx, b.labels);
     for (size_t j = count; j-- > k + 1;) net.backward_layer(ctx, j);
   };
+  step_until(count);
   const std::vector<const Layer*> layers = std::as_const(net).layers();
   std::vector<Row> rows;
   std::map<std::string, double> by_kind;
   for (size_t k = 0; k < count; ++k) {
-    step_until(k);
     if (net.computed_by(k) >= 0) continue;  // its work is in the row of the layer that did it
     Row r{layers[k]->describe(), net.layer_output(k).shape.str()};
-    for (size_t j = k + 1; j < count && net.computed_by(j) == static_cast<int>(k); ++j)
-      r.what += " + " + kind_of(layers[j]->describe());
-    r.backward_us = microseconds(ctx, o, Launch::Captured, [&] { net.backward_layer(ctx, k); });
-    step_until(k);
+    // The ReLU, or the join and its ReLU, that layer k computes after it; in backward the join
+    // still routes the gradient to its residual, just before layer k's own backward.
+    size_t last = k;
+    while (last + 1 < count && net.computed_by(last + 1) == static_cast<int>(k))
+      r.what += " + " + kind_of(layers[++last]->describe());
+    step_until(last);
+    r.backward_us = microseconds(ctx, o, Launch::Captured, [&] {
+      for (size_t j = last + 1; j-- > k;) net.backward_layer(ctx, j);
+    });
+    step_until(last);
     r.forward_us =
         microseconds(ctx, o, Launch::Captured, [&] { net.forward_layer(ctx, k, Mode::Train); });
     by_kind[kind_of(r.what)] += r.forward_us + r.backward_us;
