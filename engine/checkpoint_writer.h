@@ -20,13 +20,15 @@ class CheckpointWriter {
   CheckpointWriter(const CheckpointWriter&) = delete;
   CheckpointWriter& operator=(const CheckpointWriter&) = delete;
   // Waits for a write in flight; its error, if any, is dropped (call finish() to see it).
-  ~CheckpointWriter();
+  ~CheckpointWriter() { settle(); }
 
   // Writes `contents` to each of `paths`, in the background. Waits first for the previous
   // checkpoint (one at most is in flight) and throws its error.
   void submit(SafeTensorsWriter contents, std::vector<std::string> paths);
   // Waits until every submitted checkpoint is on disk; throws the error of a failed one.
   void finish();
+  // The same on a path that already has an error to report: a failed write is dropped.
+  void settle() noexcept;
 
  private:
   std::future<void> in_flight_;

@@ -14,12 +14,15 @@
 #include "engine/comm.h"
 #include "engine/cuda_check.h"
 
+// The error's name, and NCCL's own last message, which says what was wrong (NCCL_DEBUG=WARN
+// prints it too).
 #define NCCL_CHECK(expr)                                                                       \
   do {                                                                                         \
     const ncclResult_t psgd_status_ = (expr);                                                  \
     if (psgd_status_ != ncclSuccess) [[unlikely]]                                              \
       ::psgd::detail::throw_error(__FILE__, __LINE__, #expr, ::psgd::detail::call_name(#expr), \
-                                  " failed: ", ncclGetErrorString(psgd_status_));              \
+                                  " failed: ", ncclGetErrorString(psgd_status_), " (",         \
+                                  ncclGetLastError(nullptr), ")");                             \
   } while (0)
 
 namespace psgd {

@@ -20,9 +20,7 @@ void Evaluator::run_batch(const Tensor& images, const Tensor& labels) {
   if (graphs_.replay(ctx_, net_, images, labels)) return;
   const int64_t batch = images.shape[0];
   if (net_.planned_batch() != batch) net_.plan(ctx_, batch);
-  // The first batch of a size runs op by op: it loads the kernels evaluation alone uses (a
-  // kernel loaded lazily inside a capture would be loaded there).
-  if (batches_seen_[batch]++ == 0) {
+  if (graphs_.first_of_size(batch)) {  // evaluation's own kernels load outside a capture
     launch(images, labels);
     return;
   }

@@ -6,8 +6,6 @@
 // are quantized in place, where the graphs read them.
 #pragma once
 
-#include <map>
-
 #include "engine/batch_source.h"
 #include "engine/comm.h"
 #include "engine/metric_sums.h"
@@ -45,7 +43,6 @@ class Evaluator {
   Comm& comm_;
   MetricSums sums_;
   StepGraphs graphs_;
-  std::map<int64_t, int64_t> batches_seen_;  // by batch size, until the graph is captured
 };
 
 }  // namespace psgd

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <set>
 
 #include "engine/captured_graph.h"
 #include "engine/net.h"
@@ -22,6 +23,10 @@ class StepGraphs {
   // batch size, then replays it: capturing runs nothing.
   void capture_and_replay(Context& ctx, const Net& net, const Tensor& images, const Tensor& labels,
                           const std::function<void()>& work);
+  // True the first time a batch size is asked about in this process: such a batch runs op by op,
+  // so that whatever is set up on first use (kernels loaded lazily, the libraries' first-call
+  // work, NCCL's connections) happens outside any capture, a resumed run's first step too.
+  bool first_of_size(int64_t batch) { return sizes_seen_.insert(batch).second; }
   // Steps replayed from an earlier capture so far.
   int64_t replays() const { return replays_; }
 
@@ -35,6 +40,7 @@ class StepGraphs {
                const Tensor& labels_now) const;
   };
   std::map<int64_t, Recorded> graphs_;  // by batch size
+  std::set<int64_t> sizes_seen_;
   int64_t replays_ = 0;
 };
 

@@ -24,11 +24,13 @@ void TrainStep::run(const Tensor& images, const Tensor& labels, float lr) {
     net_.count_replayed_forward();
     return;
   }
-  // Capture once the optimizer's first-step arguments are behind, with the batch planned first
-  // (no allocation may happen while capturing; a partial last batch gets its own graph).
+  // Capture once the optimizer's first-step arguments are behind and this batch size has run op
+  // by op, with the batch planned first (no allocation may happen while capturing; a partial
+  // last batch gets its own graph).
   const int64_t batch = images.shape[0];
   if (net_.planned_batch() != batch) net_.plan(ctx_, batch);
-  if (!optimizer_.replayable() || !net_.replayable(Mode::Train)) {
+  const bool first = graphs_.first_of_size(batch);
+  if (first || !optimizer_.replayable() || !net_.replayable(Mode::Train)) {
     launch(images, labels);
     return;
   }

@@ -50,6 +50,17 @@ Trainer::Trainer(Context& ctx, Net& net, Optimizer& optimizer, BatchSource& trai
 }
 
 TrainProgress Trainer::run() {
+  try {
+    run_epochs();
+  } catch (...) {
+    checkpoints_.settle();  // the last good epoch's checkpoint reaches the disk
+    throw;
+  }
+  checkpoints_.finish();
+  return progress_;
+}
+
+void Trainer::run_epochs() {
   for (int64_t epoch = std::max(config_.first_epoch, progress_.epoch + 1);
        epoch <= config_.last_epoch; ++epoch) {
     const auto start = Clock::now();
@@ -66,8 +77,6 @@ TrainProgress Trainer::run() {
     progress_.best_lp = std::max(progress_.best_lp, lp.top1);
     record(epoch, lr, train, fp, lp, seconds_since(start), fp_best, lp_best);
   }
-  checkpoints_.finish();
-  return progress_;
 }
 
 Trainer::EpochStats Trainer::train_epoch(int64_t epoch, float lr) {

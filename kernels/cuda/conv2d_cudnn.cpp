@@ -93,20 +93,24 @@ struct Scratch {
   void* ptr = nullptr;
 };
 
-// Among the results that succeeded and respect the math mode (sorted by time), the one needing
-// the least workspace within kTimeSlack of the fastest: the workspace is held for the whole run
-// and counts in peak memory, and a few percent of one convolution are not worth tens of
-// megabytes. Where tensor cores are ruled out the algorithm runs with CUDNN_FMA_MATH whatever
-// its result says: CUDNN_DEFAULT_MATH still permits TF32 on Ampere and later.
+// Among the results that succeeded, respect the math mode and fit the workspace limit, sorted
+// by time: the one needing the least workspace within kTimeSlack of the fastest, since the
+// workspace is held for the whole run and counts in peak memory, and a few percent of one
+// convolution are not worth tens of megabytes. Deterministic runs take the first of cuDNN's
+// heuristic order instead: which algorithm wins a timing race can change from run to run, and
+// two deterministic algorithms give different bits. Where tensor cores are ruled out the
+// algorithm runs with CUDNN_FMA_MATH whatever its result says: CUDNN_DEFAULT_MATH still permits
+// TF32 on Ampere and later.
 constexpr float kTimeSlack = 1.05f;
 
 template <class Perf>
-Perf choose(const std::vector<Perf>& results, int count, const ConvKey& k, const char* direction) {
+Perf choose(const std::vector<Perf>& results, int count, const ConvKey& k, size_t limit,
+            const char* direction) {
   std::optional<Perf> chosen;
   float fastest = 0.0f;
   for (int i = 0; i < count; ++i) {
     Perf p = results[i];
-    if (p.status != CUDNN_STATUS_SUCCESS) continue;
+    if (p.status != CUDNN_STATUS_SUCCESS || p.memory > limit) continue;
     if (k.deterministic && p.determinism != CUDNN_DETERMINISTIC) continue;
     if (p.mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION) continue;  // would round to fp16
     if (!tensor_cores_allowed(k)) {
@@ -116,6 +120,7 @@ Perf choose(const std::vector<Perf>& results, int count, const ConvKey& k, const
     if (!chosen) {
       chosen = p;
       fastest = p.time;
+      if (k.deterministic) break;
     } else if (p.time <= kTimeSlack * fastest && p.memory < chosen->memory) {
       chosen = p;
     }
@@ -126,17 +131,17 @@ Perf choose(const std::vector<Perf>& results, int count, const ConvKey& k, const
             ") and weight (", k.w[0], ", ", k.w[1], ", ", k.w[2], ", ", k.w[3], ")");
 }
 
-// Times every algorithm of one direction (find(capacity, &count, results) runs cuDNN's Find,
-// which returns as many results as max_count says: an algorithm can appear once per math type)
-// and chooses.
-template <class Perf, class MaxCount, class Find>
-Perf timed_best(cudnnHandle_t handle, const ConvKey& k, const char* direction, MaxCount max_count,
-                Find find) {
+// The candidates of one direction (search(capacity, &count, results) runs cuDNN's Find, which
+// times every algorithm, or its heuristics; either returns as many results as max_count says:
+// an algorithm can appear once per math type), then the choice.
+template <class Perf, class MaxCount, class Search>
+Perf best(cudnnHandle_t handle, const ConvKey& k, size_t limit, const char* direction,
+          MaxCount max_count, Search search) {
   int capacity = 0, count = 0;
   CUDNN_CHECK(max_count(handle, &capacity));
   std::vector<Perf> results(static_cast<size_t>(capacity));
-  find(capacity, &count, results.data());
-  return choose(results, count, k, direction);
+  search(capacity, &count, results.data());
+  return choose(results, count, k, limit, direction);
 }
 
 // With PSGD_CUDNN_LOG set, one line per shape on stderr: which algorithms and math types the
@@ -150,8 +155,40 @@ void log_choice(const ConvKey& k, const ConvPlan& p) {
                long(k.x[0]), long(k.x[1]), long(k.x[2]), long(k.x[3]), long(k.w[0]), long(k.w[1]),
                long(k.w[2]), long(k.w[3]), k.stride, k.pad, dtype_name(k.activations),
                k.tf32 ? ", tf32" : "", k.deterministic ? ", deterministic" : "", int(p.forward),
-               int(p.forward_math), int(p.backward_data), int(p.data_math),
-               int(p.backward_filter), int(p.filter_math), p.workspace_bytes);
+               int(p.forward_math), int(p.backward_data), int(p.data_math), int(p.backward_filter),
+               int(p.filter_math), p.workspace_bytes);
+}
+
+// The buffers cuDNN's Find times the algorithms on, freed when the search ends.
+struct TimingBuffers {
+  TimingBuffers(const ConvKey& k, const Shape& x_shape, const Shape& w_shape, const Shape& y_shape,
+                size_t limit)
+      : x(x_shape.numel() * dtype_size(k.activations)),
+        w(w_shape.numel() * dtype_size(k.activations)),
+        y(y_shape.numel() * dtype_size(k.activations)),
+        dx(x_shape.numel() * dtype_size(k.activations)),
+        dw(w_shape.numel() * dtype_size(k.activations)),
+        workspace(limit) {}
+  Scratch x, w, y, dx, dw, workspace;
+};
+
+// The workspace the chosen algorithms need: the most of what the search reported and what cuDNN
+// says for each algorithm with the math type it will run with (they can differ).
+size_t required_workspace(cudnnHandle_t handle, const ConvPlan& p,
+                          std::initializer_list<size_t> reported) {
+  size_t need = std::max(reported), bytes = 0;
+  CUDNN_CHECK(cudnnSetConvolutionMathType(p.conv, p.forward_math));
+  CUDNN_CHECK(
+      cudnnGetConvolutionForwardWorkspaceSize(handle, p.x, p.w, p.conv, p.y, p.forward, &bytes));
+  need = std::max(need, bytes);
+  CUDNN_CHECK(cudnnSetConvolutionMathType(p.conv, p.data_math));
+  CUDNN_CHECK(cudnnGetConvolutionBackwardDataWorkspaceSize(handle, p.w, p.y, p.conv, p.x,
+                                                           p.backward_data, &bytes));
+  need = std::max(need, bytes);
+  CUDNN_CHECK(cudnnSetConvolutionMathType(p.conv, p.filter_math));
+  CUDNN_CHECK(cudnnGetConvolutionBackwardFilterWorkspaceSize(handle, p.x, p.y, p.conv, p.w,
+                                                             p.backward_filter, &bytes));
+  return std::max(need, bytes);
 }
 
 std::unique_ptr<ConvPlan> find_algorithms(cudnnHandle_t handle, const ConvKey& k,
@@ -164,29 +201,42 @@ std::unique_ptr<ConvPlan> find_algorithms(cudnnHandle_t handle, const ConvKey& k
   size_t free = 0, total = 0;
   CUDA_CHECK(cudaMemGetInfo(&free, &total));
   const size_t limit = std::min(kMaxWorkspaceBytes, free / 4);
-  const size_t e = dtype_size(k.activations);
-  Scratch x(x_shape.numel() * e), w(w_shape.numel() * e), y(y_shape.numel() * e);
-  Scratch dx(x_shape.numel() * e), dw(w_shape.numel() * e), workspace(limit);
-  const auto f_best = timed_best<cudnnConvolutionFwdAlgoPerf_t>(
-      handle, k, "forward", cudnnGetConvolutionForwardAlgorithmMaxCount,
+  const auto timing = k.deterministic
+                          ? nullptr
+                          : std::make_unique<TimingBuffers>(k, x_shape, w_shape, y_shape, limit);
+  const ConvPlan& p = *plan;
+  const auto f_best = best<cudnnConvolutionFwdAlgoPerf_t>(
+      handle, k, limit, "forward", cudnnGetConvolutionForwardAlgorithmMaxCount,
       [&](int capacity, int* count, cudnnConvolutionFwdAlgoPerf_t* results) {
-        CUDNN_CHECK(cudnnFindConvolutionForwardAlgorithmEx(handle, plan->x, x.ptr, plan->w, w.ptr,
-                                                           plan->conv, plan->y, y.ptr, capacity,
-                                                           count, results, workspace.ptr, limit));
+        if (!timing)
+          CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(handle, p.x, p.w, p.conv, p.y,
+                                                             capacity, count, results));
+        else
+          CUDNN_CHECK(cudnnFindConvolutionForwardAlgorithmEx(
+              handle, p.x, timing->x.ptr, p.w, timing->w.ptr, p.conv, p.y, timing->y.ptr, capacity,
+              count, results, timing->workspace.ptr, limit));
       });
-  const auto d_best = timed_best<cudnnConvolutionBwdDataAlgoPerf_t>(
-      handle, k, "backward-data", cudnnGetConvolutionBackwardDataAlgorithmMaxCount,
+  const auto d_best = best<cudnnConvolutionBwdDataAlgoPerf_t>(
+      handle, k, limit, "backward-data", cudnnGetConvolutionBackwardDataAlgorithmMaxCount,
       [&](int capacity, int* count, cudnnConvolutionBwdDataAlgoPerf_t* results) {
-        CUDNN_CHECK(cudnnFindConvolutionBackwardDataAlgorithmEx(
-            handle, plan->w, w.ptr, plan->y, y.ptr, plan->conv, plan->x, dx.ptr, capacity, count,
-            results, workspace.ptr, limit));
+        if (!timing)
+          CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(handle, p.w, p.y, p.conv, p.x,
+                                                                  capacity, count, results));
+        else
+          CUDNN_CHECK(cudnnFindConvolutionBackwardDataAlgorithmEx(
+              handle, p.w, timing->w.ptr, p.y, timing->y.ptr, p.conv, p.x, timing->dx.ptr, capacity,
+              count, results, timing->workspace.ptr, limit));
       });
-  const auto w_best = timed_best<cudnnConvolutionBwdFilterAlgoPerf_t>(
-      handle, k, "backward-filter", cudnnGetConvolutionBackwardFilterAlgorithmMaxCount,
+  const auto w_best = best<cudnnConvolutionBwdFilterAlgoPerf_t>(
+      handle, k, limit, "backward-filter", cudnnGetConvolutionBackwardFilterAlgorithmMaxCount,
       [&](int capacity, int* count, cudnnConvolutionBwdFilterAlgoPerf_t* results) {
-        CUDNN_CHECK(cudnnFindConvolutionBackwardFilterAlgorithmEx(
-            handle, plan->x, x.ptr, plan->y, y.ptr, plan->conv, plan->w, dw.ptr, capacity, count,
-            results, workspace.ptr, limit));
+        if (!timing)
+          CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(handle, p.x, p.y, p.conv, p.w,
+                                                                    capacity, count, results));
+        else
+          CUDNN_CHECK(cudnnFindConvolutionBackwardFilterAlgorithmEx(
+              handle, p.x, timing->x.ptr, p.y, timing->y.ptr, p.conv, p.w, timing->dw.ptr, capacity,
+              count, results, timing->workspace.ptr, limit));
       });
   plan->forward = f_best.algo;
   plan->forward_math = f_best.mathType;
@@ -194,7 +244,8 @@ std::unique_ptr<ConvPlan> find_algorithms(cudnnHandle_t handle, const ConvKey& k
   plan->data_math = d_best.mathType;
   plan->backward_filter = w_best.algo;
   plan->filter_math = w_best.mathType;
-  plan->workspace_bytes = std::max({f_best.memory, d_best.memory, w_best.memory});
+  plan->workspace_bytes =
+      required_workspace(handle, *plan, {f_best.memory, d_best.memory, w_best.memory});
   log_choice(k, *plan);
   return plan;
 }
@@ -222,7 +273,13 @@ const ConvPlan& plan_for(const Context& ctx, const Shape& x, const Shape& w,
   const ConvKey k = key_of(ctx, x, w, g);
   std::lock_guard lock(mutex);
   auto& plan = plans[k];
-  if (!plan) plan = find_algorithms(ctx.cudnn(), k, x, w, ops::conv2d_output_shape(x, w, g));
+  if (plan) return *plan;
+  // The search allocates and waits: inside a captured step it would break the capture.
+  cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
+  CUDA_CHECK(cudaStreamIsCapturing(ctx.stream(), &capturing));
+  PSGD_CHECK(capturing == cudaStreamCaptureStatusNone, "conv2d: input ", x.str(), ", weight ",
+             w.str(), " was not planned before a captured step (Net::plan)");
+  plan = find_algorithms(ctx.cudnn(), k, x, w, ops::conv2d_output_shape(x, w, g));
   return *plan;
 }
 

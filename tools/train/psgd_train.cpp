@@ -38,7 +38,15 @@ Device pick_device(const TrainOptions& o, const Comm& comm) {
     if (comm.rank() == 0) std::cout << "note: no GPU found; training on the CPU\n";
     return Device::CPU;
   }
-  cuda_select_device(comm.world() > 1 ? comm.local_rank() % cuda_device_count() : o.gpu);
+  if (comm.world() > 1) {
+    // NCCL refuses two ranks on one GPU ("duplicate GPU"): say so before it does.
+    PSGD_CHECK(comm.local_rank() < cuda_device_count(), "rank ", comm.rank(), " is local rank ",
+               comm.local_rank(), " on a node with ", cuda_device_count(),
+               " GPU(s): start at most one rank per GPU on each node");
+    cuda_select_device(comm.local_rank());
+  } else {
+    cuda_select_device(o.gpu);
+  }
   return Device::CUDA;
 }
 
@@ -61,6 +69,13 @@ TrainOptions resumed_options(const std::string& dir, const CLI::App& app,
 
 int train(TrainOptions& o, const std::string& resume, Context& ctx, Comm& comm);
 
+// Ends every rank of a job now, through the communicator in use (NCCL aborts its kernels first):
+// unwinding further would wait on collectives the others may never finish.
+[[noreturn]] void abort_ranks(Comm& comm, const std::exception& e) {
+  comm.abort("psgd-train rank " + std::to_string(comm.rank()) + ": " + user_message(e));
+  std::abort();  // not reached (Comm::abort does not return; the compiler cannot see through it)
+}
+
 int run(TrainOptions o, const std::string& resume, const CLI::App& app, Comm& job) {
   if (!resume.empty()) o = resumed_options(resume, app, o);
   if (o.out.empty()) o.out = "runs/" + o.arch;
@@ -77,11 +92,8 @@ int run(TrainOptions o, const std::string& resume, const CLI::App& app, Comm& jo
     return train(o, resume, ctx, comm);
   } catch (const std::exception& e) {
     if (comm.world() == 1) throw;
-    // End every rank now, through the communicator in use (NCCL aborts its kernels first):
-    // unwinding further would wait on collectives the others may never finish.
-    comm.abort("psgd-train rank " + std::to_string(comm.rank()) + ": " + user_message(e));
+    abort_ranks(comm, e);
   }
-  std::abort();  // not reached (abort does not return): for the compiler
 }
 
 int train(TrainOptions& o, const std::string& resume, Context& ctx, Comm& comm) {
@@ -198,7 +210,15 @@ int train(TrainOptions& o, const std::string& resume, Context& ctx, Comm& comm) 
   tc.interactive = isatty(fileno(stdout)) && !launched_by_mpi();  // mpirun relays through a pty
   tc.comm = &comm;
   Trainer trainer(ctx, *net, optimizer, *train, *test, tc, progress);
-  const TrainProgress done = trainer.run();
+  TrainProgress done;
+  try {
+    done = trainer.run();
+  } catch (const std::exception& e) {
+    // Now, while the network and the loaders still hold their device memory: freeing it waits for
+    // the device, which may wait on a collective.
+    if (comm.world() > 1) abort_ranks(comm, e);
+    throw;
+  }
   if (leader)
     std::cout << "done: best FP " << 100 * done.best_fp << "%, best LP " << 100 * done.best_lp
               << "%; checkpoints, config.json and metrics.jsonl in " << o.out << "\n";
