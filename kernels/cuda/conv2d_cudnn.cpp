@@ -13,6 +13,8 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <sstream>
+#include <string>
 #include <tuple>
 #include <vector>
 
@@ -77,7 +79,8 @@ class ConvPlan {
   cudnnConvolutionBwdDataAlgo_t backward_data{};
   cudnnConvolutionBwdFilterAlgo_t backward_filter{};
   cudnnMathType_t forward_math{}, data_math{}, filter_math{};
-  size_t workspace_bytes = 0;  // cuDNN's own, the most any of the three algorithms needs
+  size_t workspace_bytes = 0;         // cuDNN's own, the most any of the three algorithms needs
+  std::string missing_backward_data;  // why there is no backward-data algorithm; empty: there is
   DType activations;
 };
 
@@ -104,8 +107,8 @@ struct Scratch {
 constexpr float kTimeSlack = 1.05f;
 
 template <class Perf>
-Perf choose(const std::vector<Perf>& results, int count, const ConvKey& k, size_t limit,
-            const char* direction) {
+std::optional<Perf> choose(const std::vector<Perf>& results, int count, const ConvKey& k,
+                           size_t limit) {
   std::optional<Perf> chosen;
   float fastest = 0.0f;
   for (int i = 0; i < count; ++i) {
@@ -125,23 +128,29 @@ Perf choose(const std::vector<Perf>& results, int count, const ConvKey& k, size_
       chosen = p;
     }
   }
-  if (chosen) return *chosen;
-  PSGD_FAIL("cuDNN has no ", k.deterministic ? "deterministic " : "", direction,
-            " convolution algorithm for input (", k.x[0], ", ", k.x[1], ", ", k.x[2], ", ", k.x[3],
-            ") and weight (", k.w[0], ", ", k.w[1], ", ", k.w[2], ", ", k.w[3], ")");
+  return chosen;
+}
+
+std::string no_algorithm(const ConvKey& k, const char* direction) {
+  std::ostringstream s;
+  s << "cuDNN has no " << (k.deterministic ? "deterministic " : "") << direction
+    << " convolution algorithm for input (" << k.x[0] << ", " << k.x[1] << ", " << k.x[2] << ", "
+    << k.x[3] << ") and weight (" << k.w[0] << ", " << k.w[1] << ", " << k.w[2] << ", " << k.w[3]
+    << ") in " << dtype_name(k.activations);
+  return s.str();
 }
 
 // The candidates of one direction (search(capacity, &count, results) runs cuDNN's Find, which
 // times every algorithm, or its heuristics; either returns as many results as max_count says:
-// an algorithm can appear once per math type), then the choice.
+// an algorithm can appear once per math type), then the choice, if any qualifies.
 template <class Perf, class MaxCount, class Search>
-Perf best(cudnnHandle_t handle, const ConvKey& k, size_t limit, const char* direction,
-          MaxCount max_count, Search search) {
+std::optional<Perf> best(cudnnHandle_t handle, const ConvKey& k, size_t limit, MaxCount max_count,
+                         Search search) {
   int capacity = 0, count = 0;
   CUDNN_CHECK(max_count(handle, &capacity));
   std::vector<Perf> results(static_cast<size_t>(capacity));
   search(capacity, &count, results.data());
-  return choose(results, count, k, limit, direction);
+  return choose(results, count, k, limit);
 }
 
 // With PSGD_CUDNN_LOG set, one line per shape on stderr: which algorithms and math types the
@@ -181,10 +190,12 @@ size_t required_workspace(cudnnHandle_t handle, const ConvPlan& p,
   CUDNN_CHECK(
       cudnnGetConvolutionForwardWorkspaceSize(handle, p.x, p.w, p.conv, p.y, p.forward, &bytes));
   need = std::max(need, bytes);
-  CUDNN_CHECK(cudnnSetConvolutionMathType(p.conv, p.data_math));
-  CUDNN_CHECK(cudnnGetConvolutionBackwardDataWorkspaceSize(handle, p.w, p.y, p.conv, p.x,
-                                                           p.backward_data, &bytes));
-  need = std::max(need, bytes);
+  if (p.missing_backward_data.empty()) {
+    CUDNN_CHECK(cudnnSetConvolutionMathType(p.conv, p.data_math));
+    CUDNN_CHECK(cudnnGetConvolutionBackwardDataWorkspaceSize(handle, p.w, p.y, p.conv, p.x,
+                                                             p.backward_data, &bytes));
+    need = std::max(need, bytes);
+  }
   CUDNN_CHECK(cudnnSetConvolutionMathType(p.conv, p.filter_math));
   CUDNN_CHECK(cudnnGetConvolutionBackwardFilterWorkspaceSize(handle, p.x, p.y, p.conv, p.w,
                                                              p.backward_filter, &bytes));
@@ -206,7 +217,7 @@ std::unique_ptr<ConvPlan> find_algorithms(cudnnHandle_t handle, const ConvKey& k
                           : std::make_unique<TimingBuffers>(k, x_shape, w_shape, y_shape, limit);
   const ConvPlan& p = *plan;
   const auto f_best = best<cudnnConvolutionFwdAlgoPerf_t>(
-      handle, k, limit, "forward", cudnnGetConvolutionForwardAlgorithmMaxCount,
+      handle, k, limit, cudnnGetConvolutionForwardAlgorithmMaxCount,
       [&](int capacity, int* count, cudnnConvolutionFwdAlgoPerf_t* results) {
         if (!timing)
           CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(handle, p.x, p.w, p.conv, p.y,
@@ -217,7 +228,7 @@ std::unique_ptr<ConvPlan> find_algorithms(cudnnHandle_t handle, const ConvKey& k
               count, results, timing->workspace.ptr, limit));
       });
   const auto d_best = best<cudnnConvolutionBwdDataAlgoPerf_t>(
-      handle, k, limit, "backward-data", cudnnGetConvolutionBackwardDataAlgorithmMaxCount,
+      handle, k, limit, cudnnGetConvolutionBackwardDataAlgorithmMaxCount,
       [&](int capacity, int* count, cudnnConvolutionBwdDataAlgoPerf_t* results) {
         if (!timing)
           CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(handle, p.w, p.y, p.conv, p.x,
@@ -228,7 +239,7 @@ std::unique_ptr<ConvPlan> find_algorithms(cudnnHandle_t handle, const ConvKey& k
               count, results, timing->workspace.ptr, limit));
       });
   const auto w_best = best<cudnnConvolutionBwdFilterAlgoPerf_t>(
-      handle, k, limit, "backward-filter", cudnnGetConvolutionBackwardFilterAlgorithmMaxCount,
+      handle, k, limit, cudnnGetConvolutionBackwardFilterAlgorithmMaxCount,
       [&](int capacity, int* count, cudnnConvolutionBwdFilterAlgoPerf_t* results) {
         if (!timing)
           CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(handle, p.x, p.y, p.conv, p.w,
@@ -238,14 +249,19 @@ std::unique_ptr<ConvPlan> find_algorithms(cudnnHandle_t handle, const ConvKey& k
               handle, p.x, timing->x.ptr, p.y, timing->y.ptr, p.conv, p.w, timing->dw.ptr, capacity,
               count, results, timing->workspace.ptr, limit));
       });
-  plan->forward = f_best.algo;
-  plan->forward_math = f_best.mathType;
-  plan->backward_data = d_best.algo;
-  plan->data_math = d_best.mathType;
-  plan->backward_filter = w_best.algo;
-  plan->filter_math = w_best.mathType;
-  plan->workspace_bytes =
-      required_workspace(handle, *plan, {f_best.memory, d_best.memory, w_best.memory});
+  // The data gradient is asked for only where the input has one (not of the images): a shape
+  // without an algorithm for it fails only if it is.
+  PSGD_CHECK(f_best, no_algorithm(k, "forward"));
+  PSGD_CHECK(w_best, no_algorithm(k, "backward-filter"));
+  if (!d_best) plan->missing_backward_data = no_algorithm(k, "backward-data");
+  plan->forward = f_best->algo;
+  plan->forward_math = f_best->mathType;
+  plan->backward_data = d_best ? d_best->algo : cudnnConvolutionBwdDataAlgo_t{};
+  plan->data_math = d_best ? d_best->mathType : CUDNN_DEFAULT_MATH;
+  plan->backward_filter = w_best->algo;
+  plan->filter_math = w_best->mathType;
+  plan->workspace_bytes = required_workspace(
+      handle, *plan, {f_best->memory, d_best ? d_best->memory : 0, w_best->memory});
   log_choice(k, *plan);
   return plan;
 }
@@ -348,6 +364,7 @@ void conv2d_backward(Context& ctx, const Tensor& x, const Tensor& w, const Tenso
                                              p.w, s.filter.defined() ? s.filter.data : dw.data));
   if (s.filter.defined()) cast(s.filter, dw);
   if (!dx.defined()) return;
+  PSGD_CHECK(p.missing_backward_data.empty(), p.missing_backward_data);
   const void* filter = stage_filter(s, w);  // after dw has left the bf16 filter
   const float beta = dx_mode == GradMode::Accumulate ? 1.0f : 0.0f;
   CUDNN_CHECK(cudnnSetConvolutionMathType(p.conv, p.data_math));
