@@ -58,5 +58,16 @@ if [[ $device == cuda && $phase_epochs -gt 0 ]]; then
     --lambda-s 150 --first-last-quant --lr 0.01 --out "$data/run" "${phase_flags[@]}" | tail -3
   echo "PSGD phase: $phase_epochs epochs of ResNet-32 on 50,000 + 10,000 images, FP and LP evaluation" \
        "every epoch: $((SECONDS - start)) s end to end" | tee "$out/phase.txt"
+  # A short run's steady epochs (after the first, which captures the graphs and picks cuDNN's
+  # algorithms) give the whole phase's time.
+  "$python" - "$data/run/metrics.jsonl" "$((SECONDS - start))" <<'PY' | tee -a "$out/phase.txt"
+import json, statistics, sys
+seconds = [json.loads(line)["seconds"] for line in open(sys.argv[1])]
+total = float(sys.argv[2])
+if len(seconds) >= 2:
+    steady = statistics.median(seconds[1:])
+    print(f"steady epoch {steady:.2f} s (first {seconds[0]:.2f} s); 68 epochs at that rate plus this run's "
+          f"start-up: {68 * steady + total - sum(seconds) + seconds[0] - steady:.0f} s (target: under 60 s)")
+PY
   rm -rf "$data"
 fi
