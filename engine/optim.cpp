@@ -45,6 +45,7 @@ Optimizer::Optimizer(ParamStore& params, OptimizerConfig config)
   memory_copy(segments_.data(), params.device(), table.data(), Device::CPU,
               table.size() * sizeof(int32_t));
   hyper_ = DeviceBuffer(params.device(), ops::kHyperFields * sizeof(float));
+  adam_steps_ = DeviceBuffer(params.device(), sizeof(double));
   state_ = DeviceBuffer(params.device(), state_count() * params.weights().bytes());
 }
 
@@ -60,14 +61,18 @@ Tensor Optimizer::state(int index) const {
 
 void Optimizer::prepare(float lr) {
   ++steps_;
-  std::array<float, ops::kHyperFields> hyper = {lr, 0.0f, 0.0f};
-  if (config_.kind == OptimizerKind::Adam)
-    ops::adam_hyper(lr, config_.beta1, config_.beta2, steps_, hyper.data());
-  // A copy to the GPU waits for the work queued before it: only when the values change (SGD:
-  // once per epoch; Adam's corrections: every step).
-  if (hyper == uploaded_hyper_) return;
-  memory_copy(hyper_.data(), hyper_.device(), hyper.data(), Device::CPU, sizeof hyper);
-  uploaded_hyper_ = hyper;
+  // A copy to the GPU waits for the work queued before it: only when the learning rate changes
+  // (once per epoch) or the step count was set from outside. Adam's bias corrections follow the
+  // count on the device (ops::adam_advance in apply()).
+  const bool recount = config_.kind == OptimizerKind::Adam && counted_steps_ != steps_ - 1;
+  if (lr != uploaded_lr_ || recount) {
+    const std::array<float, ops::kHyperFields> hyper = {lr, 0.0f, 0.0f};
+    memory_copy(hyper_.data(), hyper_.device(), hyper.data(), Device::CPU, sizeof hyper);
+    const double done = static_cast<double>(steps_ - 1);
+    memory_copy(adam_steps_.data(), adam_steps_.device(), &done, Device::CPU, sizeof done);
+    uploaded_lr_ = lr;
+  }
+  counted_steps_ = steps_;
 }
 
 void Optimizer::apply(Context& ctx) {
@@ -78,6 +83,7 @@ void Optimizer::apply(Context& ctx) {
                        ranges_.values(), hyper,
                        {config_.momentum, config_.weight_decay, config_.lambda_s, steps_ == 1});
   } else {
+    ops::adam_advance(ctx, hyper, adam_steps_.f64(0, Shape{1}), config_.beta1, config_.beta2);
     ops::psgd_adam_step(
         ctx, params_.weights(), params_.grads(), state(0), state(1), segments(), ranges_.values(),
         hyper, {config_.beta1, config_.beta2, config_.eps, config_.weight_decay, config_.lambda_s});

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <array>
+#include <limits>
 
 #include "engine/params.h"
 #include "engine/weight_quant.h"
@@ -30,9 +31,10 @@ class Optimizer {
     prepare(lr);
     apply(ctx);
   }
-  // The two halves of step(), for captured steps: prepare() sets this step's values on the
-  // device (counts the step, writes lr and Adam's bias corrections); apply() launches the
-  // kernels, which read them there.
+  // The two halves of step(), for captured steps: prepare() counts the step and writes the
+  // learning rate to the device when it changes; apply() launches the kernels, which read it
+  // there (Adam's first advances the step count and bias corrections on the device). One
+  // apply() per prepare().
   void prepare(float lr);
   void apply(Context& ctx);
   // Whether apply() launches the same kernels with the same arguments as at the previous step,
@@ -55,8 +57,10 @@ class Optimizer {
   RunningRanges ranges_;
   DeviceBuffer segments_;  // the segment table (kernels/ops.h), int32 (tensors, fields)
   int64_t segment_rows_ = 0;
-  DeviceBuffer hyper_;  // this step's lr and Adam corrections (ops::HyperField)
-  std::array<float, ops::kHyperFields> uploaded_hyper_{};  // hyper_'s contents
+  DeviceBuffer hyper_;       // this step's lr and Adam corrections (ops::HyperField)
+  DeviceBuffer adam_steps_;  // float64: the steps Adam's corrections have counted, on the device
+  float uploaded_lr_ = std::numeric_limits<float>::quiet_NaN();  // hyper_'s lr (NaN: none yet)
+  int64_t counted_steps_ = -1;  // steps_ as adam_steps_ will hold it after the queued apply()
   DeviceBuffer state_;
   int64_t steps_ = 0;
 };

@@ -349,13 +349,16 @@ int64_t number_range_chunks(int32_t* table, int64_t rows) {
   return chunks;
 }
 
-void adam_hyper(float lr, float beta1, float beta2, int64_t step, float* hyper) {
-  PSGD_CHECK(step >= 1, "Adam steps count from 1, got ", step);
-  // PyTorch's Adam: step_size = lr / (1 - beta1^t); denom = sqrt(v) / sqrt(1 - beta2^t) + eps.
-  const double t = static_cast<double>(step);
-  hyper[kHyperLr] = lr;
-  hyper[kHyperAdamStepSize] = static_cast<float>(lr / (1.0 - std::pow(beta1, t)));
-  hyper[kHyperAdamRootBias2] = static_cast<float>(std::sqrt(1.0 - std::pow(beta2, t)));
+void adam_advance(Context& ctx, const Tensor& hyper, const Tensor& steps, float beta1,
+                  float beta2) {
+  check_devices(ctx, "adam_advance", {&hyper, &steps});
+  check_shape("adam_advance", "hyper", hyper, Shape{kHyperFields});
+  check_shape("adam_advance", "steps", steps, Shape{1});
+  PSGD_CHECK(hyper.dtype == DType::F32 && steps.dtype == DType::F64,
+             "adam_advance: hyper is float32 and steps float64");
+  PSGD_CHECK(beta1 >= 0.0f && beta1 < 1.0f && beta2 >= 0.0f && beta2 < 1.0f,
+             "Adam's betas must lie in [0, 1), got ", beta1, " and ", beta2);
+  PSGD_DISPATCH(ctx, adam_advance, hyper, steps, beta1, beta2);
 }
 
 void psgd_sgd_step(Context& ctx, const Tensor& weights, const Tensor& grads, const Tensor& momentum,

@@ -216,8 +216,9 @@ void update_weight_ranges(Context& ctx, const Tensor& weights, const Tensor& seg
 // Fills kSegmentFirstChunk of a host table of `rows` rows; returns the number of chunks.
 int64_t number_range_chunks(int32_t* table, int64_t rows);
 
-// Step values that change from step to step are read from a small float tensor on the device,
-// `hyper` (kHyperFields), written before each step, so that a captured step can be replayed.
+// Step values are read from a small float tensor on the device, `hyper` (kHyperFields): the
+// learning rate, written when it changes, and Adam's bias corrections, which adam_advance
+// recomputes on the device each step, so that a captured step replays without a host write.
 enum HyperField : int {
   kHyperLr,             // learning rate
   kHyperAdamStepSize,   // lr / (1 - beta1^t)
@@ -233,8 +234,9 @@ struct SgdStep {
 struct AdamStep {
   float beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f, weight_decay = 0.0f, lambda = 0.0f;
 };
-// hyper's values for Adam's step `step` (1-based) at learning rate lr.
-void adam_hyper(float lr, float beta1, float beta2, int64_t step, float* hyper);
+// Adam, before its step: counts the step in `steps` (float64 (1), the steps done) and writes
+// hyper's bias corrections for it from hyper's learning rate (optim_math::adam_corrections).
+void adam_advance(Context& ctx, const Tensor& hyper, const Tensor& steps, float beta1, float beta2);
 
 // One pass over every segment: g *= PSG scale (delta from the segment's range), d = g +
 // weight_decay * w, then PyTorch's SGD (buf = d at the first step, buf = momentum * buf + d

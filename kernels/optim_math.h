@@ -47,6 +47,14 @@ PSGD_HOST_DEVICE inline void sgd_update(const Segment& s, const ops::SgdStep& h,
   w -= lr * buf;
 }
 
+// Adam's bias corrections for step t (from 1) at learning rate lr, in double as PyTorch computes
+// them: hyper's step size lr / (1 - beta1^t) and sqrt(1 - beta2^t).
+PSGD_HOST_DEVICE inline void adam_corrections(float beta1, float beta2, double t, float* hyper) {
+  const double lr = hyper[ops::kHyperLr];
+  hyper[ops::kHyperAdamStepSize] = static_cast<float>(lr / (1.0 - pow(double(beta1), t)));
+  hyper[ops::kHyperAdamRootBias2] = static_cast<float>(sqrt(1.0 - pow(double(beta2), t)));
+}
+
 // PyTorch's Adam: step_size = lr / (1 - beta1^t), denominator sqrt(v) / sqrt(1 - beta2^t) + eps.
 PSGD_HOST_DEVICE inline void adam_update(const Segment& s, const ops::AdamStep& h, float step_size,
                                          float root_bias2, float& w, float g, float& m, float& v) {

@@ -55,6 +55,11 @@ void psgd_sgd_step(const Tensor& weights, const Tensor& grads, const Tensor& mom
   });
 }
 
+void adam_advance(const Tensor& hyper, const Tensor& steps, float beta1, float beta2) {
+  const double t = ++steps.f64()[0];
+  optim_math::adam_corrections(beta1, beta2, t, hyper.f32());
+}
+
 void psgd_adam_step(const Tensor& weights, const Tensor& grads, const Tensor& m, const Tensor& v,
                     const Tensor& segments, const Tensor& ranges, const Tensor& hyper,
                     ops::AdamStep h) {

@@ -137,6 +137,15 @@ void psgd_sgd_step(const Tensor& weights, const Tensor& grads, const Tensor& mom
   });
 }
 
+void adam_advance(const Tensor& hyper, const Tensor& steps, float beta1, float beta2) {
+  float* hp = hyper.f32();
+  double* count = steps.f64();
+  for_each(1, [=] __device__(int64_t) {
+    const double t = ++count[0];
+    optim_math::adam_corrections(beta1, beta2, t, hp);
+  });
+}
+
 void psgd_adam_step(const Tensor& weights, const Tensor& grads, const Tensor& m, const Tensor& v,
                     const Tensor& segments, const Tensor& ranges, const Tensor& hyper,
                     ops::AdamStep h) {

@@ -295,10 +295,14 @@ TEST_CASE("cuda: the PSGD optimizer step in one launch, SGD and Adam, grid and z
           ops::psgd_sgd_step(ctx, v[0], v[1], v[2], segments, v[4], v[5],
                              {0.9f, 1e-4f, 150.0f, first});
         }
-        for (int64_t step : {1, 2}) {
-          float adam[ops::kHyperFields];
-          ops::adam_hyper(1e-3f, 0.9f, 0.999f, step, adam);
-          set_hyper(adam);
+        // Adam's corrections advance on the device: steps 1 and 2 (hyper, a twin, is compared too).
+        const float adam[ops::kHyperFields] = {1e-3f, 0.0f, 0.0f};
+        set_hyper(adam);
+        DeviceBuffer steps(ctx.device(), sizeof(double));
+        const double none = 0.0;
+        memory_copy(steps.data(), ctx.device(), &none, Device::CPU, sizeof none);
+        for (int step = 0; step < 2; ++step) {
+          ops::adam_advance(ctx, v[5], steps.f64(0, Shape{1}), 0.9f, 0.999f);
           ops::psgd_adam_step(ctx, v[0], v[1], v[2], v[3], segments, v[4], v[5],
                               {.weight_decay = 1e-4f, .lambda = 150.0f});
         }

@@ -122,6 +122,38 @@ TEST_CASE("fused Adam step with PSG against a plain loop") {
                          1e-3f);
 }
 
+TEST_CASE("Adam resumed from its state and step count continues bit for bit") {
+  // The bias corrections count steps on the device; a resumed optimizer must recount from the
+  // step it was given, and a new learning rate must reach the device too.
+  const OptimizerConfig config{
+      .kind = OptimizerKind::Adam, .weight_decay = 1e-4f, .lambda_s = 150.0f};
+  const auto copy = [](const Tensor& from, const Tensor& to) {
+    std::copy(from.f32(), from.f32() + from.numel(), to.f32());
+  };
+  Context ctx(Device::CPU, 2);
+  Toy whole, resumed;
+  Optimizer a(whole.params, config), b(resumed.params, config);
+  resumed.fill_grads(9);
+  b.step(ctx, 1e-3f);  // b has counted a step of its own before it is given a's state
+  const float lr[5] = {1e-3f, 1e-3f, 1e-3f, 1e-3f, 1e-4f};
+  for (int step = 0; step < 5; ++step) {
+    whole.fill_grads(step);
+    a.step(ctx, lr[step]);
+    if (step != 2) continue;
+    copy(whole.params.weights(), resumed.params.weights());
+    for (int i = 0; i < a.state_count(); ++i) copy(a.state(i), b.state(i));
+    b.ranges().restore(a.ranges().x_min(), a.ranges().x_max());
+    b.set_steps(a.steps());
+  }
+  for (int step = 3; step < 5; ++step) {
+    resumed.fill_grads(step);
+    b.step(ctx, lr[step]);
+  }
+  const Tensor wa = whole.params.weights(), wb = resumed.params.weights();
+  CHECK(std::equal(wa.f32(), wa.f32() + wa.numel(), wb.f32()));
+  CHECK(b.steps() == 5);
+}
+
 TEST_CASE("lambda_s = 0 is plain SGD, bit for bit") {
   Toy quantized;
   Toy plain;  // the same values, every tensor float
