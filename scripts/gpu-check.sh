@@ -118,15 +118,27 @@ configure_and_build_gpu_parts() {
       psgd-train psgd-eval psgd-data psgd-bench psgd-profile
 }
 
-# Each suite runs whatever the others gave, the never-run bf16 one first; cuDNN's choices are
-# logged for the record.
+# Every GPU test case in a process of its own, the never-run bf16 suite first: a kernel fault
+# poisons its process's CUDA context, so one broken case cannot fail the cases after it. A
+# case's name becomes its filter with doctest's separators and wildcards (, * ? [ ]) as '?'.
+# cuDNN's choices are logged for the record; the failed cases are listed last.
 gpu_suites() {
-  local failed=0 suite
+  local failed=() suite name filter log cases
   for suite in test_cuda_ops_bf16 test_cuda_ops test_cuda_train; do
-    echo "-- $suite"
-    PSGD_CUDNN_LOG=1 "$build/tests/$suite" || failed=1
+    cases=0
+    while IFS= read -r name; do
+      ((++cases))
+      filter=$(sed 's/[][,*?]/?/g' <<< "$name")
+      log=$(PSGD_CUDNN_LOG=1 "$build/tests/$suite" -tc="$filter" 2>&1)
+      echo "-- $suite: $name"
+      echo "$log"
+      grep -q 'test cases: *1 | *1 passed' <<< "$log" || failed+=("$suite: $name")
+    done < <("$build/tests/$suite" -ltc -nv | sed -n '/^====/,/^====/p' | grep -v '^====')
+    ((cases > 0)) || failed+=("$suite: no test case listed ($("$build/tests/$suite" 2>&1 | head -1))")
   done
-  return $failed
+  ((${#failed[@]} == 0)) && return 0
+  printf 'FAILED  %s\n' "${failed[@]}"
+  return 1
 }
 
 # The sanitizers slow kernels 10-100x: racecheck covers our own kernels (the library calls have
@@ -185,7 +197,7 @@ export -f card cudnn_root nccl_root configure_and_build_gpu_parts gpu_suites san
 step "card and toolkit" card.txt 30 card
 step "build for this card (GPU suites and binaries)" build.log 240 configure_and_build_gpu_parts
 if [[ -x $build/tests/test_cuda_ops ]]; then
-  wanted suites && step "GPU suites (every op, whole steps, evaluation, loader)" gpu-tests.log 120 \
+  wanted suites && step "GPU suites (every op, whole steps, evaluation, loader)" gpu-tests.log 150 \
     gpu_suites
   wanted train && step "psgd-train and psgd-eval on the GPU, with and without NCCL, and bf16" \
     train.log 100 train_on_gpu
