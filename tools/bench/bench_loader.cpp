@@ -16,8 +16,11 @@ int main(int argc, char** argv) {
   int epochs = 3;
   int64_t batch = 128;
   CLI::App app{"Measure the loader's throughput (augmented images per second per core)"};
-  app.add_option("--data", dir, "dataset folder (default: synthetic CIFAR-10 in a temporary folder)");
-  app.add_option("--epochs", epochs, "epochs to time")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--data", dir,
+                 "dataset folder (default: synthetic CIFAR-10 in a temporary folder)");
+  app.add_option("--epochs", epochs, "epochs to time")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   app.add_option("--batch", batch, "batch size")->check(CLI::PositiveNumber)->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   try {
@@ -34,7 +37,8 @@ int main(int argc, char** argv) {
       Tensor x, y;
       while (loader.next(x, y)) images += x.shape[0];
     }
-    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     std::printf("%s: %lld augmented images in %.2f s: %.0f images/s on one loader thread\n",
                 d.name.c_str(), static_cast<long long>(images), seconds, images / seconds);
     return 0;

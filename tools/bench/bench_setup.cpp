@@ -1,5 +1,6 @@
 #include "tools/bench/bench_setup.h"
 
+#include <cstdio>
 #include <vector>
 
 #include "kernels/rng.h"
@@ -38,6 +39,15 @@ void add_bench_options(CLI::App& app, BenchOptions& o) {
   app.add_flag("--bf16", o.bf16, "bf16 activations (float32 weights and optimizer)");
   app.add_option("--w-bits", o.w_bits, "weight bits of the quantizers")->capture_default_str();
   app.add_option("--lambda-s", o.lambda_s, "PSG strength")->capture_default_str();
+}
+
+int run_tool(const char* tool, const std::function<int()>& body) {
+  try {
+    return body();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%s: %s\n", tool, user_message(e).c_str());
+    return 1;
+  }
 }
 
 BenchSetup::BenchSetup(const BenchOptions& o)

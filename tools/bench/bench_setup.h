@@ -4,6 +4,7 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -26,6 +27,9 @@ struct BenchOptions {
 
 // --arch, --classes, --batch, --device, --threads, --strict-fp32, --bf16, --w-bits, --lambda-s.
 void add_bench_options(CLI::App& app, BenchOptions& o);
+
+// A tool's main after parsing: body()'s exit code, or 1 after a one-line error "tool: ...".
+int run_tool(const char* tool, const std::function<int()>& body);
 
 struct BenchSetup {
   // Checks the options (a GPU where asked, the numerics) with one-line errors.

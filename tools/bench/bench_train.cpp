@@ -90,10 +90,5 @@ int main(int argc, char** argv) {
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
-  try {
-    return run(o);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "psgd-bench: %s\n", user_message(e).c_str());
-    return 1;
-  }
+  return bench::run_tool("psgd-bench", [&] { return run(o); });
 }
