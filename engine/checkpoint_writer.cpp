@@ -2,8 +2,13 @@
 
 namespace psgd {
 
-void CheckpointWriter::settle() noexcept {
-  if (in_flight_.valid()) in_flight_.wait();
+std::string CheckpointWriter::settle() noexcept {
+  try {
+    finish();
+    return "";
+  } catch (const std::exception& e) {
+    return user_message(e);
+  }
 }
 
 void CheckpointWriter::submit(SafeTensorsWriter contents, std::vector<std::string> paths) {

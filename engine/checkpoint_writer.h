@@ -27,8 +27,9 @@ class CheckpointWriter {
   void submit(SafeTensorsWriter contents, std::vector<std::string> paths);
   // Waits until every submitted checkpoint is on disk; throws the error of a failed one.
   void finish();
-  // The same on a path that already has an error to report: a failed write is dropped.
-  void settle() noexcept;
+  // The same on a path that already has an error to report: returns a failed write's message
+  // ("" if none) instead of throwing it.
+  std::string settle() noexcept;
 
  private:
   std::future<void> in_flight_;

@@ -23,7 +23,8 @@ class StepGraphs {
   // batch size, then replays it: capturing runs nothing.
   void capture_and_replay(Context& ctx, const Net& net, const Tensor& images, const Tensor& labels,
                           const std::function<void()>& work);
-  // True the first time a batch size is asked about in this process: such a batch runs op by op,
+  // True the first time a batch size is asked about here (each step has its own StepGraphs):
+  // such a batch runs op by op,
   // so that whatever is set up on first use (kernels loaded lazily, the libraries' first-call
   // work, NCCL's connections) happens outside any capture, a resumed run's first step too.
   bool first_of_size(int64_t batch) { return sizes_seen_.insert(batch).second; }

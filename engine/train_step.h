@@ -1,8 +1,8 @@
 // One training step: forward, loss, backward, the gradient mean over the job's ranks and the
 // optimizer update, with the loss and accuracy summed on the device. On a GPU the whole step is
 // captured as a CUDA graph once per batch size (from the second step on, when every kernel's
-// arguments have settled) and replayed with one launch; the host then only writes the step's
-// learning rate and reads the sums now and then. On the CPU the same ops run directly.
+// arguments have settled) and replayed with one launch; the host then only writes the learning
+// rate when it changes and reads the sums now and then. On the CPU the same ops run directly.
 #pragma once
 
 #include <array>

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/data_parallel.h"
+#include "engine/safetensors.h"
 #include "kernels/ops.h"
 
 namespace psgd {
@@ -17,6 +18,28 @@ using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+// Drops the rows of metrics.jsonl past `epoch`, the one the run starts after: a run cut off
+// between an epoch's row and its checkpoint reaching the disk repeats that epoch, and an older
+// run may have left rows in the folder. Every epoch then has one row.
+void drop_rows_after(const std::filesystem::path& file, int64_t epoch) {
+  std::ifstream in(file);
+  if (!in) return;
+  std::string kept, line;
+  bool dropped = false;
+  while (std::getline(in, line)) {
+    const nlohmann::json row = nlohmann::json::parse(line, nullptr, false);
+    if (row.is_object() && row.contains("epoch") && row["epoch"].is_number_integer() &&
+        row["epoch"].get<int64_t>() > epoch) {
+      dropped = true;
+      continue;
+    }
+    kept += line + "\n";
+  }
+  if (!dropped) return;
+  const auto* bytes = reinterpret_cast<const std::byte*>(kept.data());
+  write_file_atomic(file.string(), {bytes, bytes + kept.size()});
 }
 
 // Stops the run on a non-finite loss sum (read every few steps: `step` is the last one summed).
@@ -46,15 +69,20 @@ Trainer::Trainer(Context& ctx, Net& net, Optimizer& optimizer, BatchSource& trai
     config_.log = nullptr;
     config_.out_dir.clear();
   }
-  if (!config_.out_dir.empty()) std::filesystem::create_directories(config_.out_dir);
+  if (!config_.out_dir.empty()) {
+    std::filesystem::create_directories(config_.out_dir);
+    drop_rows_after(std::filesystem::path(config_.out_dir) / "metrics.jsonl", progress_.epoch);
+  }
 }
 
 TrainProgress Trainer::run() {
   try {
     run_epochs();
-  } catch (...) {
-    checkpoints_.settle();  // the last good epoch's checkpoint reaches the disk
-    throw;
+  } catch (const std::exception& e) {
+    // The last good epoch's checkpoint reaches the disk; if its write failed, both are said.
+    const std::string write_failure = checkpoints_.settle();
+    if (write_failure.empty()) throw;
+    PSGD_FAIL(user_message(e), "; and the last checkpoint was not written: ", write_failure);
   }
   checkpoints_.finish();
   return progress_;
@@ -70,6 +98,10 @@ void Trainer::run_epochs() {
     broadcast_buffers(ctx_, comm_, net_);
     check_replicas_agree(comm_, net_, optimizer_);
     const EvalResult fp = evaluator_.evaluate(test_);
+    // Weights broken by the epoch's last updates show here first: no checkpoint of them.
+    PSGD_CHECK(std::isfinite(fp.loss), "epoch ", epoch, ": the evaluation loss is ", fp.loss,
+               "; stopping before this epoch's checkpoint (those of earlier epochs are intact; "
+               "try a lower learning rate)");
     const EvalResult lp = quantized_ ? evaluator_.evaluate_low_precision(test_) : fp;
     const bool fp_best = fp.top1 > progress_.best_fp, lp_best = lp.top1 > progress_.best_lp;
     progress_.epoch = epoch;

@@ -18,7 +18,8 @@
 #   tests       the rest of the build and the whole test suite.
 # GPU_CHECK_STEPS="suites sanitizer" (say) runs only those after card and build: for a second
 # call that completes what the first could not.
-# Logs are written to out/gpu-check/ (summary.txt and one log per step, bench*/ with the tables).
+# Logs are written to out/gpu-check/ (summary.txt, a log per kind of step, bench*/ with the
+# tables).
 # The device tool brings back at most 8 files from $OUT, so after every step (a run killed at its
 # limit keeps what finished) $OUT gets: summary.txt, logs.tar.gz (everything) and each
 # benchmark's results.md as bench-results.md, bench-vgg-results.md, bench-bf16-results.md. A
@@ -34,7 +35,11 @@ out=out/gpu-check
 returned=${OUT:-}
 build=build-gpu
 budget=${GPU_CHECK_BUDGET:-420}
-steps=${GPU_CHECK_STEPS:-suites train bench bench-vgg profile sanitizer bench-bf16 tests}
+all_steps="suites train bench bench-vgg profile sanitizer bench-bf16 tests"
+steps=${GPU_CHECK_STEPS:-$all_steps}
+for name in $steps; do
+  [[ " $all_steps " == *" $name "* ]] || { echo "gpu-check: no step '$name' (steps: $all_steps)" >&2; exit 2; }
+done
 rm -rf "$out"
 mkdir -p "$out"
 : > "$out/summary.txt"
@@ -44,7 +49,9 @@ status=0
 pack() {
   [[ -n $returned ]] || return 0
   cp "$out/summary.txt" "$returned/"
-  tar -czf "$returned/logs.tar.gz" -C "$(dirname "$out")" "$(basename "$out")"
+  # Written aside, then moved: a run killed while packing keeps the previous archive whole.
+  tar -czf "$returned/logs.tar.gz.part" -C "$(dirname "$out")" "$(basename "$out")" &&
+    mv "$returned/logs.tar.gz.part" "$returned/logs.tar.gz"
   local name
   for name in bench bench-vgg bench-bf16; do
     [[ -f $out/$name/results.md ]] && cp "$out/$name/results.md" "$returned/$name-results.md"
@@ -123,18 +130,20 @@ configure_and_build_gpu_parts() {
 # case's name becomes its filter with doctest's separators and wildcards (, * ? [ ]) as '?'.
 # cuDNN's choices are logged for the record; the failed cases are listed last.
 gpu_suites() {
-  local failed=() suite name filter log cases
+  local failed=() suite name filter log listing rc cases
   for suite in test_cuda_ops_bf16 test_cuda_ops test_cuda_train; do
+    listing=$("$build/tests/$suite" -ltc -nv 2>&1)
     cases=0
     while IFS= read -r name; do
       ((++cases))
       filter=$(sed 's/[][,*?]/?/g' <<< "$name")
       log=$(PSGD_CUDNN_LOG=1 "$build/tests/$suite" -tc="$filter" 2>&1)
+      rc=$?
       echo "-- $suite: $name"
       echo "$log"
-      grep -q 'test cases: *1 | *1 passed' <<< "$log" || failed+=("$suite: $name")
-    done < <("$build/tests/$suite" -ltc -nv | sed -n '/^====/,/^====/p' | grep -v '^====')
-    ((cases > 0)) || failed+=("$suite: no test case listed ($("$build/tests/$suite" 2>&1 | head -1))")
+      ((rc == 0)) && grep -q 'test cases: *1 | *1 passed' <<< "$log" || failed+=("$suite: $name")
+    done < <(sed -n '/^====/,/^====/p' <<< "$listing" | grep -v '^====')
+    ((cases > 0)) || failed+=("$suite: no test case listed ($(head -1 <<< "$listing"))")
   done
   ((${#failed[@]} == 0)) && return 0
   printf 'FAILED  %s\n' "${failed[@]}"

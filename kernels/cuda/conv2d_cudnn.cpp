@@ -1,7 +1,8 @@
 // Convolution on CUDA through cuDNN (NCHW, float32 or bf16 activations). For each shape, element
-// type and math mode the fastest algorithm of each direction is found once, by timing
-// (cudnnFind*AlgorithmEx on scratch buffers, at planning time), and cached with its descriptors;
-// a step only looks it up.
+// type and math mode an algorithm of each direction is chosen once, at planning time, and cached
+// with its descriptors; a step only looks it up. It is the fastest by timing
+// (cudnnFind*AlgorithmEx on scratch buffers), or under --deterministic the first deterministic
+// one in cuDNN's heuristic order, so that every run chooses the same.
 //
 // bf16 activations use cuDNN's PSEUDO_BFLOAT16 configuration: x, w and y all bf16, computing in
 // float32 (cards from Ampere on). The float32 master weight is rounded into a bf16 copy in the

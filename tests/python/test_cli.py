@@ -175,6 +175,10 @@ def main():
         check(r.returncode != 0 and "left unchanged" in r.stderr and len(r.stderr.strip().splitlines()) <= 2,
               "the failed checkpoint write stops the run with one line")
         check(open(os.path.join(a, "last.safetensors"), "rb").read() == before, "last.safetensors untouched")
+        r = run([train, "--resume", a, "--epochs", "3"])
+        rows = [json.loads(line) for line in open(os.path.join(a, "metrics.jsonl"))]
+        check(r.returncode == 0 and [row["epoch"] for row in rows] == [1, 2, 3],
+              "resumed after it: epoch 3 again, with one metrics row per epoch")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"{'cli: PASSED' if not FAILURES else f'cli: FAILED ({len(FAILURES)})'}")

@@ -38,14 +38,15 @@ Device pick_device(const TrainOptions& o, const Comm& comm) {
     if (comm.rank() == 0) std::cout << "note: no GPU found; training on the CPU\n";
     return Device::CPU;
   }
-  if (comm.world() > 1) {
-    // NCCL refuses two ranks on one GPU ("duplicate GPU"): say so before it does.
+  if (comm.world() > 1 && cuda_device_count() > 1) {
+    // NCCL refuses two ranks on one GPU ("duplicate GPU"): say so before it does. (A launcher
+    // that gives each rank its own GPU leaves each seeing one device: that one is taken.)
     PSGD_CHECK(comm.local_rank() < cuda_device_count(), "rank ", comm.rank(), " is local rank ",
                comm.local_rank(), " on a node with ", cuda_device_count(),
-               " GPU(s): start at most one rank per GPU on each node");
+               " GPUs: start at most one rank per GPU on each node");
     cuda_select_device(comm.local_rank());
   } else {
-    cuda_select_device(o.gpu);
+    cuda_select_device(comm.world() > 1 ? 0 : o.gpu);
   }
   return Device::CUDA;
 }
