@@ -1,5 +1,7 @@
 #include "tools/bench/bench_setup.h"
 
+#include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <vector>
 
@@ -39,6 +41,20 @@ void add_bench_options(CLI::App& app, BenchOptions& o) {
   app.add_flag("--bf16", o.bf16, "bf16 activations (float32 weights and optimizer)");
   app.add_option("--w-bits", o.w_bits, "weight bits of the quantizers")->capture_default_str();
   app.add_option("--lambda-s", o.lambda_s, "PSG strength")->capture_default_str();
+}
+
+double median_ms(Context& ctx, int warmup, int repeats, const std::function<void()>& work) {
+  std::vector<double> ms;
+  for (int i = 0; i < warmup + repeats; ++i) {
+    ctx.synchronize();
+    const auto start = std::chrono::steady_clock::now();
+    work();
+    ctx.synchronize();
+    const std::chrono::duration<double, std::milli> took = std::chrono::steady_clock::now() - start;
+    if (i >= warmup) ms.push_back(took.count());
+  }
+  std::sort(ms.begin(), ms.end());
+  return ms[ms.size() / 2];
 }
 
 int run_tool(const char* tool, const std::function<int()>& body) {

@@ -28,6 +28,10 @@ struct BenchOptions {
 // --arch, --classes, --batch, --device, --threads, --strict-fp32, --bf16, --w-bits, --lambda-s.
 void add_bench_options(CLI::App& app, BenchOptions& o);
 
+// Median milliseconds of `repeats` calls of `work` after `warmup` untimed ones; the device is
+// drained before each clock reading.
+double median_ms(Context& ctx, int warmup, int repeats, const std::function<void()>& work);
+
 // A tool's main after parsing: body()'s exit code, or 1 after a one-line error "tool: ...".
 int run_tool(const char* tool, const std::function<int()>& body);
 

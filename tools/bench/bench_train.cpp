@@ -6,11 +6,7 @@
 #include <sys/resource.h>
 
 #include <CLI/CLI.hpp>
-#include <algorithm>
-#include <chrono>
 #include <cstdio>
-#include <functional>
-#include <vector>
 
 #include "engine/evaluator.h"
 #include "engine/train_step.h"
@@ -27,22 +23,6 @@ struct Options {
   int repeats = 20;
 };
 
-// Median milliseconds of `repeats` calls of `work` after `warmup` untimed ones; the device is
-// drained before each clock reading.
-double median_ms(Context& ctx, int warmup, int repeats, const std::function<void()>& work) {
-  std::vector<double> ms;
-  for (int i = 0; i < warmup + repeats; ++i) {
-    ctx.synchronize();
-    const auto start = std::chrono::steady_clock::now();
-    work();
-    ctx.synchronize();
-    const std::chrono::duration<double, std::milli> took = std::chrono::steady_clock::now() - start;
-    if (i >= warmup) ms.push_back(took.count());
-  }
-  std::sort(ms.begin(), ms.end());
-  return ms[ms.size() / 2];
-}
-
 int run(const Options& o) {
   bench::BenchSetup b(o.setup);
   Context& ctx = b.ctx;
@@ -51,17 +31,17 @@ int run(const Options& o) {
 
   memory_reset_peak(b.device);
   const double train =
-      median_ms(ctx, o.warmup, o.repeats, [&] { step.run(b.images, b.labels, 0.01f); });
+      bench::median_ms(ctx, o.warmup, o.repeats, [&] { step.run(b.images, b.labels, 0.01f); });
   const size_t peak = memory_peak(b.device);
   Evaluator evaluator(ctx, net);
   const double infer_fp =
-      median_ms(ctx, o.warmup, o.repeats, [&] { evaluator.run_batch(b.images, b.labels); });
+      bench::median_ms(ctx, o.warmup, o.repeats, [&] { evaluator.run_batch(b.images, b.labels); });
   double infer_lp = 0.0;
   {
     WeightsSnapshot keep(net.params());
     quantize_in_place(ctx, net.params());
-    infer_lp =
-        median_ms(ctx, o.warmup, o.repeats, [&] { evaluator.run_batch(b.images, b.labels); });
+    infer_lp = bench::median_ms(ctx, o.warmup, o.repeats,
+                                [&] { evaluator.run_batch(b.images, b.labels); });
   }
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);

@@ -9,7 +9,6 @@
 // to 100 times slower.
 #include <CLI/CLI.hpp>
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <functional>
 #include <map>
@@ -44,18 +43,7 @@ double microseconds(Context& ctx, const Options& o, Launch launch,
     graph = CapturedGraph::capture(ctx, round);
     round = [&] { graph.replay(ctx); };
   }
-  round();
-  std::vector<double> us;
-  for (int i = 0; i < o.rounds; ++i) {
-    ctx.synchronize();
-    const auto start = std::chrono::steady_clock::now();
-    round();
-    ctx.synchronize();
-    const std::chrono::duration<double, std::micro> took = std::chrono::steady_clock::now() - start;
-    us.push_back(took.count() / o.repeats);
-  }
-  std::sort(us.begin(), us.end());
-  return us[us.size() / 2];
+  return 1000.0 * bench::median_ms(ctx, 1, o.rounds, round) / o.repeats;
 }
 
 // "conv2d" of "layer1.0.conv1: conv2d 16->16 3x3 stride 1 pad 1".
