@@ -8,6 +8,7 @@ packages=(
   clang libclang-rt-14-dev                      # libFuzzer for the fuzz tests
   libopenblas-openmp-dev                        # CPU GEMM (OpenMP build: shares our threads)
   doctest-dev                                   # C++ tests
+  libboost-context-dev                          # fibers of the CUDA emulator (tests)
   libstb-dev                                    # image reading and writing
   zlib1g-dev                                    # gzipped IDX files
   nlohmann-json3-dev                            # safetensors headers, configs

@@ -6,8 +6,42 @@ set(PSGD_CUDA_SUMMARY "")
 if(PSGD_CUDA STREQUAL "OFF")
   return()
 endif()
-if(NOT PSGD_CUDA MATCHES "^(AUTO|ON)$")
-  message(FATAL_ERROR "psgd: PSGD_CUDA must be AUTO, ON or OFF (got '${PSGD_CUDA}')")
+if(NOT PSGD_CUDA MATCHES "^(AUTO|ON|EMULATE)$")
+  message(FATAL_ERROR "psgd: PSGD_CUDA must be AUTO, ON, OFF or EMULATE (got '${PSGD_CUDA}')")
+endif()
+
+# Adds CUDA sources to a target: compiled by nvcc, or in the emulated build by the host compiler
+# with the device-code header of the CPU emulator (tests/cuda_emulator).
+function(psgd_add_cuda_sources target)
+  target_sources(${target} PRIVATE ${ARGN})
+  if(PSGD_CUDA_EMULATED)
+    set_source_files_properties(${ARGN} PROPERTIES LANGUAGE CXX
+      COMPILE_OPTIONS "-include;${PROJECT_SOURCE_DIR}/tests/cuda_emulator/device_code.h;-Wno-unknown-pragmas;-Wno-sign-compare"
+      COMPILE_DEFINITIONS PSGD_CUDA_EMULATION=1)
+  else()
+    target_compile_options(${target} PRIVATE
+                           $<$<COMPILE_LANGUAGE:CUDA>:--extended-lambda --expt-relaxed-constexpr>)
+  endif()
+endfunction()
+
+# EMULATE: the CUDA backend built for the CPU, against the CPU emulator of the CUDA runtime,
+# cuBLAS and cuDNN in tests/cuda_emulator, so that the GPU suites run where no GPU is (CI). It
+# needs the toolkit's and cuDNN's headers, not nvcc; it is a test build, never a fast one.
+set(PSGD_CUDA_EMULATED OFF)
+if(PSGD_CUDA STREQUAL "EMULATE")
+  find_path(PSGD_CUDA_INCLUDE cuda_runtime.h HINTS /usr/local/cuda/include)
+  find_path(PSGD_CUDNN_INCLUDE cudnn.h HINTS ${PSGD_CUDNN_ROOT}/include ${PSGD_CUDA_INCLUDE})
+  find_package(Boost CONFIG COMPONENTS context)
+  if(NOT PSGD_CUDA_INCLUDE OR NOT PSGD_CUDNN_INCLUDE OR NOT Boost_FOUND)
+    message(FATAL_ERROR "psgd: PSGD_CUDA=EMULATE needs the CUDA toolkit's and cuDNN's headers "
+                        "(found: '${PSGD_CUDA_INCLUDE}', '${PSGD_CUDNN_INCLUDE}') and Boost.Context "
+                        "(Debian: libboost-context-dev)")
+  endif()
+  set(PSGD_WITH_CUDA ON)
+  set(PSGD_CUDA_EMULATED ON)
+  set(PSGD_WITH_NCCL OFF)
+  set(PSGD_CUDA_SUMMARY " (emulated on the CPU: tests only)")
+  return()
 endif()
 
 # nvcc is often installed outside PATH.

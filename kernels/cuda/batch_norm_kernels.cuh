@@ -161,15 +161,16 @@ __global__ void gradient_sums_kernel(BnDims d, const T* x, const T* dy, const T*
 // The reductions' launches; fold(ch, totals) as in block_partials.
 template <class T, class Fold>
 void launch_moments(const BnDims& d, const T* x, const float* shift, double2* partials, Fold fold) {
-  moments_kernel<<<static_cast<unsigned>(d.c * d.splits), kThreads>>>(d, x, shift, partials, fold);
+  PSGD_LAUNCH(moments_kernel, static_cast<unsigned>(d.c * d.splits), kThreads)
+  (d, x, shift, partials, fold);
   CUDA_CHECK_LAUNCH();
 }
 
 template <class T, class Fold>
 void launch_gradient_sums(const BnDims& d, const T* x, const T* dy, const T* relu_y,
                           const float* mean, double2* partials, Fold fold) {
-  gradient_sums_kernel<<<static_cast<unsigned>(d.c * d.splits), kThreads>>>(d, x, dy, relu_y, mean,
-                                                                            partials, fold);
+  PSGD_LAUNCH(gradient_sums_kernel, static_cast<unsigned>(d.c * d.splits), kThreads)
+  (d, x, dy, relu_y, mean, partials, fold);
   CUDA_CHECK_LAUNCH();
 }
 

@@ -125,8 +125,8 @@ void softmax_cross_entropy(const Tensor& logits, const Tensor& labels, const Ten
                            const Tensor& dlogits) {
   with_activation_type(logits.dtype, [&](auto t) {
     using T = decltype(t);
-    cross_entropy_kernel<<<1, kRowThreads>>>(logits.as<T>(), labels.i32(), logits.shape[0],
-                                             logits.shape[1], loss.f32(), dlogits.as<T>());
+    PSGD_LAUNCH(cross_entropy_kernel, 1, kRowThreads)
+    (logits.as<T>(), labels.i32(), logits.shape[0], logits.shape[1], loss.f32(), dlogits.as<T>());
   });
   CUDA_CHECK_LAUNCH();
 }
@@ -134,8 +134,9 @@ void softmax_cross_entropy(const Tensor& logits, const Tensor& labels, const Ten
 void accumulate_metrics(const Tensor& logits, const Tensor& labels, const Tensor& loss,
                         const Tensor& totals) {
   with_activation_type(logits.dtype, [&](auto t) {
-    metrics_kernel<<<1, kRowThreads>>>(logits.as<decltype(t)>(), labels.i32(), logits.shape[0],
-                                       logits.shape[1], loss.f32(), totals.f64());
+    PSGD_LAUNCH(metrics_kernel, 1, kRowThreads)
+    (logits.as<decltype(t)>(), labels.i32(), logits.shape[0], logits.shape[1], loss.f32(),
+     totals.f64());
   });
   CUDA_CHECK_LAUNCH();
 }
@@ -154,8 +155,8 @@ int64_t topk_correct(const Tensor& logits, const Tensor& labels, int k) {
     device = slot;
   }
   with_activation_type(logits.dtype, [&](auto t) {
-    topk_kernel<<<1, kRowThreads>>>(logits.as<decltype(t)>(), labels.i32(), logits.shape[0],
-                                    logits.shape[1], k, device);
+    PSGD_LAUNCH(topk_kernel, 1, kRowThreads)
+    (logits.as<decltype(t)>(), labels.i32(), logits.shape[0], logits.shape[1], k, device);
   });
   CUDA_CHECK_LAUNCH();
   unsigned long long host = 0;

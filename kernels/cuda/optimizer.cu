@@ -20,7 +20,7 @@ using optim_math::Segment;
 template <class Update>
 __global__ void segments_kernel(int64_t total, const int32_t* table, int rows, const float* ranges,
                                 Update update) {
-  extern __shared__ Segment segments[];
+  Segment* segments = dynamic_shared<Segment>();
   for (int r = threadIdx.x; r < rows; r += blockDim.x)
     segments[r] = optim_math::read_segment(table + r * ops::kSegmentFields, ranges);
   __syncthreads();
@@ -47,8 +47,8 @@ void for_each_segment_element(const Tensor& weights, const Tensor& segments, con
   // The table sits in shared memory: the default 48 KB hold about 1,500 tensors.
   PSGD_CHECK(rows * sizeof(Segment) <= 48 * 1024, "the optimizer's table of ", rows,
              " tensors does not fit in shared memory");
-  segments_kernel<<<blocks_for(weights.numel()), kThreads, rows * sizeof(Segment)>>>(
-      weights.numel(), segments.i32(), rows, ranges.numel() ? ranges.f32() : nullptr, update);
+  PSGD_LAUNCH(segments_kernel, blocks_for(weights.numel()), kThreads, rows * sizeof(Segment))
+  (weights.numel(), segments.i32(), rows, ranges.numel() ? ranges.f32() : nullptr, update);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -117,11 +117,11 @@ void update_weight_ranges(const Tensor& weights, const Tensor& segments, const T
   const int64_t chunks = partials.shape[0];
   auto* partial = reinterpret_cast<float2*>(partials.f32());
   if (chunks > 0) {
-    range_partials_kernel<<<static_cast<unsigned>(chunks), kThreads>>>(
-        weights.f32(), segments.i32(), rows, partial);
+    PSGD_LAUNCH(range_partials_kernel, static_cast<unsigned>(chunks), kThreads)
+    (weights.f32(), segments.i32(), rows, partial);
     CUDA_CHECK_LAUNCH();
   }
-  range_fold_kernel<<<1, kThreads>>>(segments.i32(), rows, partial, ranges.f32(), first);
+  PSGD_LAUNCH(range_fold_kernel, 1, kThreads)(segments.i32(), rows, partial, ranges.f32(), first);
   CUDA_CHECK_LAUNCH();
 }
 

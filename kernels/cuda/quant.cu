@@ -32,7 +32,7 @@ void quantize_activations_t(const Tensor& x, float delta, int levels, const Tens
 
 void tensor_min_max(const Tensor& x, const Tensor& out) {
   with_activation_type(x.dtype, [&](auto t) {
-    min_max_kernel<<<1, kThreads>>>(x.as<decltype(t)>(), x.numel(), out.f32());
+    PSGD_LAUNCH(min_max_kernel, 1, kThreads)(x.as<decltype(t)>(), x.numel(), out.f32());
   });
   CUDA_CHECK_LAUNCH();
 }

@@ -1,0 +1,128 @@
+// Included first (-include) by every CUDA source of an emulated build (PSGD_CUDA=EMULATE): what
+// nvcc gives device code, for the host compiler. Each CUDA thread of a launch runs as a fiber on
+// the host, a block's threads together, so that barriers and warp shuffles wait for the threads
+// they name; see grid.h. __shared__ variables become function statics: blocks run one after
+// another, so a block has them to itself, but they start zeroed (once) instead of undefined.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <tuple>
+#include <type_traits>
+
+#undef __shared__
+#define __shared__ static
+#define __launch_bounds__(...)
+
+namespace psgd::emu {
+
+// Where the running CUDA thread is in its grid.
+struct ThreadCoords {
+  uint3 thread_idx, block_idx;
+  dim3 block_dim, grid_dim;
+  unsigned lane;  // within the warp (threads numbered x fastest, then y, z)
+};
+
+// The thread whose code runs now; set by the grid runner for each fiber it resumes.
+inline thread_local const ThreadCoords* current_thread = nullptr;
+
+// __syncthreads: waits until every thread of the block is here (all must arrive: a thread that
+// has returned while others wait is reported as a divergent barrier).
+void sync_block();
+// Exchanges one value among the lanes of `mask` (each lane of which must call it): writes this
+// lane's bytes, then reads lane `source`'s.
+void warp_exchange(unsigned mask, const void* mine, void* theirs, unsigned source, size_t bytes);
+// The launch's dynamic shared memory (its third launch argument), filled with 0xff bytes at the
+// start of each block.
+void* dynamic_shared_memory();
+
+struct LaunchConfig {
+  dim3 grid, block;
+  size_t shared_bytes = 0;
+};
+// Runs `thread_body` once per thread of the grid, or records it when the calling thread is
+// capturing a graph; a bad configuration becomes the error cudaGetLastError reports.
+void launch(const char* kernel, const LaunchConfig& config, std::function<void()> thread_body);
+
+// PSGD_LAUNCH(kernel, grid, block[, shared bytes])(args...): the arguments are copied at the
+// launch, as CUDA copies them.
+class Launch {
+ public:
+  Launch(const char* kernel, dim3 grid, dim3 block, size_t shared_bytes = 0, cudaStream_t = nullptr)
+      : kernel_(kernel), config_{grid, block, shared_bytes} {}
+  template <class Body>
+  auto operator()(Body body) const {
+    return [kernel = kernel_, config = config_, body](auto... args) {
+      launch(kernel, config, [body, args...] { body(args...); });
+    };
+  }
+
+ private:
+  const char* kernel_;
+  LaunchConfig config_;
+};
+
+template <class T>
+T shuffle(unsigned mask, T value, unsigned source) {
+  static_assert(std::is_trivially_copyable_v<T> && sizeof(T) <= 8, "shuffles move 4 or 8 bytes");
+  T result;
+  warp_exchange(mask, &value, &result, source, sizeof(T));
+  return result;
+}
+
+}  // namespace psgd::emu
+
+#define threadIdx (::psgd::emu::current_thread->thread_idx)
+#define blockIdx (::psgd::emu::current_thread->block_idx)
+#define blockDim (::psgd::emu::current_thread->block_dim)
+#define gridDim (::psgd::emu::current_thread->grid_dim)
+#define warpSize 32
+
+// Device code's min and max of two values of one type.
+using std::max;
+using std::min;
+
+inline void __syncthreads() {
+  psgd::emu::sync_block();
+}
+// Blocks run one at a time, so every write is already visible to later blocks.
+inline void __threadfence() {}
+
+template <class T>
+T __ldcg(const T* p) {
+  return *p;
+}
+
+// One host thread runs the whole grid: a read-modify-write is atomic by construction.
+template <class T>
+T atomicAdd(T* address, T value) {
+  const T old = *address;
+  *address = old + value;
+  return old;
+}
+
+template <class T>
+T __shfl_sync(unsigned mask, T value, int source, int width = warpSize) {
+  const unsigned lane = psgd::emu::current_thread->lane;
+  const unsigned segment = lane / width * width;
+  return psgd::emu::shuffle(mask, value, segment + static_cast<unsigned>(source) % width);
+}
+
+template <class T>
+T __shfl_down_sync(unsigned mask, T value, unsigned delta, int width = warpSize) {
+  const unsigned lane = psgd::emu::current_thread->lane;
+  const unsigned w = static_cast<unsigned>(width);
+  return psgd::emu::shuffle(mask, value, lane % w + delta < w ? lane + delta : lane);
+}
+
+template <class T>
+T __shfl_xor_sync(unsigned mask, T value, int lane_mask, int width = warpSize) {
+  const unsigned lane = psgd::emu::current_thread->lane;
+  const unsigned w = static_cast<unsigned>(width);
+  const unsigned source = lane ^ static_cast<unsigned>(lane_mask);
+  return psgd::emu::shuffle(mask, value, source / w == lane / w ? source : lane);
+}

@@ -1,0 +1,137 @@
+#include "tests/cuda_emulator/device_memory.h"
+
+#include <signal.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <iterator>
+#include <map>
+#include <mutex>
+
+namespace psgd::emu {
+namespace {
+
+// Less than cudaMalloc's 256 bytes, so that even a one-element overrun mostly reaches the guard
+// page; psgd's kernels need 16 at most (vector loads).
+constexpr size_t kAlignment = 16;
+
+struct Mapping {
+  char* base;     // of the mapping: the buffer's pages, then the guard page
+  size_t length;  // without the guard page
+  size_t bytes;   // asked for
+};
+
+struct Heap {
+  std::mutex mutex;
+  std::map<const char*, Mapping> live;  // by the pointer handed out
+  size_t bytes_in_use = 0;
+  int accessors = 0;  // DeviceAccess scopes open
+};
+
+Heap& heap() {
+  static Heap* h = new Heap;  // never destroyed: buffers may be freed during static destruction
+  return *h;
+}
+
+size_t page_size() {
+  static const size_t size = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  return size;
+}
+
+void protect(const Mapping& m, int prot) {
+  mprotect(m.base, m.length, prot);
+}
+
+void report_fault(int, siginfo_t* info, void*) {
+  char line[256];
+  const int n = std::snprintf(line, sizeof line,
+                              "cuda emulator: invalid access at %p: past the end of a device "
+                              "buffer, or host code touching device memory\n",
+                              info->si_addr);
+  if (n > 0) (void)!write(STDERR_FILENO, line, static_cast<size_t>(n));
+  _exit(134);
+}
+
+// On every allocation: a test framework may have put its own handler in place since the last.
+void install_fault_report() {
+  struct sigaction action = {};
+  action.sa_sigaction = report_fault;
+  action.sa_flags = SA_SIGINFO;
+  sigaction(SIGSEGV, &action, nullptr);
+}
+
+// The live allocation holding p, or end().
+std::map<const char*, Mapping>::const_iterator find(const Heap& h, const char* p) {
+  auto it = h.live.upper_bound(p);
+  if (it == h.live.begin()) return h.live.end();
+  --it;
+  return p < it->first + it->second.bytes ? it : h.live.end();
+}
+
+}  // namespace
+
+void* device_allocate(size_t bytes) {
+  install_fault_report();
+  const size_t padded = (bytes + kAlignment - 1) / kAlignment * kAlignment;
+  const size_t length = (padded + page_size() - 1) / page_size() * page_size();
+  void* base = mmap(nullptr, length + page_size(), PROT_NONE,
+                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (base == MAP_FAILED) return nullptr;
+  Mapping m{static_cast<char*>(base), length, bytes};
+  char* data = m.base + length - padded;  // ends where the guard page starts
+  Heap& h = heap();
+  std::lock_guard lock(h.mutex);
+  protect(m, PROT_READ | PROT_WRITE);
+  std::memset(m.base, 0xff, length);
+  if (h.accessors == 0) protect(m, PROT_NONE);
+  h.live.emplace(data, m);
+  h.bytes_in_use += bytes;
+  return data;
+}
+
+bool device_release(void* ptr) {
+  Heap& h = heap();
+  std::lock_guard lock(h.mutex);
+  const auto it = h.live.find(static_cast<const char*>(ptr));
+  if (it == h.live.end()) return false;
+  munmap(it->second.base, it->second.length + page_size());
+  h.bytes_in_use -= it->second.bytes;
+  h.live.erase(it);
+  return true;
+}
+
+bool is_device_range(const void* ptr, size_t bytes) {
+  Heap& h = heap();
+  std::lock_guard lock(h.mutex);
+  const char* p = static_cast<const char*>(ptr);
+  const auto it = find(h, p);
+  return it != h.live.end() && bytes <= it->second.bytes - static_cast<size_t>(p - it->first);
+}
+
+bool is_device_pointer(const void* ptr) {
+  return is_device_range(ptr, 1);
+}
+
+size_t device_bytes_in_use() {
+  Heap& h = heap();
+  std::lock_guard lock(h.mutex);
+  return h.bytes_in_use;
+}
+
+DeviceAccess::DeviceAccess() {
+  Heap& h = heap();
+  std::lock_guard lock(h.mutex);
+  if (h.accessors++ == 0)
+    for (const auto& [data, m] : h.live) protect(m, PROT_READ | PROT_WRITE);
+}
+
+DeviceAccess::~DeviceAccess() {
+  Heap& h = heap();
+  std::lock_guard lock(h.mutex);
+  if (--h.accessors == 0)
+    for (const auto& [data, m] : h.live) protect(m, PROT_NONE);
+}
+
+}  // namespace psgd::emu

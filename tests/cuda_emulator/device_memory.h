@@ -1,0 +1,31 @@
+// The emulated GPU's memory: every cudaMalloc is its own mapping, filled with 0xff bytes (NaN as
+// floats) as real device memory holds whatever was there, and ending at an unmapped page (the
+// buffer aligned to 16 bytes only), so a kernel reading or writing past the end of a buffer
+// faults. While no device work runs, all of it
+// is unreadable: host code that touches a device pointer faults as it would on a real GPU. A
+// fault is reported as one line naming the address before the process exits.
+#pragma once
+
+#include <cstddef>
+
+namespace psgd::emu {
+
+void* device_allocate(size_t bytes);
+// False for a pointer cudaMalloc did not return.
+bool device_release(void* ptr);
+// Whether [ptr, ptr + bytes) lies inside one live allocation.
+bool is_device_range(const void* ptr, size_t bytes);
+// Whether ptr lies inside any live allocation.
+bool is_device_pointer(const void* ptr);
+size_t device_bytes_in_use();
+
+// Device memory is readable and writable while one of these lives (on any host thread).
+class DeviceAccess {
+ public:
+  DeviceAccess();
+  ~DeviceAccess();
+  DeviceAccess(const DeviceAccess&) = delete;
+  DeviceAccess& operator=(const DeviceAccess&) = delete;
+};
+
+}  // namespace psgd::emu
