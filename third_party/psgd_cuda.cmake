@@ -16,7 +16,7 @@ function(psgd_add_cuda_sources target)
   target_sources(${target} PRIVATE ${ARGN})
   if(PSGD_CUDA_EMULATED)
     set_source_files_properties(${ARGN} PROPERTIES LANGUAGE CXX
-      COMPILE_OPTIONS "-include;${PROJECT_SOURCE_DIR}/tests/cuda_emulator/device_code.h;-Wno-unknown-pragmas;-Wno-sign-compare"
+      COMPILE_OPTIONS "-include;${PROJECT_SOURCE_DIR}/tests/cuda_emulator/device_code.h;-Wno-unknown-pragmas;-Wno-sign-compare;-fsanitize=alignment;-fno-sanitize-recover=alignment"
       COMPILE_DEFINITIONS PSGD_CUDA_EMULATION=1)
   else()
     target_compile_options(${target} PRIVATE

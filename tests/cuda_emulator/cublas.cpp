@@ -1,9 +1,9 @@
 // The part of cuBLAS psgd calls, for the emulated GPU: handles, and the two matrix products
 // written from cuBLAS's documented contract (column-major operands, op(A) m x k, op(B) k x n,
 // C = alpha op(A) op(B) + beta C, C not read when beta is 0). Operands outside device memory or
-// leading dimensions too small for their matrices fail as invalid values. In the TF32 math mode
-// float operands are rounded to TF32 (10 mantissa bits) first, as the tensor cores read them;
-// bf16 operands are widened exactly; sums are float32, accumulated in double here.
+// leading dimensions too small for their matrices fail as invalid values, as do unknown
+// operations. In the TF32 math mode float operands are rounded to TF32 (10 mantissa bits) first,
+// as the tensor cores read them; bf16 operands are widened exactly; sums are float32.
 #include <cublas_v2.h>
 
 #include <cmath>
@@ -56,8 +56,12 @@ cublasStatus_t gemm(cublasHandle_t handle, cublasOperation_t ta, cublasOperation
                     int k, float alpha, const void* a, cudaDataType at, int lda, const void* b,
                     cudaDataType bt, int ldb, float beta, void* c, cudaDataType ct, int ldc) {
   if (!handle) return CUBLAS_STATUS_NOT_INITIALIZED;
-  if (m < 0 || n < 0 || k < 0) return CUBLAS_STATUS_INVALID_VALUE;
-  const bool a_t = ta == CUBLAS_OP_T, b_t = tb == CUBLAS_OP_T;
+  const auto known = [](cublasOperation_t op) {
+    return op == CUBLAS_OP_N || op == CUBLAS_OP_T || op == CUBLAS_OP_C;
+  };
+  if (m < 0 || n < 0 || k < 0 || !known(ta) || !known(tb)) return CUBLAS_STATUS_INVALID_VALUE;
+  // For real operands the conjugate transpose is the transpose.
+  const bool a_t = ta != CUBLAS_OP_N, b_t = tb != CUBLAS_OP_N;
   if (!valid_matrix(a, at, a_t ? k : m, a_t ? m : k, lda) ||
       !valid_matrix(b, bt, b_t ? n : k, b_t ? k : n, ldb) || !valid_matrix(c, ct, m, n, ldc))
     return CUBLAS_STATUS_INVALID_VALUE;
@@ -68,10 +72,10 @@ cublasStatus_t gemm(cublasHandle_t handle, cublasOperation_t ta, cublasOperation
   psgd::emu::issue([=] {
     for (int j = 0; j < n; ++j)
       for (int i = 0; i < m; ++i) {
-        double sum = 0.0;
-        for (int p = 0; p < k; ++p) sum += static_cast<double>(A.at(i, p)) * B.at(p, j);
+        float sum = 0.0f;
+        for (int p = 0; p < k; ++p) sum += A.at(i, p) * B.at(p, j);
         const int64_t ci = i + static_cast<int64_t>(j) * ldc;
-        float result = alpha * static_cast<float>(sum);
+        float result = alpha * sum;
         if (ct == CUDA_R_16BF) {
           auto* out = static_cast<psgd::bf16*>(c) + ci;
           if (beta != 0.0f) result += beta * psgd::to_float(*out);
@@ -139,9 +143,11 @@ cublasStatus_t cublasGemmEx(cublasHandle_t handle, cublasOperation_t ta, cublasO
                             int lda, const void* b, cudaDataType bt, int ldb, const void* beta,
                             void* c, cudaDataType ct, int ldc, cublasComputeType_t compute,
                             cublasGemmAlgo_t) {
-  const auto supported = [](cudaDataType t) { return t == CUDA_R_32F || t == CUDA_R_16BF; };
-  if (compute != CUBLAS_COMPUTE_32F || !supported(at) || at != bt || !supported(ct))
-    return CUBLAS_STATUS_NOT_SUPPORTED;
+  // With float32 compute: bf16 operands into bf16 or float32, or float32 into float32.
+  const bool supported =
+      at == bt && ((at == CUDA_R_16BF && (ct == CUDA_R_16BF || ct == CUDA_R_32F)) ||
+                   (at == CUDA_R_32F && ct == CUDA_R_32F));
+  if (compute != CUBLAS_COMPUTE_32F || !supported) return CUBLAS_STATUS_NOT_SUPPORTED;
   return gemm(handle, ta, tb, m, n, k, *static_cast<const float*>(alpha), a, at, lda, b, bt, ldb,
               *static_cast<const float*>(beta), c, ct, ldc);
 }

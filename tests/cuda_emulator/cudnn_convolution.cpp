@@ -5,18 +5,20 @@
 //
 // Each direction has two algorithms with cuDNN's numbers, so that psgd's choice is exercised:
 // a fast one that needs a workspace, which it fills with a pattern before computing (a workspace
-// overlapping live data shows up as wrong results), and that backward is non-deterministic (the
-// filter gradient sums the batch from another image on each call, as atomics would order it);
-// and a careful one, deterministic, without workspace. Every search also offers, first and
-// fastest, an fp16-converting result that must never be chosen. Float data is rounded to TF32
-// when the math type lets tensor cores run (CUDNN_DEFAULT_MATH does, as from Ampere on); bf16
-// data is widened exactly. Find runs the algorithms on its buffers, as cuDNN does: their outputs
-// become NaN.
+// overlapping live data shows up as wrong results), and that backward is non-deterministic (it
+// sums in another order on every call, as atomics would); and a careful one, deterministic,
+// without workspace. Searches list each with tensor-core and default math, after a fastest
+// fp16-converting result that must never be chosen (it computes NaN). Float data is rounded to
+// TF32 unless the math type is CUDNN_FMA_MATH (CUDNN_DEFAULT_MATH allows TF32 from Ampere on);
+// bf16 data is widened exactly. Find runs the algorithms on its buffers, as cuDNN does: their
+// outputs become NaN.
 #include <cblas.h>
 
 #include <algorithm>
-#include <atomic>
+#include <cmath>
+#include <cstdint>
 #include <cstring>
+#include <random>
 #include <vector>
 
 #include "engine/bfloat16.h"
@@ -156,11 +158,16 @@ void write(void* out, bool bf16, const std::vector<float>& result, float alpha, 
   }
 }
 
+// How the operands are read: the math type's rounding, or NaN for the fp16-converting math type,
+// which psgd must never choose.
+enum class Arithmetic { Exact, Tf32, Refused };
+
 struct Call {
   Direction direction;
-  int algo;
   Geometry g;
-  bool bf16, tf32;
+  bool bf16;
+  Arithmetic arithmetic;
+  bool deterministic;
   const void* in_a;  // forward: x, w; backward-data: w, dy; backward-filter: x, dy
   const void* in_b;
   void* out;
@@ -169,20 +176,32 @@ struct Call {
   float alpha, beta;
 };
 
-// Per image, as a matrix product with the image's im2col matrix; the filter gradient sums the
-// images from image `first` on.
-void run(const Call& c, int first) {
+// Where a non-deterministic algorithm starts its sums: a different place on every run.
+int next_start(int n) {
+  thread_local std::mt19937 draw{std::random_device{}()};
+  return static_cast<int>(draw() % static_cast<unsigned>(n));
+}
+
+// Per image, as a matrix product with the image's im2col matrix. A non-deterministic algorithm
+// sums in another order on every call: backward-data the output channels in four rotated parts,
+// backward-filter the images from a rotated start.
+void run(const Call& c) {
   if (c.workspace_size) std::memset(c.workspace, 0xa5, c.workspace_size);
   const Geometry& g = c.g;
   const int crs = g.c * g.r * g.s, pixels = g.oh * g.ow;
   const int64_t x_image = int64_t{g.c} * g.h * g.w, y_image = int64_t{g.k} * pixels;
   std::vector<float> cols(static_cast<size_t>(crs) * pixels);
-  std::vector<float> result;
+  std::vector<float> result(static_cast<size_t>(g.output_elements(c.direction)), 0.0f);
+  if (c.arithmetic == Arithmetic::Refused) {
+    std::fill(result.begin(), result.end(), NAN);
+    write(c.out, c.bf16, result, c.alpha, 0.0f);
+    return;
+  }
+  const bool tf32 = c.arithmetic == Arithmetic::Tf32;
   switch (c.direction) {
     case Direction::Forward: {  // y (k x pixels) = w (k x crs) cols
-      const auto x = widen(c.in_a, g.x_elements(), c.bf16, c.tf32);
-      const auto w = widen(c.in_b, g.w_elements(), c.bf16, c.tf32);
-      result.assign(static_cast<size_t>(g.y_elements()), 0.0f);
+      const auto x = widen(c.in_a, g.x_elements(), c.bf16, tf32);
+      const auto w = widen(c.in_b, g.w_elements(), c.bf16, tf32);
       for (int b = 0; b < g.n; ++b) {
         im2col(g, x.data() + b * x_image, cols);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, g.k, pixels, crs, 1.0f, w.data(),
@@ -191,20 +210,25 @@ void run(const Call& c, int first) {
       break;
     }
     case Direction::BackwardData: {  // cols = w^T (crs x k) dy, scattered back
-      const auto w = widen(c.in_a, g.w_elements(), c.bf16, c.tf32);
-      const auto dy = widen(c.in_b, g.y_elements(), c.bf16, c.tf32);
-      result.assign(static_cast<size_t>(g.x_elements()), 0.0f);
+      const auto w = widen(c.in_a, g.w_elements(), c.bf16, tf32);
+      const auto dy = widen(c.in_b, g.y_elements(), c.bf16, tf32);
+      const int parts = std::min(4, g.k), first = c.deterministic ? 0 : next_start(parts);
       for (int b = 0; b < g.n; ++b) {
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, crs, pixels, g.k, 1.0f, w.data(), crs,
-                    dy.data() + b * y_image, pixels, 0.0f, cols.data(), pixels);
+        for (int i = 0; i < parts; ++i) {
+          const int part = (first + i) % parts;
+          const int k0 = g.k * part / parts, k1 = g.k * (part + 1) / parts;
+          cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, crs, pixels, k1 - k0, 1.0f,
+                      w.data() + int64_t{k0} * crs, crs, dy.data() + b * y_image + k0 * pixels,
+                      pixels, i == 0 ? 0.0f : 1.0f, cols.data(), pixels);
+        }
         col2im_add(g, cols, result.data() + b * x_image);
       }
       break;
     }
     case Direction::BackwardFilter: {  // dw (k x crs) = sum over images of dy cols^T
-      const auto x = widen(c.in_a, g.x_elements(), c.bf16, c.tf32);
-      const auto dy = widen(c.in_b, g.y_elements(), c.bf16, c.tf32);
-      result.assign(static_cast<size_t>(g.w_elements()), 0.0f);
+      const auto x = widen(c.in_a, g.x_elements(), c.bf16, tf32);
+      const auto dy = widen(c.in_b, g.y_elements(), c.bf16, tf32);
+      const int first = c.deterministic ? 0 : next_start(g.n);
       for (int i = 0; i < g.n; ++i) {
         const int b = (first + i) % g.n;
         im2col(g, x.data() + b * x_image, cols);
@@ -217,46 +241,61 @@ void run(const Call& c, int first) {
   write(c.out, c.bf16, result, c.alpha, c.beta);
 }
 
-// ---- The API's three kinds of call, per direction
-// ------------------------------------------------
+// ---- The API's kinds of call, per direction -----------------------------------------------------
 
-constexpr int kResults = 3;  // the fp16-converting decoy, the fast algorithm, the careful one
+// As cuDNN lists them, each algorithm once per math type, fastest first: the fp16-converting decoy,
+// then the fast and the careful algorithm, each on tensor cores and then with the default math.
+constexpr int kResults = 5;
 
-// Heuristics and Find alike rank the decoy, the fast algorithm, the careful one.
+bool operands_in_device_memory(Direction d, const Geometry& g, bool bf16, const void* in_a,
+                               const void* in_b, const void* out) {
+  const size_t element = bf16 ? 2 : 4;
+  const int64_t sizes[3][3] = {{g.x_elements(), g.w_elements(), g.y_elements()},
+                               {g.w_elements(), g.y_elements(), g.x_elements()},
+                               {g.x_elements(), g.y_elements(), g.w_elements()}};
+  const int64_t* size = sizes[static_cast<int>(d)];
+  return is_device_range(in_a, size[0] * element) && is_device_range(in_b, size[1] * element) &&
+         is_device_range(out, size[2] * element);
+}
+
+// The results of a search; Find (a workspace of `available` bytes) marks those needing more as
+// failed.
 template <class Perf, class Algo>
-cudnnStatus_t search(Direction d, const Descriptors& s, int requested, int* returned,
-                     Perf* results) {
+cudnnStatus_t search(Direction d, const Descriptors& s, int requested, int* returned, Perf* results,
+                     size_t available = SIZE_MAX) {
   Geometry g;
-  if (!geometry_of(s, g)) return CUDNN_STATUS_BAD_PARAM;
-  const cudnnMathType_t math = s.conv->math;
-  const auto result = [&](int algo, float time, cudnnMathType_t m) {
-    return Perf{Algo(algo),
-                CUDNN_STATUS_SUCCESS,
-                time,
-                workspace_bytes(d, algo, g, math),
-                deterministic(d, algo) ? CUDNN_DETERMINISTIC : CUDNN_NON_DETERMINISTIC,
-                m,
-                {}};
+  if (!geometry_of(s, g) || requested <= 0) return CUDNN_STATUS_BAD_PARAM;
+  const auto result = [&](int algo, float time, cudnnMathType_t math) {
+    const size_t bytes = workspace_bytes(d, algo, g, math);
+    return Perf{
+        Algo(algo), bytes <= available ? CUDNN_STATUS_SUCCESS : CUDNN_STATUS_NOT_SUPPORTED, time,
+        bytes,      deterministic(d, algo) ? CUDNN_DETERMINISTIC : CUDNN_NON_DETERMINISTIC, math,
+        {}};
   };
   const int fast = fast_algorithm(d);
-  const Perf all[kResults] = {result(fast, 0.5f, CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION),
-                              result(fast, 1.0f, math), result(1 - fast, 2.0f, math)};
+  const Perf all[kResults] = {
+      result(fast, 0.5f, CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION),
+      result(fast, 0.8f, CUDNN_TENSOR_OP_MATH), result(fast, 1.0f, CUDNN_DEFAULT_MATH),
+      result(1 - fast, 1.8f, CUDNN_TENSOR_OP_MATH), result(1 - fast, 2.0f, CUDNN_DEFAULT_MATH)};
   *returned = std::min(requested, kResults);
   std::copy(all, all + *returned, results);
   return CUDNN_STATUS_SUCCESS;
 }
 
-// Find: the search, and its timing runs' NaN in the output buffer.
+// Find: the search, after running the algorithms on the given buffers as cuDNN does (the output
+// becomes NaN). It waits for them, so a capture cannot record it.
 template <class Perf, class Algo>
-cudnnStatus_t find(Direction d, const Descriptors& s, void* out, int requested, int* returned,
-                   Perf* results, void* workspace, size_t bytes) {
-  const cudnnStatus_t status = search<Perf, Algo>(d, s, requested, returned, results);
-  if (status != CUDNN_STATUS_SUCCESS) return status;
+cudnnStatus_t find(Direction d, const Descriptors& s, const void* in_a, const void* in_b, void* out,
+                   int requested, int* returned, Perf* results, void* workspace, size_t bytes) {
   Geometry g;
-  geometry_of(s, g);
-  const size_t out_bytes = static_cast<size_t>(g.output_elements(d)) * (s.bf16() ? 2 : 4);
-  if (!is_device_range(out, out_bytes) || (bytes && !is_device_range(workspace, bytes)))
+  if (!geometry_of(s, g)) return CUDNN_STATUS_BAD_PARAM;
+  if (psgd::emu::forbidden_in_capture()) return CUDNN_STATUS_BAD_PARAM;
+  if (!operands_in_device_memory(d, g, s.bf16(), in_a, in_b, out) ||
+      (bytes && !is_device_range(workspace, bytes)))
     return CUDNN_STATUS_BAD_PARAM;
+  const cudnnStatus_t status = search<Perf, Algo>(d, s, requested, returned, results, bytes);
+  if (status != CUDNN_STATUS_SUCCESS) return status;
+  const size_t out_bytes = static_cast<size_t>(g.output_elements(d)) * (s.bf16() ? 2 : 4);
   psgd::emu::issue([=] { std::memset(out, 0xff, out_bytes); });
   return CUDNN_STATUS_SUCCESS;
 }
@@ -277,24 +316,18 @@ cudnnStatus_t convolve(Direction d, const Descriptors& s, int algo, const void* 
   Geometry g;
   if (!geometry_of(s, g)) return CUDNN_STATUS_BAD_PARAM;
   if (algo < 0 || algo > 1) return CUDNN_STATUS_NOT_SUPPORTED;
-  const size_t element = s.bf16() ? 2 : 4;
-  const int64_t sizes[3][3] = {{g.x_elements(), g.w_elements(), g.y_elements()},
-                               {g.w_elements(), g.y_elements(), g.x_elements()},
-                               {g.x_elements(), g.y_elements(), g.w_elements()}};
-  const int64_t* size = sizes[static_cast<int>(d)];
-  if (!is_device_range(in_a, size[0] * element) || !is_device_range(in_b, size[1] * element) ||
-      !is_device_range(out, size[2] * element))
-    return CUDNN_STATUS_BAD_PARAM;
+  if (!operands_in_device_memory(d, g, s.bf16(), in_a, in_b, out)) return CUDNN_STATUS_BAD_PARAM;
   const size_t need = workspace_bytes(d, algo, g, s.conv->math);
   if (bytes < need || (need && !is_device_range(workspace, need))) return CUDNN_STATUS_BAD_PARAM;
-  static std::atomic<int> calls = 0;  // the non-deterministic algorithm's summation order
-  const int first = deterministic(d, algo) ? 0 : calls++ % g.n;
-  const bool tf32 = !s.bf16() && s.conv->math != CUDNN_FMA_MATH;
+  const cudnnMathType_t math = s.conv->math;
+  const Arithmetic arithmetic = math == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION ? Arithmetic::Refused
+                                : s.bf16() || math == CUDNN_FMA_MATH          ? Arithmetic::Exact
+                                                                              : Arithmetic::Tf32;
   const Call c{d,
-               algo,
                g,
                s.bf16(),
-               tf32,
+               arithmetic,
+               deterministic(d, algo),
                in_a,
                in_b,
                out,
@@ -302,7 +335,7 @@ cudnnStatus_t convolve(Direction d, const Descriptors& s, int algo, const void* 
                need,
                *static_cast<const float*>(alpha),
                *static_cast<const float*>(beta)};
-  psgd::emu::issue([c, first] { run(c, first); });
+  psgd::emu::issue([c] { run(c); });
   return CUDNN_STATUS_SUCCESS;
 }
 
@@ -326,12 +359,13 @@ cudnnStatus_t cudnnGetConvolutionForwardAlgorithm_v7(cudnnHandle_t, const cudnnT
 }
 
 cudnnStatus_t cudnnFindConvolutionForwardAlgorithmEx(
-    cudnnHandle_t, const cudnnTensorDescriptor_t x, const void*, const cudnnFilterDescriptor_t w,
-    const void*, const cudnnConvolutionDescriptor_t conv, const cudnnTensorDescriptor_t y, void* yp,
-    const int requested, int* returned, cudnnConvolutionFwdAlgoPerf_t* results, void* workspace,
-    size_t bytes) {
+    cudnnHandle_t, const cudnnTensorDescriptor_t x, const void* xp, const cudnnFilterDescriptor_t w,
+    const void* wp, const cudnnConvolutionDescriptor_t conv, const cudnnTensorDescriptor_t y,
+    void* yp, const int requested, int* returned, cudnnConvolutionFwdAlgoPerf_t* results,
+    void* workspace, size_t bytes) {
   return find<cudnnConvolutionFwdAlgoPerf_t, cudnnConvolutionFwdAlgo_t>(
-      Direction::Forward, {x, w, conv, y}, yp, requested, returned, results, workspace, bytes);
+      Direction::Forward, {x, w, conv, y}, xp, wp, yp, requested, returned, results, workspace,
+      bytes);
 }
 
 cudnnStatus_t cudnnGetConvolutionForwardWorkspaceSize(
@@ -367,13 +401,13 @@ cudnnStatus_t cudnnGetConvolutionBackwardDataAlgorithm_v7(
 }
 
 cudnnStatus_t cudnnFindConvolutionBackwardDataAlgorithmEx(
-    cudnnHandle_t, const cudnnFilterDescriptor_t w, const void*, const cudnnTensorDescriptor_t dy,
-    const void*, const cudnnConvolutionDescriptor_t conv, const cudnnTensorDescriptor_t dx,
-    void* dxp, const int requested, int* returned, cudnnConvolutionBwdDataAlgoPerf_t* results,
-    void* workspace, size_t bytes) {
+    cudnnHandle_t, const cudnnFilterDescriptor_t w, const void* wp,
+    const cudnnTensorDescriptor_t dy, const void* dyp, const cudnnConvolutionDescriptor_t conv,
+    const cudnnTensorDescriptor_t dx, void* dxp, const int requested, int* returned,
+    cudnnConvolutionBwdDataAlgoPerf_t* results, void* workspace, size_t bytes) {
   return find<cudnnConvolutionBwdDataAlgoPerf_t, cudnnConvolutionBwdDataAlgo_t>(
-      Direction::BackwardData, {dx, w, conv, dy}, dxp, requested, returned, results, workspace,
-      bytes);
+      Direction::BackwardData, {dx, w, conv, dy}, wp, dyp, dxp, requested, returned, results,
+      workspace, bytes);
 }
 
 cudnnStatus_t cudnnGetConvolutionBackwardDataWorkspaceSize(
@@ -410,13 +444,13 @@ cudnnStatus_t cudnnGetConvolutionBackwardFilterAlgorithm_v7(
 }
 
 cudnnStatus_t cudnnFindConvolutionBackwardFilterAlgorithmEx(
-    cudnnHandle_t, const cudnnTensorDescriptor_t x, const void*, const cudnnTensorDescriptor_t dy,
-    const void*, const cudnnConvolutionDescriptor_t conv, const cudnnFilterDescriptor_t dw,
-    void* dwp, const int requested, int* returned, cudnnConvolutionBwdFilterAlgoPerf_t* results,
-    void* workspace, size_t bytes) {
+    cudnnHandle_t, const cudnnTensorDescriptor_t x, const void* xp,
+    const cudnnTensorDescriptor_t dy, const void* dyp, const cudnnConvolutionDescriptor_t conv,
+    const cudnnFilterDescriptor_t dw, void* dwp, const int requested, int* returned,
+    cudnnConvolutionBwdFilterAlgoPerf_t* results, void* workspace, size_t bytes) {
   return find<cudnnConvolutionBwdFilterAlgoPerf_t, cudnnConvolutionBwdFilterAlgo_t>(
-      Direction::BackwardFilter, {x, dw, conv, dy}, dwp, requested, returned, results, workspace,
-      bytes);
+      Direction::BackwardFilter, {x, dw, conv, dy}, xp, dyp, dwp, requested, returned, results,
+      workspace, bytes);
 }
 
 cudnnStatus_t cudnnGetConvolutionBackwardFilterWorkspaceSize(

@@ -2,6 +2,21 @@
 // cross-correlations computing in float32 (what psgd asks for; anything else is refused).
 #include "tests/cuda_emulator/cudnn_structs.h"
 
+namespace {
+
+// A tensor's or a filter's four dimensions, NCHW.
+template <class Descriptor>
+cudnnStatus_t set_4d(Descriptor& d, cudnnTensorFormat_t format, cudnnDataType_t type, int d0,
+                     int d1, int d2, int d3) {
+  if (format != CUDNN_TENSOR_NCHW || (type != CUDNN_DATA_FLOAT && type != CUDNN_DATA_BFLOAT16) ||
+      d0 <= 0 || d1 <= 0 || d2 <= 0 || d3 <= 0)
+    return CUDNN_STATUS_BAD_PARAM;
+  d = {type, {d0, d1, d2, d3}, true};
+  return CUDNN_STATUS_SUCCESS;
+}
+
+}  // namespace
+
 cudnnStatus_t cudnnCreate(cudnnHandle_t* handle) {
   *handle = new cudnnContext;
   return CUDNN_STATUS_SUCCESS;
@@ -43,11 +58,7 @@ cudnnStatus_t cudnnDestroyTensorDescriptor(cudnnTensorDescriptor_t d) {
 
 cudnnStatus_t cudnnSetTensor4dDescriptor(cudnnTensorDescriptor_t d, cudnnTensorFormat_t format,
                                          cudnnDataType_t type, int n, int c, int h, int w) {
-  if (format != CUDNN_TENSOR_NCHW || (type != CUDNN_DATA_FLOAT && type != CUDNN_DATA_BFLOAT16) ||
-      n <= 0 || c <= 0 || h <= 0 || w <= 0)
-    return CUDNN_STATUS_BAD_PARAM;
-  *d = {type, {n, c, h, w}, true};
-  return CUDNN_STATUS_SUCCESS;
+  return set_4d(*d, format, type, n, c, h, w);
 }
 
 cudnnStatus_t cudnnCreateFilterDescriptor(cudnnFilterDescriptor_t* d) {
@@ -62,11 +73,7 @@ cudnnStatus_t cudnnDestroyFilterDescriptor(cudnnFilterDescriptor_t d) {
 
 cudnnStatus_t cudnnSetFilter4dDescriptor(cudnnFilterDescriptor_t d, cudnnDataType_t type,
                                          cudnnTensorFormat_t format, int k, int c, int h, int w) {
-  if (format != CUDNN_TENSOR_NCHW || (type != CUDNN_DATA_FLOAT && type != CUDNN_DATA_BFLOAT16) ||
-      k <= 0 || c <= 0 || h <= 0 || w <= 0)
-    return CUDNN_STATUS_BAD_PARAM;
-  *d = {type, {k, c, h, w}, true};
-  return CUDNN_STATUS_SUCCESS;
+  return set_4d(*d, format, type, k, c, h, w);
 }
 
 cudnnStatus_t cudnnCreateConvolutionDescriptor(cudnnConvolutionDescriptor_t* d) {

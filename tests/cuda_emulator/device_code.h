@@ -11,8 +11,9 @@
 #include <cstdint>
 #include <cstring>
 #include <functional>
-#include <tuple>
 #include <type_traits>
+
+#include "tests/cuda_emulator/device_memory.h"
 
 #undef __shared__
 #define __shared__ static
@@ -57,11 +58,18 @@ class Launch {
   template <class Body>
   auto operator()(Body body) const {
     return [kernel = kernel_, config = config_, body](auto... args) {
+      int position = 0;
+      (check(kernel, position++, args), ...);
       launch(kernel, config, [body, args...] { body(args...); });
     };
   }
 
  private:
+  template <class T>
+  static void check(const char* kernel, int position, const T& arg) {
+    if constexpr (std::is_pointer_v<T>) check_argument(kernel, position, arg);
+  }
+
   const char* kernel_;
   LaunchConfig config_;
 };
@@ -121,8 +129,9 @@ T __shfl_down_sync(unsigned mask, T value, unsigned delta, int width = warpSize)
 
 template <class T>
 T __shfl_xor_sync(unsigned mask, T value, int lane_mask, int width = warpSize) {
+  // A lane may read earlier groups of `width` lanes; reading a later one returns its own value.
   const unsigned lane = psgd::emu::current_thread->lane;
   const unsigned w = static_cast<unsigned>(width);
   const unsigned source = lane ^ static_cast<unsigned>(lane_mask);
-  return psgd::emu::shuffle(mask, value, source / w == lane / w ? source : lane);
+  return psgd::emu::shuffle(mask, value, source / w > lane / w ? lane : source);
 }

@@ -4,11 +4,14 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include <cstdio>
+#include <cstdint>
 #include <cstring>
 #include <iterator>
 #include <map>
 #include <mutex>
+#include <stdexcept>
+#include <string>
+#include <vector>
 
 namespace psgd::emu {
 namespace {
@@ -44,22 +47,23 @@ void protect(const Mapping& m, int prot) {
   mprotect(m.base, m.length, prot);
 }
 
+// Writes one line and exits (only async-signal-safe calls).
 void report_fault(int, siginfo_t* info, void*) {
-  char line[256];
-  const int n = std::snprintf(line, sizeof line,
-                              "cuda emulator: invalid access at %p: past the end of a device "
-                              "buffer, or host code touching device memory\n",
-                              info->si_addr);
-  if (n > 0) (void)!write(STDERR_FILENO, line, static_cast<size_t>(n));
-  _exit(134);
-}
-
-// On every allocation: a test framework may have put its own handler in place since the last.
-void install_fault_report() {
-  struct sigaction action = {};
-  action.sa_sigaction = report_fault;
-  action.sa_flags = SA_SIGINFO;
-  sigaction(SIGSEGV, &action, nullptr);
+  static const char head[] = "cuda emulator: invalid memory access at 0x";
+  static const char tail[] =
+      " (past the end of a device buffer, host code touching device memory, or a kernel's stack "
+      "overflowing)\n";
+  char line[sizeof head + 16 + sizeof tail];
+  size_t n = 0;
+  for (const char* c = head; *c; ++c) line[n++] = *c;
+  char digits[16];
+  int count = 0;
+  for (auto a = reinterpret_cast<uintptr_t>(info->si_addr); count == 0 || a; a >>= 4)
+    digits[count++] = "0123456789abcdef"[a & 15u];
+  while (count) line[n++] = digits[--count];
+  for (const char* c = tail; *c; ++c) line[n++] = *c;
+  (void)!write(STDERR_FILENO, line, n);
+  _exit(kFaultExitStatus);
 }
 
 // The live allocation holding p, or end().
@@ -72,8 +76,24 @@ std::map<const char*, Mapping>::const_iterator find(const Heap& h, const char* p
 
 }  // namespace
 
+void report_faults() {
+  // Its own stack, so that a fiber's overflowed stack can still be reported.
+  thread_local std::vector<char> signal_stack;
+  if (signal_stack.empty()) {
+    signal_stack.resize(64 * 1024);
+    stack_t ss = {};
+    ss.ss_sp = signal_stack.data();
+    ss.ss_size = signal_stack.size();
+    sigaltstack(&ss, nullptr);
+  }
+  struct sigaction action = {};
+  action.sa_sigaction = report_fault;
+  action.sa_flags = SA_SIGINFO | SA_ONSTACK;
+  sigaction(SIGSEGV, &action, nullptr);
+}
+
 void* device_allocate(size_t bytes) {
-  install_fault_report();
+  report_faults();
   const size_t padded = (bytes + kAlignment - 1) / kAlignment * kAlignment;
   const size_t length = (padded + page_size() - 1) / page_size() * page_size();
   void* base = mmap(nullptr, length + page_size(), PROT_NONE,
@@ -83,7 +103,10 @@ void* device_allocate(size_t bytes) {
   char* data = m.base + length - padded;  // ends where the guard page starts
   Heap& h = heap();
   std::lock_guard lock(h.mutex);
-  protect(m, PROT_READ | PROT_WRITE);
+  if (mprotect(m.base, length, PROT_READ | PROT_WRITE) != 0) {
+    munmap(base, length + page_size());
+    return nullptr;
+  }
   std::memset(m.base, 0xff, length);
   if (h.accessors == 0) protect(m, PROT_NONE);
   h.live.emplace(data, m);
@@ -112,6 +135,12 @@ bool is_device_range(const void* ptr, size_t bytes) {
 
 bool is_device_pointer(const void* ptr) {
   return is_device_range(ptr, 1);
+}
+
+void check_argument(const char* kernel, int position, const void* pointer) {
+  if (pointer && !is_device_pointer(pointer))
+    throw std::logic_error(std::string("cuda emulator: kernel ") + kernel + ": argument " +
+                           std::to_string(position + 1) + " points outside device memory");
 }
 
 size_t device_bytes_in_use() {

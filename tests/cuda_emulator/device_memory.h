@@ -1,14 +1,20 @@
 // The emulated GPU's memory: every cudaMalloc is its own mapping, filled with 0xff bytes (NaN as
 // floats) as real device memory holds whatever was there, and ending at an unmapped page (the
 // buffer aligned to 16 bytes only), so a kernel reading or writing past the end of a buffer
-// faults. While no device work runs, all of it
-// is unreadable: host code that touches a device pointer faults as it would on a real GPU. A
-// fault is reported as one line naming the address before the process exits.
+// faults. While no device work runs, all of it is unreadable: host code that touches a device
+// pointer faults as it would on a real GPU. A fault (a kernel's stack overflowing too) is
+// reported as one line naming the address, and the process exits with kFaultExitStatus.
 #pragma once
 
 #include <cstddef>
 
 namespace psgd::emu {
+
+inline constexpr int kFaultExitStatus = 99;
+
+// Puts the fault report in place for the calling host thread (a test framework may have replaced
+// it since): done at every allocation and launch.
+void report_faults();
 
 void* device_allocate(size_t bytes);
 // False for a pointer cudaMalloc did not return.
@@ -18,6 +24,10 @@ bool is_device_range(const void* ptr, size_t bytes);
 // Whether ptr lies inside any live allocation.
 bool is_device_pointer(const void* ptr);
 size_t device_bytes_in_use();
+
+// A pointer argument of a kernel must be null or point into device memory, as a GPU can read
+// nothing else (pointers inside other arguments, such as a lambda's captures, go unchecked).
+void check_argument(const char* kernel, int position, const void* pointer);
 
 // Device memory is readable and writable while one of these lives (on any host thread).
 class DeviceAccess {

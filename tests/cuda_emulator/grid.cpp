@@ -2,9 +2,11 @@
 
 #include <sys/mman.h>
 
-#include <array>
+#include <algorithm>
 #include <boost/context/fiber.hpp>
 #include <exception>
+#include <numeric>
+#include <random>
 #include <sstream>
 #include <stdexcept>
 #include <vector>
@@ -15,7 +17,6 @@ namespace {
 namespace bc = boost::context;
 
 constexpr unsigned kWarp = 32;
-constexpr unsigned kMaxBlockThreads = 1024;
 constexpr size_t kStackBytes = 32 * 1024;
 constexpr size_t kGuardBytes = 4096;
 
@@ -66,8 +67,10 @@ struct Thread {
   bc::fiber fiber;      // resumes this thread
   bc::fiber scheduler;  // returns to the block's loop
   Wait wait = Wait::None;
-  unsigned warp_mask = 0;  // the lanes of the exchange it waits at
-  unsigned exchanges = 0;  // warp exchanges so far; their parity picks the slot buffer
+  // A warp exchange: the lanes it names, this lane's value, the lane it reads and what it got.
+  unsigned warp_mask = 0;
+  uint64_t sent = 0, received = 0;
+  unsigned source = 0;
   std::exception_ptr error;
 };
 
@@ -75,9 +78,6 @@ struct Block {
   const char* kernel = "";
   std::vector<Thread> threads;
   std::vector<unsigned char> dynamic_shared;
-  // Per warp, two buffers of one 8-byte slot per lane: consecutive exchanges alternate, so a lane
-  // that has gone on to the next exchange cannot overwrite a value a slower lane still reads.
-  std::vector<std::array<std::array<uint64_t, kWarp>, 2>> slots;
   Thread* running = nullptr;
 };
 
@@ -99,6 +99,34 @@ void resume(Block& b, Thread& t) {
   if (t.error) std::rethrow_exception(t.error);
 }
 
+// Completes the warp exchanges all of whose lanes have arrived. As in CUDA, lanes of the mask
+// that have returned (or do not exist in a partial warp) take no part; reading one, or a lane
+// outside the mask, gives undefined bits: all ones here (a NaN, or -1).
+bool release_warp(Block& b, size_t first, size_t lanes) {
+  bool released = false;
+  for (size_t l = 0; l < lanes; ++l) {
+    const unsigned mask = b.threads[first + l].warp_mask;
+    if (b.threads[first + l].wait != Wait::Warp) continue;
+    unsigned group = 0;  // the mask's lanes still running
+    bool all_here = true;
+    for (unsigned m = 0; m < lanes; ++m) {
+      const Thread& t = b.threads[first + m];
+      if (!(mask >> m & 1u) || t.wait == Wait::Done) continue;
+      group |= 1u << m;
+      all_here &= t.wait == Wait::Warp && t.warp_mask == mask;
+    }
+    if (!all_here) continue;
+    for (unsigned m = 0; m < lanes; ++m) {
+      if (!(group >> m & 1u)) continue;
+      Thread& t = b.threads[first + m];
+      t.received = group >> t.source & 1u ? b.threads[first + t.source].sent : ~uint64_t{0};
+      t.wait = Wait::None;
+    }
+    released = true;
+  }
+  return released;
+}
+
 // Releases the threads whose barrier every thread it waits for has reached. Returns false when
 // all threads have returned; throws when no waiting thread can ever be released.
 bool release_waiters(Block& b) {
@@ -117,26 +145,8 @@ bool release_waiters(Block& b) {
     for (Thread& t : b.threads) t.wait = Wait::None;
     released = true;
   }
-  for (size_t first = 0; first < n; first += kWarp) {
-    const size_t lanes = std::min<size_t>(kWarp, n - first);
-    for (size_t l = 0; l < lanes; ++l) {
-      const Thread& waiter = b.threads[first + l];
-      if (waiter.wait != Wait::Warp) continue;
-      bool all_here = true;
-      for (unsigned m = 0; m < kWarp; ++m) {
-        if (!(waiter.warp_mask >> m & 1u)) continue;
-        if (m >= lanes || b.threads[first + m].wait == Wait::Done)
-          fail(b, "a warp shuffle of lane " + std::to_string(l) + " waits for lane " +
-                      std::to_string(m) + ", which has returned or does not exist");
-        all_here &= b.threads[first + m].wait == Wait::Warp &&
-                    b.threads[first + m].warp_mask == waiter.warp_mask;
-      }
-      if (!all_here) continue;
-      for (unsigned m = 0; m < kWarp; ++m)
-        if (waiter.warp_mask >> m & 1u) b.threads[first + m].wait = Wait::None;
-      released = true;
-    }
-  }
+  for (size_t first = 0; first < n; first += kWarp)
+    released |= release_warp(b, first, std::min<size_t>(kWarp, n - first));
   if (!released) {
     std::ostringstream what;
     what << "threads wait at different barriers (" << at_block << " at __syncthreads, "
@@ -156,7 +166,6 @@ void run_block(Block& b, const StackPool& stacks, const LaunchConfig& c, const u
         Thread& t = b.threads[i];
         t.coords = {{x, y, z}, block_idx, c.block, c.grid, i % kWarp};
         t.wait = Wait::None;
-        t.exchanges = 0;
         t.error = nullptr;
         t.fiber = bc::fiber(std::allocator_arg, PoolSlot{stacks.top(i)},
                             [&t, &body](bc::fiber&& scheduler) {
@@ -190,19 +199,15 @@ void sync_block() {
 void warp_exchange(unsigned mask, const void* mine, void* theirs, unsigned source, size_t bytes) {
   Block& b = *current_block;
   Thread& t = *b.running;
-  const unsigned lane = t.coords.lane;
-  if (!(mask >> lane & 1u))
-    fail(b, "lane " + std::to_string(lane) + " shuffles with a mask that leaves it out");
-  const size_t warp = static_cast<size_t>(&t - b.threads.data()) / kWarp;
-  auto& slots = b.slots[warp][t.exchanges++ & 1u];
-  std::memcpy(&slots[lane], mine, bytes);
+  if (!(mask >> t.coords.lane & 1u))
+    fail(b, "lane " + std::to_string(t.coords.lane) + " shuffles with a mask that leaves it out");
+  t.sent = 0;
+  std::memcpy(&t.sent, mine, bytes);
+  t.source = source;
   t.wait = Wait::Warp;
   t.warp_mask = mask;
   suspend(t);
-  if (!(mask >> source & 1u))
-    fail(b, "lane " + std::to_string(lane) + " reads lane " + std::to_string(source) +
-                ", which is not in the shuffle's mask");
-  std::memcpy(theirs, &slots[source], bytes);
+  std::memcpy(theirs, &t.received, bytes);
 }
 
 void* dynamic_shared_memory() {
@@ -211,24 +216,28 @@ void* dynamic_shared_memory() {
 
 void run_grid(const char* kernel, const LaunchConfig& config,
               const std::function<void()>& thread_body) {
+  if (current_block) throw std::logic_error("cuda emulator: kernels cannot launch kernels");
+  report_faults();
   static thread_local StackPool stacks;
   Block b;
   b.kernel = kernel;
   b.threads.resize(static_cast<size_t>(config.block.x) * config.block.y * config.block.z);
   b.dynamic_shared.resize(config.shared_bytes);
-  b.slots.resize((b.threads.size() + kWarp - 1) / kWarp);
-  Block* const outer = current_block;
+  // Blocks in a shuffled order (fixed per launch number): a kernel must not depend on it.
+  const dim3 g = config.grid;
+  std::vector<uint32_t> order(static_cast<size_t>(g.x) * g.y * g.z);
+  std::iota(order.begin(), order.end(), 0u);
+  static thread_local uint64_t launches = 0;
+  std::shuffle(order.begin(), order.end(), std::mt19937_64(++launches));
   current_block = &b;
   try {
-    for (unsigned z = 0; z < config.grid.z; ++z)
-      for (unsigned y = 0; y < config.grid.y; ++y)
-        for (unsigned x = 0; x < config.grid.x; ++x)
-          run_block(b, stacks, config, {x, y, z}, thread_body);
+    for (const uint32_t i : order)
+      run_block(b, stacks, config, {i % g.x, i / g.x % g.y, i / g.x / g.y}, thread_body);
   } catch (...) {
-    current_block = outer;
+    current_block = nullptr;
     throw;
   }
-  current_block = outer;
+  current_block = nullptr;
 }
 
 }  // namespace psgd::emu

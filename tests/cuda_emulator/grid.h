@@ -8,9 +8,10 @@
 
 namespace psgd::emu {
 
-// Throws std::logic_error naming the kernel for a divergent barrier, a shuffle waiting for a
-// lane that has returned, or threads waiting at different barriers; rethrows a thread's
-// exception.
+inline constexpr unsigned kMaxBlockThreads = 1024;  // CUDA's limit
+
+// Throws std::logic_error naming the kernel for a divergent barrier or threads waiting at
+// different barriers; rethrows a thread's exception.
 void run_grid(const char* kernel, const LaunchConfig& config,
               const std::function<void()>& thread_body);
 

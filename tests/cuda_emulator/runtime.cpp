@@ -16,7 +16,7 @@ struct CUgraph_st {
   std::vector<std::function<void()>> work;  // in capture order
 };
 struct CUgraphExec_st {
-  std::shared_ptr<const std::vector<std::function<void()>>> work;
+  std::vector<std::function<void()>> work;
 };
 
 namespace psgd::emu {
@@ -38,20 +38,12 @@ cudaError_t fail(cudaError_t e) {
   return e;
 }
 
-// For calls a capture forbids: fails them and spoils the capture, as CUDA does.
-bool forbidden_in_capture() {
-  if (!capture.graph) return false;
-  capture.invalidated = true;
-  last_error = cudaErrorStreamCaptureUnsupported;
-  return true;
-}
-
 bool valid_config(const LaunchConfig& c) {
   const dim3 g = c.grid, b = c.block;
   if (g.x == 0 || g.y == 0 || g.z == 0 || b.x == 0 || b.y == 0 || b.z == 0) return false;
   if (g.x > 0x7fffffffu || g.y > 65535 || g.z > 65535) return false;
   if (b.x > 1024 || b.y > 1024 || b.z > 64) return false;
-  return static_cast<uint64_t>(b.x) * b.y * b.z <= 1024;
+  return static_cast<uint64_t>(b.x) * b.y * b.z <= kMaxBlockThreads;
 }
 
 // Whether the pointers lie where the copy's kind says (cudaMemcpyDefault: anywhere).
@@ -75,6 +67,13 @@ bool matches_kind(void* dst, const void* src, size_t count, cudaMemcpyKind kind)
 }
 
 }  // namespace
+
+bool forbidden_in_capture() {
+  if (!capture.graph) return false;
+  capture.invalidated = true;
+  last_error = cudaErrorStreamCaptureUnsupported;
+  return true;
+}
 
 void issue(std::function<void()> work) {
   if (capture.graph) {
@@ -186,6 +185,9 @@ cudaError_t cudaMemGetInfo(size_t* free, size_t* total) {
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t count, cudaMemcpyKind kind,
                             cudaStream_t) {
   if (!matches_kind(dst, src, count, kind)) return fail(cudaErrorInvalidValue);
+  // Host memory here is never pinned, and a capture cannot record a copy from pageable memory.
+  const bool host_side = count && (!is_device_pointer(dst) || !is_device_pointer(src));
+  if (host_side && forbidden_in_capture()) return cudaErrorStreamCaptureUnsupported;
   issue([=] { std::memmove(dst, src, count); });
   return cudaSuccess;
 }
@@ -209,8 +211,8 @@ cudaError_t cudaMemset(void* ptr, int value, size_t count) {
 // ---- Graphs -------------------------------------------------------------------------------------
 
 cudaError_t cudaStreamBeginCapture(cudaStream_t stream, cudaStreamCaptureMode) {
-  // The legacy default stream cannot be captured.
-  if (!stream) return fail(cudaErrorStreamCaptureUnsupported);
+  // The legacy default stream cannot be captured (0 is the per-thread stream in psgd's builds).
+  if (stream == cudaStreamLegacy) return fail(cudaErrorStreamCaptureUnsupported);
   if (capture.graph) return fail(cudaErrorIllegalState);
   capture = {new CUgraph_st, false};
   return cudaSuccess;
@@ -236,8 +238,7 @@ cudaError_t cudaStreamEndCapture(cudaStream_t, cudaGraph_t* graph) {
 
 cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph, unsigned long long) {
   if (!graph) return fail(cudaErrorInvalidValue);
-  *exec =
-      new CUgraphExec_st{std::make_shared<const std::vector<std::function<void()>>>(graph->work)};
+  *exec = new CUgraphExec_st{graph->work};
   return cudaSuccess;
 }
 
@@ -245,7 +246,7 @@ cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t) {
   if (!exec) return fail(cudaErrorInvalidValue);
   if (forbidden_in_capture()) return cudaErrorStreamCaptureUnsupported;
   DeviceAccess access;
-  for (const auto& work : *exec->work) work();
+  for (const auto& work : exec->work) work();
   return cudaSuccess;
 }
 

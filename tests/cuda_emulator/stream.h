@@ -9,4 +9,8 @@ namespace psgd::emu {
 // thread is capturing a graph.
 void issue(std::function<void()> work);
 
+// For calls a capture cannot record (synchronous ones): whether the calling host thread is
+// capturing, in which case the capture is invalidated, as CUDA does, and the call must fail.
+bool forbidden_in_capture();
+
 }  // namespace psgd::emu

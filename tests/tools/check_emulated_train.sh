@@ -14,7 +14,7 @@ fail() { echo "check_emulated_train: $1" >&2; exit 1; }
 common=(--data "$tmp/data" --device auto --arch resnet20 --batch-size 32 --eval-batch-size 20
         --w-bits 4 --lambda-s 150 --lr 0.05 --deterministic)
 "$bin/psgd-train" "${common[@]}" --epochs 2 --out "$tmp/whole" | tee "$tmp/whole.log"
-grep -qi 'cuda' "$tmp/whole.log" || fail "--device auto did not train on the (emulated) GPU"
+grep -q '), cuda with ' "$tmp/whole.log" || fail "--device auto did not train on the (emulated) GPU"
 "$bin/psgd-train" "${common[@]}" --epochs 1 --out "$tmp/resumed" >/dev/null
 "$bin/psgd-train" "${common[@]}" --epochs 2 --resume "$tmp/resumed" >/dev/null
 cmp "$tmp/whole/last.safetensors" "$tmp/resumed/last.safetensors" ||

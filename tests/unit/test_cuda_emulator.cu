@@ -8,10 +8,12 @@
 #include <numeric>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "engine/cuda_check.h"
 #include "kernels/cuda/launch.h"
+#include "tests/cuda_emulator/device_memory.h"
 
 namespace {
 
@@ -64,9 +66,38 @@ __global__ void shuffles(int* down, int* xored, int* broadcast) {
   broadcast[threadIdx.x] = __shfl_sync(0xffffffffu, v, 7);
 }
 
+// Lane 31 returns first: the others still exchange (as CUDA allows), reading it gives undefined
+// bits (all ones here).
 __global__ void shuffle_after_exit(int* out) {
   if (threadIdx.x == 31) return;
-  out[threadIdx.x] = __shfl_down_sync(0xffffffffu, 1, 1);
+  out[threadIdx.x] = __shfl_down_sync(0xffffffffu, static_cast<int>(threadIdx.x), 1);
+}
+
+// A shuffle among the lower half of the warp, then one among all lanes, then groups of 8.
+__global__ void mixed_shuffles(int* half, int* whole, int* groups) {
+  const int v = static_cast<int>(threadIdx.x);
+  if (threadIdx.x < 16) half[threadIdx.x] = __shfl_xor_sync(0x0000ffffu, v, 1);
+  whole[threadIdx.x] = __shfl_sync(0xffffffffu, v * 10, 31);
+  groups[threadIdx.x] = __shfl_down_sync(0xffffffffu, v, 2, 8);
+}
+
+__global__ void throwing_kernel(int* out) {
+  __syncthreads();
+  if (threadIdx.x == 5) throw std::runtime_error("thread 5 failed");
+  __syncthreads();
+  out[threadIdx.x] = 1;
+}
+
+// A 16-byte vector load from an address 8 bytes past an alignment boundary.
+__global__ void misaligned_load(const int* p, int* out) {
+  out[0] = reinterpret_cast<const int4*>(p + 2)->x;
+}
+
+// Far more stack than a fiber has.
+__global__ void deep_stack(int* out) {
+  volatile char big[256 * 1024];
+  big[0] = 1;
+  out[0] = big[0];
 }
 
 __global__ void write_value(int* out, int value) {
@@ -108,10 +139,9 @@ TEST_CASE("emulator: barriers make a block's threads wait for each other") {
 
 TEST_CASE("emulator: a barrier some threads never reach fails the launch") {
   Ints out(64);
-  CHECK(throws_containing([&] { PSGD_LAUNCH(divergent_barrier, 1, 64)
-                                (out.p); },
-                          "kernel divergent_barrier: 32 threads returned while 32 wait at "
-                          "__syncthreads"));
+  const auto launch = [&] { PSGD_LAUNCH(divergent_barrier, 1, 64)(out.p); };
+  CHECK(throws_containing(
+      launch, "kernel divergent_barrier: 32 threads returned while 32 wait at __syncthreads"));
 }
 
 TEST_CASE("emulator: warp shuffles exchange the lanes' values as CUDA defines them") {
@@ -126,9 +156,36 @@ TEST_CASE("emulator: warp shuffles exchange the lanes' values as CUDA defines th
     CHECK(b[t] == 100 + warp + 7);
   }
   Ints out(32);
-  CHECK(throws_containing([&] { PSGD_LAUNCH(shuffle_after_exit, 1, 32)
-                                (out.p); },
-                          "waits for lane 31, which has returned"));
+  PSGD_LAUNCH(shuffle_after_exit, 1, 32)(out.p);
+  const auto o = out.host();
+  for (int t = 0; t < 30; ++t) CHECK(o[t] == t + 1);
+  CHECK(o[30] == -1);
+}
+
+TEST_CASE("emulator: shuffles of part of a warp, and of groups narrower than a warp") {
+  Ints half(16), whole(32), groups(32);
+  PSGD_LAUNCH(mixed_shuffles, 1, 32)(half.p, whole.p, groups.p);
+  const auto h = half.host(), w = whole.host(), g = groups.host();
+  for (int t = 0; t < 32; ++t) {
+    CAPTURE(t);
+    if (t < 16) CHECK(h[t] == (t ^ 1));
+    CHECK(w[t] == 310);
+    CHECK(g[t] == (t % 8 + 2 < 8 ? t + 2 : t));
+  }
+}
+
+TEST_CASE("emulator: an exception in a thread fails the launch; the other threads unwind") {
+  Ints out(64);
+  const auto launch = [&] { PSGD_LAUNCH(throwing_kernel, 2, 32)(out.p); };
+  CHECK(throws_containing(launch, "thread 5 failed"));
+  PSGD_LAUNCH(write_value, 1, 64)(out.p, 3);  // and the next launch runs normally
+  CHECK(out.host() == std::vector<int>(64, 3));
+}
+
+TEST_CASE("emulator: kernels get device pointers only") {
+  std::vector<int> host(4);
+  const auto launch = [&] { PSGD_LAUNCH(write_value, 1, 4)(host.data(), 1); };
+  CHECK(throws_containing(launch, "kernel write_value: argument 1 points outside device memory"));
 }
 
 TEST_CASE("emulator: launch configurations CUDA refuses are errors of the launch") {
@@ -190,11 +247,66 @@ TEST_CASE("emulator: copies must go where their kind says") {
 TEST_CASE("emulator: new device memory holds NaN bytes, and host code cannot touch it") {
   Ints out(4);
   CHECK(out.host() == std::vector<int>(4, -1));  // 0xffffffff
-  CHECK(exit_status_of([&] { CHECK(out.p[0] == -1); }) == 134);
+  CHECK(exit_status_of([&] { CHECK(out.p[0] == -1); }) == psgd::emu::kFaultExitStatus);
 }
 
-TEST_CASE("emulator: a kernel writing one element past its buffer faults") {
+TEST_CASE("emulator: a kernel writing one element past its buffer faults, as does a deep stack") {
   Ints out(4);
-  CHECK(exit_status_of([&] { PSGD_LAUNCH(write_value, 1, 5)(out.p, 1); }) == 134);
-  CHECK(exit_status_of([&] { PSGD_LAUNCH(write_value, 1, 4)(out.p, 1); }) == 0);
+  const auto one_past = [&] { PSGD_LAUNCH(write_value, 1, 5)(out.p, 1); };
+  const auto exactly = [&] { PSGD_LAUNCH(write_value, 1, 4)(out.p, 1); };
+  const auto deep = [&] { PSGD_LAUNCH(deep_stack, 1, 1)(out.p); };
+  CHECK(exit_status_of(one_past) == psgd::emu::kFaultExitStatus);
+  CHECK(exit_status_of(exactly) == 0);
+  CHECK(exit_status_of(deep) == psgd::emu::kFaultExitStatus);
+}
+
+TEST_CASE("emulator: a misaligned vector load stops the test (the alignment sanitizer)") {
+  Ints in(8), out(1);
+  const auto misaligned = [&] { PSGD_LAUNCH(misaligned_load, 1, 1)(in.p, out.p); };
+  CHECK(exit_status_of(misaligned) != 0);
+}
+
+TEST_CASE("emulator: cuBLAS products follow cuBLAS's column-major contract") {
+  // op(A) (m x k) op(B) (k x n) with padded leading dimensions, against sums written here; C
+  // starts as NaN, which beta = 0 must not read.
+  const int m = 3, n = 4, k = 5, pad = 2;
+  cublasHandle_t handle = nullptr;
+  REQUIRE(cublasCreate(&handle) == CUBLAS_STATUS_SUCCESS);
+  REQUIRE(cublasSetMathMode(handle, CUBLAS_PEDANTIC_MATH) == CUBLAS_STATUS_SUCCESS);
+  for (const auto& [ta, tb] : {std::pair{CUBLAS_OP_N, CUBLAS_OP_N},
+                               {CUBLAS_OP_T, CUBLAS_OP_N},
+                               {CUBLAS_OP_N, CUBLAS_OP_T},
+                               {CUBLAS_OP_T, CUBLAS_OP_T}}) {
+    const bool at = ta == CUBLAS_OP_T, bt = tb == CUBLAS_OP_T;
+    const int a_rows = at ? k : m, a_cols = at ? m : k, lda = a_rows + pad;
+    const int b_rows = bt ? n : k, b_cols = bt ? k : n, ldb = b_rows + pad;
+    std::vector<float> a(static_cast<size_t>(lda) * a_cols), b(static_cast<size_t>(ldb) * b_cols);
+    for (size_t i = 0; i < a.size(); ++i) a[i] = static_cast<float>(i % 7) - 3.0f;
+    for (size_t i = 0; i < b.size(); ++i) b[i] = static_cast<float>(i % 5) - 2.0f;
+    const int ldc = m + pad;
+    float *da, *db, *dc;
+    REQUIRE(cudaMalloc(reinterpret_cast<void**>(&da), a.size() * 4) == cudaSuccess);
+    REQUIRE(cudaMalloc(reinterpret_cast<void**>(&db), b.size() * 4) == cudaSuccess);
+    REQUIRE(cudaMalloc(reinterpret_cast<void**>(&dc), size_t{4} * ldc * n) == cudaSuccess);
+    cudaMemcpy(da, a.data(), a.size() * 4, cudaMemcpyHostToDevice);
+    cudaMemcpy(db, b.data(), b.size() * 4, cudaMemcpyHostToDevice);
+    const float alpha = 2.0f, beta = 0.0f;
+    REQUIRE(cublasSgemm(handle, ta, tb, m, n, k, &alpha, da, lda, db, ldb, &beta, dc, ldc) ==
+            CUBLAS_STATUS_SUCCESS);
+    std::vector<float> c(static_cast<size_t>(ldc) * n);
+    cudaMemcpy(c.data(), dc, c.size() * 4, cudaMemcpyDeviceToHost);
+    for (int i = 0; i < m; ++i)
+      for (int j = 0; j < n; ++j) {
+        float sum = 0.0f;
+        for (int p = 0; p < k; ++p)
+          sum += (at ? a[p + i * lda] : a[i + p * lda]) * (bt ? b[j + p * ldb] : b[p + j * ldb]);
+        CHECK(c[i + j * ldc] == alpha * sum);
+      }
+    CHECK(cublasSgemm(handle, ta, tb, m, n, k, &alpha, da, a_rows - 1, db, ldb, &beta, dc, ldc) ==
+          CUBLAS_STATUS_INVALID_VALUE);
+    cudaFree(da);
+    cudaFree(db);
+    cudaFree(dc);
+  }
+  cublasDestroy(handle);
 }

@@ -11,6 +11,7 @@
 
 #include "kernels/ops.h"
 #include "tests/support/batch_norm_stages.h"
+#include "tests/support/difference.h"
 #include "tests/support/gpu_op_shapes.h"
 #include "tests/support/host_tensor.h"
 
@@ -70,7 +71,7 @@ struct Twin {
     double scale = 1e-30, worst = 0.0;
     for (int64_t i = 0; i < host.numel(); ++i) {
       scale = std::max(scale, std::fabs(static_cast<double>(host[i])));
-      worst = std::max(worst, std::fabs(static_cast<double>(got[i]) - host[i]));
+      worst = worse_difference(worst, got[i], host[i]);
     }
     INFO(what, ": worst difference ", worst, " at scale ", scale);
     CHECK(worst / scale <= tolerance);

@@ -15,6 +15,7 @@
 #include "kernels/ops.h"
 #include "nets/nets.h"
 #include "nets/quant_config.h"
+#include "tests/support/difference.h"
 #include "tests/support/host_tensor.h"
 #include "tests/support/pattern_dataset.h"
 
@@ -35,7 +36,7 @@ std::vector<float> to_host(const Tensor& t) {
 double relative_error(const std::vector<float>& a, const std::vector<float>& b) {
   double worst = 0, scale = 1e-30;
   for (size_t i = 0; i < a.size(); ++i) {
-    worst = std::max(worst, std::fabs(double(a[i]) - b[i]));
+    worst = worse_difference(worst, a[i], b[i]);
     scale = std::max(scale, std::fabs(double(a[i])));
   }
   return worst / scale;

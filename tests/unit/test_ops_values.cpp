@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "kernels/ops.h"
+#include "tests/support/difference.h"
 #include "tests/support/host_tensor.h"
 
 using namespace psgd;
@@ -332,8 +333,8 @@ TEST_CASE("synchronised batch norm: stages over two shards equal one BN over the
   }
   double worst_y = 0, worst_dx = 0, dx_scale = 0;
   for (int64_t i = 0; i < x.numel(); ++i) {
-    worst_y = std::max(worst_y, std::abs(double(sy[i]) - y[i]));
-    worst_dx = std::max(worst_dx, std::abs(double(sdx[i]) - dx[i]));
+    worst_y = worse_difference(worst_y, sy[i], y[i]);
+    worst_dx = worse_difference(worst_dx, sdx[i], dx[i]);
     dx_scale = std::max(dx_scale, std::abs(double(dx[i])));
   }
   CHECK(worst_y < 1e-5);
@@ -402,7 +403,7 @@ TEST_CASE("metrics summed over batches: loss times rows, top-1, top-5, rows") {
   Context ctx(Device::CPU, 1);
   // Labels: first; tied for first (a tie counts against the label); 5th; 6th of 7.
   HostTensor logits(Shape{4, 7});
-  const float rows[] = {9, 8, 7, 6, 5, 0, 4, /**/ 1, 1, 0, 0, 0, 0, 0,
+  const float rows[] = {9, 8, 7, 6, 5, 0, 4, /**/ 1, 1, 0, 0, 0, 0,  0,
                         5, 6, 7, 8, 4, 1, 0, /**/ 5, 6, 7, 8, 9, 10, 0};
   for (int i = 0; i < 28; ++i) logits[i] = rows[i];
   std::vector<int32_t> labels = {0, 0, 4, 0};

@@ -7,6 +7,7 @@
 #include "engine/optim.h"
 #include "engine/schedule.h"
 #include "kernels/quant_math.h"
+#include "tests/support/difference.h"
 #include "tests/support/host_tensor.h"
 
 using namespace psgd;
@@ -102,7 +103,7 @@ void compare_with_reference(OptimizerConfig config, float lr) {
   }
   double worst = 0, scale = 0;
   for (int64_t i = 0; i < w.numel(); ++i) {
-    worst = std::max(worst, std::fabs(w.f32()[i] - expected[i]));
+    worst = worse_difference(worst, w.f32()[i], expected[i]);
     scale = std::max(scale, std::fabs(expected[i]));
   }
   CHECK(worst / scale < 1e-5);
