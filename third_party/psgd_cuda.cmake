@@ -25,7 +25,7 @@ function(psgd_add_cuda_sources target)
 endfunction()
 
 # EMULATE: the CUDA backend built for the CPU, against the CPU emulator of the CUDA runtime,
-# cuBLAS and cuDNN in tests/cuda_emulator, so that the GPU suites run where no GPU is (CI). It
+# cuBLAS, cuDNN and NCCL (one rank) in tests/cuda_emulator, so that the GPU suites run where no GPU is (CI). It
 # needs the toolkit's and cuDNN's headers, not nvcc; it is a test build, never a fast one.
 set(PSGD_CUDA_EMULATED OFF)
 if(PSGD_CUDA STREQUAL "EMULATE")
@@ -39,8 +39,8 @@ if(PSGD_CUDA STREQUAL "EMULATE")
   endif()
   set(PSGD_WITH_CUDA ON)
   set(PSGD_CUDA_EMULATED ON)
-  set(PSGD_WITH_NCCL OFF)
-  set(PSGD_CUDA_SUMMARY " (emulated on the CPU: tests only)")
+  set(PSGD_WITH_NCCL ON)  # one rank
+  set(PSGD_CUDA_SUMMARY " (emulated on the CPU, with one-rank NCCL: tests only)")
   return()
 endif()
 

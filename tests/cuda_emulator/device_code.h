@@ -2,7 +2,8 @@
 // nvcc gives device code, for the host compiler. Each CUDA thread of a launch runs as a fiber on
 // the host, a block's threads together, so that barriers and warp shuffles wait for the threads
 // they name; see grid.h. __shared__ variables become function statics: blocks run one after
-// another, so a block has them to itself, but they start zeroed (once) instead of undefined.
+// another, so a block has them to itself, but they start zeroed (once) and keep their values
+// from block to block instead of starting undefined.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -34,8 +35,8 @@ inline thread_local const ThreadCoords* current_thread = nullptr;
 // __syncthreads: waits until every thread of the block is here (all must arrive: a thread that
 // has returned while others wait is reported as a divergent barrier).
 void sync_block();
-// Exchanges one value among the lanes of `mask` (each lane of which must call it): writes this
-// lane's bytes, then reads lane `source`'s.
+// Exchanges one value among the lanes of `mask` that have not returned (each must call it):
+// gives lane `source`'s bytes, or all-ones bits where that lane has returned or is not in mask.
 void warp_exchange(unsigned mask, const void* mine, void* theirs, unsigned source, size_t bytes);
 // The launch's dynamic shared memory (its third launch argument), filled with 0xff bytes at the
 // start of each block.

@@ -2,8 +2,8 @@
 # psgd-train and psgd-eval on the emulated GPU (the PSGD_CUDA=EMULATE build), in a tiny size:
 # --device auto finds the GPU, a deterministic W4 PSGD run resumed after its first epoch gives
 # the uninterrupted run's checkpoint byte for byte (the captured step, the device-side optimizer
-# state and the GPU loader across a restart), and psgd-eval gives the same accuracies on the GPU
-# and the CPU.
+# state and the GPU loader across a restart), the NCCL path (one rank) gives the plain run's
+# checkpoint byte for byte, and psgd-eval gives the same accuracies on the GPU and the CPU.
 set -euo pipefail
 bin=$1
 tmp=$(mktemp -d)
@@ -19,6 +19,11 @@ grep -q '), cuda with ' "$tmp/whole.log" || fail "--device auto did not train on
 "$bin/psgd-train" "${common[@]}" --epochs 2 --resume "$tmp/resumed" >/dev/null
 cmp "$tmp/whole/last.safetensors" "$tmp/resumed/last.safetensors" ||
   fail "the resumed run's weights differ from the uninterrupted run's"
+"$bin/psgd-train" "${common[@]}" --epochs 1 --nccl --sync-bn --out "$tmp/nccl" | tee "$tmp/nccl.log"
+grep -q '^1 rank (nccl)' "$tmp/nccl.log" || fail "--nccl did not run through NCCL"
+"$bin/psgd-train" "${common[@]}" --epochs 1 --sync-bn --out "$tmp/plain" >/dev/null
+cmp "$tmp/plain/last.safetensors" "$tmp/nccl/last.safetensors" ||
+  fail "the NCCL path's weights differ from the plain run's"
 
 accuracies() { grep -Eo '[0-9]+\.[0-9]+%' | tr '\n' ' '; }
 on_gpu=$("$bin/psgd-eval" --model "$tmp/whole/last.safetensors" --data "$tmp/data" --device cuda \

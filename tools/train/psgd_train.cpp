@@ -179,9 +179,10 @@ int train(TrainOptions& o, const std::string& resume, Context& ctx, Comm& comm) 
                        reinterpret_cast<const std::byte*>(config.data() + config.size())});
   }
 
-  if (leader && comm.world() > 1)
-    std::cout << comm.world() << " ranks (" << comm.backend() << "), global batch " << o.batch_size
-              << ", " << (o.sync_bn ? "synchronised" : "per-rank") << " BN\n";
+  if (leader && (comm.world() > 1 || o.nccl))
+    std::cout << comm.world() << (comm.world() == 1 ? " rank (" : " ranks (") << comm.backend()
+              << "), global batch " << o.batch_size << ", "
+              << (o.sync_bn ? "synchronised" : "per-rank") << " BN\n";
   if (leader)
     std::cout << net->arch() << " on " << train_set.name << " (" << train->samples()
               << " training, " << test->samples() << (o.holdout > 0 ? " held-out" : " test")
