@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds psgd and runs every test: the doctest suites and the PyTorch parity checks, all
-# registered with ctest; then, without a GPU, the GPU suites on the CUDA emulator.
+# registered with ctest; then, without a GPU, the GPU suites on the CUDA emulator, and its kernel
+# suites once more under its race detector.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/build.sh
@@ -20,4 +21,12 @@ cmake -S . -B "$emulated" -G Ninja -DCMAKE_BUILD_TYPE=Release -DPSGD_CUDA=EMULAT
 cmake --build "$emulated" -j"$(nproc)" --target test_cuda_emulator test_cuda_ops test_cuda_ops_bf16 \
   test_cuda_train psgd-train psgd-eval psgd-data
 ctest --test-dir "$emulated" --output-on-failure -j"$(nproc)" -R '^cuda/'
+
+# And the kernel suites once more with racecheck: the CUDA sources under ThreadSanitizer, which
+# fails a test on two accesses of a block's threads to one address that no barrier orders.
+racecheck=${PSGD_RACECHECK_BUILD_DIR:-build-race}
+cmake -S . -B "$racecheck" -G Ninja -DCMAKE_BUILD_TYPE=Release -DPSGD_CUDA=EMULATE \
+  -DPSGD_CUDA_RACECHECK=ON >/dev/null
+cmake --build "$racecheck" -j"$(nproc)" --target test_cuda_emulator test_cuda_ops test_cuda_ops_bf16
+ctest --test-dir "$racecheck" --output-on-failure -j"$(nproc)" -L kernels
 

@@ -15,9 +15,16 @@ endif()
 function(psgd_add_cuda_sources target)
   target_sources(${target} PRIVATE ${ARGN})
   if(PSGD_CUDA_EMULATED)
-    set_source_files_properties(${ARGN} PROPERTIES LANGUAGE CXX
-      COMPILE_OPTIONS "-include;${PROJECT_SOURCE_DIR}/tests/cuda_emulator/device_code.h;-Wno-unknown-pragmas;-Wno-sign-compare;-fsanitize=alignment;-fno-sanitize-recover=alignment"
-      COMPILE_DEFINITIONS PSGD_CUDA_EMULATION=1)
+    # Misaligned accesses, which a GPU faults on and x86 forgives, stop the test; a frame larger
+    # than the fiber's stack touches the guard page below it, page by page, and faults.
+    set(options -include ${PROJECT_SOURCE_DIR}/tests/cuda_emulator/device_code.h
+                -Wno-unknown-pragmas -Wno-sign-compare -fsanitize=alignment
+                -fno-sanitize-recover=alignment -fstack-clash-protection)
+    if(PSGD_CUDA_RACECHECK)
+      list(APPEND options -fsanitize=thread -g)  # -g: race reports name the source lines
+    endif()
+    set_source_files_properties(${ARGN} PROPERTIES LANGUAGE CXX COMPILE_OPTIONS "${options}"
+                                COMPILE_DEFINITIONS PSGD_CUDA_EMULATION=1)
   else()
     target_compile_options(${target} PRIVATE
                            $<$<COMPILE_LANGUAGE:CUDA>:--extended-lambda --expt-relaxed-constexpr>)
@@ -28,6 +35,10 @@ endfunction()
 # cuBLAS, cuDNN and NCCL (one rank) in tests/cuda_emulator, so that the GPU suites run where no GPU is (CI). It
 # needs the toolkit's and cuDNN's headers, not nvcc; it is a test build, never a fast one.
 set(PSGD_CUDA_EMULATED OFF)
+if(PSGD_CUDA_RACECHECK AND NOT PSGD_CUDA STREQUAL "EMULATE")
+  message(FATAL_ERROR "psgd: PSGD_CUDA_RACECHECK=ON needs PSGD_CUDA=EMULATE (on a GPU, run "
+                      "compute-sanitizer --tool racecheck instead)")
+endif()
 if(PSGD_CUDA STREQUAL "EMULATE")
   find_path(PSGD_CUDA_INCLUDE cuda_runtime.h HINTS /usr/local/cuda/include)
   find_path(PSGD_CUDNN_INCLUDE cudnn.h HINTS ${PSGD_CUDNN_ROOT}/include ${PSGD_CUDA_INCLUDE})
@@ -41,6 +52,9 @@ if(PSGD_CUDA STREQUAL "EMULATE")
   set(PSGD_CUDA_EMULATED ON)
   set(PSGD_WITH_NCCL ON)  # one rank
   set(PSGD_CUDA_SUMMARY " (emulated on the CPU, with one-rank NCCL: tests only)")
+  if(PSGD_CUDA_RACECHECK)
+    string(APPEND PSGD_CUDA_SUMMARY ", racecheck (ThreadSanitizer)")
+  endif()
   return()
 endif()
 

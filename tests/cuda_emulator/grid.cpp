@@ -11,6 +11,8 @@
 #include <stdexcept>
 #include <vector>
 
+#include "tests/cuda_emulator/race_detector.h"
+
 namespace psgd::emu {
 namespace {
 
@@ -67,6 +69,8 @@ struct Thread {
   bc::fiber fiber;      // resumes this thread
   bc::fiber scheduler;  // returns to the block's loop
   Wait wait = Wait::None;
+  bool started = false;
+  unsigned barriers = 0;  // passed in this block
   // A warp exchange: the lanes it names, this lane's value, the lane it reads and what it got.
   unsigned warp_mask = 0;
   uint64_t sent = 0, received = 0;
@@ -88,15 +92,25 @@ thread_local Block* current_block = nullptr;
 }
 
 void suspend(Thread& t) {
+  race::leave_thread();
   t.scheduler = std::move(t.scheduler).resume();
+}
+
+unsigned slot_of(const Block& b, const Thread& t) {
+  return static_cast<unsigned>(&t - b.threads.data());
 }
 
 void resume(Block& b, Thread& t) {
   b.running = &t;
   current_thread = &t.coords;
+  race::enter_thread(slot_of(b, t), t.started ? nullptr : &t.coords);
+  t.started = true;
   t.fiber = std::move(t.fiber).resume();
   current_thread = nullptr;
-  if (t.error) std::rethrow_exception(t.error);
+  if (t.error) {
+    race::join_returned_threads();
+    std::rethrow_exception(t.error);
+  }
 }
 
 // Completes the warp exchanges all of whose lanes have arrived. As in CUDA, lanes of the mask
@@ -166,6 +180,8 @@ void run_block(Block& b, const StackPool& stacks, const LaunchConfig& c, const u
         Thread& t = b.threads[i];
         t.coords = {{x, y, z}, block_idx, c.block, c.grid, i % kWarp};
         t.wait = Wait::None;
+        t.started = false;
+        t.barriers = 0;
         t.error = nullptr;
         t.fiber = bc::fiber(std::allocator_arg, PoolSlot{stacks.top(i)},
                             [&t, &body](bc::fiber&& scheduler) {
@@ -173,19 +189,36 @@ void run_block(Block& b, const StackPool& stacks, const LaunchConfig& c, const u
                               try {
                                 body();
                               } catch (const bc::detail::forced_unwind&) {
+                                // The host frees the exception that unwinds this fiber.
+                                race::thread_returned();
+                                race::leave_thread();
+                                race::join_returned_threads();
                                 throw;
                               } catch (...) {
                                 t.error = std::current_exception();
                               }
                               t.wait = Wait::Done;
+                              race::thread_returned();
+                              race::leave_thread();
                               return std::move(t.scheduler);
                             });
       }
   std::fill(b.dynamic_shared.begin(), b.dynamic_shared.end(), 0xff);
+  race::start_block();
   do {
     for (Thread& t : b.threads)
       if (t.wait == Wait::None) resume(b, t);
   } while (release_waiters(b));
+  race::join_returned_threads();
+}
+
+// After a failed block: unwinds the threads still suspended, those that ran on their own fiber.
+void unwind_block(Block& b) {
+  for (Thread& t : b.threads) {
+    if (t.fiber && t.started) race::enter_thread(slot_of(b, t), nullptr);
+    t.fiber = {};
+  }
+  race::join_returned_threads();
 }
 
 }  // namespace
@@ -193,7 +226,9 @@ void run_block(Block& b, const StackPool& stacks, const LaunchConfig& c, const u
 void sync_block() {
   Thread& t = *current_block->running;
   t.wait = Wait::Block;
+  race::arrive_at_barrier(t.barriers);
   suspend(t);
+  race::leave_barrier(t.barriers++);
 }
 
 void warp_exchange(unsigned mask, const void* mine, void* theirs, unsigned source, size_t bytes) {
@@ -234,6 +269,7 @@ void run_grid(const char* kernel, const LaunchConfig& config,
     for (const uint32_t i : order)
       run_block(b, stacks, config, {i % g.x, i / g.x % g.y, i / g.x / g.y}, thread_body);
   } catch (...) {
+    unwind_block(b);
     current_block = nullptr;
     throw;
   }

@@ -1,10 +1,9 @@
 // The main() of the GPU suites: exits 77, which ctest reports as skipped, where no GPU is visible.
 #define DOCTEST_CONFIG_IMPLEMENT
-#include <doctest/doctest.h>
-
 #include <cstdio>
 
 #include "engine/memory.h"
+#include "tests/support/empty_run_guard.h"
 
 int main(int argc, char** argv) {
   if (!psgd::cuda_available()) {

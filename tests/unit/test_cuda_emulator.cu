@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <numeric>
 #include <stdexcept>
 #include <string>
@@ -14,6 +15,7 @@
 #include "engine/cuda_check.h"
 #include "kernels/cuda/launch.h"
 #include "tests/cuda_emulator/device_memory.h"
+#include "tests/cuda_emulator/race_detector.h"
 
 namespace {
 
@@ -50,6 +52,26 @@ __global__ void racy_tree_sum(int* out) {
   for (unsigned stride = blockDim.x / 2; stride > 0; stride /= 2)
     if (threadIdx.x < stride) partial[threadIdx.x] += partial[threadIdx.x + stride];
   if (threadIdx.x == 0) out[blockIdx.x] = partial[0];
+}
+
+// Thread 0's write after the first barrier and thread 1's read before the second: no barrier
+// orders them, though both threads have passed one.
+__global__ void racy_after_barrier(int* out) {
+  __shared__ int value;
+  if (threadIdx.x == 0) value = 1;
+  __syncthreads();
+  if (threadIdx.x == 0) value = 2;
+  if (threadIdx.x == 1) out[0] = value;
+  __syncthreads();
+}
+
+// Every thread of the block adds to out[0]: plainly (a race), or atomically (none).
+__global__ void plain_add(int* out) {
+  out[0] += 1;
+}
+
+__global__ void atomic_add(int* out) {
+  atomicAdd(out, 1);
 }
 
 __global__ void divergent_barrier(int* out) {
@@ -114,16 +136,38 @@ bool throws_containing(const std::function<void()>& f, const std::string& text) 
   return false;
 }
 
-// Runs f in a child process; returns its exit status (a fault handler's exit code included).
-int exit_status_of(const std::function<void()>& f) {
+struct ChildResult {
+  int status;          // the exit status (a fault handler's or the race detector's included)
+  std::string errors;  // what it wrote to stderr
+};
+
+// Runs f in a child process.
+ChildResult run_in_child(const std::function<void()>& f) {
+  int pipe_ends[2];
+  REQUIRE(pipe(pipe_ends) == 0);
+  psgd::emu::race::prepare_fork();
+  std::fflush(nullptr);  // or the child's exit may print the parent's pending output again
   const pid_t child = fork();
   if (child == 0) {
+    dup2(pipe_ends[1], STDERR_FILENO);
+    close(pipe_ends[0]);
     f();
     _exit(0);
   }
+  close(pipe_ends[1]);
+  ChildResult result{0, {}};
+  char buffer[4096];
+  for (ssize_t n; (n = read(pipe_ends[0], buffer, sizeof buffer)) > 0;)
+    result.errors.append(buffer, static_cast<size_t>(n));
+  close(pipe_ends[0]);
   int status = 0;
   waitpid(child, &status, 0);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  result.status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return result;
+}
+
+int exit_status_of(const std::function<void()>& f) {
+  return run_in_child(f).status;
 }
 
 }  // namespace
@@ -133,9 +177,43 @@ TEST_CASE("emulator: barriers make a block's threads wait for each other") {
   PSGD_LAUNCH(tree_sum, 3, 256)(out.p);
   CUDA_CHECK_LAUNCH();
   CHECK(out.host() == std::vector<int>(3, 255 * 256 / 2));
+}
+
+#if PSGD_CUDA_RACECHECK
+TEST_CASE("emulator: racecheck reports accesses no barrier orders, and only those") {
+  Ints out(4);
+  // The report names the kernel and the racing threads.
+  const auto check_race = [&](const std::function<void()>& launch, const char* kernel) {
+    const ChildResult r = run_in_child(launch);
+    INFO(r.errors);
+    CHECK(r.status == psgd::emu::race::kRaceExitStatus);
+    CHECK(r.errors.find("ThreadSanitizer: data race") != std::string::npos);
+    CHECK(r.errors.find(kernel) != std::string::npos);
+    CHECK(r.errors.find("'block (") != std::string::npos);
+  };
+  const auto tree = [&] { PSGD_LAUNCH(racy_tree_sum, 3, 256)(out.p); };
+  const auto after_barrier = [&] { PSGD_LAUNCH(racy_after_barrier, 2, 64)(out.p); };
+  const auto plain = [&] { PSGD_LAUNCH(plain_add, 1, 64)(out.p); };
+  check_race(tree, "racy_tree_sum");
+  check_race(after_barrier, "racy_after_barrier");
+  check_race(plain, "plain_add");
+  // Correct kernels run clean: barriers, atomics, shared memory reused block after block.
+  const auto clean = [&] {
+    PSGD_LAUNCH(tree_sum, 3, 256)(out.p);
+    PSGD_LAUNCH(atomic_add, 4, 64)(out.p);
+    cudaDeviceSynchronize();
+  };
+  const ChildResult r = run_in_child(clean);
+  INFO(r.errors);
+  CHECK(r.status == 0);
+}
+#else
+TEST_CASE("emulator: without the barrier, threads read partners not yet updated") {
+  Ints out(3);
   PSGD_LAUNCH(racy_tree_sum, 3, 256)(out.p);
   CHECK(out.host() != std::vector<int>(3, 255 * 256 / 2));
 }
+#endif
 
 TEST_CASE("emulator: a barrier some threads never reach fails the launch") {
   Ints out(64);
@@ -174,7 +252,7 @@ TEST_CASE("emulator: shuffles of part of a warp, and of groups narrower than a w
   }
 }
 
-TEST_CASE("emulator: an exception in a thread fails the launch; the other threads unwind") {
+TEST_CASE("emulator: an exception in a thread fails the launch, and the other threads unwind") {
   Ints out(64);
   const auto launch = [&] { PSGD_LAUNCH(throwing_kernel, 2, 32)(out.p); };
   CHECK(throws_containing(launch, "thread 5 failed"));

@@ -146,7 +146,7 @@ TEST_CASE("safetensors: writes are atomic and a failed write keeps the old file"
   CHECK(*reinterpret_cast<const float*>(SafeTensorsFile::read(path).find("x")->data) == 2.0f);
 }
 
-TEST_CASE("checkpoint writer: background writes land in order; a failed one is reported next") {
+TEST_CASE("checkpoint writer: background writes land in order, and a failed one is reported next") {
   const fs::path dir = scratch_dir();
   const std::string a = (dir / "writer_a.safetensors").string(),
                     b = (dir / "writer_b.safetensors").string();
