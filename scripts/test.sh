@@ -1,11 +1,18 @@
 #!/usr/bin/env bash
 # Builds psgd and runs every test: the doctest suites and the PyTorch parity checks, all
-# registered with ctest; then, without a GPU, the GPU suites on the CUDA emulator, and its kernel
-# suites once more under its race detector.
+# registered with ctest, then once more with the address and undefined-behaviour sanitizers;
+# then, without a GPU, the GPU suites on the CUDA emulator, and its kernel suites once more under
+# its race detector.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/build.sh
 ctest --test-dir "${PSGD_BUILD_DIR:-build}" --output-on-failure -j"$(nproc)"
+
+# The CPU suites once more under AddressSanitizer and UndefinedBehaviorSanitizer (the fuzzers
+# have their own sanitized build).
+sanitized=${PSGD_SANITIZED_BUILD_DIR:-build-asan}
+PSGD_BUILD_DIR=$sanitized scripts/build.sh -DPSGD_CUDA=OFF -DPSGD_SANITIZE=ON
+ctest --test-dir "$sanitized" --output-on-failure -j"$(nproc)" -E '^fuzz/'
 
 # Where no GPU is visible (CI), the GPU suites run once more, on the CPU emulator of the CUDA
 # runtime, cuBLAS and cuDNN (tests/cuda_emulator): the CUDA backend's own code, kernels included.

@@ -31,8 +31,9 @@ void rejects(const std::vector<std::byte>& bytes, const std::string& why) {
                        doctest::Contains(why.c_str()), Error);
 }
 
-fs::path scratch_dir() {
-  const fs::path dir = fs::temp_directory_path() / "psgd_test_safetensors";
+// A folder of the test case's own: ctest runs cases in parallel, and some list their folder.
+fs::path scratch_dir(const char* test_case) {
+  const fs::path dir = fs::temp_directory_path() / "psgd_test_safetensors" / test_case;
   fs::create_directories(dir);
   return dir;
 }
@@ -47,7 +48,7 @@ TEST_CASE("safetensors: round trip of dtypes, shapes, scalars and metadata") {
   w.add("a.num_batches_tracked", StDType::I64, {}, &count);
   w.add("empty", StDType::F32, {0, 4}, nullptr);
   w.set_metadata("arch", "resnet32");
-  const std::string path = (scratch_dir() / "rt.safetensors").string();
+  const std::string path = (scratch_dir("round_trip") / "rt.safetensors").string();
   w.write(path);
   const SafeTensorsFile file = SafeTensorsFile::read(path);
   REQUIRE(file.tensors().size() == 3);
@@ -94,7 +95,7 @@ TEST_CASE("safetensors: corrupt files give one clear error each") {
 }
 
 TEST_CASE("safetensors: a PyTorch checkpoint is recognised and pointed to the converter") {
-  const std::string path = (scratch_dir() / "model.pth").string();
+  const std::string path = (scratch_dir("pytorch") / "model.pth").string();
   std::ofstream(path, std::ios::binary) << "PK\x03\x04 a zip archive";
   CHECK_THROWS_WITH_AS(SafeTensorsFile::read(path), doctest::Contains("convert it with tools/convert_pth.py"),
                        Error);
@@ -104,14 +105,14 @@ TEST_CASE("safetensors: a truncated file is refused") {
   const float f[4] = {1, 2, 3, 4};
   SafeTensorsWriter w;
   w.add("x", StDType::F32, {4}, f);
-  const std::string path = (scratch_dir() / "trunc.safetensors").string();
+  const std::string path = (scratch_dir("truncated") / "trunc.safetensors").string();
   w.write(path);
   fs::resize_file(path, fs::file_size(path) - 3);
   CHECK_THROWS_WITH_AS(SafeTensorsFile::read(path), doctest::Contains("outside the data"), Error);
 }
 
 TEST_CASE("safetensors: writes are atomic and a failed write keeps the old file") {
-  const fs::path dir = scratch_dir();
+  const fs::path dir = scratch_dir("atomic");
   const std::string path = (dir / "atomic.safetensors").string();
   const float one = 1.0f, two = 2.0f;
   SafeTensorsWriter first, second;
@@ -147,7 +148,7 @@ TEST_CASE("safetensors: writes are atomic and a failed write keeps the old file"
 }
 
 TEST_CASE("checkpoint writer: background writes land in order, and a failed one is reported next") {
-  const fs::path dir = scratch_dir();
+  const fs::path dir = scratch_dir("writer");
   const std::string a = (dir / "writer_a.safetensors").string(),
                     b = (dir / "writer_b.safetensors").string();
   const auto holding = [](float v) {
