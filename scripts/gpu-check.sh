@@ -11,18 +11,20 @@
 #               reduce-overhead mode: max-autotune's autotuning alone would outlast the budget)
 #               and 3 epochs of the PSGD phase;
 #   bench-vgg   VGG16-bn at batch 128 against PyTorch eager, channels_last and CUDA graphs;
+#   bench-512   both networks at batch 512 against PyTorch eager, channels_last and CUDA graphs;
 #   profile     psgd-profile: each layer's GPU time in ResNet-32's and VGG16-bn's steps at batch
-#               128, beside the whole captured step (profile.log);
+#               128 (ResNet-32 in bf16 too), beside the whole captured step (profile.log);
 #   sanitizer   compute-sanitizer memcheck and racecheck over the kernel tests, one line each;
 #   bench-bf16  the bf16 mode against PyTorch AMP (ResNet-32, batch 128);
 #   tests       the rest of the build and the whole test suite.
-# GPU_CHECK_STEPS="suites sanitizer" (say) runs only those after card and build: for a second
-# call that completes what the first could not.
+# GPU_CHECK_STEPS="suites sanitizer" (say) runs only those after card and build, in that order:
+# for a first call that puts correctness first, or a second that completes what the first could not.
 # Logs are written to out/gpu-check/ (summary.txt, a log per kind of step, bench*/ with the
 # tables).
 # The device tool brings back at most 8 files from $OUT, so after every step (a run killed at its
 # limit keeps what finished) $OUT gets: summary.txt, logs.tar.gz (everything) and each
-# benchmark's results.md as bench-results.md, bench-vgg-results.md, bench-bf16-results.md. A
+# benchmark's results.md as bench-results.md, bench-vgg-results.md, bench-512-results.md,
+# bench-bf16-results.md. A
 # failed step's last lines go to stdout too. Exits non-zero if a step failed.
 #
 # Here, first:   scripts/stage-gpu-deps.sh        (our Debian headers and libraries -> .gpu-deps)
@@ -35,7 +37,7 @@ out=out/gpu-check
 returned=${OUT:-}
 build=build-gpu
 budget=${GPU_CHECK_BUDGET:-420}
-all_steps="suites train bench bench-vgg profile sanitizer bench-bf16 tests"
+all_steps="suites train bench bench-vgg bench-512 profile sanitizer bench-bf16 tests"
 steps=${GPU_CHECK_STEPS:-$all_steps}
 for name in $steps; do
   [[ " $all_steps " == *" $name "* ]] || { echo "gpu-check: no step '$name' (steps: $all_steps)" >&2; exit 2; }
@@ -53,13 +55,11 @@ pack() {
   tar -czf "$returned/logs.tar.gz.part" -C "$(dirname "$out")" "$(basename "$out")" &&
     mv "$returned/logs.tar.gz.part" "$returned/logs.tar.gz"
   local name
-  for name in bench bench-vgg bench-bf16; do
+  for name in bench bench-vgg bench-512 bench-bf16; do
     [[ -f $out/$name/results.md ]] && cp "$out/$name/results.md" "$returned/$name-results.md"
   done
   return 0
 }
-
-wanted() { [[ " $steps " == *" $1 "* ]]; }
 
 # step NAME LOG LIMIT COMMAND...: runs COMMAND with at most LIMIT seconds (less if the budget
 # has less left), logging to LOG.
@@ -186,10 +186,10 @@ train_on_gpu() {
 }
 
 profile_steps() {
-  local arch
-  for arch in resnet32 vgg16_bn; do
-    "$build/tools/psgd-profile" --device cuda --arch "$arch" --batch 128 --repeats 20 --rounds 5 ||
-      return 1
+  local run
+  for run in "--arch resnet32" "--arch vgg16_bn" "--arch resnet32 --bf16"; do
+    # shellcheck disable=SC2086  # a list of words on purpose
+    "$build/tools/psgd-profile" --device cuda $run --batch 128 --repeats 20 --rounds 5 || return 1
     echo
   done
 }
@@ -205,40 +205,49 @@ export -f card cudnn_root nccl_root configure_and_build_gpu_parts gpu_suites san
 
 step "card and toolkit" card.txt 30 card
 step "build for this card (GPU suites and binaries)" build.log 240 configure_and_build_gpu_parts
+# run_step NAME: one of all_steps.
+run_step() {
+  case $1 in
+    suites) step "GPU suites (every op, whole steps, evaluation, loader)" gpu-tests.log 150 gpu_suites ;;
+    train) step "psgd-train and psgd-eval on the GPU, with and without NCCL, and bf16" train.log 100 \
+      train_on_gpu ;;
+    bench) step "ResNet-32 against PyTorch (batch 128), PSGD phase (3 epochs)" bench.log 170 \
+      tools/bench/run.sh --device cuda --arch resnet32 --batch 128 --repeats 10 \
+        --compile-mode reduce-overhead --variant-timeout 90 --phase-epochs 3 --out "$out/bench" ;;
+    bench-vgg) step "VGG16-bn against PyTorch (batch 128)" bench-vgg.log 70 \
+      tools/bench/run.sh --device cuda --arch vgg16_bn --batch 128 --repeats 10 \
+        --variants "eager channels_last cuda_graph" --variant-timeout 30 --phase-epochs 0 \
+        --out "$out/bench-vgg" ;;
+    bench-512) step "both networks against PyTorch (batch 512)" bench-512.log 120 \
+      tools/bench/run.sh --device cuda --arch "resnet32 vgg16_bn" --batch 512 --repeats 10 \
+        --variants "eager channels_last cuda_graph" --variant-timeout 30 --phase-epochs 0 \
+        --out "$out/bench-512" ;;
+    profile) step "where the step's time goes (psgd-profile)" profile.log 60 profile_steps ;;
+    sanitizer)
+      step "memcheck: every op" sanitizer.log 100 sanitizer memcheck test_cuda_ops
+      step "racecheck: our kernels" sanitizer.log 60 sanitizer racecheck test_cuda_ops \
+        -tce='*cuDNN*,*cuBLAS*'
+      step "memcheck: bf16 kernels" sanitizer.log 50 sanitizer memcheck test_cuda_ops_bf16 \
+        -tc='*elementwise*,*batch norm*,*pooling*,*softmax*'
+      step "memcheck: loader, captured step and evaluation" sanitizer.log 50 sanitizer memcheck \
+        test_cuda_train -tc='*GPU loader*,*float-weight*,*cuda evaluation*' ;;
+    bench-bf16) step "bf16 against PyTorch AMP (ResNet-32, batch 128)" bench-bf16.log 90 \
+      tools/bench/run.sh --device cuda --arch resnet32 --batch 128 --repeats 10 --precision bf16 \
+        --variants "eager channels_last cuda_graph" --variant-timeout 30 --phase-epochs 0 \
+        --out "$out/bench-bf16" ;;
+    tests) step "rest of the build and the whole test suite" tests.log 240 rest_of_build_and_tests ;;
+  esac
+}
+
 if [[ -x $build/tests/test_cuda_ops ]]; then
-  wanted suites && step "GPU suites (every op, whole steps, evaluation, loader)" gpu-tests.log 150 \
-    gpu_suites
-  wanted train && step "psgd-train and psgd-eval on the GPU, with and without NCCL, and bf16" \
-    train.log 100 train_on_gpu
-  wanted bench && step "ResNet-32 against PyTorch (batch 128), PSGD phase (3 epochs)" bench.log 170 \
-    tools/bench/run.sh --device cuda --arch resnet32 --batch 128 --repeats 10 \
-      --compile-mode reduce-overhead --variant-timeout 90 --phase-epochs 3 --out "$out/bench"
-  wanted bench-vgg && step "VGG16-bn against PyTorch (batch 128)" bench-vgg.log 70 \
-    tools/bench/run.sh --device cuda --arch vgg16_bn --batch 128 --repeats 10 \
-      --variants "eager channels_last cuda_graph" --variant-timeout 30 --phase-epochs 0 \
-      --out "$out/bench-vgg"
-  wanted profile && step "where the step's time goes (psgd-profile)" profile.log 60 \
-    profile_steps
-  if wanted sanitizer; then
-    step "memcheck: every op" sanitizer.log 100 sanitizer memcheck test_cuda_ops
-    step "racecheck: our kernels" sanitizer.log 60 sanitizer racecheck test_cuda_ops \
-      -tce='*cuDNN*,*cuBLAS*'
-    step "memcheck: bf16 kernels" sanitizer.log 50 sanitizer memcheck test_cuda_ops_bf16 \
-      -tc='*elementwise*,*batch norm*,*pooling*,*softmax*'
-    step "memcheck: loader, captured step and evaluation" sanitizer.log 50 sanitizer memcheck \
-      test_cuda_train -tc='*GPU loader*,*float-weight*,*cuda evaluation*'
-  fi
-  wanted bench-bf16 && step "bf16 against PyTorch AMP (ResNet-32, batch 128)" bench-bf16.log 90 \
-    tools/bench/run.sh --device cuda --arch resnet32 --batch 128 --repeats 10 --precision bf16 \
-      --variants "eager channels_last cuda_graph" --variant-timeout 30 --phase-epochs 0 \
-      --out "$out/bench-bf16"
-  wanted tests && step "rest of the build and the whole test suite" tests.log 240 \
-    rest_of_build_and_tests
+  for name in $steps; do
+    run_step "$name"
+  done
 fi
 echo "gpu-check: $([[ $status -eq 0 ]] && echo passed || echo FAILED) in $SECONDS s; logs in $out" |
   tee -a "$out/summary.txt"
 pack
-for name in bench bench-vgg bench-bf16; do
+for name in bench bench-vgg bench-512 bench-bf16; do
   [[ -f $out/$name/results.md ]] && { echo "-- $name/results.md"; cat "$out/$name/results.md"; }
 done
 exit $status

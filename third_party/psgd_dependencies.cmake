@@ -99,6 +99,8 @@ find_program(PSGD_PYTHON NAMES python3 PATHS /usr/bin NO_DEFAULT_PATH)
 if(PSGD_PYTHON)
   execute_process(COMMAND ${PSGD_PYTHON} -c "import torch, numpy"
                   RESULT_VARIABLE PSGD_TORCH_MISSING OUTPUT_QUIET ERROR_QUIET)
+  execute_process(COMMAND ${PSGD_PYTHON} -c "import numpy"
+                  RESULT_VARIABLE PSGD_NUMPY_MISSING OUTPUT_QUIET ERROR_QUIET)
 endif()
 if(PSGD_PYTHON AND NOT PSGD_TORCH_MISSING)
   set(PSGD_HAVE_TORCH TRUE)
