@@ -11,9 +11,11 @@
 #               reduce-overhead mode: max-autotune's autotuning alone would outlast the budget)
 #               and 3 epochs of the PSGD phase;
 #   bench-vgg   VGG16-bn at batch 128 against PyTorch eager, channels_last and CUDA graphs;
-#   bench-512   both networks at batch 512 against PyTorch eager, channels_last and CUDA graphs;
+#   bench-512   both networks at batch 512 against PyTorch eager, channels_last and CUDA graphs
+#               (with cuDNN's algorithm choices logged);
 #   profile     psgd-profile: each layer's GPU time in ResNet-32's and VGG16-bn's steps at batch
-#               128 (ResNet-32 in bf16 too), beside the whole captured step (profile.log);
+#               128 (ResNet-32 in bf16 too, VGG16-bn at 512 too), beside the whole captured step
+#               (profile.log);
 #   sanitizer   compute-sanitizer memcheck and racecheck over the kernel tests, one line each;
 #   bench-bf16  the bf16 mode against PyTorch AMP (ResNet-32, batch 128);
 #   tests       the rest of the build and the whole test suite.
@@ -187,9 +189,10 @@ train_on_gpu() {
 
 profile_steps() {
   local run
-  for run in "--arch resnet32" "--arch vgg16_bn" "--arch resnet32 --bf16"; do
+  for run in "--arch resnet32 --batch 128" "--arch vgg16_bn --batch 128" \
+             "--arch resnet32 --batch 128 --bf16" "--arch vgg16_bn --batch 512"; do
     # shellcheck disable=SC2086  # a list of words on purpose
-    "$build/tools/psgd-profile" --device cuda $run --batch 128 --repeats 20 --rounds 5 || return 1
+    "$build/tools/psgd-profile" --device cuda $run --repeats 20 --rounds 5 || return 1
     echo
   done
 }
@@ -219,7 +222,7 @@ run_step() {
         --variants "eager channels_last cuda_graph" --variant-timeout 30 --phase-epochs 0 \
         --out "$out/bench-vgg" ;;
     bench-512) step "both networks against PyTorch (batch 512)" bench-512.log 120 \
-      tools/bench/run.sh --device cuda --arch "resnet32 vgg16_bn" --batch 512 --repeats 10 \
+      env PSGD_CUDNN_LOG=1 tools/bench/run.sh --device cuda --arch "resnet32 vgg16_bn" --batch 512 --repeats 10 \
         --variants "eager channels_last cuda_graph" --variant-timeout 30 --phase-epochs 0 \
         --out "$out/bench-512" ;;
     profile) step "where the step's time goes (psgd-profile)" profile.log 60 profile_steps ;;

@@ -26,8 +26,7 @@
 namespace psgd::cuda {
 namespace {
 
-// The most scratch memory an algorithm may ask for: more rarely buys speed at these sizes.
-constexpr size_t kMaxWorkspaceBytes = size_t{64} << 20;
+constexpr size_t kMinWorkspaceLimit = size_t{64} << 20;  // see workspace_limit
 
 struct ConvKey {
   int device;
@@ -37,6 +36,17 @@ struct ConvKey {
   bool tf32, deterministic;
   auto operator<=>(const ConvKey&) const = default;
 };
+
+// The most scratch memory an algorithm may ask for: as much as the layer's input and output
+// take, and at least 64 MiB, so that the workspace never dominates peak memory while the fastest
+// algorithms of large layers, whose scratch grows with the batch, stay within reach. (Under a
+// fixed 64 MiB, VGG16-bn ran slower per image at batch 512 than at 128 on an H100; that this
+// limit was the cause is still to be measured: BENCHMARKS.md.)
+size_t workspace_limit(const ConvKey& k, const Shape& x_shape, const Shape& y_shape) {
+  const size_t activations =
+      static_cast<size_t>(x_shape.numel() + y_shape.numel()) * dtype_size(k.activations);
+  return std::max(kMinWorkspaceLimit, activations);
+}
 
 // Tensor cores round float32 inputs to TF32, which strict float32 rules out; bf16 inputs they
 // multiply exactly, accumulating in float32.
@@ -212,7 +222,7 @@ std::unique_ptr<ConvPlan> find_algorithms(cudnnHandle_t handle, const ConvKey& k
       plan->conv, tensor_cores_allowed(k) ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH));
   size_t free = 0, total = 0;
   CUDA_CHECK(cudaMemGetInfo(&free, &total));
-  const size_t limit = std::min(kMaxWorkspaceBytes, free / 4);
+  const size_t limit = std::min(workspace_limit(k, x_shape, y_shape), free / 4);
   const auto timing = k.deterministic
                           ? nullptr
                           : std::make_unique<TimingBuffers>(k, x_shape, w_shape, y_shape, limit);

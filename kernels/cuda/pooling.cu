@@ -1,6 +1,6 @@
 // Average and max pooling on CUDA (no padding), float32 or bf16 activations. Backward passes
-// gather per input element from the windows that cover it, so no two threads write the same
-// element. An element's plane, row and column come from fast divisions (kernels/fast_divide.h):
+// gather per input element from the windows that cover it (or, for max pooling over windows that
+// tile the input, write per window), so no two threads write the same element. An element's plane, row and column come from fast divisions (kernels/fast_divide.h):
 // 64-bit divisions would cost more than the pooling itself.
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/launch.h"
@@ -119,6 +119,24 @@ void max_pool_backward_t(const Tensor& x, const Tensor& dy, ops::Pool2dGeometry 
   const T* gy = dy.as<T>();
   T* gx = dx.as<T>();
   const bool accumulate = dx_mode == GradMode::Accumulate;
+  if (d.k == d.s && d.p * d.k == d.h && d.q * d.k == d.w) {
+    // The windows tile the input (VGG's 2x2 pools): each window's thread finds its maximum once
+    // and writes the whole window, where gathering would search every window k^2 times.
+    for_each(dy.numel(), [=] __device__(int64_t o) {
+      const auto [plane, p, q] = locate(o, d.p_div, d.q_div);
+      const T* src = in + plane * d.h * d.w;
+      T* dst = gx + plane * d.h * d.w;
+      const int64_t best = argmax_in_window(d, src, p, q);
+      for (int i = 0; i < d.k; ++i)
+        for (int j = 0; j < d.k; ++j) {
+          const int64_t idx = (p * d.s + i) * d.w + q * d.s + j;
+          float sum = 0.0f;  // as the gather below sums, so that a -0 gradient lands as +0
+          if (idx == best) sum += load(gy, o);
+          store(dst, idx, accumulate ? load(dst, idx) + sum : sum);
+        }
+    });
+    return;
+  }
   for_each(dx.numel(), [=] __device__(int64_t e) {
     const auto [plane, r, c] = locate(e, d.h_div, d.w_div);
     const T* src = in + plane * d.h * d.w;

@@ -201,7 +201,7 @@ TEST_CASE("cuda: average and max pooling, forward and backward, overlapping wind
     const ops::Pool2dGeometry g = c.g;
     const Shape y = ops::pool2d_output_shape(c.x, g);
     TwinList t;
-    for (const Shape& s : {c.x, y, y, c.x, c.x})
+    for (const Shape& s : {c.x, y, y, c.x, c.x, c.x})  // x, y, dy, then three gradients of x
       t.push_back(std::make_unique<Twin>(s, -1.0f, 1.0f, t.size()));
     run_both(
         t,
@@ -210,6 +210,7 @@ TEST_CASE("cuda: average and max pooling, forward and backward, overlapping wind
           ops::avg_pool_backward(ctx, v[2], g, v[3], ops::GradMode::Accumulate);
           ops::max_pool_forward(ctx, v[0], g, v[1]);
           ops::max_pool_backward(ctx, v[0], v[2], g, v[4], ops::GradMode::Overwrite);
+          ops::max_pool_backward(ctx, v[0], v[2], g, v[5], ops::GradMode::Accumulate);
         },
         "pooling", 1e-6);
   }
