@@ -14,8 +14,8 @@
 #   bench-512   both networks at batch 512 against PyTorch eager, channels_last and CUDA graphs
 #               (with cuDNN's algorithm choices logged);
 #   profile     psgd-profile: each layer's GPU time in ResNet-32's and VGG16-bn's steps at batch
-#               128 (ResNet-32 in bf16 too, VGG16-bn at 512 too), beside the whole captured step
-#               (profile.log);
+#               128 (ResNet-32 in bf16 too, VGG16-bn at 512 too), beside the whole captured step,
+#               with cuDNN's algorithm choices (profile.log);
 #   sanitizer   compute-sanitizer memcheck and racecheck over the kernel tests, one line each;
 #   bench-bf16  the bf16 mode against PyTorch AMP (ResNet-32, batch 128);
 #   tests       the rest of the build and the whole test suite.
@@ -192,7 +192,8 @@ profile_steps() {
   for run in "--arch resnet32 --batch 128" "--arch vgg16_bn --batch 128" \
              "--arch resnet32 --batch 128 --bf16" "--arch vgg16_bn --batch 512"; do
     # shellcheck disable=SC2086  # a list of words on purpose
-    "$build/tools/psgd-profile" --device cuda $run --repeats 20 --rounds 5 || return 1
+    PSGD_CUDNN_LOG=1 "$build/tools/psgd-profile" --device cuda $run --repeats 20 --rounds 5 ||
+      return 1
     echo
   done
 }
