@@ -28,6 +28,12 @@ struct Numerics {
   // cores on a GPU whatever `tf32` says. Runs on the CPU too, as the reference of the GPU's bf16
   // kernels.
   bool bf16 = false;
+  // GPU: which kernel runs the 3x3 convolutions psgd has its own for (stride 1, at most 64
+  // channels): Auto times it against cuDNN's choice once per shape and keeps the faster (except
+  // under `deterministic`, where cuDNN's heuristic choice stands, the same in every run); Cudnn
+  // and Direct force one, for measurements and tests.
+  enum class Conv { Auto, Cudnn, Direct };
+  Conv conv = Conv::Auto;
 };
 
 struct CudaResources;  // engine/context_cuda.cpp

@@ -14,8 +14,9 @@
 #   bench-512   both networks at batch 512 against PyTorch eager, channels_last and CUDA graphs
 #               (with cuDNN's algorithm choices logged);
 #   profile     psgd-profile: each layer's GPU time in ResNet-32's and VGG16-bn's steps at batch
-#               128 (ResNet-32 in bf16 too, VGG16-bn at 512 too), beside the whole captured step,
-#               with cuDNN's algorithm choices (profile.log);
+#               128 (ResNet-32 also with cuDNN alone and with psgd's direct convolutions
+#               alone, and in bf16; VGG16-bn at 512 too), beside the whole captured step, with
+#               cuDNN's algorithm choices (profile.log);
 #   sanitizer   compute-sanitizer memcheck and racecheck over the kernel tests, one line each;
 #   bench-bf16  the bf16 mode against PyTorch AMP (ResNet-32, batch 128);
 #   tests       the rest of the build and the whole test suite.
@@ -189,7 +190,8 @@ train_on_gpu() {
 
 profile_steps() {
   local run
-  for run in "--arch resnet32 --batch 128" "--arch vgg16_bn --batch 128" \
+  for run in "--arch resnet32 --batch 128" "--arch resnet32 --batch 128 --conv cudnn" \
+             "--arch resnet32 --batch 128 --conv direct" "--arch vgg16_bn --batch 128" \
              "--arch resnet32 --batch 128 --bf16" "--arch vgg16_bn --batch 512"; do
     # shellcheck disable=SC2086  # a list of words on purpose
     PSGD_CUDNN_LOG=1 "$build/tools/psgd-profile" --device cuda $run --repeats 20 --rounds 5 ||
@@ -226,7 +228,7 @@ run_step() {
       env PSGD_CUDNN_LOG=1 tools/bench/run.sh --device cuda --arch "resnet32 vgg16_bn" --batch 512 --repeats 10 \
         --variants "eager channels_last cuda_graph" --variant-timeout 30 --phase-epochs 0 \
         --out "$out/bench-512" ;;
-    profile) step "where the step's time goes (psgd-profile)" profile.log 60 profile_steps ;;
+    profile) step "where the step's time goes (psgd-profile)" profile.log 90 profile_steps ;;
     sanitizer)
       step "memcheck: every op" sanitizer.log 100 sanitizer memcheck test_cuda_ops
       step "racecheck: our kernels" sanitizer.log 60 sanitizer racecheck test_cuda_ops \

@@ -2,14 +2,18 @@
 // type and math mode an algorithm of each direction is chosen once, at planning time, and cached
 // with its descriptors; a step only looks it up. It is the fastest by timing
 // (cudnnFind*AlgorithmEx on scratch buffers), or under --deterministic the first deterministic
-// one in cuDNN's heuristic order, so that every run chooses the same.
+// one in cuDNN's heuristic order, so that every run chooses the same. Where psgd's direct kernel
+// serves the shape (conv2d_direct.cu), the forward and the data gradient race it against
+// cuDNN's choice on the same buffers, and the faster runs (Numerics::conv).
 //
 // bf16 activations use cuDNN's PSEUDO_BFLOAT16 configuration: x, w and y all bf16, computing in
 // float32 (cards from Ampere on). The float32 master weight is rounded into a bf16 copy in the
 // workspace, and dw comes out in bf16 there before it is widened into the float32 dw.
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -34,6 +38,7 @@ struct ConvKey {
   int stride, pad;
   DType activations;
   bool tf32, deterministic;
+  Numerics::Conv conv;
   auto operator<=>(const ConvKey&) const = default;
 };
 
@@ -90,6 +95,7 @@ class ConvPlan {
   cudnnConvolutionBwdDataAlgo_t backward_data{};
   cudnnConvolutionBwdFilterAlgo_t backward_filter{};
   cudnnMathType_t forward_math{}, data_math{}, filter_math{};
+  bool forward_direct = false, data_direct = false;  // psgd's direct kernel instead of cuDNN
   size_t workspace_bytes = 0;         // cuDNN's own, the most any of the three algorithms needs
   std::string missing_backward_data;  // why there is no backward-data algorithm; empty: there is
   DType activations;
@@ -171,12 +177,13 @@ void log_choice(const ConvKey& k, const ConvPlan& p) {
   std::fprintf(stderr,
                "cudnn: x (%ld, %ld, %ld, %ld) w (%ld, %ld, %ld, %ld) stride %d pad %d %s%s%s: "
                "forward algo %d math %d, backward-data algo %d math %d, backward-filter algo %d "
-               "math %d, workspace %zu bytes\n",
+               "math %d, workspace %zu bytes%s%s\n",
                long(k.x[0]), long(k.x[1]), long(k.x[2]), long(k.x[3]), long(k.w[0]), long(k.w[1]),
                long(k.w[2]), long(k.w[3]), k.stride, k.pad, dtype_name(k.activations),
                k.tf32 ? ", tf32" : "", k.deterministic ? ", deterministic" : "", int(p.forward),
                int(p.forward_math), int(p.backward_data), int(p.data_math), int(p.backward_filter),
-               int(p.filter_math), p.workspace_bytes);
+               int(p.filter_math), p.workspace_bytes, p.forward_direct ? "; forward direct" : "",
+               p.data_direct ? "; backward-data direct" : "");
 }
 
 // The buffers cuDNN's Find times the algorithms on, freed when the search ends.
@@ -188,8 +195,10 @@ struct TimingBuffers {
         y(y_shape.numel() * dtype_size(k.activations)),
         dx(x_shape.numel() * dtype_size(k.activations)),
         dw(w_shape.numel() * dtype_size(k.activations)),
-        workspace(limit) {}
+        workspace(limit),
+        workspace_bytes(limit) {}
   Scratch x, w, y, dx, dw, workspace;
+  size_t workspace_bytes;
 };
 
 // The workspace the chosen algorithms need: the most of what the search reported and what cuDNN
@@ -211,6 +220,67 @@ size_t required_workspace(cudnnHandle_t handle, const ConvPlan& p,
   CUDNN_CHECK(cudnnGetConvolutionBackwardFilterWorkspaceSize(handle, p.x, p.y, p.conv, p.w,
                                                              p.backward_filter, &bytes));
   return std::max(need, bytes);
+}
+
+// Microseconds per call of `run`, timed alike for both sides of a race: on the host clock around
+// 5 calls after an untimed one, launch gaps included (few, as the emulated GPU of CI's tests
+// races too).
+double microseconds_per_call(const std::function<void()>& run) {
+  constexpr int kWarmUp = 1, kTimed = 5;
+  for (int i = 0; i < kWarmUp; ++i) run();
+  CUDA_CHECK(cudaDeviceSynchronize());
+  const auto start = std::chrono::steady_clock::now();
+  for (int i = 0; i < kTimed; ++i) run();
+  CUDA_CHECK(cudaDeviceSynchronize());
+  const std::chrono::duration<double, std::micro> elapsed =
+      std::chrono::steady_clock::now() - start;
+  return elapsed.count() / kTimed;
+}
+
+// Whether psgd's direct kernel runs the forward and the data gradient: as Numerics::conv says,
+// under Auto where it beats cuDNN's choice on the search's buffers (deterministic runs, which
+// do not time, keep cuDNN's).
+void choose_direct(cudnnHandle_t handle, const ConvKey& k, ConvPlan& p, const Shape& x_shape,
+                   const Shape& w_shape, const Shape& y_shape, const TimingBuffers* timing) {
+  using Conv = Numerics::Conv;
+  if (k.conv == Conv::Cudnn || !conv2d_direct_supported(w_shape, {k.stride, k.pad})) return;
+  if (k.conv == Conv::Direct) {
+    p.forward_direct = p.data_direct = true;
+    return;
+  }
+  // The race runs cuDNN on the search's workspace, which its final choice may outgrow.
+  if (!timing || p.workspace_bytes > timing->workspace_bytes) return;
+  const auto view = [&](const Scratch& s, const Shape& shape) {
+    Tensor t;
+    t.data = s.ptr;
+    t.shape = shape;
+    t.dtype = k.activations;
+    t.device = Device::CUDA;
+    return t;
+  };
+  const Tensor x = view(timing->x, x_shape), y = view(timing->y, y_shape),
+               dx = view(timing->dx, x_shape);
+  const float one = 1.0f, zero = 0.0f;
+  void* workspace = timing->workspace.ptr;
+  const double cudnn_forward = microseconds_per_call([&] {
+    CUDNN_CHECK(cudnnSetConvolutionMathType(p.conv, p.forward_math));
+    CUDNN_CHECK(cudnnConvolutionForward(handle, &one, p.x, x.data, p.w, timing->w.ptr, p.conv,
+                                        p.forward, workspace, p.workspace_bytes, &zero, p.y,
+                                        y.data));
+  });
+  p.forward_direct = microseconds_per_call([&] {
+                       conv2d_direct_forward(x, timing->w.ptr, w_shape, y);
+                     }) < cudnn_forward;
+  if (!p.missing_backward_data.empty()) return;
+  const double cudnn_data = microseconds_per_call([&] {
+    CUDNN_CHECK(cudnnSetConvolutionMathType(p.conv, p.data_math));
+    CUDNN_CHECK(cudnnConvolutionBackwardData(handle, &one, p.w, timing->w.ptr, p.y, y.data, p.conv,
+                                             p.backward_data, workspace, p.workspace_bytes, &zero,
+                                             p.x, dx.data));
+  });
+  p.data_direct = microseconds_per_call([&] {
+                    conv2d_direct_backward_data(y, timing->w.ptr, w_shape, GradMode::Overwrite, dx);
+                  }) < cudnn_data;
 }
 
 std::unique_ptr<ConvPlan> find_algorithms(cudnnHandle_t handle, const ConvKey& k,
@@ -273,6 +343,7 @@ std::unique_ptr<ConvPlan> find_algorithms(cudnnHandle_t handle, const ConvKey& k
   plan->filter_math = w_best->mathType;
   plan->workspace_bytes = required_workspace(
       handle, *plan, {f_best->memory, d_best ? d_best->memory : 0, w_best->memory});
+  choose_direct(handle, k, *plan, x_shape, w_shape, y_shape, timing.get());
   log_choice(k, *plan);
   return plan;
 }
@@ -289,6 +360,7 @@ ConvKey key_of(const Context& ctx, const Shape& x, const Shape& w, ops::Conv2dGe
   k.activations = ctx.activation_dtype();
   k.tf32 = ctx.math().tf32;
   k.deterministic = ctx.math().deterministic;
+  k.conv = ctx.math().conv;
   return k;
 }
 
@@ -358,6 +430,7 @@ void conv2d_forward(Context& ctx, const Tensor& x, const Tensor& w, ops::Conv2dG
   const ConvPlan& p = plan_for(ctx, x.shape, w.shape, g);
   const ConvScratch s = scratch_for(ctx, p, w.shape);
   const void* filter = stage_filter(s, w);
+  if (p.forward_direct) return conv2d_direct_forward(x, filter, w.shape, y);
   const float one = 1.0f, zero = 0.0f;
   CUDNN_CHECK(cudnnSetConvolutionMathType(p.conv, p.forward_math));
   CUDNN_CHECK(cudnnConvolutionForward(ctx.cudnn(), &one, p.x, x.data, p.w, filter, p.conv,
@@ -377,6 +450,7 @@ void conv2d_backward(Context& ctx, const Tensor& x, const Tensor& w, const Tenso
   if (!dx.defined()) return;
   PSGD_CHECK(p.missing_backward_data.empty(), p.missing_backward_data);
   const void* filter = stage_filter(s, w);  // after dw has left the bf16 filter
+  if (p.data_direct) return conv2d_direct_backward_data(dy, filter, w.shape, dx_mode, dx);
   const float beta = dx_mode == GradMode::Accumulate ? 1.0f : 0.0f;
   CUDNN_CHECK(cudnnSetConvolutionMathType(p.conv, p.data_math));
   CUDNN_CHECK(cudnnConvolutionBackwardData(ctx.cudnn(), &one, p.w, filter, p.y, dy.data, p.conv,

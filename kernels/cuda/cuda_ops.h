@@ -17,6 +17,13 @@ void conv2d_forward(Context& ctx, const Tensor& x, const Tensor& w, ops::Conv2dG
                     const Tensor& y);
 void conv2d_backward(Context& ctx, const Tensor& x, const Tensor& w, const Tensor& dy,
                      ops::Conv2dGeometry g, const Tensor& dx, GradMode dx_mode, const Tensor& dw);
+// psgd's direct 3x3 convolution (stride 1, padding 1, at most 64 channels in and out), which
+// conv2d races against cuDNN (conv2d_direct.cu). w: the filter (K, C, 3, 3) in the activations'
+// element type.
+bool conv2d_direct_supported(const Shape& w, ops::Conv2dGeometry g);
+void conv2d_direct_forward(const Tensor& x, const void* w, const Shape& w_shape, const Tensor& y);
+void conv2d_direct_backward_data(const Tensor& dy, const void* w, const Shape& w_shape,
+                                 GradMode dx_mode, const Tensor& dx);
 // x (N, in) as a matrix; as cpu::linear_*.
 int64_t linear_workspace_floats(const Context& ctx, const Shape& x, const Shape& w);
 void linear_forward(Context& ctx, const Tensor& x, const Tensor& w, const Tensor& b,

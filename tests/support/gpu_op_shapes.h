@@ -43,4 +43,15 @@ inline std::array<ConvShape, 4> conv_shapes() {
           ConvShape{{128, 16, 32, 32}, {16, 16, 3, 3}, {1, 1}}};
 }
 
+// Shapes for psgd's direct 3x3 convolution: the stem's 3 channels, rows that end in a partial
+// strip and output channels that end in a partial group, 64 channels in and out (its limit), a
+// plane smaller than the filter, and ResNet's first stage.
+inline std::array<ConvShape, 5> direct_conv_shapes() {
+  return {ConvShape{{2, 3, 32, 32}, {16, 3, 3, 3}, {1, 1}},
+          ConvShape{{3, 16, 9, 7}, {20, 16, 3, 3}, {1, 1}},
+          ConvShape{{2, 64, 8, 8}, {64, 64, 3, 3}, {1, 1}},
+          ConvShape{{4, 5, 1, 2}, {3, 5, 3, 3}, {1, 1}},
+          ConvShape{{128, 16, 32, 32}, {16, 16, 3, 3}, {1, 1}}};
+}
+
 }  // namespace psgd::test

@@ -9,6 +9,7 @@
 #include <memory>
 #include <tuple>
 
+#include "kernels/cuda/cuda_ops.h"
 #include "kernels/ops.h"
 #include "tests/support/batch_norm_stages.h"
 #include "tests/support/difference.h"
@@ -329,6 +330,35 @@ TEST_CASE("cuda: convolution through cuDNN, strict float32 and TF32") {
                                       v[5]);
                },
                "conv2d", tf32 ? 1e-3 : 1e-5, {.tf32 = tf32});
+    }
+  }
+}
+
+TEST_CASE("cuda: psgd's direct 3x3 convolution, forward and data gradient, equals the CPU") {
+  for (const ConvShape& c : direct_conv_shapes()) {
+    CAPTURE(c.x.str());
+    CAPTURE(c.w.str());
+    REQUIRE(cuda::conv2d_direct_supported(c.w, c.g));
+    const Shape y = ops::conv2d_output_shape(c.x, c.w, c.g);
+    for (const ops::GradMode mode : {ops::GradMode::Overwrite, ops::GradMode::Accumulate}) {
+      CAPTURE(int(mode));
+      TwinList t;  // x, w, y, dy, dx
+      for (const Shape& s : {c.x, c.w, y, y, c.x})
+        t.push_back(std::make_unique<Twin>(s, -1.0f, 1.0f, t.size()));
+      HostTensor dw(c.w);  // the CPU's filter gradient, not compared
+      run_both(
+          t,
+          [&](Context& ctx, const std::vector<Tensor>& v) {
+            if (ctx.device() == Device::CUDA) {
+              cuda::conv2d_direct_forward(v[0], v[1].data, c.w, v[2]);
+              cuda::conv2d_direct_backward_data(v[3], v[1].data, c.w, mode, v[4]);
+              return;
+            }
+            ctx.reserve_workspace(ops::conv2d_workspace_floats(ctx, c.x, c.w, c.g));
+            ops::conv2d_forward(ctx, v[0], v[1], c.g, v[2]);
+            ops::conv2d_backward(ctx, v[0], v[1], v[3], c.g, v[4], mode, dw.t());
+          },
+          "direct conv2d", 1e-5);
     }
   }
 }

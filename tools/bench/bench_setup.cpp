@@ -25,6 +25,12 @@ std::unique_ptr<Net> quantized_net(const BenchOptions& o, Device device) {
   return net;
 }
 
+Numerics::Conv conv_choice(const std::string& name) {
+  if (name == "cudnn") return Numerics::Conv::Cudnn;
+  if (name == "direct") return Numerics::Conv::Direct;
+  return Numerics::Conv::Auto;
+}
+
 }  // namespace
 
 void add_bench_options(CLI::App& app, BenchOptions& o) {
@@ -39,6 +45,11 @@ void add_bench_options(CLI::App& app, BenchOptions& o) {
   app.add_option("--threads", o.threads, "CPU threads (0: all cores)")->capture_default_str();
   app.add_flag("--strict-fp32", o.strict_fp32, "GPU: no TF32");
   app.add_flag("--bf16", o.bf16, "bf16 activations (float32 weights and optimizer)");
+  app.add_option("--conv", o.conv,
+                 "GPU: the 3x3 convolutions psgd has its own kernel for: the faster of it and "
+                 "cuDNN (auto), or always one")
+      ->check(CLI::IsMember({"auto", "cudnn", "direct"}))
+      ->capture_default_str();
   app.add_option("--w-bits", o.w_bits, "weight bits of the quantizers")->capture_default_str();
   app.add_option("--lambda-s", o.lambda_s, "PSG strength")->capture_default_str();
 }
@@ -68,7 +79,8 @@ int run_tool(const char* tool, const std::function<int()>& body) {
 
 BenchSetup::BenchSetup(const BenchOptions& o)
     : device(checked_device(o)),
-      ctx(device, o.threads, 1, {.tf32 = !o.strict_fp32, .bf16 = o.bf16}),
+      ctx(device, o.threads, 1,
+          {.tf32 = !o.strict_fp32, .bf16 = o.bf16, .conv = conv_choice(o.conv)}),
       net(quantized_net(o, device)),
       optimizer(net->params(), {.momentum = 0.9f, .weight_decay = 1e-4f, .lambda_s = o.lambda_s}) {
   const Shape& s = net->sample_shape();

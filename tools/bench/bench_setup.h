@@ -21,11 +21,13 @@ struct BenchOptions {
   int threads = 0;
   bool strict_fp32 = false;
   bool bf16 = false;
+  std::string conv = "auto";
   int w_bits = 4;
   float lambda_s = 150.0f;
 };
 
-// --arch, --classes, --batch, --device, --threads, --strict-fp32, --bf16, --w-bits, --lambda-s.
+// --arch, --classes, --batch, --device, --threads, --strict-fp32, --bf16, --conv, --w-bits,
+// --lambda-s.
 void add_bench_options(CLI::App& app, BenchOptions& o);
 
 // Median milliseconds of `repeats` calls of `work` after `warmup` untimed ones; the device is
