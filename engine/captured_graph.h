@@ -14,8 +14,8 @@ class CapturedGraph {
  public:
   CapturedGraph() = default;
   // Records everything `work` launches on ctx's stream (a CUDA context).
-  static CapturedGraph capture(Context& ctx, const std::function<void()>& work);
-  void replay(Context& ctx) const;
+  static CapturedGraph capture(const Context& ctx, const std::function<void()>& work);
+  void replay(const Context& ctx) const;
 
   struct Impl;
 

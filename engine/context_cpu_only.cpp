@@ -22,10 +22,12 @@ void cuda_synchronize(const CudaResources&) {}
 
 struct CapturedGraph::Impl {};
 
-CapturedGraph CapturedGraph::capture(Context&, const std::function<void()>&) {
+CapturedGraph CapturedGraph::capture(const Context&, const std::function<void()>&) {
   PSGD_FAIL("this build has no CUDA backend: nothing to capture");
 }
 
-void CapturedGraph::replay(Context&) const { PSGD_FAIL("this build has no CUDA backend"); }
+void CapturedGraph::replay(const Context&) const {
+  PSGD_FAIL("this build has no CUDA backend");
+}
 
 }  // namespace psgd

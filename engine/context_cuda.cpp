@@ -68,7 +68,7 @@ struct CapturedGraph::Impl {
   }
 };
 
-CapturedGraph CapturedGraph::capture(Context& ctx, const std::function<void()>& work) {
+CapturedGraph CapturedGraph::capture(const Context& ctx, const std::function<void()>& work) {
   PSGD_CHECK(ctx.device() == Device::CUDA, "only GPU work can be captured");
   auto impl = std::make_shared<Impl>();
   // Thread-local mode: work of other threads (the loader's copies) does not break the capture.
@@ -88,7 +88,7 @@ CapturedGraph CapturedGraph::capture(Context& ctx, const std::function<void()>& 
   return out;
 }
 
-void CapturedGraph::replay(Context& ctx) const {
+void CapturedGraph::replay(const Context& ctx) const {
   PSGD_CHECK(impl_, "replay of an empty graph");
   CUDA_CHECK(cudaGraphLaunch(impl_->exec, ctx.stream()));
 }

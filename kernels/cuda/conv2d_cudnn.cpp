@@ -23,6 +23,7 @@
 #include <tuple>
 #include <vector>
 
+#include "engine/captured_graph.h"
 #include "engine/cuda_check.h"
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/workspace.h"
@@ -222,28 +223,32 @@ size_t required_workspace(cudnnHandle_t handle, const ConvPlan& p,
   return std::max(need, bytes);
 }
 
-// Microseconds per call of `run`, timed alike for both sides of a race: on the host clock around
-// 5 calls after an untimed one, launch gaps included (few, as the emulated GPU of CI's tests
-// races too).
-double microseconds_per_call(const std::function<void()>& run) {
-  constexpr int kWarmUp = 1, kTimed = 5;
-  for (int i = 0; i < kWarmUp; ++i) run();
-  CUDA_CHECK(cudaDeviceSynchronize());
+// Microseconds per call of `run` as a training step runs it, inside a graph: 5 calls captured
+// once, the graph replayed 3 times between host clock readings after an untimed replay. The
+// host's cost of each call (cuDNN's is many microseconds) stays out, as it does in training.
+double microseconds_per_call(const Context& ctx, const std::function<void()>& run) {
+  constexpr int kCalls = 5, kReplays = 3;
+  const CapturedGraph graph = CapturedGraph::capture(ctx, [&] {
+    for (int i = 0; i < kCalls; ++i) run();
+  });
+  graph.replay(ctx);
+  ctx.synchronize();
   const auto start = std::chrono::steady_clock::now();
-  for (int i = 0; i < kTimed; ++i) run();
-  CUDA_CHECK(cudaDeviceSynchronize());
+  for (int i = 0; i < kReplays; ++i) graph.replay(ctx);
+  ctx.synchronize();
   const std::chrono::duration<double, std::micro> elapsed =
       std::chrono::steady_clock::now() - start;
-  return elapsed.count() / kTimed;
+  return elapsed.count() / (kCalls * kReplays);
 }
 
 // Whether psgd's direct kernel runs the forward and the data gradient: as Numerics::conv says,
 // under Auto where it beats cuDNN's choice on the search's buffers (deterministic runs, which
-// do not time, keep cuDNN's).
-void choose_direct(cudnnHandle_t handle, const ConvKey& k, ConvPlan& p, const Shape& x_shape,
+// do not time, keep cuDNN's), and for the data gradient wherever cuDNN has no algorithm.
+void choose_direct(const Context& ctx, const ConvKey& k, ConvPlan& p, const Shape& x_shape,
                    const Shape& w_shape, const Shape& y_shape, const TimingBuffers* timing) {
   using Conv = Numerics::Conv;
   if (k.conv == Conv::Cudnn || !conv2d_direct_supported(w_shape, {k.stride, k.pad})) return;
+  p.data_direct = !p.missing_backward_data.empty();
   if (k.conv == Conv::Direct) {
     p.forward_direct = p.data_direct = true;
     return;
@@ -262,30 +267,31 @@ void choose_direct(cudnnHandle_t handle, const ConvKey& k, ConvPlan& p, const Sh
                dx = view(timing->dx, x_shape);
   const float one = 1.0f, zero = 0.0f;
   void* workspace = timing->workspace.ptr;
-  const double cudnn_forward = microseconds_per_call([&] {
+  const double cudnn_forward = microseconds_per_call(ctx, [&] {
     CUDNN_CHECK(cudnnSetConvolutionMathType(p.conv, p.forward_math));
-    CUDNN_CHECK(cudnnConvolutionForward(handle, &one, p.x, x.data, p.w, timing->w.ptr, p.conv,
+    CUDNN_CHECK(cudnnConvolutionForward(ctx.cudnn(), &one, p.x, x.data, p.w, timing->w.ptr, p.conv,
                                         p.forward, workspace, p.workspace_bytes, &zero, p.y,
                                         y.data));
   });
-  p.forward_direct = microseconds_per_call([&] {
+  p.forward_direct = microseconds_per_call(ctx, [&] {
                        conv2d_direct_forward(x, timing->w.ptr, w_shape, y);
                      }) < cudnn_forward;
   if (!p.missing_backward_data.empty()) return;
-  const double cudnn_data = microseconds_per_call([&] {
+  const double cudnn_data = microseconds_per_call(ctx, [&] {
     CUDNN_CHECK(cudnnSetConvolutionMathType(p.conv, p.data_math));
-    CUDNN_CHECK(cudnnConvolutionBackwardData(handle, &one, p.w, timing->w.ptr, p.y, y.data, p.conv,
-                                             p.backward_data, workspace, p.workspace_bytes, &zero,
-                                             p.x, dx.data));
+    CUDNN_CHECK(cudnnConvolutionBackwardData(ctx.cudnn(), &one, p.w, timing->w.ptr, p.y, y.data,
+                                             p.conv, p.backward_data, workspace, p.workspace_bytes,
+                                             &zero, p.x, dx.data));
   });
-  p.data_direct = microseconds_per_call([&] {
+  p.data_direct = microseconds_per_call(ctx, [&] {
                     conv2d_direct_backward_data(y, timing->w.ptr, w_shape, GradMode::Overwrite, dx);
                   }) < cudnn_data;
 }
 
-std::unique_ptr<ConvPlan> find_algorithms(cudnnHandle_t handle, const ConvKey& k,
+std::unique_ptr<ConvPlan> find_algorithms(const Context& ctx, const ConvKey& k,
                                           const Shape& x_shape, const Shape& w_shape,
                                           const Shape& y_shape) {
+  cudnnHandle_t handle = ctx.cudnn();
   auto plan = std::make_unique<ConvPlan>(k, y_shape);
   // Strict float32 asks cuDNN for FMA kernels only; `choose` also drops any TF32 result.
   CUDNN_CHECK(cudnnSetConvolutionMathType(
@@ -343,7 +349,7 @@ std::unique_ptr<ConvPlan> find_algorithms(cudnnHandle_t handle, const ConvKey& k
   plan->filter_math = w_best->mathType;
   plan->workspace_bytes = required_workspace(
       handle, *plan, {f_best->memory, d_best ? d_best->memory : 0, w_best->memory});
-  choose_direct(handle, k, *plan, x_shape, w_shape, y_shape, timing.get());
+  choose_direct(ctx, k, *plan, x_shape, w_shape, y_shape, timing.get());
   log_choice(k, *plan);
   return plan;
 }
@@ -378,7 +384,7 @@ const ConvPlan& plan_for(const Context& ctx, const Shape& x, const Shape& w,
   CUDA_CHECK(cudaStreamIsCapturing(ctx.stream(), &capturing));
   PSGD_CHECK(capturing == cudaStreamCaptureStatusNone, "conv2d: input ", x.str(), ", weight ",
              w.str(), " was not planned before a captured step (Net::plan)");
-  plan = find_algorithms(ctx.cudnn(), k, x, w, ops::conv2d_output_shape(x, w, g));
+  plan = find_algorithms(ctx, k, x, w, ops::conv2d_output_shape(x, w, g));
   return *plan;
 }
 
@@ -448,9 +454,9 @@ void conv2d_backward(Context& ctx, const Tensor& x, const Tensor& w, const Tenso
                                              p.w, s.filter.defined() ? s.filter.data : dw.data));
   if (s.filter.defined()) cast(s.filter, dw);
   if (!dx.defined()) return;
-  PSGD_CHECK(p.missing_backward_data.empty(), p.missing_backward_data);
   const void* filter = stage_filter(s, w);  // after dw has left the bf16 filter
   if (p.data_direct) return conv2d_direct_backward_data(dy, filter, w.shape, dx_mode, dx);
+  PSGD_CHECK(p.missing_backward_data.empty(), p.missing_backward_data);
   const float beta = dx_mode == GradMode::Accumulate ? 1.0f : 0.0f;
   CUDNN_CHECK(cudnnSetConvolutionMathType(p.conv, p.data_math));
   CUDNN_CHECK(cudnnConvolutionBackwardData(ctx.cudnn(), &one, p.w, filter, p.y, dy.data, p.conv,

@@ -29,9 +29,9 @@ struct DirectDims {
 
 // transposed: the data gradient's convolution (the filter is (inputs, outputs) there, read turned).
 template <class T>
-__global__ void conv3x3_kernel(const T* __restrict__ in, const T* __restrict__ filter,
-                               T* __restrict__ out, DirectDims d, bool transposed,
-                               bool accumulate) {
+__global__ void __launch_bounds__(kThreads, 2)
+    conv3x3_kernel(const T* __restrict__ in, const T* __restrict__ filter, T* __restrict__ out,
+                   DirectDims d, bool transposed, bool accumulate) {
   // The block's weights as [input][tap][output channel], zero past the last output channel.
   float* weights = dynamic_shared<float>();
   const int first_output = blockIdx.y * kChannels;
@@ -106,6 +106,7 @@ void launch(const Tensor& in, const void* filter, int outputs, bool transposed, 
   d.w = static_cast<int>(in.shape[3]);
   d.strips = (d.w + kPixels - 1) / kPixels;
   d.threads = d.images * d.h * d.strips;
+  if (d.threads == 0) return;
   const dim3 grid(static_cast<unsigned>((d.threads + kThreads - 1) / kThreads),
                   static_cast<unsigned>((outputs + kChannels - 1) / kChannels));
   const size_t shared = sizeof(float) * d.inputs * kTaps * kChannels;
