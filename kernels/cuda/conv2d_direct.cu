@@ -1,6 +1,6 @@
 // psgd's own 3x3 convolution (stride 1, padding 1) for few channels, NCHW, float32 or bf16
-// activations: ResNet's 16-64-channel layers, where cuDNN's NCHW kernels ran at about a tenth of
-// their memory floor on an H100 (BENCHMARKS.md). conv2d (conv2d_cudnn.cpp) races it against
+// activations: ResNet's 16-64-channel layers, where cuDNN's NCHW kernels took some 10x the time
+// their memory traffic needs on an H100 (BENCHMARKS.md). conv2d (conv2d_cudnn.cpp) races it against
 // cuDNN's choice once per shape and keeps the faster. It computes in float32 (FMA, no TF32), so
 // it serves strict float32 too, and it is deterministic: each output is one thread's sum in a
 // fixed order.
