@@ -296,9 +296,12 @@ std::unique_ptr<ConvPlan> find_algorithms(const Context& ctx, const ConvKey& k,
   // Strict float32 asks cuDNN for FMA kernels only; `choose` also drops any TF32 result.
   CUDNN_CHECK(cudnnSetConvolutionMathType(
       plan->conv, tensor_cores_allowed(k) ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH));
+  // Timing allocates the workspace offered, so it takes at most a quarter of what is free; a
+  // deterministic choice depends on the shape alone, so that every run makes the same.
   size_t free = 0, total = 0;
   CUDA_CHECK(cudaMemGetInfo(&free, &total));
-  const size_t limit = std::min(workspace_limit(k, x_shape, y_shape), free / 4);
+  const size_t limit = k.deterministic ? workspace_limit(k, x_shape, y_shape)
+                                       : std::min(workspace_limit(k, x_shape, y_shape), free / 4);
   const auto timing = k.deterministic
                           ? nullptr
                           : std::make_unique<TimingBuffers>(k, x_shape, w_shape, y_shape, limit);
