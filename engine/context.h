@@ -72,6 +72,7 @@ class Context {
   uint64_t workspace_generation() const { return workspace_generation_; }
   // A float view of the first `floats` workspace elements; more than was reserved is a bug.
   Tensor workspace(int64_t floats) const;
+  int64_t reserved_workspace_floats() const { return workspace_floats_; }
 
  private:
   Device device_;

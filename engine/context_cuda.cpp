@@ -8,22 +8,17 @@
 
 namespace psgd {
 
-// cuBLAS's own workspace, given explicitly so that captured steps allocate nothing.
-constexpr size_t kCublasWorkspaceBytes = size_t{32} << 20;
-
 struct CudaResources {
   cudaStream_t stream = cudaStreamPerThread;
   cublasHandle_t cublas = nullptr;
   cudnnHandle_t cudnn = nullptr;
-  DeviceBuffer cublas_workspace;
 };
 
 CudaResources* create_cuda_resources(const Numerics& math) {
   auto r = std::make_unique<CudaResources>();
   CUBLAS_CHECK(cublasCreate(&r->cublas));
   CUBLAS_CHECK(cublasSetStream(r->cublas, r->stream));
-  r->cublas_workspace = DeviceBuffer(Device::CUDA, kCublasWorkspaceBytes);
-  CUBLAS_CHECK(cublasSetWorkspace(r->cublas, r->cublas_workspace.data(), kCublasWorkspaceBytes));
+  // cuBLAS's workspace is part of the context's, set before each product (kernels/cuda/linear.cu).
   // Strict float32 also rules out cuBLAS's reduced-precision reductions. The bf16 mode's products
   // run on tensor cores whatever tf32 says, and must not sum split-K partials in bf16: the CPU
   // rounds each output once.

@@ -2,11 +2,14 @@
 // written from cuBLAS's documented contract (column-major operands, op(A) m x k, op(B) k x n,
 // C = alpha op(A) op(B) + beta C, C not read when beta is 0). Operands outside device memory or
 // leading dimensions too small for their matrices fail as invalid values, as do unknown
-// operations. In the TF32 math mode float operands are rounded to TF32 (10 mantissa bits) first,
-// as the tensor cores read them; bf16 operands are widened exactly; sums are float32.
+// operations and operands inside the workspace. A product first fills the workspace with NaNs,
+// as real cuBLAS may leave anything there, so that data an op keeps in it does not survive. In the
+// TF32 math mode float operands are rounded to TF32 (10 mantissa bits) first, as the tensor cores
+// read them; bf16 operands are widened exactly; sums are float32.
 #include <cublas_v2.h>
 
 #include <cmath>
+#include <cstddef>
 #include <cstring>
 #include <vector>
 
@@ -17,6 +20,8 @@
 
 struct cublasContext {
   cublasMath_t math = CUBLAS_DEFAULT_MATH;
+  std::byte* workspace = nullptr;
+  size_t workspace_bytes = 0;
 };
 
 namespace {
@@ -44,12 +49,17 @@ size_t element_bytes(cudaDataType t) {
   return t == CUDA_R_16BF ? 2 : 4;
 }
 
-// Whether a stored rows x cols matrix with leading dimension ld is valid and in device memory.
-bool valid_matrix(const void* p, cudaDataType t, int rows, int cols, int ld) {
+// Whether a stored rows x cols matrix with leading dimension ld is valid, in device memory and
+// clear of the handle's workspace.
+bool valid_matrix(cublasHandle_t handle, const void* p, cudaDataType t, int rows, int cols,
+                  int ld) {
   if (ld < std::max(1, rows)) return false;
   if (rows == 0 || cols == 0) return true;
-  const size_t elements = static_cast<size_t>(ld) * (cols - 1) + rows;
-  return is_device_range(p, elements * element_bytes(t));
+  const size_t bytes = (static_cast<size_t>(ld) * (cols - 1) + rows) * element_bytes(t);
+  const auto* first = static_cast<const std::byte*>(p);
+  const bool in_workspace =
+      first < handle->workspace + handle->workspace_bytes && handle->workspace < first + bytes;
+  return is_device_range(p, bytes) && !in_workspace;
 }
 
 cublasStatus_t gemm(cublasHandle_t handle, cublasOperation_t ta, cublasOperation_t tb, int m, int n,
@@ -62,14 +72,18 @@ cublasStatus_t gemm(cublasHandle_t handle, cublasOperation_t ta, cublasOperation
   if (m < 0 || n < 0 || k < 0 || !known(ta) || !known(tb)) return CUBLAS_STATUS_INVALID_VALUE;
   // For real operands the conjugate transpose is the transpose.
   const bool a_t = ta != CUBLAS_OP_N, b_t = tb != CUBLAS_OP_N;
-  if (!valid_matrix(a, at, a_t ? k : m, a_t ? m : k, lda) ||
-      !valid_matrix(b, bt, b_t ? n : k, b_t ? k : n, ldb) || !valid_matrix(c, ct, m, n, ldc))
+  if (!valid_matrix(handle, a, at, a_t ? k : m, a_t ? m : k, lda) ||
+      !valid_matrix(handle, b, bt, b_t ? n : k, b_t ? k : n, ldb) ||
+      !valid_matrix(handle, c, ct, m, n, ldc))
     return CUBLAS_STATUS_INVALID_VALUE;
   // The mode is a value in the low bits, with flags such as DISALLOW_REDUCED_PRECISION above.
   const bool tf32 = (handle->math & 0xf) == CUBLAS_TF32_TENSOR_OP_MATH;
   const Operand A{a, at, lda, a_t, tf32 && at == CUDA_R_32F};
   const Operand B{b, bt, ldb, b_t, tf32 && bt == CUDA_R_32F};
+  std::byte* const workspace = handle->workspace;
+  const size_t workspace_bytes = handle->workspace_bytes;
   psgd::emu::issue([=] {
+    if (workspace_bytes > 0) std::memset(workspace, 0xff, workspace_bytes);
     for (int j = 0; j < n; ++j)
       for (int i = 0; i < m; ++i) {
         float sum = 0.0f;
@@ -108,8 +122,10 @@ cublasStatus_t cublasSetStream_v2(cublasHandle_t handle, cudaStream_t) {
 
 cublasStatus_t cublasSetWorkspace_v2(cublasHandle_t handle, void* workspace, size_t bytes) {
   if (!handle) return CUBLAS_STATUS_NOT_INITIALIZED;
-  return bytes == 0 || is_device_range(workspace, bytes) ? CUBLAS_STATUS_SUCCESS
-                                                         : CUBLAS_STATUS_INVALID_VALUE;
+  if (bytes != 0 && !is_device_range(workspace, bytes)) return CUBLAS_STATUS_INVALID_VALUE;
+  handle->workspace = bytes == 0 ? nullptr : static_cast<std::byte*>(workspace);
+  handle->workspace_bytes = bytes;
+  return CUBLAS_STATUS_SUCCESS;
 }
 
 cublasStatus_t cublasSetMathMode(cublasHandle_t handle, cublasMath_t mode) {

@@ -374,6 +374,7 @@ TEST_CASE("cuda: linear layers through cuBLAS") {
     run_both(
         t,
         [](Context& ctx, const std::vector<Tensor>& v) {
+          ctx.reserve_workspace(ops::linear_workspace_floats(ctx, v[0].shape, v[1].shape));
           ops::linear_forward(ctx, v[0], v[1], v[2], v[3]);
           ops::linear_backward(ctx, v[0], v[1], v[4], v[5], ops::GradMode::Overwrite, v[6], v[7]);
         },

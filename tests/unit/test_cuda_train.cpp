@@ -84,6 +84,12 @@ struct Run {
   std::vector<float> weights() const { return to_host(net->params().weights()); }
 };
 
+// The device memory psgd holds now (its DeviceBuffers), which becomes the peak's new base.
+size_t held_now(Device device) {
+  memory_reset_peak(device);
+  return memory_peak(device);
+}
+
 }  // namespace
 
 TEST_CASE("cuda training: one PSGD step of ResNet-20 matches the CPU") {
@@ -154,6 +160,23 @@ TEST_CASE("cuda training: the captured step replays exactly what the op-by-op st
     CHECK(captured.weights() == eager.weights());
     CHECK(to_host(captured.net->params().buffers()) == to_host(eager.net->params().buffers()));
   }
+}
+
+TEST_CASE("cuda training: a context holds no device memory; steps after the first allocate none") {
+  // cuBLAS works in the context's workspace, planned with the network: a buffer of its own would
+  // add to every peak.
+  const size_t start = held_now(Device::CUDA);
+  {
+    Context ctx(Device::CUDA, 2, 7, {.tf32 = true});
+    CHECK(held_now(Device::CUDA) == start);
+  }
+  Run run(Device::CUDA, {.tf32 = true});
+  TrainStep step(run.ctx, *run.net, run.optimizer, single_rank());
+  step.run(run.x(), run.y(), 0.05f);  // plans the batch and runs op by op
+  const size_t planned = held_now(Device::CUDA);
+  for (int i = 0; i < 3; ++i) step.run(run.x(), run.y(), 0.05f);  // captured, then replayed
+  CHECK(step.replays() == 2);
+  CHECK(memory_peak(Device::CUDA) == planned);
 }
 
 TEST_CASE("cuda training: float-weight training (no quantizers) is captured too") {
