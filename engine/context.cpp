@@ -36,6 +36,12 @@ void Context::synchronize() const {
   if (cuda_) cuda_synchronize(*cuda_);
 }
 
+void Context::profiler_recording(bool on) const {
+  if (!cuda_) return;
+  cuda_synchronize(*cuda_);
+  cuda_profiler_recording(on);
+}
+
 void Context::reserve_workspace(int64_t floats) {
   if (floats <= workspace_floats_) return;
   workspace_ = DeviceBuffer(device_, static_cast<size_t>(floats) * sizeof(float));

@@ -28,11 +28,13 @@ struct Numerics {
   // cores on a GPU whatever `tf32` says. Runs on the CPU too, as the reference of the GPU's bf16
   // kernels.
   bool bf16 = false;
-  // GPU: which kernel runs the 3x3 convolutions psgd has its own for (stride 1, at most 64
-  // channels): Auto times it against cuDNN's choice once per shape and keeps the faster (except
-  // under `deterministic`, where cuDNN's heuristic choice stands, the same in every run); Cudnn
-  // and Direct force one, for measurements and tests.
-  enum class Conv { Auto, Cudnn, Direct };
+  // GPU: how each direction of a convolution runs. Besides cuDNN's choice there are psgd's own
+  // kernel for 3x3 convolutions (stride 1, at most 64 channels: forward and data gradient) and,
+  // with bf16 activations, cuDNN's float32 kernels on widened copies (the same products, exact in
+  // TF32). Auto times them against cuDNN's choice once per shape and keeps the fastest (except
+  // under `deterministic`, where cuDNN's heuristic choice stands, the same in every run); Cudnn,
+  // Direct and Widened force one where it serves, for measurements and tests.
+  enum class Conv { Auto, Cudnn, Direct, Widened };
   Conv conv = Conv::Auto;
 };
 
@@ -65,6 +67,10 @@ class Context {
   cudnnContext* cudnn() const;
   // Waits until the device has finished this context's work (outside steps only).
   void synchronize() const;
+  // CUDA contexts: starts or stops the recording of a profiler that was told to wait for it
+  // (cudaProfilerStart/Stop; `ncu --profile-from-start off`), after the work so far has finished.
+  // Nothing elsewhere.
+  void profiler_recording(bool on) const;
 
   // The workspace only grows here, at planning time, never inside a step.
   void reserve_workspace(int64_t floats);

@@ -19,6 +19,7 @@ cudnnContext* cuda_cudnn(const CudaResources&) {
   return nullptr;
 }
 void cuda_synchronize(const CudaResources&) {}
+void cuda_profiler_recording(bool) {}
 
 struct CapturedGraph::Impl {};
 

@@ -1,6 +1,7 @@
 #include "engine/context_cuda.h"
 
 #include <cublas_v2.h>
+#include <cuda_profiler_api.h>
 #include <cudnn.h>
 
 #include "engine/captured_graph.h"
@@ -51,6 +52,9 @@ cudnnContext* cuda_cudnn(const CudaResources& r) {
 }
 void cuda_synchronize(const CudaResources& r) {
   CUDA_CHECK(cudaStreamSynchronize(r.stream));
+}
+void cuda_profiler_recording(bool on) {
+  CUDA_CHECK(on ? cudaProfilerStart() : cudaProfilerStop());
 }
 
 // ---- Captured steps -----------------------------------------------------------------------------

@@ -13,5 +13,6 @@ CUstream_st* cuda_stream(const CudaResources& r);
 cublasContext* cuda_cublas(const CudaResources& r);
 cudnnContext* cuda_cudnn(const CudaResources& r);
 void cuda_synchronize(const CudaResources& r);
+void cuda_profiler_recording(bool on);
 
 }  // namespace psgd

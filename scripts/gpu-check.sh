@@ -15,10 +15,16 @@
 #               (with cuDNN's algorithm choices logged);
 #   profile     psgd-profile: each layer's GPU time in ResNet-32's and VGG16-bn's steps at batch
 #               128 (ResNet-32 also with cuDNN alone and with psgd's direct convolutions
-#               alone, and in bf16; VGG16-bn at 512 too), beside the whole captured step, with
-#               cuDNN's algorithm choices (profile.log);
+#               alone, and in bf16 with the race, cuDNN's bf16 kernels alone and its float32
+#               ones on widened copies alone; VGG16-bn at 512 too), beside the whole captured
+#               step, with cuDNN's algorithm choices (profile.log);
+#   ncu         Nsight Compute's counters over one op-by-op step of ResNet-32 and of VGG16-bn at
+#               batch 128: each kernel's time and its share of the DRAM and SM ceilings
+#               (ncu.log; tools/bench/ncu_summary.py);
 #   sanitizer   compute-sanitizer memcheck and racecheck over the kernel tests, one line each;
 #   bench-bf16  the bf16 mode against PyTorch AMP (ResNet-32, batch 128);
+#   bench-autotune  ResNet-32 at batch 128 against torch.compile in max-autotune mode (its
+#               autotuning takes minutes: last, and only where the budget allows);
 #   tests       the rest of the build and the whole test suite.
 # GPU_CHECK_STEPS="suites sanitizer" (say) runs only those after card and build, in that order:
 # for a first call that puts correctness first, or a second that completes what the first could not.
@@ -27,8 +33,8 @@
 # The device tool brings back at most 8 files from $OUT, so after every step (a run killed at its
 # limit keeps what finished) $OUT gets: summary.txt, logs.tar.gz (everything) and each
 # benchmark's results.md as bench-results.md, bench-vgg-results.md, bench-512-results.md,
-# bench-bf16-results.md. A
-# failed step's last lines go to stdout too. Exits non-zero if a step failed.
+# bench-bf16-results.md, bench-autotune-results.md. A failed step's last lines go to stdout too.
+# Exits non-zero if a step failed.
 #
 # Here, first:   scripts/stage-gpu-deps.sh        (our Debian headers and libraries -> .gpu-deps)
 # Then, device:  run(command="scripts/gpu-check.sh", carry=[".gpu-deps"], timeout_s=480)
@@ -40,7 +46,7 @@ out=out/gpu-check
 returned=${OUT:-}
 build=build-gpu
 budget=${GPU_CHECK_BUDGET:-420}
-all_steps="suites train bench bench-vgg bench-512 profile sanitizer bench-bf16 tests"
+all_steps="suites train bench bench-vgg bench-512 profile ncu sanitizer bench-bf16 tests bench-autotune"
 steps=${GPU_CHECK_STEPS:-$all_steps}
 for name in $steps; do
   [[ " $all_steps " == *" $name "* ]] || { echo "gpu-check: no step '$name' (steps: $all_steps)" >&2; exit 2; }
@@ -58,7 +64,7 @@ pack() {
   tar -czf "$returned/logs.tar.gz.part" -C "$(dirname "$out")" "$(basename "$out")" &&
     mv "$returned/logs.tar.gz.part" "$returned/logs.tar.gz"
   local name
-  for name in bench bench-vgg bench-512 bench-bf16; do
+  for name in bench bench-vgg bench-512 bench-bf16 bench-autotune; do
     [[ -f $out/$name/results.md ]] && cp "$out/$name/results.md" "$returned/$name-results.md"
   done
   return 0
@@ -192,10 +198,28 @@ profile_steps() {
   local run
   for run in "--arch resnet32 --batch 128" "--arch resnet32 --batch 128 --conv cudnn" \
              "--arch resnet32 --batch 128 --conv direct" "--arch vgg16_bn --batch 128" \
-             "--arch resnet32 --batch 128 --bf16" "--arch vgg16_bn --batch 512"; do
+             "--arch resnet32 --batch 128 --bf16" "--arch resnet32 --batch 128 --bf16 --conv cudnn" \
+             "--arch resnet32 --batch 128 --bf16 --conv widened" "--arch vgg16_bn --batch 512"; do
     # shellcheck disable=SC2086  # a list of words on purpose
     PSGD_CUDNN_LOG=1 "$build/tools/psgd-profile" --device cuda $run --repeats 20 --rounds 5 ||
       return 1
+    echo
+  done
+}
+
+# The counters of one step's kernels, recorded between psgd-profile's cudaProfilerStart and Stop
+# (the reports stay out of the logs: only their CSV and summary go back).
+ncu_counters() {
+  local ncu arch
+  ncu=$(command -v ncu || find /opt/nvidia /usr/local -name ncu -type f 2>/dev/null | head -1)
+  [[ -n $ncu ]] || { echo "no ncu on this machine"; return 1; }
+  for arch in resnet32 vgg16_bn; do
+    "$ncu" --clock-control none --profile-from-start off -f -o "/tmp/ncu-$arch" --metrics \
+      gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,sm__throughput.avg.pct_of_peak_sustained_elapsed,sm__warps_active.avg.pct_of_peak_sustained_active \
+      "$build/tools/psgd-profile" --device cuda --arch "$arch" --batch 128 --repeats 1 --rounds 1 \
+      --profiler-range &&
+      "$ncu" --import "/tmp/ncu-$arch.ncu-rep" --csv --page raw > "$out/ncu-$arch.csv" &&
+      python3 tools/bench/ncu_summary.py "$out/ncu-$arch.csv" || return 1
     echo
   done
 }
@@ -207,7 +231,7 @@ rest_of_build_and_tests() {
 
 export out build
 export -f card cudnn_root nccl_root configure_and_build_gpu_parts gpu_suites sanitizer train_on_gpu \
-  profile_steps rest_of_build_and_tests
+  profile_steps ncu_counters rest_of_build_and_tests
 
 step "card and toolkit" card.txt 30 card
 step "build for this card (GPU suites and binaries)" build.log 240 configure_and_build_gpu_parts
@@ -229,6 +253,7 @@ run_step() {
         --variants "eager channels_last cuda_graph" --variant-timeout 30 --phase-epochs 0 \
         --out "$out/bench-512" ;;
     profile) step "where the step's time goes (psgd-profile)" profile.log 90 profile_steps ;;
+    ncu) step "hardware counters of each kernel of a step (ncu)" ncu.log 150 ncu_counters ;;
     sanitizer)
       step "memcheck: every op" sanitizer.log 100 sanitizer memcheck test_cuda_ops
       step "racecheck: our kernels" sanitizer.log 60 sanitizer racecheck test_cuda_ops \
@@ -242,6 +267,11 @@ run_step() {
         --variants "eager channels_last cuda_graph" --variant-timeout 30 --phase-epochs 0 \
         --out "$out/bench-bf16" ;;
     tests) step "rest of the build and the whole test suite" tests.log 240 rest_of_build_and_tests ;;
+    bench-autotune) step "ResNet-32 against torch.compile max-autotune (batch 128)" \
+      bench-autotune.log 420 \
+      tools/bench/run.sh --device cuda --arch resnet32 --batch 128 --repeats 10 --variants compile \
+        --compile-mode max-autotune --variant-timeout 400 --phase-epochs 0 \
+        --out "$out/bench-autotune" ;;
   esac
 }
 
@@ -253,7 +283,7 @@ fi
 echo "gpu-check: $([[ $status -eq 0 ]] && echo passed || echo FAILED) in $SECONDS s; logs in $out" |
   tee -a "$out/summary.txt"
 pack
-for name in bench bench-vgg bench-512 bench-bf16; do
+for name in bench bench-vgg bench-512 bench-bf16 bench-autotune; do
   [[ -f $out/$name/results.md ]] && { echo "-- $name/results.md"; cat "$out/$name/results.md"; }
 done
 exit $status

@@ -1,30 +1,27 @@
 // Convolution on CUDA through cuDNN (NCHW, float32 or bf16 activations). For each shape, element
 // type and math mode an algorithm of each direction is chosen once, at planning time, and cached
-// with its descriptors; a step only looks it up. It is the fastest by timing
-// (cudnnFind*AlgorithmEx on scratch buffers), or under --deterministic the first deterministic
-// one in cuDNN's heuristic order, so that every run chooses the same. Where psgd's direct kernel
-// serves the shape (conv2d_direct.cu), the forward and the data gradient race it against
-// cuDNN's choice on the same buffers, and the faster runs (Numerics::conv).
+// with its descriptors in a plan (conv2d_plan.h); a step only looks it up. It is the fastest by
+// timing (cudnnFind*AlgorithmEx on scratch buffers), or under --deterministic the first
+// deterministic one in cuDNN's heuristic order, so that every run chooses the same. A race then
+// sets which directions run an alternative instead (conv2d_race.cpp): psgd's direct kernel
+// (conv2d_direct.cu), or for bf16 activations cuDNN's float32 kernels (conv2d_widened.cpp).
 //
 // bf16 activations use cuDNN's PSEUDO_BFLOAT16 configuration: x, w and y all bf16, computing in
 // float32 (cards from Ampere on). The float32 master weight is rounded into a bf16 copy in the
 // workspace, and dw comes out in bf16 there before it is widened into the float32 dw.
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <cstdlib>
-#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <sstream>
 #include <string>
-#include <tuple>
 #include <vector>
 
-#include "engine/captured_graph.h"
 #include "engine/cuda_check.h"
+#include "kernels/cuda/conv2d_plan.h"
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/workspace.h"
 
@@ -32,16 +29,6 @@ namespace psgd::cuda {
 namespace {
 
 constexpr size_t kMinWorkspaceLimit = size_t{64} << 20;  // see workspace_limit
-
-struct ConvKey {
-  int device;
-  int64_t x[4], w[4];
-  int stride, pad;
-  DType activations;
-  bool tf32, deterministic;
-  Numerics::Conv conv;
-  auto operator<=>(const ConvKey&) const = default;
-};
 
 // The most scratch memory an algorithm may ask for: as much as the layer's input and output
 // take, and at least 64 MiB, so that the workspace never dominates peak memory while the fastest
@@ -60,59 +47,54 @@ bool tensor_cores_allowed(const ConvKey& k) {
   return k.tf32 || k.activations == DType::BF16;
 }
 
-class ConvPlan {
- public:
-  ConvPlan(const ConvKey& k, const Shape& y_shape) : activations(k.activations) {
-    CUDNN_CHECK(cudnnCreateTensorDescriptor(&x));
-    CUDNN_CHECK(cudnnCreateTensorDescriptor(&y));
-    CUDNN_CHECK(cudnnCreateFilterDescriptor(&w));
-    CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&conv));
-    const auto i = [](int64_t v) { return static_cast<int>(v); };
-    // x, w and y share one type; the convolution computes in float32 either way.
-    const cudnnDataType_t type =
-        k.activations == DType::BF16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT;
-    CUDNN_CHECK(cudnnSetTensor4dDescriptor(x, CUDNN_TENSOR_NCHW, type, i(k.x[0]), i(k.x[1]),
-                                           i(k.x[2]), i(k.x[3])));
-    CUDNN_CHECK(cudnnSetTensor4dDescriptor(y, CUDNN_TENSOR_NCHW, type, i(y_shape[0]), i(y_shape[1]),
-                                           i(y_shape[2]), i(y_shape[3])));
-    CUDNN_CHECK(cudnnSetFilter4dDescriptor(w, type, CUDNN_TENSOR_NCHW, i(k.w[0]), i(k.w[1]),
-                                           i(k.w[2]), i(k.w[3])));
-    CUDNN_CHECK(cudnnSetConvolution2dDescriptor(conv, k.pad, k.pad, k.stride, k.stride, 1, 1,
-                                                CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
-  }
-  ~ConvPlan() {
-    cudnnDestroyConvolutionDescriptor(conv);
-    cudnnDestroyFilterDescriptor(w);
-    cudnnDestroyTensorDescriptor(y);
-    cudnnDestroyTensorDescriptor(x);
-  }
-  ConvPlan(const ConvPlan&) = delete;
-  ConvPlan& operator=(const ConvPlan&) = delete;
+}  // namespace
 
-  cudnnTensorDescriptor_t x = nullptr, y = nullptr;
-  cudnnFilterDescriptor_t w = nullptr;
-  cudnnConvolutionDescriptor_t conv = nullptr;
-  cudnnConvolutionFwdAlgo_t forward{};
-  cudnnConvolutionBwdDataAlgo_t backward_data{};
-  cudnnConvolutionBwdFilterAlgo_t backward_filter{};
-  cudnnMathType_t forward_math{}, data_math{}, filter_math{};
-  bool forward_direct = false, data_direct = false;  // psgd's direct kernel instead of cuDNN
-  size_t workspace_bytes = 0;         // cuDNN's own, the most any of the three algorithms needs
-  std::string missing_backward_data;  // why there is no backward-data algorithm; empty: there is
-  DType activations;
-};
+ConvPlan::ConvPlan(const ConvKey& k, const Shape& y_shape) : activations(k.activations) {
+  CUDNN_CHECK(cudnnCreateTensorDescriptor(&x));
+  CUDNN_CHECK(cudnnCreateTensorDescriptor(&y));
+  CUDNN_CHECK(cudnnCreateFilterDescriptor(&w));
+  CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&conv));
+  const auto i = [](int64_t v) { return static_cast<int>(v); };
+  // x, w and y share one type; the convolution computes in float32 either way.
+  const cudnnDataType_t type =
+      k.activations == DType::BF16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT;
+  CUDNN_CHECK(cudnnSetTensor4dDescriptor(x, CUDNN_TENSOR_NCHW, type, i(k.x[0]), i(k.x[1]),
+                                         i(k.x[2]), i(k.x[3])));
+  CUDNN_CHECK(cudnnSetTensor4dDescriptor(y, CUDNN_TENSOR_NCHW, type, i(y_shape[0]), i(y_shape[1]),
+                                         i(y_shape[2]), i(y_shape[3])));
+  CUDNN_CHECK(cudnnSetFilter4dDescriptor(w, type, CUDNN_TENSOR_NCHW, i(k.w[0]), i(k.w[1]),
+                                         i(k.w[2]), i(k.w[3])));
+  CUDNN_CHECK(cudnnSetConvolution2dDescriptor(conv, k.pad, k.pad, k.stride, k.stride, 1, 1,
+                                              CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
+}
 
-// Scratch device memory for the timing runs, freed when the search ends.
-struct Scratch {
-  explicit Scratch(size_t bytes) {
-    CUDA_CHECK(cudaMalloc(&ptr, std::max<size_t>(bytes, 4)));
-    CUDA_CHECK(cudaMemset(ptr, 0, std::max<size_t>(bytes, 4)));
-  }
-  ~Scratch() { cudaFree(ptr); }
-  Scratch(const Scratch&) = delete;
-  Scratch& operator=(const Scratch&) = delete;
-  void* ptr = nullptr;
-};
+ConvPlan::~ConvPlan() {
+  cudnnDestroyConvolutionDescriptor(conv);
+  cudnnDestroyFilterDescriptor(w);
+  cudnnDestroyTensorDescriptor(y);
+  cudnnDestroyTensorDescriptor(x);
+}
+
+Scratch::Scratch(size_t bytes) {
+  CUDA_CHECK(cudaMalloc(&ptr, std::max<size_t>(bytes, 4)));
+  CUDA_CHECK(cudaMemset(ptr, 0, std::max<size_t>(bytes, 4)));
+}
+
+Scratch::~Scratch() {
+  cudaFree(ptr);
+}
+
+TimingBuffers::TimingBuffers(const ConvKey& k, const Shape& x_shape, const Shape& w_shape,
+                             const Shape& y_shape, size_t limit)
+    : x(x_shape.numel() * dtype_size(k.activations)),
+      w(w_shape.numel() * dtype_size(k.activations)),
+      y(y_shape.numel() * dtype_size(k.activations)),
+      dx(x_shape.numel() * dtype_size(k.activations)),
+      dw(w_shape.numel() * dtype_size(k.activations)),
+      workspace(limit),
+      workspace_bytes(limit) {}
+
+namespace {
 
 // Among the results that succeeded, respect the math mode and fit the workspace limit, sorted
 // by time: the one needing the least workspace within kTimeSlack of the fastest, since the
@@ -178,29 +160,17 @@ void log_choice(const ConvKey& k, const ConvPlan& p) {
   std::fprintf(stderr,
                "cudnn: x (%ld, %ld, %ld, %ld) w (%ld, %ld, %ld, %ld) stride %d pad %d %s%s%s: "
                "forward algo %d math %d, backward-data algo %d math %d, backward-filter algo %d "
-               "math %d, workspace %zu bytes%s%s\n",
+               "math %d, workspace %zu bytes%s%s%s%s%s\n",
                long(k.x[0]), long(k.x[1]), long(k.x[2]), long(k.x[3]), long(k.w[0]), long(k.w[1]),
                long(k.w[2]), long(k.w[3]), k.stride, k.pad, dtype_name(k.activations),
                k.tf32 ? ", tf32" : "", k.deterministic ? ", deterministic" : "", int(p.forward),
                int(p.forward_math), int(p.backward_data), int(p.data_math), int(p.backward_filter),
                int(p.filter_math), p.workspace_bytes, p.forward_direct ? "; forward direct" : "",
-               p.data_direct ? "; backward-data direct" : "");
+               p.data_direct ? "; backward-data direct" : "",
+               p.forward_widened ? "; forward widened" : "",
+               p.data_widened ? "; backward-data widened" : "",
+               p.filter_widened ? "; backward-filter widened" : "");
 }
-
-// The buffers cuDNN's Find times the algorithms on, freed when the search ends.
-struct TimingBuffers {
-  TimingBuffers(const ConvKey& k, const Shape& x_shape, const Shape& w_shape, const Shape& y_shape,
-                size_t limit)
-      : x(x_shape.numel() * dtype_size(k.activations)),
-        w(w_shape.numel() * dtype_size(k.activations)),
-        y(y_shape.numel() * dtype_size(k.activations)),
-        dx(x_shape.numel() * dtype_size(k.activations)),
-        dw(w_shape.numel() * dtype_size(k.activations)),
-        workspace(limit),
-        workspace_bytes(limit) {}
-  Scratch x, w, y, dx, dw, workspace;
-  size_t workspace_bytes;
-};
 
 // The workspace the chosen algorithms need: the most of what the search reported and what cuDNN
 // says for each algorithm with the math type it will run with (they can differ).
@@ -223,70 +193,7 @@ size_t required_workspace(cudnnHandle_t handle, const ConvPlan& p,
   return std::max(need, bytes);
 }
 
-// Microseconds per call of `run` as a training step runs it, inside a graph: 5 calls captured
-// once, the graph replayed 3 times between host clock readings after an untimed replay. The
-// host's cost of each call (cuDNN's is many microseconds) stays out, as it does in training.
-double microseconds_per_call(const Context& ctx, const std::function<void()>& run) {
-  constexpr int kCalls = 5, kReplays = 3;
-  const CapturedGraph graph = CapturedGraph::capture(ctx, [&] {
-    for (int i = 0; i < kCalls; ++i) run();
-  });
-  graph.replay(ctx);
-  ctx.synchronize();
-  const auto start = std::chrono::steady_clock::now();
-  for (int i = 0; i < kReplays; ++i) graph.replay(ctx);
-  ctx.synchronize();
-  const std::chrono::duration<double, std::micro> elapsed =
-      std::chrono::steady_clock::now() - start;
-  return elapsed.count() / (kCalls * kReplays);
-}
-
-// Whether psgd's direct kernel runs the forward and the data gradient: as Numerics::conv says,
-// under Auto where it beats cuDNN's choice on the search's buffers (deterministic runs, which
-// do not time, keep cuDNN's), and for the data gradient wherever cuDNN has no algorithm.
-void choose_direct(const Context& ctx, const ConvKey& k, ConvPlan& p, const Shape& x_shape,
-                   const Shape& w_shape, const Shape& y_shape, const TimingBuffers* timing) {
-  using Conv = Numerics::Conv;
-  if (k.conv == Conv::Cudnn || !conv2d_direct_supported(w_shape, {k.stride, k.pad})) return;
-  p.data_direct = !p.missing_backward_data.empty();
-  if (k.conv == Conv::Direct) {
-    p.forward_direct = p.data_direct = true;
-    return;
-  }
-  // The race runs cuDNN on the search's workspace, which its final choice may outgrow.
-  if (!timing || p.workspace_bytes > timing->workspace_bytes) return;
-  const auto view = [&](const Scratch& s, const Shape& shape) {
-    Tensor t;
-    t.data = s.ptr;
-    t.shape = shape;
-    t.dtype = k.activations;
-    t.device = Device::CUDA;
-    return t;
-  };
-  const Tensor x = view(timing->x, x_shape), y = view(timing->y, y_shape),
-               dx = view(timing->dx, x_shape);
-  const float one = 1.0f, zero = 0.0f;
-  void* workspace = timing->workspace.ptr;
-  const double cudnn_forward = microseconds_per_call(ctx, [&] {
-    CUDNN_CHECK(cudnnSetConvolutionMathType(p.conv, p.forward_math));
-    CUDNN_CHECK(cudnnConvolutionForward(ctx.cudnn(), &one, p.x, x.data, p.w, timing->w.ptr, p.conv,
-                                        p.forward, workspace, p.workspace_bytes, &zero, p.y,
-                                        y.data));
-  });
-  p.forward_direct = microseconds_per_call(ctx, [&] {
-                       conv2d_direct_forward(x, timing->w.ptr, w_shape, y);
-                     }) < cudnn_forward;
-  if (!p.missing_backward_data.empty()) return;
-  const double cudnn_data = microseconds_per_call(ctx, [&] {
-    CUDNN_CHECK(cudnnSetConvolutionMathType(p.conv, p.data_math));
-    CUDNN_CHECK(cudnnConvolutionBackwardData(ctx.cudnn(), &one, p.w, timing->w.ptr, p.y, y.data,
-                                             p.conv, p.backward_data, workspace, p.workspace_bytes,
-                                             &zero, p.x, dx.data));
-  });
-  p.data_direct = microseconds_per_call(ctx, [&] {
-                    conv2d_direct_backward_data(y, timing->w.ptr, w_shape, GradMode::Overwrite, dx);
-                  }) < cudnn_data;
-}
+}  // namespace
 
 std::unique_ptr<ConvPlan> find_algorithms(const Context& ctx, const ConvKey& k,
                                           const Shape& x_shape, const Shape& w_shape,
@@ -352,10 +259,12 @@ std::unique_ptr<ConvPlan> find_algorithms(const Context& ctx, const ConvKey& k,
   plan->filter_math = w_best->mathType;
   plan->workspace_bytes = required_workspace(
       handle, *plan, {f_best->memory, d_best ? d_best->memory : 0, w_best->memory});
-  choose_direct(ctx, k, *plan, x_shape, w_shape, y_shape, timing.get());
+  race_alternatives(ctx, k, *plan, x_shape, w_shape, y_shape, timing.get());
   log_choice(k, *plan);
   return plan;
 }
+
+namespace {
 
 ConvKey key_of(const Context& ctx, const Shape& x, const Shape& w, ops::Conv2dGeometry g) {
   ConvKey k{};
@@ -391,33 +300,47 @@ const ConvPlan& plan_for(const Context& ctx, const Shape& x, const Shape& w,
   return *plan;
 }
 
-// Where a plan's scratch lies in the workspace: cuDNN's own first, then for bf16 activations
-// the bf16 filter, which holds in turn w rounded for forward and backward-data, and dw from
-// backward-filter until it is widened.
+// Where a plan's scratch lies in the workspace: cuDNN's own first (for the bf16 or the float32
+// plan's algorithms, whichever needs more), then for bf16 activations the bf16 filter, which
+// holds in turn w rounded for forward and backward-data, and dw from backward-filter until it is
+// widened; then where a direction is widened, the float32 copies.
 struct ScratchLayout {
-  size_t filter = 0;  // byte offset of the bf16 filter
+  size_t filter = 0;                 // byte offset of the bf16 filter
+  size_t w32 = 0, x32 = 0, y32 = 0;  // of the float32 copies
   int64_t floats = 0;
 };
 
-ScratchLayout scratch_layout(const ConvPlan& p, const Shape& w) {
+ScratchLayout scratch_layout(const ConvPlan& p, const Shape& x, const Shape& w, const Shape& y) {
   WorkspaceLayout layout;
-  layout.add(p.workspace_bytes);
+  layout.add(std::max(p.workspace_bytes, p.any_widened() ? p.widened->workspace_bytes : 0));
   ScratchLayout s;
   if (p.activations == DType::BF16) s.filter = layout.add(w, DType::BF16);
+  if (p.any_widened()) {
+    s.w32 = layout.add(w, DType::F32);
+    s.x32 = layout.add(x, DType::F32);
+    s.y32 = layout.add(y, DType::F32);
+  }
   s.floats = layout.floats();
   return s;
 }
 
 struct ConvScratch {
-  void* cudnn;    // the plan's workspace_bytes
-  Tensor filter;  // (K, C, R, S) bf16; undefined for float32 activations
+  void* cudnn;             // cuDNN's workspace
+  Tensor filter;           // (K, C, R, S) bf16; undefined for float32 activations
+  WidenedBuffers widened;  // where a direction is widened
 };
 
-ConvScratch scratch_for(const Context& ctx, const ConvPlan& p, const Shape& w) {
-  const ScratchLayout s = scratch_layout(p, w);
+ConvScratch scratch_for(const Context& ctx, const ConvPlan& p, const Shape& x, const Shape& w,
+                        const Shape& y) {
+  const ScratchLayout s = scratch_layout(p, x, w, y);
   const Tensor ws = ctx.workspace(s.floats);
-  if (p.activations != DType::BF16) return {ws.data, {}};
-  return {ws.data, workspace_region(ws, s.filter, w, DType::BF16)};
+  ConvScratch scratch{ws.data, {}, {}};
+  if (p.activations == DType::BF16) scratch.filter = workspace_region(ws, s.filter, w, DType::BF16);
+  if (p.any_widened())
+    scratch.widened = {workspace_region(ws, s.w32, w, DType::F32),
+                       workspace_region(ws, s.x32, x, DType::F32),
+                       workspace_region(ws, s.y32, y, DType::F32), ws.data};
+  return scratch;
 }
 
 // w as cuDNN reads it: itself, or rounded into the bf16 filter (a kernel on the stream).
@@ -431,15 +354,16 @@ const void* stage_filter(const ConvScratch& s, const Tensor& w) {
 
 int64_t conv2d_workspace_floats(const Context& ctx, const Shape& x, const Shape& w,
                                 ops::Conv2dGeometry g) {
-  return scratch_layout(plan_for(ctx, x, w, g), w).floats;
+  return scratch_layout(plan_for(ctx, x, w, g), x, w, ops::conv2d_output_shape(x, w, g)).floats;
 }
 
 void conv2d_forward(Context& ctx, const Tensor& x, const Tensor& w, ops::Conv2dGeometry g,
                     const Tensor& y) {
   const ConvPlan& p = plan_for(ctx, x.shape, w.shape, g);
-  const ConvScratch s = scratch_for(ctx, p, w.shape);
+  const ConvScratch s = scratch_for(ctx, p, x.shape, w.shape, y.shape);
   const void* filter = stage_filter(s, w);
   if (p.forward_direct) return conv2d_direct_forward(x, filter, w.shape, y);
+  if (p.forward_widened) return widened_forward(ctx, *p.widened, x, s.filter, s.widened, y);
   const float one = 1.0f, zero = 0.0f;
   CUDNN_CHECK(cudnnSetConvolutionMathType(p.conv, p.forward_math));
   CUDNN_CHECK(cudnnConvolutionForward(ctx.cudnn(), &one, p.x, x.data, p.w, filter, p.conv,
@@ -449,16 +373,23 @@ void conv2d_forward(Context& ctx, const Tensor& x, const Tensor& w, ops::Conv2dG
 void conv2d_backward(Context& ctx, const Tensor& x, const Tensor& w, const Tensor& dy,
                      ops::Conv2dGeometry g, const Tensor& dx, GradMode dx_mode, const Tensor& dw) {
   const ConvPlan& p = plan_for(ctx, x.shape, w.shape, g);
-  const ConvScratch s = scratch_for(ctx, p, w.shape);
+  const ConvScratch s = scratch_for(ctx, p, x.shape, w.shape, dy.shape);
   const float one = 1.0f, zero = 0.0f;
-  CUDNN_CHECK(cudnnSetConvolutionMathType(p.conv, p.filter_math));
-  CUDNN_CHECK(cudnnConvolutionBackwardFilter(ctx.cudnn(), &one, p.x, x.data, p.y, dy.data, p.conv,
-                                             p.backward_filter, s.cudnn, p.workspace_bytes, &zero,
-                                             p.w, s.filter.defined() ? s.filter.data : dw.data));
-  if (s.filter.defined()) cast(s.filter, dw);
+  if (p.filter_widened) {
+    widened_backward_filter(ctx, *p.widened, x, dy, s.widened, s.filter, dw);
+  } else {
+    CUDNN_CHECK(cudnnSetConvolutionMathType(p.conv, p.filter_math));
+    CUDNN_CHECK(cudnnConvolutionBackwardFilter(ctx.cudnn(), &one, p.x, x.data, p.y, dy.data, p.conv,
+                                               p.backward_filter, s.cudnn, p.workspace_bytes, &zero,
+                                               p.w, s.filter.defined() ? s.filter.data : dw.data));
+    if (s.filter.defined()) cast(s.filter, dw);
+  }
   if (!dx.defined()) return;
   const void* filter = stage_filter(s, w);  // after dw has left the bf16 filter
   if (p.data_direct) return conv2d_direct_backward_data(dy, filter, w.shape, dx_mode, dx);
+  if (p.data_widened)
+    return widened_backward_data(ctx, *p.widened, s.filter, dy, p.filter_widened, s.widened,
+                                 dx_mode, dx);
   PSGD_CHECK(p.missing_backward_data.empty(), p.missing_backward_data);
   const float beta = dx_mode == GradMode::Accumulate ? 1.0f : 0.0f;
   CUDNN_CHECK(cudnnSetConvolutionMathType(p.conv, p.data_math));

@@ -4,6 +4,8 @@
 // capture anything a real capture forbids (synchronous copies, allocation, synchronisation)
 // fails and invalidates the capture. Kernels and asynchronous copies issued while capturing are
 // recorded with their arguments and run at each graph launch.
+#include <cuda_profiler_api.h>
+
 #include <cstring>
 #include <memory>
 #include <vector>
@@ -157,6 +159,15 @@ cudaError_t cudaDeviceSynchronize() {
 
 cudaError_t cudaStreamSynchronize(cudaStream_t) {
   return cudaDeviceSynchronize();
+}
+
+// No profiler attaches to the emulator: its recording switches do nothing.
+cudaError_t cudaProfilerStart() {
+  return cudaSuccess;
+}
+
+cudaError_t cudaProfilerStop() {
+  return cudaSuccess;
 }
 
 // ---- Memory -------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 # the optimizer and the whole step beside them (no timing is judged here).
 set -euo pipefail
 profile=$1
-out=$("$profile" --arch resnet20 --classes 10 --batch 4 --repeats 1 --rounds 1)
+out=$("$profile" --arch resnet20 --classes 10 --batch 4 --repeats 1 --rounds 1 --profiler-range)
 echo "$out"
 fail() { echo "check_profile: $1" >&2; exit 1; }
 # 19 3x3 convolutions and 2 projection shortcuts; on the CPU batch norm computes no ReLU, and each

@@ -162,7 +162,7 @@ TEST_CASE("cuda training: the captured step replays exactly what the op-by-op st
   }
 }
 
-TEST_CASE("cuda training: a context holds no device memory; steps after the first allocate none") {
+TEST_CASE("cuda training: a context holds no device memory, and later steps allocate none") {
   // cuBLAS works in the context's workspace, planned with the network: a buffer of its own would
   // add to every peak.
   const size_t start = held_now(Device::CUDA);

@@ -28,6 +28,7 @@ struct Options {
   bench::BenchOptions setup;
   int repeats = 10;  // runs of the work per timing
   int rounds = 3;    // timings, of which the median counts
+  bool profiler_range = false;
 };
 
 // Microseconds per run of `work`: the median over `rounds` timings of `repeats` runs, after one
@@ -113,6 +114,14 @@ int run(const Options& o) {
   update.forward_us = microseconds(ctx, o, Launch::Captured, [&] { b.optimizer.apply(ctx); });
   by_kind["optimizer"] += update.forward_us;
   rows.push_back(update);
+  if (o.profiler_range) {
+    ctx.profiler_recording(true);
+    step_until(0);
+    net.backward_layer(ctx, 0);
+    b.optimizer.prepare(lr);
+    b.optimizer.apply(ctx);
+    ctx.profiler_recording(false);
+  }
 
   double parts = 0.0;
   for (const Row& r : rows) parts += r.forward_us + r.backward_us;
@@ -149,6 +158,9 @@ int main(int argc, char** argv) {
   app.add_option("--rounds", o.rounds, "timings per figure (the median counts)")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
+  app.add_flag("--profiler-range", o.profiler_range,
+               "GPU: at the end, one step op by op inside cudaProfilerStart/Stop, the kernels "
+               "that `ncu --profile-from-start off` then records");
   CLI11_PARSE(app, argc, argv);
   return bench::run_tool("psgd-profile", [&] { return run(o); });
 }

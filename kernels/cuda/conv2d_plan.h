@@ -1,0 +1,115 @@
+// The plan of one convolution shape on CUDA: the cuDNN descriptors and algorithms chosen for it
+// at planning time (conv2d_cudnn.cpp), and where a race at that time found them faster, the
+// alternatives that run instead (conv2d_race.cpp): psgd's direct kernel, or for bf16 activations
+// cuDNN's float32 kernels on widened copies (conv2d_widened.cpp).
+#pragma once
+
+#include <cudnn.h>
+
+#include <compare>
+#include <memory>
+#include <string>
+
+#include "engine/context.h"
+#include "kernels/ops.h"
+
+namespace psgd::cuda {
+
+struct ConvKey {
+  int device;
+  int64_t x[4], w[4];
+  int stride, pad;
+  DType activations;
+  bool tf32, deterministic;
+  Numerics::Conv conv;
+  auto operator<=>(const ConvKey&) const = default;
+};
+
+class ConvPlan {
+ public:
+  ConvPlan(const ConvKey& k, const Shape& y_shape);
+  ~ConvPlan();
+  ConvPlan(const ConvPlan&) = delete;
+  ConvPlan& operator=(const ConvPlan&) = delete;
+
+  cudnnTensorDescriptor_t x = nullptr, y = nullptr;
+  cudnnFilterDescriptor_t w = nullptr;
+  cudnnConvolutionDescriptor_t conv = nullptr;
+  cudnnConvolutionFwdAlgo_t forward{};
+  cudnnConvolutionBwdDataAlgo_t backward_data{};
+  cudnnConvolutionBwdFilterAlgo_t backward_filter{};
+  cudnnMathType_t forward_math{}, data_math{}, filter_math{};
+  size_t workspace_bytes = 0;         // cuDNN's own, the most any of the three algorithms needs
+  std::string missing_backward_data;  // why there is no backward-data algorithm; empty: there is
+  DType activations;
+
+  bool forward_direct = false, data_direct = false;  // psgd's direct kernel instead of cuDNN
+  // bf16 activations: the directions that run on float32 copies through `widened`, the float32
+  // plan of the same shape (conv2d_widened.cpp).
+  bool forward_widened = false, data_widened = false, filter_widened = false;
+  std::unique_ptr<ConvPlan> widened;
+  bool any_widened() const { return forward_widened || data_widened || filter_widened; }
+};
+
+// Searches cuDNN's algorithms for a shape (timing them, or under --deterministic by its
+// heuristics), then races the alternatives.
+std::unique_ptr<ConvPlan> find_algorithms(const Context& ctx, const ConvKey& k,
+                                          const Shape& x_shape, const Shape& w_shape,
+                                          const Shape& y_shape);
+
+// Device memory of the planning-time searches and races, freed when they end.
+struct Scratch {
+  explicit Scratch(size_t bytes);
+  ~Scratch();
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+  void* ptr = nullptr;
+};
+
+// The buffers cuDNN's Find times the algorithms on (in the activations' element type; dw too),
+// on which the race then times the alternatives.
+struct TimingBuffers {
+  TimingBuffers(const ConvKey& k, const Shape& x_shape, const Shape& w_shape, const Shape& y_shape,
+                size_t limit);
+  Scratch x, w, y, dx, dw, workspace;
+  size_t workspace_bytes;
+};
+
+// Sets which alternatives of plan `p` (already holding cuDNN's choices) run instead of cuDNN, as
+// Numerics::conv says: under Auto, each direction's fastest by timing on `timing`'s buffers (null
+// under --deterministic: no race, the same choice in every run).
+void race_alternatives(const Context& ctx, const ConvKey& k, ConvPlan& p, const Shape& x_shape,
+                       const Shape& w_shape, const Shape& y_shape, const TimingBuffers* timing);
+
+// The float32 copies a widened bf16 convolution works on, and cuDNN's workspace for the float32
+// plan's algorithms.
+struct WidenedBuffers {
+  Tensor w, x, y;  // the filter's, x's and y's shapes, float32
+  void* workspace = nullptr;
+};
+
+// Each runs one direction of bf16 tensors through the float32 plan `f`: the bf16 values, and the
+// weights' bf16 rounding `filter` (K, C, R, S), are TF32 numbers, which tensor cores multiply
+// exactly, accumulating in float32; each result is rounded once, as by cuDNN's bf16 kernels.
+// dw (float32) keeps bf16 precision as theirs does, rounded through `filter_scratch` (bf16).
+void widened_forward(const Context& ctx, const ConvPlan& f, const Tensor& x, const Tensor& filter,
+                     const WidenedBuffers& b, const Tensor& y);
+void widened_backward_filter(const Context& ctx, const ConvPlan& f, const Tensor& x,
+                             const Tensor& dy, const WidenedBuffers& b,
+                             const Tensor& filter_scratch, const Tensor& dw);
+// `dy_widened`: b.y holds dy already (left by widened_backward_filter).
+void widened_backward_data(const Context& ctx, const ConvPlan& f, const Tensor& filter,
+                           const Tensor& dy, bool dy_widened, const WidenedBuffers& b,
+                           ops::GradMode dx_mode, const Tensor& dx);
+
+// A device view of `shape` elements of `dtype` at `data`.
+inline Tensor device_view(void* data, const Shape& shape, DType dtype) {
+  Tensor t;
+  t.data = data;
+  t.shape = shape;
+  t.dtype = dtype;
+  t.device = Device::CUDA;
+  return t;
+}
+
+}  // namespace psgd::cuda
