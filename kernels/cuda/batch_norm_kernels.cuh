@@ -7,6 +7,7 @@
 
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/reduce.h"
+#include "kernels/cuda/vector_access.h"
 #include "kernels/cuda/workspace.h"
 #include "kernels/fast_divide.h"
 
@@ -174,32 +175,70 @@ void launch_gradient_sums(const BnDims& d, const T* x, const T* dy, const T* rel
   CUDA_CHECK_LAUNCH();
 }
 
+// Whether the elementwise passes may go 4 elements at a time: every run of a channel's elements
+// is a multiple of 4 long and each tensor (null passes) is aligned for 4-wide accesses.
+template <class... T>
+bool four_wide(const BnDims& d, const T*... tensors) {
+  return d.hw % 4 == 0 && (lanes_aligned<4>(tensors) && ...);
+}
+
 // y = (x - shift[c]) * scale[c] + beta[c], plus the residual where given, then ReLU where
-// asked; shift and scale are the first two rows of `coefficients`.
-template <class T>
-void normalise(const BnDims& d, const T* in, const float* coefficients, const float* beta,
-               const T* residual, bool relu, T* out) {
+// asked; shift and scale are the first two rows of `coefficients`. W elements per thread.
+template <int W, class T>
+void normalise_lanes(const BnDims& d, const T* in, const float* coefficients, const float* beta,
+                     const T* residual, bool relu, T* out) {
   const float *shift = coefficients, *scale = coefficients + d.c;
-  for_each(d.n * d.c * d.hw, [=] __device__(int64_t o) {
-    const int64_t ch = d.channel_of(o);
-    float v = (load(in, o) - shift[ch]) * scale[ch] + beta[ch];
-    if (residual) v += load(residual, o);
-    store(out, o, relu && !(v > 0.0f) ? 0.0f : v);
+  for_each(d.n * d.c * d.hw / W, [=] __device__(int64_t q) {
+    const int64_t o = q * W, ch = d.channel_of(o);
+    const Lanes<W> x = load_lanes<W>(in, o);
+    const Lanes<W> r = residual ? load_lanes<W>(residual, o) : Lanes<W>{};
+    Lanes<W> y;
+    for (int i = 0; i < W; ++i) {
+      float v = (x.v[i] - shift[ch]) * scale[ch] + beta[ch];
+      if (residual) v += r.v[i];
+      y.v[i] = relu && !(v > 0.0f) ? 0.0f : v;
+    }
+    store_lanes<W>(out, o, y);
   });
 }
 
+template <class T>
+void normalise(const BnDims& d, const T* in, const float* coefficients, const float* beta,
+               const T* residual, bool relu, T* out) {
+  if (four_wide(d, in, residual, static_cast<const T*>(out)))
+    normalise_lanes<4>(d, in, coefficients, beta, residual, relu, out);
+  else
+    normalise_lanes<1>(d, in, coefficients, beta, residual, relu, out);
+}
+
 // dx = k (g - mean_dy - (x - mean) slope), g as in gradient_sums_kernel; k, mean_dy and slope
-// are the rows of `coefficients`.
+// are the rows of `coefficients`. W elements per thread.
+template <int W, class T>
+void input_gradient_lanes(const BnDims& d, const T* x, const T* dy, const T* relu_y,
+                          const float* mean, const float* coefficients, bool accumulate, T* dx) {
+  const float *k = coefficients, *mean_dy = coefficients + d.c, *slope = coefficients + 2 * d.c;
+  for_each(d.n * d.c * d.hw / W, [=] __device__(int64_t q) {
+    const int64_t o = q * W, ch = d.channel_of(o);
+    const Lanes<W> xs = load_lanes<W>(x, o), gs = load_lanes<W>(dy, o);
+    const Lanes<W> open = relu_y ? load_lanes<W>(relu_y, o) : Lanes<W>{};
+    const Lanes<W> before = accumulate ? load_lanes<W>(dx, o) : Lanes<W>{};
+    Lanes<W> out;
+    for (int i = 0; i < W; ++i) {
+      const float g = relu_y && !(open.v[i] > 0.0f) ? 0.0f : gs.v[i];
+      const float v = k[ch] * (g - mean_dy[ch] - (xs.v[i] - mean[ch]) * slope[ch]);
+      out.v[i] = accumulate ? before.v[i] + v : v;
+    }
+    store_lanes<W>(dx, o, out);
+  });
+}
+
 template <class T>
 void input_gradient(const BnDims& d, const T* x, const T* dy, const T* relu_y, const float* mean,
                     const float* coefficients, bool accumulate, T* dx) {
-  const float *k = coefficients, *mean_dy = coefficients + d.c, *slope = coefficients + 2 * d.c;
-  for_each(d.n * d.c * d.hw, [=] __device__(int64_t o) {
-    const int64_t ch = d.channel_of(o);
-    const float g = relu_y && !(load(relu_y, o) > 0.0f) ? 0.0f : load(dy, o);
-    const float v = k[ch] * (g - mean_dy[ch] - (load(x, o) - mean[ch]) * slope[ch]);
-    store(dx, o, accumulate ? load(dx, o) + v : v);
-  });
+  if (four_wide(d, x, dy, relu_y, static_cast<const T*>(dx)))
+    input_gradient_lanes<4>(d, x, dy, relu_y, mean, coefficients, accumulate, dx);
+  else
+    input_gradient_lanes<1>(d, x, dy, relu_y, mean, coefficients, accumulate, dx);
 }
 
 template <class T>
