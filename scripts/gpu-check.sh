@@ -24,7 +24,8 @@
 #   sanitizer   compute-sanitizer memcheck and racecheck over the kernel tests, one line each;
 #   bench-bf16  the bf16 mode against PyTorch AMP (ResNet-32, batch 128);
 #   bench-autotune  ResNet-32 at batch 128 against torch.compile in max-autotune mode (its
-#               autotuning takes minutes: last, and only where the budget allows);
+#               autotuning takes minutes: only when GPU_CHECK_STEPS names it, with a budget of
+#               ~450 s for it alone);
 #   tests       the rest of the build and the whole test suite.
 # GPU_CHECK_STEPS="suites sanitizer" (say) runs only those after card and build, in that order:
 # for a first call that puts correctness first, or a second that completes what the first could not.
@@ -47,7 +48,8 @@ returned=${OUT:-}
 build=build-gpu
 budget=${GPU_CHECK_BUDGET:-420}
 all_steps="suites train bench bench-vgg bench-512 profile ncu sanitizer bench-bf16 tests bench-autotune"
-steps=${GPU_CHECK_STEPS:-$all_steps}
+# bench-autotune needs most of a call of its own: only when asked for.
+steps=${GPU_CHECK_STEPS:-${all_steps% bench-autotune}}
 for name in $steps; do
   [[ " $all_steps " == *" $name "* ]] || { echo "gpu-check: no step '$name' (steps: $all_steps)" >&2; exit 2; }
 done
@@ -218,7 +220,8 @@ ncu_counters() {
       gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,sm__throughput.avg.pct_of_peak_sustained_elapsed,sm__warps_active.avg.pct_of_peak_sustained_active \
       "$build/tools/psgd-profile" --device cuda --arch "$arch" --batch 128 --repeats 1 --rounds 1 \
       --profiler-range &&
-      "$ncu" --import "/tmp/ncu-$arch.ncu-rep" --csv --page raw > "$out/ncu-$arch.csv" &&
+      "$ncu" --import "/tmp/ncu-$arch.ncu-rep" --csv --page raw --print-units base \
+        > "$out/ncu-$arch.csv" &&
       python3 tools/bench/ncu_summary.py "$out/ncu-$arch.csv" || return 1
     echo
   done
@@ -252,7 +255,7 @@ run_step() {
       env PSGD_CUDNN_LOG=1 tools/bench/run.sh --device cuda --arch "resnet32 vgg16_bn" --batch 512 --repeats 10 \
         --variants "eager channels_last cuda_graph" --variant-timeout 30 --phase-epochs 0 \
         --out "$out/bench-512" ;;
-    profile) step "where the step's time goes (psgd-profile)" profile.log 90 profile_steps ;;
+    profile) step "where the step's time goes (psgd-profile)" profile.log 120 profile_steps ;;
     ncu) step "hardware counters of each kernel of a step (ncu)" ncu.log 150 ncu_counters ;;
     sanitizer)
       step "memcheck: every op" sanitizer.log 100 sanitizer memcheck test_cuda_ops

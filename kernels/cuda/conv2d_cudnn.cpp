@@ -106,6 +106,24 @@ namespace {
 // TF32 on Ampere and later.
 constexpr float kTimeSlack = 1.05f;
 
+// The algorithms that transform the operands before multiplying them (FFT, Winograd).
+bool transforms_operands(cudnnConvolutionFwdAlgo_t a) {
+  return a == CUDNN_CONVOLUTION_FWD_ALGO_FFT || a == CUDNN_CONVOLUTION_FWD_ALGO_FFT_TILING ||
+         a == CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD ||
+         a == CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD_NONFUSED;
+}
+bool transforms_operands(cudnnConvolutionBwdDataAlgo_t a) {
+  return a == CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT ||
+         a == CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT_TILING ||
+         a == CUDNN_CONVOLUTION_BWD_DATA_ALGO_WINOGRAD ||
+         a == CUDNN_CONVOLUTION_BWD_DATA_ALGO_WINOGRAD_NONFUSED;
+}
+bool transforms_operands(cudnnConvolutionBwdFilterAlgo_t a) {
+  return a == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT ||
+         a == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT_TILING ||
+         a == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_WINOGRAD_NONFUSED;
+}
+
 template <class Perf>
 std::optional<Perf> choose(const std::vector<Perf>& results, int count, const ConvKey& k,
                            size_t limit) {
@@ -116,6 +134,7 @@ std::optional<Perf> choose(const std::vector<Perf>& results, int count, const Co
     if (p.status != CUDNN_STATUS_SUCCESS || p.memory > limit) continue;
     if (k.deterministic && p.determinism != CUDNN_DETERMINISTIC) continue;
     if (p.mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION) continue;  // would round to fp16
+    if (k.untransformed && transforms_operands(p.algo)) continue;
     if (!tensor_cores_allowed(k)) {
       if (p.mathType == CUDNN_TENSOR_OP_MATH) continue;
       p.mathType = CUDNN_FMA_MATH;

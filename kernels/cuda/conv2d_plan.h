@@ -22,6 +22,9 @@ struct ConvKey {
   DType activations;
   bool tf32, deterministic;
   Numerics::Conv conv;
+  // Only algorithms that multiply the operands as they are (no FFT or Winograd transforms): the
+  // widened plan of a bf16 shape, whose products must be the bf16 kernels'.
+  bool untransformed = false;
   auto operator<=>(const ConvKey&) const = default;
 };
 

@@ -55,13 +55,14 @@ void keep_fastest(const Context& ctx, ConvPlan& p, const std::vector<Candidate>&
 }
 
 // The float32 plan of a bf16 shape: tensor cores whatever tf32 says (exact on bf16 values, as the
-// bf16 kernels' are), and cuDNN's choice alone.
+// bf16 kernels' are), algorithms that multiply the operands untransformed, cuDNN's choice alone.
 std::unique_ptr<ConvPlan> widened_plan(const Context& ctx, const ConvKey& k, const Shape& x_shape,
                                        const Shape& w_shape, const Shape& y_shape) {
   ConvKey f = k;
   f.activations = DType::F32;
   f.tf32 = true;
   f.conv = Conv::Cudnn;
+  f.untransformed = true;
   return find_algorithms(ctx, f, x_shape, w_shape, y_shape);
 }
 

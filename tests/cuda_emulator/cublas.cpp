@@ -10,6 +10,7 @@
 
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
 #include <cstring>
 #include <vector>
 
@@ -116,13 +117,21 @@ cublasStatus_t cublasDestroy_v2(cublasHandle_t handle) {
   return CUBLAS_STATUS_SUCCESS;
 }
 
+// As cuBLAS's, setting the stream drops the workspace given (back to its own pool, which the
+// emulator does not have).
 cublasStatus_t cublasSetStream_v2(cublasHandle_t handle, cudaStream_t) {
-  return handle ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_NOT_INITIALIZED;
+  if (!handle) return CUBLAS_STATUS_NOT_INITIALIZED;
+  handle->workspace = nullptr;
+  handle->workspace_bytes = 0;
+  return CUBLAS_STATUS_SUCCESS;
 }
 
 cublasStatus_t cublasSetWorkspace_v2(cublasHandle_t handle, void* workspace, size_t bytes) {
   if (!handle) return CUBLAS_STATUS_NOT_INITIALIZED;
-  if (bytes != 0 && !is_device_range(workspace, bytes)) return CUBLAS_STATUS_INVALID_VALUE;
+  // cuBLAS wants the workspace on a 256-byte boundary.
+  if (bytes != 0 &&
+      (!is_device_range(workspace, bytes) || reinterpret_cast<uintptr_t>(workspace) % 256 != 0))
+    return CUBLAS_STATUS_INVALID_VALUE;
   handle->workspace = bytes == 0 ? nullptr : static_cast<std::byte*>(workspace);
   handle->workspace_bytes = bytes;
   return CUBLAS_STATUS_SUCCESS;

@@ -24,7 +24,8 @@ TO_US = {"ns": 1e-3, "nsecond": 1e-3, "us": 1.0, "usecond": 1.0, "ms": 1e3, "mse
 
 
 def short_name(name):
-    """The kernel's name without its template and parameter lists, a few words of them kept."""
+    """The kernel's name without its namespaces and its template and parameter lists."""
+    name = name.replace("(anonymous namespace)", "anonymous")
     name = re.sub(r"\(.*$", "", name)  # parameters
     depth, out = 0, []
     for ch in name:
