@@ -371,6 +371,33 @@ const void* stage_filter(const ConvScratch& s, const Tensor& w) {
 
 }  // namespace
 
+void cudnn_forward(const Context& ctx, const ConvPlan& p, const void* x, const void* filter,
+                   void* workspace, void* y) {
+  const float one = 1.0f, zero = 0.0f;
+  CUDNN_CHECK(cudnnSetConvolutionMathType(p.conv, p.forward_math));
+  CUDNN_CHECK(cudnnConvolutionForward(ctx.cudnn(), &one, p.x, x, p.w, filter, p.conv, p.forward,
+                                      workspace, p.workspace_bytes, &zero, p.y, y));
+}
+
+void cudnn_backward_filter(const Context& ctx, const ConvPlan& p, const void* x, const void* dy,
+                           void* workspace, void* dw) {
+  const float one = 1.0f, zero = 0.0f;
+  CUDNN_CHECK(cudnnSetConvolutionMathType(p.conv, p.filter_math));
+  CUDNN_CHECK(cudnnConvolutionBackwardFilter(ctx.cudnn(), &one, p.x, x, p.y, dy, p.conv,
+                                             p.backward_filter, workspace, p.workspace_bytes, &zero,
+                                             p.w, dw));
+}
+
+void cudnn_backward_data(const Context& ctx, const ConvPlan& p, const void* filter, const void* dy,
+                         void* workspace, float beta, void* dx) {
+  PSGD_CHECK(p.missing_backward_data.empty(), p.missing_backward_data);
+  const float one = 1.0f;
+  CUDNN_CHECK(cudnnSetConvolutionMathType(p.conv, p.data_math));
+  CUDNN_CHECK(cudnnConvolutionBackwardData(ctx.cudnn(), &one, p.w, filter, p.y, dy, p.conv,
+                                           p.backward_data, workspace, p.workspace_bytes, &beta,
+                                           p.x, dx));
+}
+
 int64_t conv2d_workspace_floats(const Context& ctx, const Shape& x, const Shape& w,
                                 ops::Conv2dGeometry g) {
   return scratch_layout(plan_for(ctx, x, w, g), x, w, ops::conv2d_output_shape(x, w, g)).floats;
@@ -383,24 +410,18 @@ void conv2d_forward(Context& ctx, const Tensor& x, const Tensor& w, ops::Conv2dG
   const void* filter = stage_filter(s, w);
   if (p.forward_direct) return conv2d_direct_forward(x, filter, w.shape, y);
   if (p.forward_widened) return widened_forward(ctx, *p.widened, x, s.filter, s.widened, y);
-  const float one = 1.0f, zero = 0.0f;
-  CUDNN_CHECK(cudnnSetConvolutionMathType(p.conv, p.forward_math));
-  CUDNN_CHECK(cudnnConvolutionForward(ctx.cudnn(), &one, p.x, x.data, p.w, filter, p.conv,
-                                      p.forward, s.cudnn, p.workspace_bytes, &zero, p.y, y.data));
+  cudnn_forward(ctx, p, x.data, filter, s.cudnn, y.data);
 }
 
 void conv2d_backward(Context& ctx, const Tensor& x, const Tensor& w, const Tensor& dy,
                      ops::Conv2dGeometry g, const Tensor& dx, GradMode dx_mode, const Tensor& dw) {
   const ConvPlan& p = plan_for(ctx, x.shape, w.shape, g);
   const ConvScratch s = scratch_for(ctx, p, x.shape, w.shape, dy.shape);
-  const float one = 1.0f, zero = 0.0f;
   if (p.filter_widened) {
     widened_backward_filter(ctx, *p.widened, x, dy, s.widened, s.filter, dw);
   } else {
-    CUDNN_CHECK(cudnnSetConvolutionMathType(p.conv, p.filter_math));
-    CUDNN_CHECK(cudnnConvolutionBackwardFilter(ctx.cudnn(), &one, p.x, x.data, p.y, dy.data, p.conv,
-                                               p.backward_filter, s.cudnn, p.workspace_bytes, &zero,
-                                               p.w, s.filter.defined() ? s.filter.data : dw.data));
+    cudnn_backward_filter(ctx, p, x.data, dy.data, s.cudnn,
+                          s.filter.defined() ? s.filter.data : dw.data);
     if (s.filter.defined()) cast(s.filter, dw);
   }
   if (!dx.defined()) return;
@@ -409,12 +430,8 @@ void conv2d_backward(Context& ctx, const Tensor& x, const Tensor& w, const Tenso
   if (p.data_widened)
     return widened_backward_data(ctx, *p.widened, s.filter, dy, p.filter_widened, s.widened,
                                  dx_mode, dx);
-  PSGD_CHECK(p.missing_backward_data.empty(), p.missing_backward_data);
-  const float beta = dx_mode == GradMode::Accumulate ? 1.0f : 0.0f;
-  CUDNN_CHECK(cudnnSetConvolutionMathType(p.conv, p.data_math));
-  CUDNN_CHECK(cudnnConvolutionBackwardData(ctx.cudnn(), &one, p.w, filter, p.y, dy.data, p.conv,
-                                           p.backward_data, s.cudnn, p.workspace_bytes, &beta, p.x,
-                                           dx.data));
+  cudnn_backward_data(ctx, p, filter, dy.data, s.cudnn,
+                      dx_mode == GradMode::Accumulate ? 1.0f : 0.0f, dx.data);
 }
 
 }  // namespace psgd::cuda

@@ -54,6 +54,15 @@ class ConvPlan {
   bool any_widened() const { return forward_widened || data_widened || filter_widened; }
 };
 
+// Each direction through cuDNN with the plan's algorithm and math type, on device pointers;
+// `workspace` holds the plan's workspace_bytes. The data gradient is beta dx + the gradient.
+void cudnn_forward(const Context& ctx, const ConvPlan& p, const void* x, const void* filter,
+                   void* workspace, void* y);
+void cudnn_backward_filter(const Context& ctx, const ConvPlan& p, const void* x, const void* dy,
+                           void* workspace, void* dw);
+void cudnn_backward_data(const Context& ctx, const ConvPlan& p, const void* filter, const void* dy,
+                         void* workspace, float beta, void* dx);
+
 // Searches cuDNN's algorithms for a shape (timing them, or under --deterministic by its
 // heuristics), then races the alternatives.
 std::unique_ptr<ConvPlan> find_algorithms(const Context& ctx, const ConvKey& k,

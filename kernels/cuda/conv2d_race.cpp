@@ -8,7 +8,6 @@
 #include <vector>
 
 #include "engine/captured_graph.h"
-#include "engine/cuda_check.h"
 #include "kernels/cuda/conv2d_plan.h"
 #include "kernels/cuda/cuda_ops.h"
 
@@ -118,18 +117,11 @@ void race_alternatives(const Context& ctx, const ConvKey& k, ConvPlan& p, const 
   const auto scratch =
       bf16 ? std::make_unique<WidenedScratch>(*p.widened, x_shape, w_shape, y_shape) : nullptr;
   const Tensor dw32 = bf16 ? device_view(scratch->dw32.ptr, w_shape, DType::F32) : Tensor();
-  const float one = 1.0f, zero = 0.0f;
   void* workspace = timing->workspace.ptr;
   const auto nothing = [](ConvPlan&) {};
 
   std::vector<Candidate> forward{
-      {[&] {
-         CUDNN_CHECK(cudnnSetConvolutionMathType(p.conv, p.forward_math));
-         CUDNN_CHECK(cudnnConvolutionForward(ctx.cudnn(), &one, p.x, x.data, p.w, filter.data,
-                                             p.conv, p.forward, workspace, p.workspace_bytes, &zero,
-                                             p.y, y.data));
-       },
-       nothing}};
+      {[&] { cudnn_forward(ctx, p, x.data, filter.data, workspace, y.data); }, nothing}};
   if (direct)
     forward.push_back({[&] { conv2d_direct_forward(x, filter.data, w_shape, y); },
                        [](ConvPlan& q) { q.forward_direct = true; }});
@@ -139,15 +131,12 @@ void race_alternatives(const Context& ctx, const ConvKey& k, ConvPlan& p, const 
   keep_fastest(ctx, p, forward);
 
   // The bf16 kernels' dw comes out in bf16 and is widened into the float32 dw.
-  std::vector<Candidate> filter_gradient{
-      {[&] {
-         CUDNN_CHECK(cudnnSetConvolutionMathType(p.conv, p.filter_math));
-         CUDNN_CHECK(cudnnConvolutionBackwardFilter(ctx.cudnn(), &one, p.x, x.data, p.y, y.data,
-                                                    p.conv, p.backward_filter, workspace,
-                                                    p.workspace_bytes, &zero, p.w, dw.data));
-         if (bf16) cast(dw, dw32);
-       },
-       nothing}};
+  std::vector<Candidate> filter_gradient{{[&] {
+                                            cudnn_backward_filter(ctx, p, x.data, y.data, workspace,
+                                                                  dw.data);
+                                            if (bf16) cast(dw, dw32);
+                                          },
+                                          nothing}};
   if (bf16)
     filter_gradient.push_back(
         {[&] { widened_backward_filter(ctx, *p.widened, x, y, scratch->buffers, dw, dw32); },
@@ -157,12 +146,7 @@ void race_alternatives(const Context& ctx, const ConvKey& k, ConvPlan& p, const 
   std::vector<Candidate> data_gradient;
   if (cudnn_data)
     data_gradient.push_back(
-        {[&] {
-           CUDNN_CHECK(cudnnSetConvolutionMathType(p.conv, p.data_math));
-           CUDNN_CHECK(cudnnConvolutionBackwardData(ctx.cudnn(), &one, p.w, filter.data, p.y,
-                                                    y.data, p.conv, p.backward_data, workspace,
-                                                    p.workspace_bytes, &zero, p.x, dx.data));
-         },
+        {[&] { cudnn_backward_data(ctx, p, filter.data, y.data, workspace, 0.0f, dx.data); },
          [](ConvPlan& q) { q.data_direct = false; }});
   if (direct)
     data_gradient.push_back(
