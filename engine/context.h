@@ -29,12 +29,13 @@ struct Numerics {
   // kernels.
   bool bf16 = false;
   // GPU: how each direction of a convolution runs. Besides cuDNN's choice there are psgd's own
-  // kernel for 3x3 convolutions (stride 1, at most 64 channels: forward and data gradient) and,
+  // kernels for 3x3 convolutions of stride 1: a direct one in float32 (at most 64 channels;
+  // forward and data gradient) and one on tensor cores (TF32 or bf16; all three directions), and,
   // with bf16 activations, cuDNN's float32 kernels on widened copies (the same products, exact in
   // TF32). Auto times them against cuDNN's choice once per shape and keeps the fastest (except
   // under `deterministic`, where cuDNN's heuristic choice stands, the same in every run); Cudnn,
-  // Direct and Widened force one where it serves, for measurements and tests.
-  enum class Conv { Auto, Cudnn, Direct, Widened };
+  // Direct, TensorCore and Widened force one where it serves, for measurements and tests.
+  enum class Conv { Auto, Cudnn, Direct, TensorCore, Widened };
   Conv conv = Conv::Auto;
 };
 

@@ -199,9 +199,11 @@ train_on_gpu() {
 profile_steps() {
   local run
   for run in "--arch resnet32 --batch 128" "--arch resnet32 --batch 128 --conv cudnn" \
-             "--arch resnet32 --batch 128 --conv direct" "--arch vgg16_bn --batch 128" \
+             "--arch resnet32 --batch 128 --conv direct" \
+             "--arch resnet32 --batch 128 --conv tensor-core" "--arch vgg16_bn --batch 128" \
              "--arch resnet32 --batch 128 --bf16" "--arch resnet32 --batch 128 --bf16 --conv cudnn" \
-             "--arch resnet32 --batch 128 --bf16 --conv widened" "--arch vgg16_bn --batch 512"; do
+             "--arch resnet32 --batch 128 --bf16 --conv widened" \
+             "--arch resnet32 --batch 128 --bf16 --conv tensor-core" "--arch vgg16_bn --batch 512"; do
     # shellcheck disable=SC2086  # a list of words on purpose
     PSGD_CUDNN_LOG=1 "$build/tools/psgd-profile" --device cuda $run --repeats 20 --rounds 5 ||
       return 1

@@ -3,8 +3,9 @@
 // with its descriptors in a plan (conv2d_plan.h); a step only looks it up. It is the fastest by
 // timing (cudnnFind*AlgorithmEx on scratch buffers), or under --deterministic the first
 // deterministic one in cuDNN's heuristic order, so that every run chooses the same. A race then
-// sets which directions run an alternative instead (conv2d_race.cpp): psgd's direct kernel
-// (conv2d_direct.cu), or for bf16 activations cuDNN's float32 kernels (conv2d_widened.cpp).
+// sets which directions run an alternative instead (conv2d_race.cpp): psgd's direct or tensor-core
+// kernels (conv2d_direct.cu, conv2d_tensor_core.cu), or for bf16 activations cuDNN's float32
+// kernels (conv2d_widened.cpp).
 //
 // bf16 activations use cuDNN's PSEUDO_BFLOAT16 configuration: x, w and y all bf16, computing in
 // float32 (cards from Ampere on). The float32 master weight is rounded into a bf16 copy in the
@@ -41,12 +42,6 @@ size_t workspace_limit(const ConvKey& k, const Shape& x_shape, const Shape& y_sh
   return std::max(kMinWorkspaceLimit, activations);
 }
 
-// Tensor cores round float32 inputs to TF32, which strict float32 rules out; bf16 inputs they
-// multiply exactly, accumulating in float32.
-bool tensor_cores_allowed(const ConvKey& k) {
-  return k.tf32 || k.activations == DType::BF16;
-}
-
 }  // namespace
 
 ConvPlan::ConvPlan(const ConvKey& k, const Shape& y_shape) : activations(k.activations) {
@@ -73,6 +68,20 @@ ConvPlan::~ConvPlan() {
   cudnnDestroyFilterDescriptor(w);
   cudnnDestroyTensorDescriptor(y);
   cudnnDestroyTensorDescriptor(x);
+}
+
+const char* route_name(ConvRoute r) {
+  switch (r) {
+    case ConvRoute::Direct:
+      return "direct";
+    case ConvRoute::TensorCore:
+      return "tensor-core";
+    case ConvRoute::Widened:
+      return "widened";
+    case ConvRoute::Cudnn:
+      break;
+  }
+  return "cudnn";
 }
 
 Scratch::Scratch(size_t bytes) {
@@ -179,16 +188,13 @@ void log_choice(const ConvKey& k, const ConvPlan& p) {
   std::fprintf(stderr,
                "cudnn: x (%ld, %ld, %ld, %ld) w (%ld, %ld, %ld, %ld) stride %d pad %d %s%s%s: "
                "forward algo %d math %d, backward-data algo %d math %d, backward-filter algo %d "
-               "math %d, workspace %zu bytes%s%s%s%s%s\n",
+               "math %d, workspace %zu bytes; forward %s, backward-data %s, backward-filter %s\n",
                long(k.x[0]), long(k.x[1]), long(k.x[2]), long(k.x[3]), long(k.w[0]), long(k.w[1]),
                long(k.w[2]), long(k.w[3]), k.stride, k.pad, dtype_name(k.activations),
                k.tf32 ? ", tf32" : "", k.deterministic ? ", deterministic" : "", int(p.forward),
                int(p.forward_math), int(p.backward_data), int(p.data_math), int(p.backward_filter),
-               int(p.filter_math), p.workspace_bytes, p.forward_direct ? "; forward direct" : "",
-               p.data_direct ? "; backward-data direct" : "",
-               p.forward_widened ? "; forward widened" : "",
-               p.data_widened ? "; backward-data widened" : "",
-               p.filter_widened ? "; backward-filter widened" : "");
+               int(p.filter_math), p.workspace_bytes, route_name(p.forward_route),
+               route_name(p.data_route), route_name(p.filter_route));
 }
 
 // The workspace the chosen algorithms need: the most of what the search reported and what cuDNN
@@ -326,6 +332,7 @@ const ConvPlan& plan_for(const Context& ctx, const Shape& x, const Shape& w,
 struct ScratchLayout {
   size_t filter = 0;                 // byte offset of the bf16 filter
   size_t w32 = 0, x32 = 0, y32 = 0;  // of the float32 copies
+  size_t partials = 0;               // of the tensor-core filter gradient's partial sums
   int64_t floats = 0;
 };
 
@@ -334,6 +341,8 @@ ScratchLayout scratch_layout(const ConvPlan& p, const Shape& x, const Shape& w, 
   layout.add(std::max(p.workspace_bytes, p.any_widened() ? p.widened->workspace_bytes : 0));
   ScratchLayout s;
   if (p.activations == DType::BF16) s.filter = layout.add(w, DType::BF16);
+  if (p.filter_route == ConvRoute::TensorCore)
+    s.partials = layout.add(Shape{conv2d_tensor_core_filter_workspace_floats(x, w)}, DType::F32);
   if (p.any_widened()) {
     s.w32 = layout.add(w, DType::F32);
     s.x32 = layout.add(x, DType::F32);
@@ -346,6 +355,7 @@ ScratchLayout scratch_layout(const ConvPlan& p, const Shape& x, const Shape& w, 
 struct ConvScratch {
   void* cudnn;             // cuDNN's workspace
   Tensor filter;           // (K, C, R, S) bf16; undefined for float32 activations
+  Tensor partials;         // where the filter gradient runs on tensor cores
   WidenedBuffers widened;  // where a direction is widened
 };
 
@@ -353,8 +363,11 @@ ConvScratch scratch_for(const Context& ctx, const ConvPlan& p, const Shape& x, c
                         const Shape& y) {
   const ScratchLayout s = scratch_layout(p, x, w, y);
   const Tensor ws = ctx.workspace(s.floats);
-  ConvScratch scratch{ws.data, {}, {}};
+  ConvScratch scratch{ws.data, {}, {}, {}};
   if (p.activations == DType::BF16) scratch.filter = workspace_region(ws, s.filter, w, DType::BF16);
+  if (p.filter_route == ConvRoute::TensorCore)
+    scratch.partials = workspace_region(
+        ws, s.partials, Shape{conv2d_tensor_core_filter_workspace_floats(x, w)}, DType::F32);
   if (p.any_widened())
     scratch.widened = {workspace_region(ws, s.w32, w, DType::F32),
                        workspace_region(ws, s.x32, x, DType::F32),
@@ -408,17 +421,26 @@ void conv2d_forward(Context& ctx, const Tensor& x, const Tensor& w, ops::Conv2dG
   const ConvPlan& p = plan_for(ctx, x.shape, w.shape, g);
   const ConvScratch s = scratch_for(ctx, p, x.shape, w.shape, y.shape);
   const void* filter = stage_filter(s, w);
-  if (p.forward_direct) return conv2d_direct_forward(x, filter, w.shape, y);
-  if (p.forward_widened) return widened_forward(ctx, *p.widened, x, s.filter, s.widened, y);
-  cudnn_forward(ctx, p, x.data, filter, s.cudnn, y.data);
+  switch (p.forward_route) {
+    case ConvRoute::Direct:
+      return conv2d_direct_forward(x, filter, w.shape, y);
+    case ConvRoute::TensorCore:
+      return conv2d_tensor_core_forward(x, filter, w.shape, y);
+    case ConvRoute::Widened:
+      return widened_forward(ctx, *p.widened, x, s.filter, s.widened, y);
+    case ConvRoute::Cudnn:
+      return cudnn_forward(ctx, p, x.data, filter, s.cudnn, y.data);
+  }
 }
 
 void conv2d_backward(Context& ctx, const Tensor& x, const Tensor& w, const Tensor& dy,
                      ops::Conv2dGeometry g, const Tensor& dx, GradMode dx_mode, const Tensor& dw) {
   const ConvPlan& p = plan_for(ctx, x.shape, w.shape, g);
   const ConvScratch s = scratch_for(ctx, p, x.shape, w.shape, dy.shape);
-  if (p.filter_widened) {
+  if (p.filter_route == ConvRoute::Widened) {
     widened_backward_filter(ctx, *p.widened, x, dy, s.widened, s.filter, dw);
+  } else if (p.filter_route == ConvRoute::TensorCore) {
+    conv2d_tensor_core_backward_filter(x, dy, w.shape, s.partials, dw);
   } else {
     cudnn_backward_filter(ctx, p, x.data, dy.data, s.cudnn,
                           s.filter.defined() ? s.filter.data : dw.data);
@@ -426,12 +448,18 @@ void conv2d_backward(Context& ctx, const Tensor& x, const Tensor& w, const Tenso
   }
   if (!dx.defined()) return;
   const void* filter = stage_filter(s, w);  // after dw has left the bf16 filter
-  if (p.data_direct) return conv2d_direct_backward_data(dy, filter, w.shape, dx_mode, dx);
-  if (p.data_widened)
-    return widened_backward_data(ctx, *p.widened, s.filter, dy, p.filter_widened, s.widened,
-                                 dx_mode, dx);
-  cudnn_backward_data(ctx, p, filter, dy.data, s.cudnn,
-                      dx_mode == GradMode::Accumulate ? 1.0f : 0.0f, dx.data);
+  switch (p.data_route) {
+    case ConvRoute::Direct:
+      return conv2d_direct_backward_data(dy, filter, w.shape, dx_mode, dx);
+    case ConvRoute::TensorCore:
+      return conv2d_tensor_core_backward_data(dy, filter, w.shape, dx_mode, dx);
+    case ConvRoute::Widened:
+      return widened_backward_data(ctx, *p.widened, s.filter, dy,
+                                   p.filter_route == ConvRoute::Widened, s.widened, dx_mode, dx);
+    case ConvRoute::Cudnn:
+      return cudnn_backward_data(ctx, p, filter, dy.data, s.cudnn,
+                                 dx_mode == GradMode::Accumulate ? 1.0f : 0.0f, dx.data);
+  }
 }
 
 }  // namespace psgd::cuda

@@ -1,7 +1,7 @@
 // The plan of one convolution shape on CUDA: the cuDNN descriptors and algorithms chosen for it
 // at planning time (conv2d_cudnn.cpp), and where a race at that time found them faster, the
-// alternatives that run instead (conv2d_race.cpp): psgd's direct kernel, or for bf16 activations
-// cuDNN's float32 kernels on widened copies (conv2d_widened.cpp).
+// alternatives that run instead (conv2d_race.cpp): psgd's direct or tensor-core kernels, or for
+// bf16 activations cuDNN's float32 kernels on widened copies (conv2d_widened.cpp).
 #pragma once
 
 #include <cudnn.h>
@@ -28,6 +28,18 @@ struct ConvKey {
   auto operator<=>(const ConvKey&) const = default;
 };
 
+// What runs one direction of a convolution: cuDNN's algorithm, psgd's direct kernel
+// (conv2d_direct.cu), psgd's tensor-core kernel (conv2d_tensor_core.cu), or for bf16 activations
+// cuDNN's float32 kernels on widened copies.
+enum class ConvRoute { Cudnn, Direct, TensorCore, Widened };
+const char* route_name(ConvRoute r);
+
+// Tensor cores round float32 inputs to TF32, which strict float32 rules out; bf16 inputs they
+// multiply exactly, accumulating in float32.
+inline bool tensor_cores_allowed(const ConvKey& k) {
+  return k.tf32 || k.activations == DType::BF16;
+}
+
 class ConvPlan {
  public:
   ConvPlan(const ConvKey& k, const Shape& y_shape);
@@ -46,12 +58,15 @@ class ConvPlan {
   std::string missing_backward_data;  // why there is no backward-data algorithm; empty: there is
   DType activations;
 
-  bool forward_direct = false, data_direct = false;  // psgd's direct kernel instead of cuDNN
-  // bf16 activations: the directions that run on float32 copies through `widened`, the float32
-  // plan of the same shape (conv2d_widened.cpp).
-  bool forward_widened = false, data_widened = false, filter_widened = false;
+  // How each direction runs (the filter gradient: cuDNN or widened). Widened directions run on
+  // float32 copies through `widened`, the float32 plan of the same shape (conv2d_widened.cpp).
+  ConvRoute forward_route = ConvRoute::Cudnn, data_route = ConvRoute::Cudnn,
+            filter_route = ConvRoute::Cudnn;
   std::unique_ptr<ConvPlan> widened;
-  bool any_widened() const { return forward_widened || data_widened || filter_widened; }
+  bool any_widened() const {
+    return forward_route == ConvRoute::Widened || data_route == ConvRoute::Widened ||
+           filter_route == ConvRoute::Widened;
+  }
 };
 
 // Each direction through cuDNN with the plan's algorithm and math type, on device pointers;

@@ -1,6 +1,7 @@
 // The race at planning time between cuDNN's choice for a shape and the alternatives that may run
-// instead, per direction: psgd's direct kernel (forward and data gradient, where it serves the
-// shape) and, for bf16 activations, cuDNN's float32 kernels on widened copies (all three). Each
+// instead, per direction: psgd's direct and tensor-core kernels (forward and data gradient, where
+// they serve the shape and the numerics) and, for bf16 activations, cuDNN's float32 kernels on
+// widened copies (all three). Each
 // candidate is timed as a training step runs it, on the search's buffers, and the fastest runs.
 #include <chrono>
 #include <functional>
@@ -34,23 +35,24 @@ double microseconds_per_call(const Context& ctx, const std::function<void()>& ru
   return elapsed.count() / (kCalls * kReplays);
 }
 
-// One way to run a direction, and what choosing it sets in the plan.
+// One way to run a direction.
 struct Candidate {
+  ConvRoute route;
   std::function<void()> run;
-  std::function<void(ConvPlan&)> choose;
 };
 
-void keep_fastest(const Context& ctx, ConvPlan& p, const std::vector<Candidate>& candidates) {
-  double fastest = std::numeric_limits<double>::infinity();
-  const Candidate* chosen = nullptr;
+// The route of the fastest candidate; `otherwise` where there is none.
+ConvRoute fastest(const Context& ctx, const std::vector<Candidate>& candidates,
+                  ConvRoute otherwise) {
+  double best = std::numeric_limits<double>::infinity();
   for (const Candidate& c : candidates) {
     const double us = microseconds_per_call(ctx, c.run);
-    if (us < fastest) {
-      fastest = us;
-      chosen = &c;
+    if (us < best) {
+      best = us;
+      otherwise = c.route;
     }
   }
-  if (chosen) chosen->choose(p);
+  return otherwise;
 }
 
 // The float32 plan of a bf16 shape: tensor cores whatever tf32 says (exact on bf16 values, as the
@@ -83,28 +85,40 @@ struct WidenedScratch {
 
 void race_alternatives(const Context& ctx, const ConvKey& k, ConvPlan& p, const Shape& x_shape,
                        const Shape& w_shape, const Shape& y_shape, const TimingBuffers* timing) {
-  const bool direct = conv2d_direct_supported(w_shape, {k.stride, k.pad});
+  const ops::Conv2dGeometry geometry{k.stride, k.pad};
+  const bool direct = conv2d_direct_supported(w_shape, geometry);
+  const bool tensor_core =
+      tensor_cores_allowed(k) && conv2d_tensor_core_supported(x_shape, w_shape, geometry);
+  const bool tensor_core_filter =
+      tensor_cores_allowed(k) && conv2d_tensor_core_filter_supported(x_shape, w_shape, geometry);
   const bool bf16 = k.activations == DType::BF16;
   const bool cudnn_data = p.missing_backward_data.empty();
+  // Where cuDNN has no data-gradient algorithm, psgd's kernels stand in where they serve.
+  const ConvRoute data_fallback = cudnn_data    ? ConvRoute::Cudnn
+                                  : direct      ? ConvRoute::Direct
+                                  : tensor_core ? ConvRoute::TensorCore
+                                                : ConvRoute::Cudnn;
   switch (k.conv) {
     case Conv::Cudnn:
       return;
     case Conv::Direct:
-      p.forward_direct = p.data_direct = direct;
+      if (direct) p.forward_route = p.data_route = ConvRoute::Direct;
+      return;
+    case Conv::TensorCore:
+      if (tensor_core) p.forward_route = p.data_route = ConvRoute::TensorCore;
+      if (tensor_core_filter) p.filter_route = ConvRoute::TensorCore;
       return;
     case Conv::Widened:
       if (!bf16) return;
       p.widened = widened_plan(ctx, k, x_shape, w_shape, y_shape);
-      p.forward_widened = p.filter_widened = true;
-      p.data_widened = p.widened->missing_backward_data.empty();
-      p.data_direct = !p.data_widened && direct;
+      p.forward_route = p.filter_route = ConvRoute::Widened;
+      p.data_route = p.widened->missing_backward_data.empty() ? ConvRoute::Widened : data_fallback;
       return;
     case Conv::Auto:
       break;
   }
-  // The data gradient falls back to the direct kernel where cuDNN has none; deterministic runs
-  // (no timing) keep the rest of cuDNN's choice.
-  p.data_direct = !cudnn_data && direct;
+  // Deterministic runs (no timing) keep cuDNN's choice, or the fallback.
+  p.data_route = data_fallback;
   // The race runs cuDNN on the search's workspace, which its final choice may outgrow.
   if (!timing || p.workspace_bytes > timing->workspace_bytes) return;
   const Tensor x = device_view(timing->x.ptr, x_shape, k.activations),
@@ -118,50 +132,60 @@ void race_alternatives(const Context& ctx, const ConvKey& k, ConvPlan& p, const 
       bf16 ? std::make_unique<WidenedScratch>(*p.widened, x_shape, w_shape, y_shape) : nullptr;
   const Tensor dw32 = bf16 ? device_view(scratch->dw32.ptr, w_shape, DType::F32) : Tensor();
   void* workspace = timing->workspace.ptr;
-  const auto nothing = [](ConvPlan&) {};
 
   std::vector<Candidate> forward{
-      {[&] { cudnn_forward(ctx, p, x.data, filter.data, workspace, y.data); }, nothing}};
+      {ConvRoute::Cudnn, [&] { cudnn_forward(ctx, p, x.data, filter.data, workspace, y.data); }}};
   if (direct)
-    forward.push_back({[&] { conv2d_direct_forward(x, filter.data, w_shape, y); },
-                       [](ConvPlan& q) { q.forward_direct = true; }});
+    forward.push_back(
+        {ConvRoute::Direct, [&] { conv2d_direct_forward(x, filter.data, w_shape, y); }});
+  if (tensor_core)
+    forward.push_back(
+        {ConvRoute::TensorCore, [&] { conv2d_tensor_core_forward(x, filter.data, w_shape, y); }});
   if (bf16)
-    forward.push_back({[&] { widened_forward(ctx, *p.widened, x, filter, scratch->buffers, y); },
-                       [](ConvPlan& q) { q.forward_widened = true; }});
-  keep_fastest(ctx, p, forward);
+    forward.push_back({ConvRoute::Widened,
+                       [&] { widened_forward(ctx, *p.widened, x, filter, scratch->buffers, y); }});
+  p.forward_route = fastest(ctx, forward, ConvRoute::Cudnn);
 
   // The bf16 kernels' dw comes out in bf16 and is widened into the float32 dw.
-  std::vector<Candidate> filter_gradient{{[&] {
+  std::vector<Candidate> filter_gradient{{ConvRoute::Cudnn, [&] {
                                             cudnn_backward_filter(ctx, p, x.data, y.data, workspace,
                                                                   dw.data);
                                             if (bf16) cast(dw, dw32);
-                                          },
-                                          nothing}};
+                                          }}};
+  const int64_t partial_floats =
+      tensor_core_filter ? conv2d_tensor_core_filter_workspace_floats(x_shape, w_shape) : 0;
+  const Scratch partial_sums(sizeof(float) * size_t(partial_floats));
+  const Tensor partials = device_view(partial_sums.ptr, Shape{partial_floats}, DType::F32);
+  if (tensor_core_filter)
+    filter_gradient.push_back(
+        {ConvRoute::TensorCore,
+         [&] { conv2d_tensor_core_backward_filter(x, y, w_shape, partials, bf16 ? dw32 : dw); }});
   if (bf16)
     filter_gradient.push_back(
-        {[&] { widened_backward_filter(ctx, *p.widened, x, y, scratch->buffers, dw, dw32); },
-         [](ConvPlan& q) { q.filter_widened = true; }});
-  keep_fastest(ctx, p, filter_gradient);
+        {ConvRoute::Widened,
+         [&] { widened_backward_filter(ctx, *p.widened, x, y, scratch->buffers, dw, dw32); }});
+  p.filter_route = fastest(ctx, filter_gradient, ConvRoute::Cudnn);
 
   std::vector<Candidate> data_gradient;
   if (cudnn_data)
     data_gradient.push_back(
-        {[&] { cudnn_backward_data(ctx, p, filter.data, y.data, workspace, 0.0f, dx.data); },
-         [](ConvPlan& q) { q.data_direct = false; }});
+        {ConvRoute::Cudnn,
+         [&] { cudnn_backward_data(ctx, p, filter.data, y.data, workspace, 0.0f, dx.data); }});
   if (direct)
     data_gradient.push_back(
-        {[&] { conv2d_direct_backward_data(y, filter.data, w_shape, GradMode::Overwrite, dx); },
-         [](ConvPlan& q) { q.data_direct = true; }});
+        {ConvRoute::Direct,
+         [&] { conv2d_direct_backward_data(y, filter.data, w_shape, GradMode::Overwrite, dx); }});
+  if (tensor_core)
+    data_gradient.push_back({ConvRoute::TensorCore, [&] {
+                               conv2d_tensor_core_backward_data(y, filter.data, w_shape,
+                                                                GradMode::Overwrite, dx);
+                             }});
   if (widened_data)
-    data_gradient.push_back({[&] {
+    data_gradient.push_back({ConvRoute::Widened, [&] {
                                widened_backward_data(ctx, *p.widened, filter, y, false,
                                                      scratch->buffers, GradMode::Overwrite, dx);
-                             },
-                             [](ConvPlan& q) {
-                               q.data_direct = false;
-                               q.data_widened = true;
                              }});
-  keep_fastest(ctx, p, data_gradient);
+  p.data_route = fastest(ctx, data_gradient, data_fallback);
   if (!p.any_widened()) p.widened.reset();
 }
 

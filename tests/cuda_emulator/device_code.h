@@ -38,6 +38,12 @@ void sync_block();
 // Exchanges one value among the lanes of `mask` that have not returned (each must call it):
 // gives lane `source`'s bytes, or all-ones bits where that lane has returned or is not in mask.
 void warp_exchange(unsigned mask, const void* mine, void* theirs, unsigned source, size_t bytes);
+// mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 of the calling warp (all 32 lanes must
+// call it): d += a b with each lane's fragments as PTX lays them out, operands read as TF32
+// (their low 13 mantissa bits ignored, as tensor cores do), products summed in float32.
+void warp_mma_m16n8k8_tf32(float (&d)[4], const float (&a)[4], const float (&b)[2]);
+// cvt.rna.tf32.f32: to TF32 precision, rounding to nearest with ties away from zero.
+float round_to_tf32(float v);
 // The launch's dynamic shared memory (its third launch argument), filled with 0xff bytes at the
 // start of each block.
 void* dynamic_shared_memory();

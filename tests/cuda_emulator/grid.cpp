@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "tests/cuda_emulator/race_detector.h"
+#include "tests/cuda_emulator/tf32.h"
 
 namespace psgd::emu {
 namespace {
@@ -75,6 +76,7 @@ struct Thread {
   unsigned warp_mask = 0;
   uint64_t sent = 0, received = 0;
   unsigned source = 0;
+  float mma_operands[6] = {};  // a warp matrix product's A (4) and B (2) fragments
   std::exception_ptr error;
 };
 
@@ -243,6 +245,63 @@ void warp_exchange(unsigned mask, const void* mine, void* theirs, unsigned sourc
   t.warp_mask = mask;
   suspend(t);
   std::memcpy(theirs, &t.received, bytes);
+}
+
+namespace {
+
+// Waits until every lane of the calling thread's warp is here; fails where one has returned or
+// the warp is partial (mma.sync needs all 32 lanes).
+void warp_barrier(const char* what) {
+  Block& b = *current_block;
+  const size_t first = slot_of(b, *b.running) / kWarp * kWarp;
+  if (b.threads.size() - first < kWarp) fail(b, std::string(what) + " in a partial warp");
+  // Each lane reads the next one's mark: a lane that has returned gives all-ones bits instead.
+  const unsigned next = (b.running->coords.lane + 1) % kWarp;
+  const uint32_t here = 1;
+  uint32_t there = 0;
+  warp_exchange(~0u, &here, &there, next, sizeof here);
+  if (there != here)
+    fail(b, std::string(what) + " with lane " + std::to_string(next) + " returned");
+}
+
+float as_tf32_operand(float v) {
+  uint32_t u;
+  std::memcpy(&u, &v, sizeof u);
+  u &= 0xffffe000u;
+  std::memcpy(&v, &u, sizeof v);
+  return v;
+}
+
+}  // namespace
+
+void warp_mma_m16n8k8_tf32(float (&d)[4], const float (&a)[4], const float (&b)[2]) {
+  Block& blk = *current_block;
+  Thread& me = *blk.running;
+  std::copy(a, a + 4, me.mma_operands);
+  std::copy(b, b + 2, me.mma_operands + 4);
+  warp_barrier("mma.sync");
+  // Fragments (PTX ISA, m16n8k8 .tf32): lane = 4 g + t holds A[g][t], A[g+8][t], A[g][t+4],
+  // A[g+8][t+4] and B[t][g], B[t+4][g]; its D elements are (g, 2t), (g, 2t+1), (g+8, 2t) and
+  // (g+8, 2t+1).
+  const Thread* warp = &blk.threads[slot_of(blk, me) / kWarp * kWarp];
+  const auto A = [&](unsigned row, unsigned k) {
+    return warp[4 * (row % 8) + k % 4].mma_operands[row / 8 + 2 * (k / 4)];
+  };
+  const auto B = [&](unsigned k, unsigned col) {
+    return warp[4 * col + k % 4].mma_operands[4 + k / 4];
+  };
+  const unsigned g = me.coords.lane / 4, t = me.coords.lane % 4;
+  for (unsigned e = 0; e < 4; ++e) {
+    const unsigned row = g + 8 * (e / 2), col = 2 * t + e % 2;
+    float sum = d[e];
+    for (unsigned k = 0; k < 8; ++k) sum += as_tf32_operand(A(row, k)) * as_tf32_operand(B(k, col));
+    d[e] = sum;
+  }
+  warp_barrier("mma.sync");  // no lane's next fragments overwrite these before all have read
+}
+
+float round_to_tf32(float v) {
+  return to_tf32(v);
 }
 
 void* dynamic_shared_memory() {

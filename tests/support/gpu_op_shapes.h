@@ -55,4 +55,26 @@ inline std::array<ConvShape, 5> direct_conv_shapes() {
           ConvShape{{128, 16, 32, 32}, {16, 16, 3, 3}, {1, 1}}};
 }
 
+// Shapes for psgd's tensor-core 3x3 convolution: the stem's 3 channels, a width that leaves
+// blocks starting mid-row with outputs ending in a partial tile of 8, two output groups and
+// blocks of two whole images, a plane smaller than the filter with 5 channels in, rows of 32 with
+// outputs 16 past a group.
+inline std::array<ConvShape, 5> tensor_core_conv_shapes() {
+  return {ConvShape{{2, 3, 32, 32}, {16, 3, 3, 3}, {1, 1}},
+          ConvShape{{3, 16, 9, 7}, {20, 16, 3, 3}, {1, 1}},
+          ConvShape{{3, 64, 8, 8}, {64, 64, 3, 3}, {1, 1}},
+          ConvShape{{5, 5, 1, 2}, {8, 5, 3, 3}, {1, 1}},
+          ConvShape{{4, 16, 32, 32}, {48, 16, 3, 3}, {1, 1}}};
+}
+
+// Shapes for its filter gradient (widths multiples of 8): the stem's 3 channels in, blocks of
+// two whole images, slabs of several tiles with outputs 16 past a group, and three-row images
+// with 12 channels in (a partial step) and a partial output tile.
+inline std::array<ConvShape, 4> tensor_core_filter_shapes() {
+  return {ConvShape{{2, 3, 16, 16}, {16, 3, 3, 3}, {1, 1}},
+          ConvShape{{3, 64, 8, 8}, {64, 64, 3, 3}, {1, 1}},
+          ConvShape{{4, 16, 32, 32}, {48, 16, 3, 3}, {1, 1}},
+          ConvShape{{2, 12, 3, 16}, {20, 12, 3, 3}, {1, 1}}};
+}
+
 }  // namespace psgd::test

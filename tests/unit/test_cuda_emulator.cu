@@ -14,6 +14,7 @@
 
 #include "engine/cuda_check.h"
 #include "kernels/cuda/launch.h"
+#include "kernels/cuda/mma.h"
 #include "tests/cuda_emulator/device_memory.h"
 #include "tests/cuda_emulator/race_detector.h"
 
@@ -101,6 +102,22 @@ __global__ void mixed_shuffles(int* half, int* whole, int* groups) {
   if (threadIdx.x < 16) half[threadIdx.x] = __shfl_xor_sync(0x0000ffffu, v, 1);
   whole[threadIdx.x] = __shfl_sync(0xffffffffu, v * 10, 31);
   groups[threadIdx.x] = __shfl_down_sync(0xffffffffu, v, 2, 8);
+}
+
+// One warp's TF32 product of A (16x8, row-major) and B (8x8, row-major here) into D (16x8),
+// through the fragments as kernels/cuda/mma.h documents them; a lane that returns first when
+// `early` is set.
+__global__ void warp_product(const float* a, const float* b, float* d, bool early) {
+  const unsigned g = threadIdx.x / 4, t = threadIdx.x % 4;
+  if (early && threadIdx.x == 9) return;
+  const float fa[4] = {a[g * 8 + t], a[(g + 8) * 8 + t], a[g * 8 + t + 4], a[(g + 8) * 8 + t + 4]};
+  const float fb[2] = {b[t * 8 + g], b[(t + 4) * 8 + g]};
+  float fd[4] = {1.0f, 1.0f, 1.0f, 1.0f};
+  psgd::cuda::mma_m16n8k8_tf32(fd, fa, fb);
+  d[g * 8 + 2 * t] = fd[0];
+  d[g * 8 + 2 * t + 1] = fd[1];
+  d[(g + 8) * 8 + 2 * t] = fd[2];
+  d[(g + 8) * 8 + 2 * t + 1] = fd[3];
 }
 
 __global__ void throwing_kernel(int* out) {
@@ -250,6 +267,43 @@ TEST_CASE("emulator: shuffles of part of a warp, and of groups narrower than a w
     CHECK(w[t] == 310);
     CHECK(g[t] == (t % 8 + 2 < 8 ? t + 2 : t));
   }
+}
+
+TEST_CASE("emulator: a warp's tensor-core product multiplies the fragments' matrices") {
+  // Small integers times powers of two are exact in TF32; 1 + 2^-12 is not, and the product
+  // reads it as 1 (tensor cores ignore the low 13 mantissa bits).
+  std::vector<float> a(16 * 8), b(8 * 8);
+  for (size_t i = 0; i < a.size(); ++i) a[i] = static_cast<float>(int(i * 7 % 11) - 5) * 0.5f;
+  for (size_t i = 0; i < b.size(); ++i) b[i] = static_cast<float>(int(i * 5 % 9) - 4);
+  b[3 * 8 + 2] = 1.0f + 1.0f / 4096;
+  float *da, *db, *dd;
+  CUDA_CHECK(cudaMalloc(&da, a.size() * sizeof(float)));
+  CUDA_CHECK(cudaMalloc(&db, b.size() * sizeof(float)));
+  CUDA_CHECK(cudaMalloc(&dd, 16 * 8 * sizeof(float)));
+  CUDA_CHECK(cudaMemcpy(da, a.data(), a.size() * sizeof(float), cudaMemcpyHostToDevice));
+  CUDA_CHECK(cudaMemcpy(db, b.data(), b.size() * sizeof(float), cudaMemcpyHostToDevice));
+  PSGD_LAUNCH(warp_product, 1, 32)(da, db, dd, false);
+  std::vector<float> d(16 * 8);
+  CUDA_CHECK(cudaMemcpy(d.data(), dd, d.size() * sizeof(float), cudaMemcpyDeviceToHost));
+  b[3 * 8 + 2] = 1.0f;
+  for (int row = 0; row < 16; ++row)
+    for (int col = 0; col < 8; ++col) {
+      float expected = 1.0f;
+      for (int k = 0; k < 8; ++k) expected += a[row * 8 + k] * b[k * 8 + col];
+      CAPTURE(row);
+      CAPTURE(col);
+      CHECK(d[row * 8 + col] == expected);
+    }
+  // Rounding to TF32 (ulp 2^-10 at 1): a quarter ulp goes down, three quarters and a tie up.
+  CHECK(psgd::emu::round_to_tf32(1.0f + 1.0f / 4096) == 1.0f);
+  CHECK(psgd::emu::round_to_tf32(1.0f + 3.0f / 4096) == 1.0f + 1.0f / 1024);
+  CHECK(psgd::emu::round_to_tf32(1.0f + 1.0f / 2048) == 1.0f + 1.0f / 1024);
+  CHECK(psgd::emu::round_to_tf32(-1.0f - 1.0f / 2048) == -1.0f - 1.0f / 1024);
+  const auto early = [&] { PSGD_LAUNCH(warp_product, 1, 32)(da, db, dd, true); };
+  CHECK(throws_containing(early, "mma.sync with lane 9 returned"));
+  cudaFree(da);
+  cudaFree(db);
+  cudaFree(dd);
 }
 
 TEST_CASE("emulator: an exception in a thread fails the launch, and the other threads unwind") {

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <functional>
 #include <memory>
+#include <span>
 #include <tuple>
 
 #include "kernels/cuda/cuda_ops.h"
@@ -313,32 +314,46 @@ TEST_CASE("cuda: the PSGD optimizer step in one launch, SGD and Adam, grid and z
       "optimizer", 1e-5);
 }
 
-TEST_CASE("cuda: convolution through cuDNN, strict float32 and TF32") {
+TEST_CASE("cuda: convolution through cuDNN or psgd's tensor cores, strict float32 and TF32") {
+  // TF32 also with psgd's tensor-core kernels forced where they serve (the stage-1 shape).
   for (const ConvShape& c : conv_shapes()) {
-    for (const bool tf32 : {false, true}) {
+    for (const Numerics math : {Numerics{.tf32 = false}, Numerics{.tf32 = true},
+                                Numerics{.tf32 = true, .conv = Numerics::Conv::TensorCore}}) {
+      const bool tf32 = math.tf32;
       CAPTURE(c.x.str());
       CAPTURE(tf32);
+      CAPTURE(int(math.conv));
       const Shape y = ops::conv2d_output_shape(c.x, c.w, c.g);
       TwinList t;
       for (const Shape& s : {c.x, c.w, y, y, c.x, c.w})
         t.push_back(std::make_unique<Twin>(s, -1.0f, 1.0f, t.size()));
-      run_both(t,
-               [&](Context& ctx, const std::vector<Tensor>& v) {
-                 ctx.reserve_workspace(ops::conv2d_workspace_floats(ctx, c.x, c.w, c.g));
-                 ops::conv2d_forward(ctx, v[0], v[1], c.g, v[2]);
-                 ops::conv2d_backward(ctx, v[0], v[1], v[3], c.g, v[4], ops::GradMode::Accumulate,
-                                      v[5]);
-               },
-               "conv2d", tf32 ? 1e-3 : 1e-5, {.tf32 = tf32});
+      run_both(
+          t,
+          [&](Context& ctx, const std::vector<Tensor>& v) {
+            ctx.reserve_workspace(ops::conv2d_workspace_floats(ctx, c.x, c.w, c.g));
+            ops::conv2d_forward(ctx, v[0], v[1], c.g, v[2]);
+            ops::conv2d_backward(ctx, v[0], v[1], v[3], c.g, v[4], ops::GradMode::Accumulate, v[5]);
+          },
+          "conv2d", tf32 ? 1e-3 : 1e-5, math);
     }
   }
 }
 
-TEST_CASE("cuda: psgd's direct 3x3 convolution, forward and data gradient, equals the CPU") {
-  for (const ConvShape& c : direct_conv_shapes()) {
+namespace {
+
+// One of psgd's own 3x3 kernels (forward and data gradient, in both gradient modes) against the
+// CPU's convolution, on shapes it serves.
+struct Kernel3x3 {
+  void (*forward)(const Tensor& x, const void* w, const Shape& w_shape, const Tensor& y);
+  void (*backward_data)(const Tensor& dy, const void* w, const Shape& w_shape, ops::GradMode mode,
+                        const Tensor& dx);
+};
+
+void compare_3x3(std::span<const ConvShape> shapes, Kernel3x3 kernel, const char* what,
+                 double tolerance) {
+  for (const ConvShape& c : shapes) {
     CAPTURE(c.x.str());
     CAPTURE(c.w.str());
-    REQUIRE(cuda::conv2d_direct_supported(c.w, c.g));
     const Shape y = ops::conv2d_output_shape(c.x, c.w, c.g);
     for (const ops::GradMode mode : {ops::GradMode::Overwrite, ops::GradMode::Accumulate}) {
       CAPTURE(int(mode));
@@ -350,17 +365,67 @@ TEST_CASE("cuda: psgd's direct 3x3 convolution, forward and data gradient, equal
           t,
           [&](Context& ctx, const std::vector<Tensor>& v) {
             if (ctx.device() == Device::CUDA) {
-              cuda::conv2d_direct_forward(v[0], v[1].data, c.w, v[2]);
-              cuda::conv2d_direct_backward_data(v[3], v[1].data, c.w, mode, v[4]);
+              kernel.forward(v[0], v[1].data, c.w, v[2]);
+              kernel.backward_data(v[3], v[1].data, c.w, mode, v[4]);
               return;
             }
             ctx.reserve_workspace(ops::conv2d_workspace_floats(ctx, c.x, c.w, c.g));
             ops::conv2d_forward(ctx, v[0], v[1], c.g, v[2]);
             ops::conv2d_backward(ctx, v[0], v[1], v[3], c.g, v[4], mode, dw.t());
           },
-          "direct conv2d", 1e-5);
+          what, tolerance);
     }
   }
+}
+
+}  // namespace
+
+TEST_CASE("cuda: psgd's direct 3x3 convolution, forward and data gradient, equals the CPU") {
+  const auto shapes = direct_conv_shapes();
+  for (const ConvShape& c : shapes) REQUIRE(cuda::conv2d_direct_supported(c.w, c.g));
+  compare_3x3(shapes, {cuda::conv2d_direct_forward, cuda::conv2d_direct_backward_data},
+              "direct conv2d", 1e-5);
+}
+
+TEST_CASE("cuda: psgd's tensor-core 3x3 convolution, forward and data gradient, equals the CPU") {
+  const auto shapes = tensor_core_conv_shapes();
+  for (const ConvShape& c : shapes) REQUIRE(cuda::conv2d_tensor_core_supported(c.x, c.w, c.g));
+  compare_3x3(shapes, {cuda::conv2d_tensor_core_forward, cuda::conv2d_tensor_core_backward_data},
+              "tensor-core conv2d", 1e-3);
+  // The kernel serves 3x3 convolutions of stride 1 and padding 1 in widths whose staged rows fit
+  // a block's shared memory.
+  CHECK_FALSE(cuda::conv2d_tensor_core_supported({2, 16, 8, 8}, {16, 16, 3, 3}, {2, 1}));
+  CHECK_FALSE(cuda::conv2d_tensor_core_supported({2, 16, 8, 8}, {16, 16, 1, 1}, {1, 0}));
+  CHECK_FALSE(cuda::conv2d_tensor_core_supported({1, 16, 2, 4096}, {16, 16, 3, 3}, {1, 1}));
+  CHECK(cuda::conv2d_tensor_core_supported({1, 512, 2, 2}, {512, 512, 3, 3}, {1, 1}));
+}
+
+TEST_CASE("cuda: psgd's tensor-core filter gradient equals the CPU") {
+  for (const ConvShape& c : tensor_core_filter_shapes()) {
+    CAPTURE(c.x.str());
+    CAPTURE(c.w.str());
+    REQUIRE(cuda::conv2d_tensor_core_filter_supported(c.x, c.w, c.g));
+    const Shape y = ops::conv2d_output_shape(c.x, c.w, c.g);
+    TwinList t;  // x, w, dy, dw
+    for (const Shape& s : {c.x, c.w, y, c.w})
+      t.push_back(std::make_unique<Twin>(s, -1.0f, 1.0f, t.size()));
+    HostTensor dx(c.x);  // the CPU's input gradient, not compared
+    const int64_t partial_floats = cuda::conv2d_tensor_core_filter_workspace_floats(c.x, c.w);
+    const DeviceBuffer partials(Device::CUDA, sizeof(float) * partial_floats);
+    run_both(
+        t,
+        [&](Context& ctx, const std::vector<Tensor>& v) {
+          if (ctx.device() == Device::CUDA)
+            return cuda::conv2d_tensor_core_backward_filter(
+                v[0], v[2], c.w, partials.f32(0, Shape{partial_floats}), v[3]);
+          ctx.reserve_workspace(ops::conv2d_workspace_floats(ctx, c.x, c.w, c.g));
+          ops::conv2d_backward(ctx, v[0], v[1], v[2], c.g, dx.t(), ops::GradMode::Overwrite, v[3]);
+        },
+        "tensor-core filter gradient", 1e-3);
+  }
+  CHECK_FALSE(cuda::conv2d_tensor_core_filter_supported({3, 16, 9, 7}, {24, 16, 3, 3}, {1, 1}));
+  CHECK_FALSE(cuda::conv2d_tensor_core_filter_supported({3, 16, 4, 4}, {24, 16, 3, 3}, {1, 1}));
+  CHECK_FALSE(cuda::conv2d_tensor_core_filter_supported({3, 16, 8, 8}, {24, 16, 3, 3}, {2, 1}));
 }
 
 TEST_CASE("cuda: linear layers through cuBLAS") {

@@ -28,6 +28,7 @@ namespace {
 constexpr Numerics kBf16{.bf16 = true};
 constexpr Numerics kBf16Deterministic{.deterministic = true, .bf16 = true};
 constexpr Numerics kBf16Direct{.bf16 = true, .conv = Numerics::Conv::Direct};
+constexpr Numerics kBf16TensorCore{.bf16 = true, .conv = Numerics::Conv::TensorCore};
 constexpr Numerics kBf16Widened{.bf16 = true, .conv = Numerics::Conv::Widened};
 constexpr ops::GradMode kModes[] = {ops::GradMode::Overwrite, ops::GradMode::Accumulate};
 constexpr DType BF16 = DType::BF16, F32 = DType::F32;
@@ -336,13 +337,14 @@ TEST_CASE("cuda bf16: convolution through cuDNN") {
     for (const auto& [shape, dtype] :
          {std::tuple{c.x, BF16}, {c.w, F32}, {y, BF16}, {y, BF16}, {c.x, BF16}, {c.w, F32}})
       add(t, shape, dtype, -1.0f, 1.0f);
-    // Deterministic algorithms, psgd's direct kernel (where it serves the shape) and cuDNN's
-    // float32 kernels on widened copies round each result once; the fastest bf16 ones may add
-    // one partial sum per filter tap into the input's gradient.
+    // Deterministic algorithms, psgd's direct and tensor-core kernels (where they serve the shape)
+    // and cuDNN's float32 kernels on widened copies round each result once; the fastest bf16
+    // ones may add one partial sum per filter tap into the input's gradient.
     const Bf16Match atomic{.atomic_adds = static_cast<int>(c.w[2] * c.w[3])};
     for (const auto& [numerics, match] : {std::pair{kBf16Deterministic, kAllowance},
                                           {kBf16, atomic},
                                           {kBf16Direct, kAllowance},
+                                          {kBf16TensorCore, kAllowance},
                                           {kBf16Widened, kAllowance}})
       for (ops::GradMode mode : kModes) {
         CAPTURE(numerics.deterministic);

@@ -28,6 +28,7 @@ std::unique_ptr<Net> quantized_net(const BenchOptions& o, Device device) {
 Numerics::Conv conv_choice(const std::string& name) {
   if (name == "cudnn") return Numerics::Conv::Cudnn;
   if (name == "direct") return Numerics::Conv::Direct;
+  if (name == "tensor-core") return Numerics::Conv::TensorCore;
   if (name == "widened") return Numerics::Conv::Widened;
   return Numerics::Conv::Auto;
 }
@@ -48,9 +49,9 @@ void add_bench_options(CLI::App& app, BenchOptions& o) {
   app.add_flag("--bf16", o.bf16, "bf16 activations (float32 weights and optimizer)");
   app.add_option("--conv", o.conv,
                  "GPU: how convolutions run: each direction the fastest of cuDNN's choice, psgd's "
-                 "direct 3x3 kernel and (bf16) cuDNN's float32 kernels on widened copies (auto), "
-                 "or always one")
-      ->check(CLI::IsMember({"auto", "cudnn", "direct", "widened"}))
+                 "direct and tensor-core 3x3 kernels and (bf16) cuDNN's float32 kernels on "
+                 "widened copies (auto), or always one")
+      ->check(CLI::IsMember({"auto", "cudnn", "direct", "tensor-core", "widened"}))
       ->capture_default_str();
   app.add_option("--w-bits", o.w_bits, "weight bits of the quantizers")->capture_default_str();
   app.add_option("--lambda-s", o.lambda_s, "PSG strength")->capture_default_str();

@@ -1,0 +1,198 @@
+// psgd's 3x3 convolution (stride 1, padding 1) on tensor cores, NCHW, float32 or bf16
+// activations, any numbers of channels: an implicit matrix product (pixels x
+// input channels and taps, times input channels and taps x output channels) in TF32 mma.sync.
+// cuDNN's NCHW kernels ran ResNet's 16-64-channel layers at ~5 TFLOP/s on an H100, about 10x the
+// time their memory traffic needs (BENCHMARKS.md); conv2d (conv2d_cudnn.cpp) races this kernel
+// against cuDNN's choice and psgd's direct one once per shape and keeps the fastest. TF32 rounds
+// float32 operands as cuDNN's TF32 kernels do (so strict float32 never runs it) and multiplies
+// bf16 values exactly; sums are float32, each output one warp's in a fixed order (deterministic).
+//
+// A block computes 128 consecutive pixels (of the flattened images x rows x columns) for up to 32
+// output channels, each of its 4 warps 32 pixels (two 16-row tiles) by the block's channels (up
+// to four 8-column tiles). Per step of 8 input channels the block stages, rounded to TF32, the
+// input rows its pixels and their 3x3 neighbourhoods touch (zero columns either side for the
+// padding) and the step's weights; each of the 9 taps is then one k-step of the product, its A
+// fragments the staged inputs shifted by the tap. Rows above and below a pixel that lie in
+// another image (or past the batch) read as zeros. The data gradient is the same convolution of
+// dy with the filter transposed and turned by 180 degrees, which the weights' staging does.
+// The filter gradient is conv2d_tensor_core_filter.cu.
+#include "kernels/cuda/conv2d_tensor_core.cuh"
+#include "kernels/cuda/cuda_ops.h"
+
+namespace psgd::cuda {
+namespace {
+
+using namespace tensor_core;
+
+constexpr int kWarps = 4;
+constexpr int kBlockThreads = 32 * kWarps;
+constexpr int kTileRows = 16;                                   // the mma's M: pixels per tile
+constexpr int kWarpTiles = kTilePixels / (kWarps * kTileRows);  // pixel tiles per warp
+constexpr int kGroupTiles = 4;           // output-channel tiles of 8 (the mma's N) per block
+constexpr int kGroup = 8 * kGroupTiles;  // output channels per block
+// The staged weights are rows (input channel, tap) of the block's outputs, so that the staging
+// reads each output's filter in runs of consecutive floats. An odd stride keeps those stores free
+// of bank conflicts; a fragment's loads (rows 9t + tap) then meet in at most two ways.
+constexpr int kWeightStride = padded_stride(kGroup, 1);
+
+// Needed bits of a pixel's flags for the tap rows above, at and below it.
+constexpr int kInRange = 1, kHasAbove = 2, kHasBelow = 4;
+
+struct TensorCoreDims {
+  InputRows in;
+  int64_t pixels;  // images * h * w: the product's rows
+  int outputs;
+  int staged_lines;
+  int channel_stride;  // floats per staged input channel
+};
+
+int channel_stride(int w) {
+  return padded_stride(staged_lines(w) * (w + 2), 8);
+}
+
+// The staged inputs of a step ([channel][row][column]), then its weights ([channel][tap][output]).
+size_t shared_bytes(int w) {
+  return sizeof(float) * (kStep * size_t(channel_stride(w)) + kTaps * kStep * kWeightStride);
+}
+
+template <class T>
+__global__ void __launch_bounds__(kBlockThreads)
+    conv3x3_mma_kernel(const T* __restrict__ in, const T* __restrict__ filter, T* __restrict__ out,
+                       TensorCoreDims d, bool transposed, bool accumulate) {
+  const InputRows& rows = d.in;
+  float* inputs = dynamic_shared<float>();
+  float* weights = inputs + kStep * d.channel_stride;
+  const int line_stride = rows.w + 2;
+  const int64_t first_pixel = blockIdx.x * int64_t{kTilePixels};
+  const int64_t first_line = first_pixel / rows.w - 1;  // the row above the block's first
+  const int first_output = blockIdx.y * kGroup;
+  const int group_tiles = min(kGroupTiles, (d.outputs - first_output + 7) / 8);
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const int g = lane / 4, t = lane % 4;
+
+  // The lane's four pixels (tile m, row g or g + 8): where each sits among the staged inputs,
+  // and whether it exists and has rows above and below it in its image.
+  int at[kWarpTiles][2], flags[kWarpTiles][2];
+#pragma unroll
+  for (int m = 0; m < kWarpTiles; ++m)
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const int64_t p = first_pixel + (warp * kWarpTiles + m) * kTileRows + g + 8 * half;
+      const int64_t line = p / rows.w;
+      const int row = static_cast<int>(line % rows.h);
+      const bool exists = p < d.pixels;
+      at[m][half] = exists ? static_cast<int>(line - first_line) * line_stride +
+                                 static_cast<int>(p - line * rows.w) + 1
+                           : 0;
+      flags[m][half] =
+          exists ? kInRange | (row > 0 ? kHasAbove : 0) | (row < rows.h - 1 ? kHasBelow : 0) : 0;
+    }
+
+  float sums[kWarpTiles][kGroupTiles][4] = {};
+  for (int c0 = 0; c0 < rows.channels; c0 += kStep) {
+    __syncthreads();  // the last step's fragments are read
+    stage_rows(in, rows, c0, first_line, d.staged_lines, d.channel_stride, inputs);
+    for (int i = threadIdx.x; i < kGroup * kStep * kTaps; i += kBlockThreads) {
+      const int o = i / (kStep * kTaps), row = i - o * (kStep * kTaps);
+      const int c = row / kTaps, tap = row - c * kTaps, r = tap / 3, s = tap % 3;
+      const int output = first_output + o, input = c0 + c;
+      float v = 0.0f;
+      if (output < d.outputs && input < rows.channels)
+        v = transposed
+                ? load(filter, ((int64_t{input} * d.outputs + output) * 3 + 2 - r) * 3 + 2 - s)
+                : load(filter, ((int64_t{output} * rows.channels + input) * 3 + r) * 3 + s);
+      weights[row * kWeightStride + o] = round_to_tf32(v);
+    }
+    __syncthreads();
+
+    // A row of taps at a time: unrolling all nine took 128 registers (ptxas), 4 blocks per SM.
+#pragma unroll 3
+    for (int tap = 0; tap < kTaps; ++tap) {
+      const int r = tap / 3, shift = (r - 1) * line_stride + tap % 3 - 1;
+      const int need = kInRange | (r == 0 ? kHasAbove : 0) | (r == 2 ? kHasBelow : 0);
+      float a[kWarpTiles][4];
+#pragma unroll
+      for (int m = 0; m < kWarpTiles; ++m)
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+          const bool reads = (flags[m][half] & need) == need;
+          const float* src = inputs + at[m][half] + shift;
+          a[m][half] = reads ? src[t * d.channel_stride] : 0.0f;
+          a[m][half + 2] = reads ? src[(t + 4) * d.channel_stride] : 0.0f;
+        }
+      const float* w_tap = weights + (t * kTaps + tap) * kWeightStride + g;
+#pragma unroll
+      for (int j = 0; j < kGroupTiles; ++j) {
+        if (j >= group_tiles) break;
+        const float b[2] = {w_tap[8 * j], w_tap[4 * kTaps * kWeightStride + 8 * j]};
+#pragma unroll
+        for (int m = 0; m < kWarpTiles; ++m) mma_m16n8k8_tf32(sums[m][j], a[m], b);
+      }
+    }
+  }
+
+  const int64_t plane = int64_t{rows.h} * rows.w;
+#pragma unroll
+  for (int m = 0; m < kWarpTiles; ++m)
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      if (!(flags[m][half] & kInRange)) continue;
+      const int64_t p = first_pixel + (warp * kWarpTiles + m) * kTileRows + g + 8 * half;
+      const int64_t image = p / plane;
+      T* dst = out + (image * d.outputs + first_output) * plane + (p - image * plane);
+#pragma unroll
+      for (int j = 0; j < kGroupTiles; ++j) {
+        if (j >= group_tiles) break;
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const int o = 8 * j + 2 * t + e;
+          if (first_output + o >= d.outputs) break;
+          const int64_t to = o * plane;
+          const float v = sums[m][j][2 * half + e];
+          store(dst, to, accumulate ? load(dst, to) + v : v);
+        }
+      }
+    }
+}
+
+template <class T>
+void launch(const Tensor& in, const void* filter, int outputs, bool transposed, bool accumulate,
+            const Tensor& out) {
+  TensorCoreDims d{};
+  d.in = {in.shape[0] * in.shape[2], static_cast<int>(in.shape[1]), static_cast<int>(in.shape[2]),
+          static_cast<int>(in.shape[3])};
+  d.pixels = d.in.lines * d.in.w;
+  d.outputs = outputs;
+  d.staged_lines = staged_lines(d.in.w);
+  d.channel_stride = channel_stride(d.in.w);
+  if (d.pixels == 0) return;
+  const dim3 grid(static_cast<unsigned>((d.pixels + kTilePixels - 1) / kTilePixels),
+                  static_cast<unsigned>((outputs + kGroup - 1) / kGroup));
+  PSGD_LAUNCH(conv3x3_mma_kernel, grid, kBlockThreads, shared_bytes(d.in.w))
+  (in.as<T>(), static_cast<const T*>(filter), out.as<T>(), d, transposed, accumulate);
+  CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace
+
+bool conv2d_tensor_core_supported(const Shape& x, const Shape& w, ops::Conv2dGeometry g) {
+  return w[2] == 3 && w[3] == 3 && g.stride == 1 && g.pad == 1 && x[3] > 0 &&
+         shared_bytes(static_cast<int>(x[3])) <= kMaxSharedBytes;
+}
+
+void conv2d_tensor_core_forward(const Tensor& x, const void* w, const Shape& w_shape,
+                                const Tensor& y) {
+  with_activation_type(x.dtype, [&](auto t) {
+    launch<decltype(t)>(x, w, static_cast<int>(w_shape[0]), false, false, y);
+  });
+}
+
+void conv2d_tensor_core_backward_data(const Tensor& dy, const void* w, const Shape& w_shape,
+                                      GradMode dx_mode, const Tensor& dx) {
+  with_activation_type(dy.dtype, [&](auto t) {
+    launch<decltype(t)>(dy, w, static_cast<int>(w_shape[1]), true, dx_mode == GradMode::Accumulate,
+                        dx);
+  });
+}
+
+}  // namespace psgd::cuda

@@ -1,0 +1,58 @@
+// What psgd's tensor-core 3x3 convolutions share (conv2d_tensor_core.cu: forward and data
+// gradient; conv2d_tensor_core_filter.cu: filter gradient): a block works through 128
+// consecutive pixels (of the flattened images x rows x columns) at a time, with the input rows
+// they and their 3x3 neighbourhoods touch staged in shared memory, rounded to TF32.
+#pragma once
+
+#include <cstdint>
+
+#include "engine/bfloat16.h"
+#include "kernels/cuda/launch.h"
+#include "kernels/cuda/mma.h"
+
+namespace psgd::cuda::tensor_core {
+
+constexpr int kTilePixels = 128;  // consecutive pixels a block stages at a time
+constexpr int kStep = 8;          // input channels staged at a time: an mma's K or N
+constexpr int kTaps = 9;
+constexpr size_t kMaxSharedBytes = 48 * 1024;
+
+// The smallest stride of at least `floats` floats that is `residue` modulo 32: chosen so that the
+// 32 lanes of a fragment load fall in distinct shared-memory banks.
+constexpr int padded_stride(int floats, int residue) {
+  return (floats + 31 - residue) / 32 * 32 + residue;
+}
+
+// Input rows staged for a tile of width w: the rows its pixels lie in and one above and below.
+inline int staged_lines(int w) {
+  return (kTilePixels - 1) / w + 4;
+}
+
+// An input (images, channels, h, w) as its rows: line l is image l / h, row l % h.
+struct InputRows {
+  int64_t lines;
+  int channels, h, w;
+};
+
+// Stages channels c0 .. c0 + kStep - 1 of rows first_line .. first_line + count - 1 into
+// staged[c * channel_stride + (l - first_line) * (w + 2) + 1 + column], each row between zero
+// columns (the padding), rows outside the batch and channels past the last zero, values rounded
+// to TF32. All threads of the block take part; the caller places the barriers.
+template <class T>
+__device__ void stage_rows(const T* __restrict__ in, InputRows d, int c0, int64_t first_line,
+                           int count, int channel_stride, float* staged) {
+  const int line_stride = d.w + 2, per_channel = count * line_stride;
+  for (int i = threadIdx.x; i < kStep * per_channel; i += blockDim.x) {
+    const int c = i / per_channel, within = i - c * per_channel;
+    const int staged_line = within / line_stride, col = within - staged_line * line_stride - 1;
+    const int64_t line = first_line + staged_line;
+    float v = 0.0f;
+    if (c0 + c < d.channels && line >= 0 && line < d.lines && col >= 0 && col < d.w) {
+      const int64_t image = line / d.h;
+      v = load(in, ((image * d.channels + c0 + c) * d.h + (line - image * d.h)) * d.w + col);
+    }
+    staged[c * channel_stride + within] = round_to_tf32(v);
+  }
+}
+
+}  // namespace psgd::cuda::tensor_core
