@@ -44,7 +44,8 @@ size_t workspace_limit(const ConvKey& k, const Shape& x_shape, const Shape& y_sh
 
 }  // namespace
 
-ConvPlan::ConvPlan(const ConvKey& k, const Shape& y_shape) : activations(k.activations) {
+ConvPlan::ConvPlan(const ConvKey& k, const Shape& y_shape)
+    : activations(k.activations), stride(k.stride) {
   CUDNN_CHECK(cudnnCreateTensorDescriptor(&x));
   CUDNN_CHECK(cudnnCreateTensorDescriptor(&y));
   CUDNN_CHECK(cudnnCreateFilterDescriptor(&w));
@@ -342,7 +343,8 @@ ScratchLayout scratch_layout(const ConvPlan& p, const Shape& x, const Shape& w, 
   ScratchLayout s;
   if (p.activations == DType::BF16) s.filter = layout.add(w, DType::BF16);
   if (p.filter_route == ConvRoute::TensorCore)
-    s.partials = layout.add(Shape{conv2d_tensor_core_filter_workspace_floats(x, w)}, DType::F32);
+    s.partials =
+        layout.add(Shape{conv2d_tensor_core_filter_workspace_floats(x, w, p.stride)}, DType::F32);
   if (p.any_widened()) {
     s.w32 = layout.add(w, DType::F32);
     s.x32 = layout.add(x, DType::F32);
@@ -367,7 +369,8 @@ ConvScratch scratch_for(const Context& ctx, const ConvPlan& p, const Shape& x, c
   if (p.activations == DType::BF16) scratch.filter = workspace_region(ws, s.filter, w, DType::BF16);
   if (p.filter_route == ConvRoute::TensorCore)
     scratch.partials = workspace_region(
-        ws, s.partials, Shape{conv2d_tensor_core_filter_workspace_floats(x, w)}, DType::F32);
+        ws, s.partials, Shape{conv2d_tensor_core_filter_workspace_floats(x, w, p.stride)},
+        DType::F32);
   if (p.any_widened())
     scratch.widened = {workspace_region(ws, s.w32, w, DType::F32),
                        workspace_region(ws, s.x32, x, DType::F32),
@@ -425,7 +428,7 @@ void conv2d_forward(Context& ctx, const Tensor& x, const Tensor& w, ops::Conv2dG
     case ConvRoute::Direct:
       return conv2d_direct_forward(x, filter, w.shape, y);
     case ConvRoute::TensorCore:
-      return conv2d_tensor_core_forward(x, filter, w.shape, y);
+      return conv2d_tensor_core_forward(x, filter, w.shape, g.stride, y);
     case ConvRoute::Widened:
       return widened_forward(ctx, *p.widened, x, s.filter, s.widened, y);
     case ConvRoute::Cudnn:
@@ -440,7 +443,7 @@ void conv2d_backward(Context& ctx, const Tensor& x, const Tensor& w, const Tenso
   if (p.filter_route == ConvRoute::Widened) {
     widened_backward_filter(ctx, *p.widened, x, dy, s.widened, s.filter, dw);
   } else if (p.filter_route == ConvRoute::TensorCore) {
-    conv2d_tensor_core_backward_filter(x, dy, w.shape, s.partials, dw);
+    conv2d_tensor_core_backward_filter(x, dy, w.shape, g.stride, s.partials, dw);
   } else {
     cudnn_backward_filter(ctx, p, x.data, dy.data, s.cudnn,
                           s.filter.defined() ? s.filter.data : dw.data);

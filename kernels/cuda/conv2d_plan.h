@@ -57,6 +57,7 @@ class ConvPlan {
   size_t workspace_bytes = 0;         // cuDNN's own, the most any of the three algorithms needs
   std::string missing_backward_data;  // why there is no backward-data algorithm; empty: there is
   DType activations;
+  int stride;
 
   // How each direction runs (the filter gradient: cuDNN or widened). Widened directions run on
   // float32 copies through `widened`, the float32 plan of the same shape (conv2d_widened.cpp).

@@ -87,17 +87,19 @@ void race_alternatives(const Context& ctx, const ConvKey& k, ConvPlan& p, const 
                        const Shape& w_shape, const Shape& y_shape, const TimingBuffers* timing) {
   const ops::Conv2dGeometry geometry{k.stride, k.pad};
   const bool direct = conv2d_direct_supported(w_shape, geometry);
-  const bool tensor_core =
-      tensor_cores_allowed(k) && conv2d_tensor_core_supported(x_shape, w_shape, geometry);
+  const bool tensor_cores = tensor_cores_allowed(k);
+  const bool tensor_core = tensor_cores && conv2d_tensor_core_supported(x_shape, w_shape, geometry);
+  const bool tensor_core_data =
+      tensor_cores && conv2d_tensor_core_data_supported(x_shape, w_shape, geometry);
   const bool tensor_core_filter =
-      tensor_cores_allowed(k) && conv2d_tensor_core_filter_supported(x_shape, w_shape, geometry);
+      tensor_cores && conv2d_tensor_core_filter_supported(x_shape, w_shape, geometry);
   const bool bf16 = k.activations == DType::BF16;
   const bool cudnn_data = p.missing_backward_data.empty();
   // Where cuDNN has no data-gradient algorithm, psgd's kernels stand in where they serve.
-  const ConvRoute data_fallback = cudnn_data    ? ConvRoute::Cudnn
-                                  : direct      ? ConvRoute::Direct
-                                  : tensor_core ? ConvRoute::TensorCore
-                                                : ConvRoute::Cudnn;
+  const ConvRoute data_fallback = cudnn_data         ? ConvRoute::Cudnn
+                                  : direct           ? ConvRoute::Direct
+                                  : tensor_core_data ? ConvRoute::TensorCore
+                                                     : ConvRoute::Cudnn;
   switch (k.conv) {
     case Conv::Cudnn:
       return;
@@ -105,7 +107,8 @@ void race_alternatives(const Context& ctx, const ConvKey& k, ConvPlan& p, const 
       if (direct) p.forward_route = p.data_route = ConvRoute::Direct;
       return;
     case Conv::TensorCore:
-      if (tensor_core) p.forward_route = p.data_route = ConvRoute::TensorCore;
+      if (tensor_core) p.forward_route = ConvRoute::TensorCore;
+      if (tensor_core_data) p.data_route = ConvRoute::TensorCore;
       if (tensor_core_filter) p.filter_route = ConvRoute::TensorCore;
       return;
     case Conv::Widened:
@@ -139,8 +142,8 @@ void race_alternatives(const Context& ctx, const ConvKey& k, ConvPlan& p, const 
     forward.push_back(
         {ConvRoute::Direct, [&] { conv2d_direct_forward(x, filter.data, w_shape, y); }});
   if (tensor_core)
-    forward.push_back(
-        {ConvRoute::TensorCore, [&] { conv2d_tensor_core_forward(x, filter.data, w_shape, y); }});
+    forward.push_back({ConvRoute::TensorCore,
+                       [&] { conv2d_tensor_core_forward(x, filter.data, w_shape, k.stride, y); }});
   if (bf16)
     forward.push_back({ConvRoute::Widened,
                        [&] { widened_forward(ctx, *p.widened, x, filter, scratch->buffers, y); }});
@@ -153,13 +156,15 @@ void race_alternatives(const Context& ctx, const ConvKey& k, ConvPlan& p, const 
                                             if (bf16) cast(dw, dw32);
                                           }}};
   const int64_t partial_floats =
-      tensor_core_filter ? conv2d_tensor_core_filter_workspace_floats(x_shape, w_shape) : 0;
+      tensor_core_filter ? conv2d_tensor_core_filter_workspace_floats(x_shape, w_shape, k.stride)
+                         : 0;
   const Scratch partial_sums(sizeof(float) * size_t(partial_floats));
   const Tensor partials = device_view(partial_sums.ptr, Shape{partial_floats}, DType::F32);
   if (tensor_core_filter)
-    filter_gradient.push_back(
-        {ConvRoute::TensorCore,
-         [&] { conv2d_tensor_core_backward_filter(x, y, w_shape, partials, bf16 ? dw32 : dw); }});
+    filter_gradient.push_back({ConvRoute::TensorCore, [&] {
+                                 conv2d_tensor_core_backward_filter(x, y, w_shape, k.stride,
+                                                                    partials, bf16 ? dw32 : dw);
+                               }});
   if (bf16)
     filter_gradient.push_back(
         {ConvRoute::Widened,
@@ -175,7 +180,7 @@ void race_alternatives(const Context& ctx, const ConvKey& k, ConvPlan& p, const 
     data_gradient.push_back(
         {ConvRoute::Direct,
          [&] { conv2d_direct_backward_data(y, filter.data, w_shape, GradMode::Overwrite, dx); }});
-  if (tensor_core)
+  if (tensor_core_data)
     data_gradient.push_back({ConvRoute::TensorCore, [&] {
                                conv2d_tensor_core_backward_data(y, filter.data, w_shape,
                                                                 GradMode::Overwrite, dx);

@@ -1,21 +1,21 @@
-// psgd's 3x3 convolution (stride 1, padding 1) on tensor cores, NCHW, float32 or bf16
-// activations, any numbers of channels: an implicit matrix product (pixels x
-// input channels and taps, times input channels and taps x output channels) in TF32 mma.sync.
+// psgd's 3x3 convolution (padding 1, stride 1 or 2) on tensor cores, NCHW, float32 or bf16
+// activations, any numbers of channels: an implicit matrix product (output pixels x input
+// channels and taps, times input channels and taps x output channels) in TF32 mma.sync.
 // cuDNN's NCHW kernels ran ResNet's 16-64-channel layers at ~5 TFLOP/s on an H100, about 10x the
 // time their memory traffic needs (BENCHMARKS.md); conv2d (conv2d_cudnn.cpp) races this kernel
 // against cuDNN's choice and psgd's direct one once per shape and keeps the fastest. TF32 rounds
 // float32 operands as cuDNN's TF32 kernels do (so strict float32 never runs it) and multiplies
 // bf16 values exactly; sums are float32, each output one warp's in a fixed order (deterministic).
 //
-// A block computes 128 consecutive pixels (of the flattened images x rows x columns) for up to 32
-// output channels, each of its 4 warps 32 pixels (two 16-row tiles) by the block's channels (up
-// to four 8-column tiles). Per step of 8 input channels the block stages, rounded to TF32, the
-// input rows its pixels and their 3x3 neighbourhoods touch (zero columns either side for the
-// padding) and the step's weights; each of the 9 taps is then one k-step of the product, its A
-// fragments the staged inputs shifted by the tap. Rows above and below a pixel that lie in
-// another image (or past the batch) read as zeros. The data gradient is the same convolution of
-// dy with the filter transposed and turned by 180 degrees, which the weights' staging does.
-// The filter gradient is conv2d_tensor_core_filter.cu.
+// A block computes 128 consecutive output pixels (of the flattened images x rows x columns) for
+// up to 32 output channels, each of its 4 warps 32 pixels (two 16-row tiles) by the block's
+// channels (up to four 8-column tiles). Per step of 8 input channels the block stages, rounded to
+// TF32, the input rows under its pixels and their 3x3 neighbourhoods (zero columns either side
+// for the padding) and the step's weights; each of the 9 taps is then one k-step of the product,
+// its A fragments the staged inputs shifted by the tap. Rows above and below a pixel's that lie
+// in another image (or past the batch) read as zeros. The data gradient (stride 1) is the same
+// convolution of dy with the filter transposed and turned by 180 degrees, which the weights'
+// staging does. The filter gradient is conv2d_tensor_core_filter.cu.
 #include "kernels/cuda/conv2d_tensor_core.cuh"
 #include "kernels/cuda/cuda_ops.h"
 
@@ -40,19 +40,19 @@ constexpr int kInRange = 1, kHasAbove = 2, kHasBelow = 4;
 
 struct TensorCoreDims {
   InputRows in;
-  int64_t pixels;  // images * h * w: the product's rows
+  OutputRows out;  // its pixels are the product's rows
   int outputs;
   int staged_lines;
   int channel_stride;  // floats per staged input channel
 };
 
-int channel_stride(int w) {
-  return padded_stride(staged_lines(w) * (w + 2), 8);
+int channel_stride(const Shape& x, const OutputRows& o) {
+  return padded_stride(staged_lines(o) * static_cast<int>(x[3] + 2), 8);
 }
 
 // The staged inputs of a step ([channel][row][column]), then its weights ([channel][tap][output]).
-size_t shared_bytes(int w) {
-  return sizeof(float) * (kStep * size_t(channel_stride(w)) + kTaps * kStep * kWeightStride);
+size_t shared_bytes(const Shape& x, const OutputRows& o) {
+  return sizeof(float) * (kStep * size_t(channel_stride(x, o)) + kTaps * kStep * kWeightStride);
 }
 
 template <class T>
@@ -60,11 +60,13 @@ __global__ void __launch_bounds__(kBlockThreads)
     conv3x3_mma_kernel(const T* __restrict__ in, const T* __restrict__ filter, T* __restrict__ out,
                        TensorCoreDims d, bool transposed, bool accumulate) {
   const InputRows& rows = d.in;
+  const OutputRows& o = d.out;
   float* inputs = dynamic_shared<float>();
   float* weights = inputs + kStep * d.channel_stride;
   const int line_stride = rows.w + 2;
   const int64_t first_pixel = blockIdx.x * int64_t{kTilePixels};
-  const int64_t first_line = first_pixel / rows.w - 1;  // the row above the block's first
+  // The input row above the one under the block's first output row.
+  const int64_t first_line = o.stride * (first_pixel / o.w) - 1;
   const int first_output = blockIdx.y * kGroup;
   const int group_tiles = min(kGroupTiles, (d.outputs - first_output + 7) / 8);
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
@@ -78,14 +80,15 @@ __global__ void __launch_bounds__(kBlockThreads)
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
       const int64_t p = first_pixel + (warp * kWarpTiles + m) * kTileRows + g + 8 * half;
-      const int64_t line = p / rows.w;
-      const int row = static_cast<int>(line % rows.h);
-      const bool exists = p < d.pixels;
-      at[m][half] = exists ? static_cast<int>(line - first_line) * line_stride +
-                                 static_cast<int>(p - line * rows.w) + 1
+      const int64_t line = p / o.w;
+      const int row = static_cast<int>(line % o.h);
+      const bool exists = p < o.pixels;
+      at[m][half] = exists ? static_cast<int>(o.stride * line - first_line) * line_stride +
+                                 o.stride * static_cast<int>(p - line * o.w) + 1
                            : 0;
-      flags[m][half] =
-          exists ? kInRange | (row > 0 ? kHasAbove : 0) | (row < rows.h - 1 ? kHasBelow : 0) : 0;
+      flags[m][half] = exists ? kInRange | (row > 0 ? kHasAbove : 0) |
+                                    (o.stride * row + 1 < rows.h ? kHasBelow : 0)
+                              : 0;
     }
 
   float sums[kWarpTiles][kGroupTiles][4] = {};
@@ -93,15 +96,15 @@ __global__ void __launch_bounds__(kBlockThreads)
     __syncthreads();  // the last step's fragments are read
     stage_rows(in, rows, c0, first_line, d.staged_lines, d.channel_stride, inputs);
     for (int i = threadIdx.x; i < kGroup * kStep * kTaps; i += kBlockThreads) {
-      const int o = i / (kStep * kTaps), row = i - o * (kStep * kTaps);
+      const int column = i / (kStep * kTaps), row = i - column * (kStep * kTaps);
       const int c = row / kTaps, tap = row - c * kTaps, r = tap / 3, s = tap % 3;
-      const int output = first_output + o, input = c0 + c;
+      const int output = first_output + column, input = c0 + c;
       float v = 0.0f;
       if (output < d.outputs && input < rows.channels)
         v = transposed
                 ? load(filter, ((int64_t{input} * d.outputs + output) * 3 + 2 - r) * 3 + 2 - s)
                 : load(filter, ((int64_t{output} * rows.channels + input) * 3 + r) * 3 + s);
-      weights[row * kWeightStride + o] = round_to_tf32(v);
+      weights[row * kWeightStride + column] = round_to_tf32(v);
     }
     __syncthreads();
 
@@ -131,7 +134,7 @@ __global__ void __launch_bounds__(kBlockThreads)
     }
   }
 
-  const int64_t plane = int64_t{rows.h} * rows.w;
+  const int64_t plane = int64_t{o.h} * o.w;
 #pragma unroll
   for (int m = 0; m < kWarpTiles; ++m)
 #pragma unroll
@@ -145,9 +148,9 @@ __global__ void __launch_bounds__(kBlockThreads)
         if (j >= group_tiles) break;
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
-          const int o = 8 * j + 2 * t + e;
-          if (first_output + o >= d.outputs) break;
-          const int64_t to = o * plane;
+          const int channel = 8 * j + 2 * t + e;
+          if (first_output + channel >= d.outputs) break;
+          const int64_t to = channel * plane;
           const float v = sums[m][j][2 * half + e];
           store(dst, to, accumulate ? load(dst, to) + v : v);
         }
@@ -156,19 +159,19 @@ __global__ void __launch_bounds__(kBlockThreads)
 }
 
 template <class T>
-void launch(const Tensor& in, const void* filter, int outputs, bool transposed, bool accumulate,
-            const Tensor& out) {
+void launch(const Tensor& in, const void* filter, int outputs, int stride, bool transposed,
+            bool accumulate, const Tensor& out) {
   TensorCoreDims d{};
   d.in = {in.shape[0] * in.shape[2], static_cast<int>(in.shape[1]), static_cast<int>(in.shape[2]),
           static_cast<int>(in.shape[3])};
-  d.pixels = d.in.lines * d.in.w;
+  d.out = output_rows(in.shape, stride);
   d.outputs = outputs;
-  d.staged_lines = staged_lines(d.in.w);
-  d.channel_stride = channel_stride(d.in.w);
-  if (d.pixels == 0) return;
-  const dim3 grid(static_cast<unsigned>((d.pixels + kTilePixels - 1) / kTilePixels),
+  d.staged_lines = staged_lines(d.out);
+  d.channel_stride = channel_stride(in.shape, d.out);
+  if (d.out.pixels == 0) return;
+  const dim3 grid(static_cast<unsigned>((d.out.pixels + kTilePixels - 1) / kTilePixels),
                   static_cast<unsigned>((outputs + kGroup - 1) / kGroup));
-  PSGD_LAUNCH(conv3x3_mma_kernel, grid, kBlockThreads, shared_bytes(d.in.w))
+  PSGD_LAUNCH(conv3x3_mma_kernel, grid, kBlockThreads, shared_bytes(in.shape, d.out))
   (in.as<T>(), static_cast<const T*>(filter), out.as<T>(), d, transposed, accumulate);
   CUDA_CHECK_LAUNCH();
 }
@@ -176,22 +179,25 @@ void launch(const Tensor& in, const void* filter, int outputs, bool transposed, 
 }  // namespace
 
 bool conv2d_tensor_core_supported(const Shape& x, const Shape& w, ops::Conv2dGeometry g) {
-  return w[2] == 3 && w[3] == 3 && g.stride == 1 && g.pad == 1 && x[3] > 0 &&
-         shared_bytes(static_cast<int>(x[3])) <= kMaxSharedBytes;
+  return geometry_served(x, w, g) && shared_bytes(x, output_rows(x, g.stride)) <= kMaxSharedBytes;
 }
 
-void conv2d_tensor_core_forward(const Tensor& x, const void* w, const Shape& w_shape,
+bool conv2d_tensor_core_data_supported(const Shape& x, const Shape& w, ops::Conv2dGeometry g) {
+  return g.stride == 1 && conv2d_tensor_core_supported(x, w, g);
+}
+
+void conv2d_tensor_core_forward(const Tensor& x, const void* w, const Shape& w_shape, int stride,
                                 const Tensor& y) {
   with_activation_type(x.dtype, [&](auto t) {
-    launch<decltype(t)>(x, w, static_cast<int>(w_shape[0]), false, false, y);
+    launch<decltype(t)>(x, w, static_cast<int>(w_shape[0]), stride, false, false, y);
   });
 }
 
 void conv2d_tensor_core_backward_data(const Tensor& dy, const void* w, const Shape& w_shape,
                                       GradMode dx_mode, const Tensor& dx) {
   with_activation_type(dy.dtype, [&](auto t) {
-    launch<decltype(t)>(dy, w, static_cast<int>(w_shape[1]), true, dx_mode == GradMode::Accumulate,
-                        dx);
+    launch<decltype(t)>(dy, w, static_cast<int>(w_shape[1]), 1, true,
+                        dx_mode == GradMode::Accumulate, dx);
   });
 }
 

@@ -9,6 +9,7 @@
 #include "engine/bfloat16.h"
 #include "kernels/cuda/launch.h"
 #include "kernels/cuda/mma.h"
+#include "kernels/ops.h"
 
 namespace psgd::cuda::tensor_core {
 
@@ -23,16 +24,38 @@ constexpr int padded_stride(int floats, int residue) {
   return (floats + 31 - residue) / 32 * 32 + residue;
 }
 
-// Input rows staged for a tile of width w: the rows its pixels lie in and one above and below.
-inline int staged_lines(int w) {
-  return (kTilePixels - 1) / w + 4;
-}
-
 // An input (images, channels, h, w) as its rows: line l is image l / h, row l % h.
 struct InputRows {
   int64_t lines;
   int channels, h, w;
 };
+
+// The convolution's geometry: its output rows and stride (padding 1). Output row l (of the
+// flattened images x rows) reads input rows stride * l - 1 .. stride * l + 1, as the input's
+// height is stride times the output's.
+struct OutputRows {
+  int h, w, stride;
+  int64_t pixels;  // images * h * w
+};
+
+inline OutputRows output_rows(const Shape& x, int stride) {
+  const int h = static_cast<int>((x[2] - 1) / stride + 1),
+            w = static_cast<int>((x[3] - 1) / stride + 1);
+  return {h, w, stride, x[0] * h * w};
+}
+
+// Whether the kernels serve a 3x3 convolution of padding 1 on input x: stride 1, or stride 2 on
+// even heights and widths (so that output row l reads input rows from 2l - 1 in every image).
+inline bool geometry_served(const Shape& x, const Shape& w, ops::Conv2dGeometry g) {
+  return w[2] == 3 && w[3] == 3 && g.pad == 1 && x[2] > 0 && x[3] > 0 &&
+         (g.stride == 1 || (g.stride == 2 && x[2] % 2 == 0 && x[3] % 2 == 0));
+}
+
+// Input rows staged for a tile of kTilePixels output pixels: those of the output rows it spans,
+// and one above and below.
+inline int staged_lines(const OutputRows& o) {
+  return o.stride * ((kTilePixels - 1) / o.w + 1) + 3;
+}
 
 // Stages channels c0 .. c0 + kStep - 1 of rows first_line .. first_line + count - 1 into
 // staged[c * channel_stride + (l - first_line) * (w + 2) + 1 + column], each row between zero

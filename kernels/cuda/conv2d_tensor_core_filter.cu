@@ -1,16 +1,16 @@
-// The filter gradient of psgd's tensor-core 3x3 convolution (stride 1, padding 1; widths
-// multiples of 8): dw[o][c][r][s] = the sum over pixels p of dy[o][p] x[c][p + (r-1, s-1)],
-// for each tap a product (outputs x pixels) times (pixels x input channels) in TF32 mma.sync.
-// conv2d (conv2d_cudnn.cpp) races it against cuDNN's choice once per shape. Deterministic: the
-// pixels are split into slabs, each block sums its slab's products in a fixed order into a
-// partial filter gradient of its own in the workspace, and a second kernel adds the slabs' partial
-// sums, again in a fixed order.
+// The filter gradient of psgd's tensor-core 3x3 convolution (stride 1 or 2, padding 1; output
+// widths multiples of 8): dw[o][c][r][s] = the sum over output pixels p of dy[o][p] times x[c] at
+// stride p + (r - 1, s - 1), for each tap a product (outputs x pixels) times (pixels x input
+// channels) in TF32 mma.sync. conv2d (conv2d_cudnn.cpp) races it against cuDNN's choice once per
+// shape. Deterministic: the pixels are split into slabs, each block sums its slab's products in a
+// fixed order into a partial filter gradient of its own in the workspace, and a second kernel
+// adds the slabs' partial sums, again in a fixed order.
 //
-// A block takes a slab of pixels, 8 input channels and up to 32 output channels; its 3 warps each
-// take one row r of the filter (3 taps) for all of them. Per 128 pixels it stages dy (rounded to
-// TF32) and, as the forward kernel does, the input rows around them; each 8 pixels, which lie in
-// one row as the width is a multiple of 8, are one k-step, skipped by the warps whose filter row
-// would read outside the image.
+// A block takes a slab of output pixels, 8 input channels and up to 32 output channels; its 3
+// warps each take one row r of the filter (3 taps) for all of them. Per 128 pixels it stages dy
+// (rounded to TF32) and, as the forward kernel does, the input rows under them; each 8 pixels,
+// which lie in one row as the width is a multiple of 8, are one k-step, skipped by the warps whose
+// filter row would read outside the image.
 #include <algorithm>
 #include <type_traits>
 
@@ -34,20 +34,20 @@ constexpr int kSumLanes = 8;  // slabs summed side by side per weight in the sec
 
 struct FilterDims {
   InputRows in;
-  int64_t pixels;
+  OutputRows out;  // its pixels are the products' k
   int outputs;
   int staged_lines, channel_stride;
   int tiles_per_slab;  // 128-pixel tiles per block
   int64_t weights;     // outputs * inputs * 9: one slab's partial sums
 };
 
-int channel_stride(int w) {
-  return padded_stride(staged_lines(w) * (w + 2), 4);
+int channel_stride(const Shape& x, const OutputRows& o) {
+  return padded_stride(staged_lines(o) * static_cast<int>(x[3] + 2), 4);
 }
 
 // dy of a tile ([output][pixel]), then the staged input rows.
-size_t shared_bytes(int w) {
-  return sizeof(float) * (size_t{kGroup} * kGradStride + kStep * size_t(channel_stride(w)));
+size_t shared_bytes(const Shape& x, const OutputRows& o) {
+  return sizeof(float) * (size_t{kGroup} * kGradStride + kStep * size_t(channel_stride(x, o)));
 }
 
 // The slabs the pixels are split into: enough blocks to fill the GPU, but partial sums that
@@ -57,8 +57,9 @@ struct Slabs {
   int tiles_per_slab;
 };
 
-Slabs slabs_for(const Shape& x, const Shape& w) {
-  const int64_t pixels = x[0] * x[2] * x[3], tiles = (pixels + kTilePixels - 1) / kTilePixels;
+Slabs slabs_for(const Shape& x, const Shape& w, int stride) {
+  const int64_t pixels = output_rows(x, stride).pixels;
+  const int64_t tiles = (pixels + kTilePixels - 1) / kTilePixels;
   const int64_t blocks_per_slab = ((w[1] + kStep - 1) / kStep) * ((w[0] + kGroup - 1) / kGroup);
   const int64_t weights = w[0] * w[1] * kTaps;
   const int64_t wanted =
@@ -73,10 +74,11 @@ __global__ void __launch_bounds__(kFilterThreads)
     conv3x3_mma_filter_kernel(const T* __restrict__ x, const T* __restrict__ dy,
                               float* __restrict__ partials, FilterDims d) {
   const InputRows& rows = d.in;
+  const OutputRows& out = d.out;
   float* grads = dynamic_shared<float>();
   float* inputs = grads + kGroup * kGradStride;
   const int line_stride = rows.w + 2;
-  const int64_t plane = int64_t{rows.h} * rows.w;
+  const int64_t plane = int64_t{out.h} * out.w;
   const int c0 = blockIdx.y * kStep, first_output = blockIdx.z * kGroup;
   const int output_tiles = min(kOutputTiles, (d.outputs - first_output + 15) / 16);
   const int r = threadIdx.x / 32, lane = threadIdx.x % 32;  // r: the warp's filter row
@@ -86,14 +88,15 @@ __global__ void __launch_bounds__(kFilterThreads)
   const int64_t slab_pixel = blockIdx.x * int64_t{d.tiles_per_slab} * kTilePixels;
   for (int tile = 0; tile < d.tiles_per_slab; ++tile) {
     const int64_t first_pixel = slab_pixel + int64_t{tile} * kTilePixels;
-    if (first_pixel >= d.pixels) break;
-    const int64_t first_line = first_pixel / rows.w - 1;  // the row above the tile's first
-    __syncthreads();                                      // the last tile's fragments are read
+    if (first_pixel >= out.pixels) break;
+    // The input row above the one under the tile's first output row.
+    const int64_t first_line = out.stride * (first_pixel / out.w) - 1;
+    __syncthreads();  // the last tile's fragments are read
     for (int i = threadIdx.x; i < kGroup * kTilePixels; i += kFilterThreads) {
       const int o = i / kTilePixels, q = i % kTilePixels, output = first_output + o;
       const int64_t p = first_pixel + q;
       float v = 0.0f;
-      if (p < d.pixels && output < d.outputs) {
+      if (p < out.pixels && output < d.outputs) {
         const int64_t image = p / plane;
         v = load(dy, (image * d.outputs + output) * plane + (p - image * plane));
       }
@@ -104,10 +107,10 @@ __global__ void __launch_bounds__(kFilterThreads)
 
     for (int k = 0; k < kTilePixels; k += 8) {
       const int64_t p = first_pixel + k;
-      if (p >= d.pixels) break;
-      const int64_t line = p / rows.w;
-      const int row = static_cast<int>(line % rows.h);
-      if ((r == 0 && row == 0) || (r == 2 && row == rows.h - 1)) continue;
+      if (p >= out.pixels) break;
+      const int64_t line = p / out.w;
+      const int row = static_cast<int>(line % out.h);
+      if ((r == 0 && row == 0) || (r == 2 && out.stride * row + 1 >= rows.h)) continue;
       float a[kOutputTiles][4];
 #pragma unroll
       for (int m = 0; m < kOutputTiles; ++m) {
@@ -117,13 +120,13 @@ __global__ void __launch_bounds__(kFilterThreads)
         a[m][2] = src[4];
         a[m][3] = src[8 * kGradStride + 4];
       }
-      // Pixel k + t's input at the warp's row, one column left of its own (tap s = 0).
+      // Pixel k + t's input at the warp's filter row and tap s = 0 (one column left).
       const float* src = inputs + g * d.channel_stride +
-                         static_cast<int>(line - first_line + r - 1) * line_stride +
-                         static_cast<int>(p - line * rows.w) + t;
+                         static_cast<int>(out.stride * line - first_line + r - 1) * line_stride +
+                         out.stride * (static_cast<int>(p - line * out.w) + t);
 #pragma unroll
       for (int s = 0; s < 3; ++s) {
-        const float b[2] = {src[s], src[s + 4]};
+        const float b[2] = {src[s], src[4 * out.stride + s]};
 #pragma unroll
         for (int m = 0; m < kOutputTiles; ++m)
           if (m < output_tiles) mma_m16n8k8_tf32(sums[m][s], a[m], b);
@@ -132,7 +135,7 @@ __global__ void __launch_bounds__(kFilterThreads)
   }
 
   // D's rows are outputs, its columns input channels: (g, 2t), (g, 2t+1), (g+8, 2t), (g+8, 2t+1).
-  float* out = partials + blockIdx.x * d.weights;
+  float* slab_sums = partials + blockIdx.x * d.weights;
 #pragma unroll
   for (int m = 0; m < kOutputTiles; ++m)
 #pragma unroll
@@ -141,7 +144,7 @@ __global__ void __launch_bounds__(kFilterThreads)
       if (output >= d.outputs || input >= rows.channels) continue;
 #pragma unroll
       for (int s = 0; s < 3; ++s)
-        out[(int64_t{output} * rows.channels + input) * kTaps + 3 * r + s] = sums[m][s][e];
+        slab_sums[(int64_t{output} * rows.channels + input) * kTaps + 3 * r + s] = sums[m][s][e];
     }
 }
 
@@ -165,23 +168,23 @@ __global__ void __launch_bounds__(kSumThreads)
 }
 
 template <class T>
-void launch(const Tensor& x, const Tensor& dy, const Shape& w_shape, const Tensor& partials,
-            const Tensor& dw) {
-  const Slabs slabs = slabs_for(x.shape, w_shape);
+void launch(const Tensor& x, const Tensor& dy, const Shape& w_shape, int stride,
+            const Tensor& partials, const Tensor& dw) {
+  const Slabs slabs = slabs_for(x.shape, w_shape, stride);
   FilterDims d{};
   d.in = {x.shape[0] * x.shape[2], static_cast<int>(x.shape[1]), static_cast<int>(x.shape[2]),
           static_cast<int>(x.shape[3])};
-  d.pixels = d.in.lines * d.in.w;
+  d.out = output_rows(x.shape, stride);
   d.outputs = static_cast<int>(w_shape[0]);
-  d.staged_lines = staged_lines(d.in.w);
-  d.channel_stride = channel_stride(d.in.w);
+  d.staged_lines = staged_lines(d.out);
+  d.channel_stride = channel_stride(x.shape, d.out);
   d.tiles_per_slab = slabs.tiles_per_slab;
   d.weights = w_shape.numel();
-  if (d.pixels == 0) return;
+  if (d.out.pixels == 0) return;
   const dim3 grid(static_cast<unsigned>(slabs.count),
                   static_cast<unsigned>((d.in.channels + kStep - 1) / kStep),
                   static_cast<unsigned>((d.outputs + kGroup - 1) / kGroup));
-  PSGD_LAUNCH(conv3x3_mma_filter_kernel, grid, kFilterThreads, shared_bytes(d.in.w))
+  PSGD_LAUNCH(conv3x3_mma_filter_kernel, grid, kFilterThreads, shared_bytes(x.shape, d.out))
   (x.as<T>(), dy.as<T>(), partials.f32(), d);
   CUDA_CHECK_LAUNCH();
   constexpr int64_t kWeightsPerBlock = kSumThreads / kSumLanes;
@@ -195,17 +198,19 @@ void launch(const Tensor& x, const Tensor& dy, const Shape& w_shape, const Tenso
 }  // namespace
 
 bool conv2d_tensor_core_filter_supported(const Shape& x, const Shape& w, ops::Conv2dGeometry g) {
-  return w[2] == 3 && w[3] == 3 && g.stride == 1 && g.pad == 1 && x[3] % 8 == 0 && x[3] > 0 &&
-         shared_bytes(static_cast<int>(x[3])) <= kMaxSharedBytes;
+  if (!geometry_served(x, w, g)) return false;
+  const OutputRows out = output_rows(x, g.stride);
+  return out.w % 8 == 0 && shared_bytes(x, out) <= kMaxSharedBytes;
 }
 
-int64_t conv2d_tensor_core_filter_workspace_floats(const Shape& x, const Shape& w) {
-  return slabs_for(x, w).count * w.numel();
+int64_t conv2d_tensor_core_filter_workspace_floats(const Shape& x, const Shape& w, int stride) {
+  return slabs_for(x, w, stride).count * w.numel();
 }
 
 void conv2d_tensor_core_backward_filter(const Tensor& x, const Tensor& dy, const Shape& w_shape,
-                                        const Tensor& partials, const Tensor& dw) {
-  with_activation_type(x.dtype, [&](auto t) { launch<decltype(t)>(x, dy, w_shape, partials, dw); });
+                                        int stride, const Tensor& partials, const Tensor& dw) {
+  with_activation_type(x.dtype,
+                       [&](auto t) { launch<decltype(t)>(x, dy, w_shape, stride, partials, dw); });
 }
 
 }  // namespace psgd::cuda

@@ -24,20 +24,21 @@ bool conv2d_direct_supported(const Shape& w, ops::Conv2dGeometry g);
 void conv2d_direct_forward(const Tensor& x, const void* w, const Shape& w_shape, const Tensor& y);
 void conv2d_direct_backward_data(const Tensor& dy, const void* w, const Shape& w_shape,
                                  GradMode dx_mode, const Tensor& dx);
-// psgd's 3x3 convolution on tensor cores (stride 1, padding 1; TF32, so only where tensor cores
-// are allowed), which conv2d races against cuDNN (conv2d_tensor_core.cu); arguments as the direct
-// kernel's.
+// psgd's 3x3 convolution on tensor cores (padding 1, stride 1 or 2 on even sizes; TF32, so only
+// where tensor cores are allowed), which conv2d races against cuDNN (conv2d_tensor_core.cu);
+// arguments as the direct kernel's. The data gradient serves stride 1 only.
 bool conv2d_tensor_core_supported(const Shape& x, const Shape& w, ops::Conv2dGeometry g);
-void conv2d_tensor_core_forward(const Tensor& x, const void* w, const Shape& w_shape,
+bool conv2d_tensor_core_data_supported(const Shape& x, const Shape& w, ops::Conv2dGeometry g);
+void conv2d_tensor_core_forward(const Tensor& x, const void* w, const Shape& w_shape, int stride,
                                 const Tensor& y);
 void conv2d_tensor_core_backward_data(const Tensor& dy, const void* w, const Shape& w_shape,
                                       GradMode dx_mode, const Tensor& dx);
-// Its filter gradient (widths multiples of 8; conv2d_tensor_core_filter.cu): dw (float32,
+// Its filter gradient (output widths multiples of 8; conv2d_tensor_core_filter.cu): dw (float32,
 // overwritten) through `partials`, conv2d_tensor_core_filter_workspace_floats float32 scratch.
 bool conv2d_tensor_core_filter_supported(const Shape& x, const Shape& w, ops::Conv2dGeometry g);
-int64_t conv2d_tensor_core_filter_workspace_floats(const Shape& x, const Shape& w);
+int64_t conv2d_tensor_core_filter_workspace_floats(const Shape& x, const Shape& w, int stride);
 void conv2d_tensor_core_backward_filter(const Tensor& x, const Tensor& dy, const Shape& w_shape,
-                                        const Tensor& partials, const Tensor& dw);
+                                        int stride, const Tensor& partials, const Tensor& dw);
 // x (N, in) as a matrix; as cpu::linear_*.
 int64_t linear_workspace_floats(const Context& ctx, const Shape& x, const Shape& w);
 void linear_forward(Context& ctx, const Tensor& x, const Tensor& w, const Tensor& b,

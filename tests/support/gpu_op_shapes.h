@@ -37,9 +37,12 @@ struct ConvShape {
   ops::Conv2dGeometry g;
 };
 
-inline std::array<ConvShape, 4> conv_shapes() {
+// Convolutions through cuDNN: the stem, stride 2 on odd and on even sizes (the latter served by
+// psgd's tensor-core forward and filter gradient too), a strided 1x1, and ResNet's first stage.
+inline std::array<ConvShape, 5> conv_shapes() {
   return {ConvShape{{2, 3, 32, 32}, {16, 3, 3, 3}, {1, 1}},
           ConvShape{{5, 16, 9, 7}, {32, 16, 3, 3}, {2, 1}},
+          ConvShape{{3, 8, 8, 16}, {16, 8, 3, 3}, {2, 1}},
           ConvShape{{3, 32, 8, 8}, {64, 32, 1, 1}, {2, 0}},
           ConvShape{{128, 16, 32, 32}, {16, 16, 3, 3}, {1, 1}}};
 }
@@ -67,14 +70,25 @@ inline std::array<ConvShape, 5> tensor_core_conv_shapes() {
           ConvShape{{4, 16, 32, 32}, {48, 16, 3, 3}, {1, 1}}};
 }
 
-// Shapes for its filter gradient (widths multiples of 8): the stem's 3 channels in, blocks of
-// two whole images, slabs of several tiles with outputs 16 past a group, and three-row images
-// with 12 channels in (a partial step) and a partial output tile.
-inline std::array<ConvShape, 4> tensor_core_filter_shapes() {
+// Shapes for its forward convolution of stride 2: ResNet's first stride-2 layer, 5 channels in
+// to outputs ending in a partial tile with output rows of 5 (blocks starting mid-row), and planes
+// of 2x2 outputs, several images to a block.
+inline std::array<ConvShape, 3> tensor_core_stride2_shapes() {
+  return {ConvShape{{2, 16, 32, 32}, {32, 16, 3, 3}, {2, 1}},
+          ConvShape{{3, 5, 6, 10}, {12, 5, 3, 3}, {2, 1}},
+          ConvShape{{40, 8, 4, 4}, {8, 8, 3, 3}, {2, 1}}};
+}
+
+// Shapes for its filter gradient (output widths multiples of 8): the stem's 3 channels in, blocks
+// of two whole images, slabs of several tiles with outputs 16 past a group, three-row images with
+// 12 channels in (a partial step) and a partial output tile; stride 2 into rows of 16 and of 8.
+inline std::array<ConvShape, 6> tensor_core_filter_shapes() {
   return {ConvShape{{2, 3, 16, 16}, {16, 3, 3, 3}, {1, 1}},
           ConvShape{{3, 64, 8, 8}, {64, 64, 3, 3}, {1, 1}},
           ConvShape{{4, 16, 32, 32}, {48, 16, 3, 3}, {1, 1}},
-          ConvShape{{2, 12, 3, 16}, {20, 12, 3, 3}, {1, 1}}};
+          ConvShape{{2, 12, 3, 16}, {20, 12, 3, 3}, {1, 1}},
+          ConvShape{{2, 16, 32, 32}, {32, 16, 3, 3}, {2, 1}},
+          ConvShape{{3, 8, 6, 16}, {24, 8, 3, 3}, {2, 1}}};
 }
 
 }  // namespace psgd::test

@@ -315,7 +315,8 @@ TEST_CASE("cuda: the PSGD optimizer step in one launch, SGD and Adam, grid and z
 }
 
 TEST_CASE("cuda: convolution through cuDNN or psgd's tensor cores, strict float32 and TF32") {
-  // TF32 also with psgd's tensor-core kernels forced where they serve (the stage-1 shape).
+  // TF32 also with psgd's tensor-core kernels forced where they serve (the stem's and the first
+  // stage's three directions, the even stride-2 shape's forward and filter gradient).
   for (const ConvShape& c : conv_shapes()) {
     for (const Numerics math : {Numerics{.tf32 = false}, Numerics{.tf32 = true},
                                 Numerics{.tf32 = true, .conv = Numerics::Conv::TensorCore}}) {
@@ -389,40 +390,68 @@ TEST_CASE("cuda: psgd's direct 3x3 convolution, forward and data gradient, equal
 
 TEST_CASE("cuda: psgd's tensor-core 3x3 convolution, forward and data gradient, equals the CPU") {
   const auto shapes = tensor_core_conv_shapes();
-  for (const ConvShape& c : shapes) REQUIRE(cuda::conv2d_tensor_core_supported(c.x, c.w, c.g));
-  compare_3x3(shapes, {cuda::conv2d_tensor_core_forward, cuda::conv2d_tensor_core_backward_data},
-              "tensor-core conv2d", 1e-3);
-  // The kernel serves 3x3 convolutions of stride 1 and padding 1 in widths whose staged rows fit
-  // a block's shared memory.
-  CHECK_FALSE(cuda::conv2d_tensor_core_supported({2, 16, 8, 8}, {16, 16, 3, 3}, {2, 1}));
+  for (const ConvShape& c : shapes) REQUIRE(cuda::conv2d_tensor_core_data_supported(c.x, c.w, c.g));
+  const auto forward = [](const Tensor& x, const void* w, const Shape& w_shape, const Tensor& y) {
+    cuda::conv2d_tensor_core_forward(x, w, w_shape, 1, y);
+  };
+  compare_3x3(shapes, {forward, cuda::conv2d_tensor_core_backward_data}, "tensor-core conv2d",
+              1e-3);
+  // The kernel serves 3x3 convolutions of padding 1, stride 1 or stride 2 on even sizes (its
+  // data gradient stride 1 only), in widths whose staged rows fit a block's shared memory.
+  CHECK(cuda::conv2d_tensor_core_supported({2, 16, 8, 8}, {16, 16, 3, 3}, {2, 1}));
+  CHECK_FALSE(cuda::conv2d_tensor_core_data_supported({2, 16, 8, 8}, {16, 16, 3, 3}, {2, 1}));
+  CHECK_FALSE(cuda::conv2d_tensor_core_supported({2, 16, 7, 8}, {16, 16, 3, 3}, {2, 1}));
   CHECK_FALSE(cuda::conv2d_tensor_core_supported({2, 16, 8, 8}, {16, 16, 1, 1}, {1, 0}));
   CHECK_FALSE(cuda::conv2d_tensor_core_supported({1, 16, 2, 4096}, {16, 16, 3, 3}, {1, 1}));
   CHECK(cuda::conv2d_tensor_core_supported({1, 512, 2, 2}, {512, 512, 3, 3}, {1, 1}));
+}
+
+TEST_CASE("cuda: psgd's tensor-core 3x3 convolution of stride 2 equals the CPU") {
+  for (const ConvShape& c : tensor_core_stride2_shapes()) {
+    CAPTURE(c.x.str());
+    CAPTURE(c.w.str());
+    REQUIRE(cuda::conv2d_tensor_core_supported(c.x, c.w, c.g));
+    TwinList t;  // x, w, y
+    for (const Shape& s : {c.x, c.w, ops::conv2d_output_shape(c.x, c.w, c.g)})
+      t.push_back(std::make_unique<Twin>(s, -1.0f, 1.0f, t.size()));
+    run_both(
+        t,
+        [&](Context& ctx, const std::vector<Tensor>& v) {
+          if (ctx.device() == Device::CUDA)
+            return cuda::conv2d_tensor_core_forward(v[0], v[1].data, c.w, c.g.stride, v[2]);
+          ctx.reserve_workspace(ops::conv2d_workspace_floats(ctx, c.x, c.w, c.g));
+          ops::conv2d_forward(ctx, v[0], v[1], c.g, v[2]);
+        },
+        "tensor-core conv2d of stride 2", 1e-3);
+  }
 }
 
 TEST_CASE("cuda: psgd's tensor-core filter gradient equals the CPU") {
   for (const ConvShape& c : tensor_core_filter_shapes()) {
     CAPTURE(c.x.str());
     CAPTURE(c.w.str());
+    CAPTURE(c.g.stride);
     REQUIRE(cuda::conv2d_tensor_core_filter_supported(c.x, c.w, c.g));
     const Shape y = ops::conv2d_output_shape(c.x, c.w, c.g);
     TwinList t;  // x, w, dy, dw
     for (const Shape& s : {c.x, c.w, y, c.w})
       t.push_back(std::make_unique<Twin>(s, -1.0f, 1.0f, t.size()));
     HostTensor dx(c.x);  // the CPU's input gradient, not compared
-    const int64_t partial_floats = cuda::conv2d_tensor_core_filter_workspace_floats(c.x, c.w);
+    const int64_t partial_floats =
+        cuda::conv2d_tensor_core_filter_workspace_floats(c.x, c.w, c.g.stride);
     const DeviceBuffer partials(Device::CUDA, sizeof(float) * partial_floats);
     run_both(
         t,
         [&](Context& ctx, const std::vector<Tensor>& v) {
           if (ctx.device() == Device::CUDA)
             return cuda::conv2d_tensor_core_backward_filter(
-                v[0], v[2], c.w, partials.f32(0, Shape{partial_floats}), v[3]);
+                v[0], v[2], c.w, c.g.stride, partials.f32(0, Shape{partial_floats}), v[3]);
           ctx.reserve_workspace(ops::conv2d_workspace_floats(ctx, c.x, c.w, c.g));
           ops::conv2d_backward(ctx, v[0], v[1], v[2], c.g, dx.t(), ops::GradMode::Overwrite, v[3]);
         },
         "tensor-core filter gradient", 1e-3);
   }
+  // Output widths multiples of 8 (each k-step's pixels in one row).
   CHECK_FALSE(cuda::conv2d_tensor_core_filter_supported({3, 16, 9, 7}, {24, 16, 3, 3}, {1, 1}));
   CHECK_FALSE(cuda::conv2d_tensor_core_filter_supported({3, 16, 4, 4}, {24, 16, 3, 3}, {1, 1}));
   CHECK_FALSE(cuda::conv2d_tensor_core_filter_supported({3, 16, 8, 8}, {24, 16, 3, 3}, {2, 1}));
