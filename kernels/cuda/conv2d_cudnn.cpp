@@ -71,6 +71,8 @@ ConvPlan::~ConvPlan() {
   cudnnDestroyTensorDescriptor(x);
 }
 
+namespace {
+
 const char* route_name(ConvRoute r) {
   switch (r) {
     case ConvRoute::Direct:
@@ -83,6 +85,13 @@ const char* route_name(ConvRoute r) {
       break;
   }
   return "cudnn";
+}
+
+}  // namespace
+
+std::string ConvPlan::routes() const {
+  return std::string("forward ") + route_name(forward_route) + ", backward-data " +
+         route_name(data_route) + ", backward-filter " + route_name(filter_route);
 }
 
 Scratch::Scratch(size_t bytes) {
@@ -189,13 +198,12 @@ void log_choice(const ConvKey& k, const ConvPlan& p) {
   std::fprintf(stderr,
                "cudnn: x (%ld, %ld, %ld, %ld) w (%ld, %ld, %ld, %ld) stride %d pad %d %s%s%s: "
                "forward algo %d math %d, backward-data algo %d math %d, backward-filter algo %d "
-               "math %d, workspace %zu bytes; forward %s, backward-data %s, backward-filter %s\n",
+               "math %d, workspace %zu bytes; %s\n",
                long(k.x[0]), long(k.x[1]), long(k.x[2]), long(k.x[3]), long(k.w[0]), long(k.w[1]),
                long(k.w[2]), long(k.w[3]), k.stride, k.pad, dtype_name(k.activations),
                k.tf32 ? ", tf32" : "", k.deterministic ? ", deterministic" : "", int(p.forward),
                int(p.forward_math), int(p.backward_data), int(p.data_math), int(p.backward_filter),
-               int(p.filter_math), p.workspace_bytes, route_name(p.forward_route),
-               route_name(p.data_route), route_name(p.filter_route));
+               int(p.filter_math), p.workspace_bytes, p.routes().c_str());
 }
 
 // The workspace the chosen algorithms need: the most of what the search reported and what cuDNN
@@ -412,6 +420,11 @@ void cudnn_backward_data(const Context& ctx, const ConvPlan& p, const void* filt
   CUDNN_CHECK(cudnnConvolutionBackwardData(ctx.cudnn(), &one, p.w, filter, p.y, dy, p.conv,
                                            p.backward_data, workspace, p.workspace_bytes, &beta,
                                            p.x, dx));
+}
+
+std::string conv2d_routes(const Context& ctx, const Shape& x, const Shape& w,
+                          ops::Conv2dGeometry g) {
+  return plan_for(ctx, x, w, g).routes();
 }
 
 int64_t conv2d_workspace_floats(const Context& ctx, const Shape& x, const Shape& w,

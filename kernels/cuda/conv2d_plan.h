@@ -32,7 +32,6 @@ struct ConvKey {
 // (conv2d_direct.cu), psgd's tensor-core kernel (conv2d_tensor_core.cu), or for bf16 activations
 // cuDNN's float32 kernels on widened copies.
 enum class ConvRoute { Cudnn, Direct, TensorCore, Widened };
-const char* route_name(ConvRoute r);
 
 // Tensor cores round float32 inputs to TF32, which strict float32 rules out; bf16 inputs they
 // multiply exactly, accumulating in float32.
@@ -64,6 +63,8 @@ class ConvPlan {
   ConvRoute forward_route = ConvRoute::Cudnn, data_route = ConvRoute::Cudnn,
             filter_route = ConvRoute::Cudnn;
   std::unique_ptr<ConvPlan> widened;
+  // "forward <route>, backward-data <route>, backward-filter <route>", for logs and tests.
+  std::string routes() const;
   bool any_widened() const {
     return forward_route == ConvRoute::Widened || data_route == ConvRoute::Widened ||
            filter_route == ConvRoute::Widened;

@@ -87,7 +87,7 @@ void race_alternatives(const Context& ctx, const ConvKey& k, ConvPlan& p, const 
                        const Shape& w_shape, const Shape& y_shape, const TimingBuffers* timing) {
   const ops::Conv2dGeometry geometry{k.stride, k.pad};
   const bool direct = conv2d_direct_supported(w_shape, geometry);
-  const bool tensor_cores = tensor_cores_allowed(k);
+  const bool tensor_cores = tensor_cores_allowed(k) && conv2d_tensor_core_available(k.device);
   const bool tensor_core = tensor_cores && conv2d_tensor_core_supported(x_shape, w_shape, geometry);
   const bool tensor_core_data =
       tensor_cores && conv2d_tensor_core_data_supported(x_shape, w_shape, geometry);
@@ -95,11 +95,13 @@ void race_alternatives(const Context& ctx, const ConvKey& k, ConvPlan& p, const 
       tensor_cores && conv2d_tensor_core_filter_supported(x_shape, w_shape, geometry);
   const bool bf16 = k.activations == DType::BF16;
   const bool cudnn_data = p.missing_backward_data.empty();
-  // Where cuDNN has no data-gradient algorithm, psgd's kernels stand in where they serve.
+  // Where cuDNN has no data-gradient algorithm, psgd's kernels stand in where they serve, whatever
+  // the mode; deterministic runs (no timing) keep that and the rest of cuDNN's choice.
   const ConvRoute data_fallback = cudnn_data         ? ConvRoute::Cudnn
                                   : direct           ? ConvRoute::Direct
                                   : tensor_core_data ? ConvRoute::TensorCore
                                                      : ConvRoute::Cudnn;
+  p.data_route = data_fallback;
   switch (k.conv) {
     case Conv::Cudnn:
       return;
@@ -120,8 +122,6 @@ void race_alternatives(const Context& ctx, const ConvKey& k, ConvPlan& p, const 
     case Conv::Auto:
       break;
   }
-  // Deterministic runs (no timing) keep cuDNN's choice, or the fallback.
-  p.data_route = data_fallback;
   // The race runs cuDNN on the search's workspace, which its final choice may outgrow.
   if (!timing || p.workspace_bytes > timing->workspace_bytes) return;
   const Tensor x = device_view(timing->x.ptr, x_shape, k.activations),

@@ -42,27 +42,30 @@ struct TensorCoreDims {
   InputRows in;
   OutputRows out;  // its pixels are the product's rows
   int outputs;
-  int staged_lines;
-  int channel_stride;  // floats per staged input channel
+  Staging staging;
 };
 
-int channel_stride(const Shape& x, const OutputRows& o) {
-  return padded_stride(staged_lines(o) * static_cast<int>(x[3] + 2), 8);
+// Staged channels 8 modulo 32 apart: the four k-rows t of an A fragment fall in distinct banks.
+Staging staging_of(const Shape& x, const OutputRows& o) {
+  return staging_for(x, o, 8);
 }
 
 // The staged inputs of a step ([channel][row][column]), then its weights ([channel][tap][output]).
-size_t shared_bytes(const Shape& x, const OutputRows& o) {
-  return sizeof(float) * (kStep * size_t(channel_stride(x, o)) + kTaps * kStep * kWeightStride);
+size_t shared_bytes(const Staging& s) {
+  return sizeof(float) * (kStep * size_t(s.channel_stride) + kTaps * kStep * kWeightStride);
 }
 
+// 5 blocks per SM: ptxas then keeps the kernel in 96 registers (spilling 16 bytes in float32);
+// unbounded it takes 124, 4 blocks per SM.
 template <class T>
-__global__ void __launch_bounds__(kBlockThreads)
+__global__ void __launch_bounds__(kBlockThreads, 5)
     conv3x3_mma_kernel(const T* __restrict__ in, const T* __restrict__ filter, T* __restrict__ out,
                        TensorCoreDims d, bool transposed, bool accumulate) {
   const InputRows& rows = d.in;
   const OutputRows& o = d.out;
   float* inputs = dynamic_shared<float>();
-  float* weights = inputs + kStep * d.channel_stride;
+  const int channel_stride = d.staging.channel_stride;
+  float* weights = inputs + kStep * channel_stride;
   const int line_stride = rows.w + 2;
   const int64_t first_pixel = blockIdx.x * int64_t{kTilePixels};
   // The input row above the one under the block's first output row.
@@ -80,9 +83,10 @@ __global__ void __launch_bounds__(kBlockThreads)
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
       const int64_t p = first_pixel + (warp * kWarpTiles + m) * kTileRows + g + 8 * half;
-      const int64_t line = p / o.w;
-      const int row = static_cast<int>(line % o.h);
       const bool exists = p < o.pixels;
+      const int64_t line = o.by_w.divide(static_cast<uint32_t>(exists ? p : 0));
+      const int row =
+          static_cast<int>(line - int64_t{o.h} * o.by_h.divide(static_cast<uint32_t>(line)));
       at[m][half] = exists ? static_cast<int>(o.stride * line - first_line) * line_stride +
                                  o.stride * static_cast<int>(p - line * o.w) + 1
                            : 0;
@@ -94,7 +98,7 @@ __global__ void __launch_bounds__(kBlockThreads)
   float sums[kWarpTiles][kGroupTiles][4] = {};
   for (int c0 = 0; c0 < rows.channels; c0 += kStep) {
     __syncthreads();  // the last step's fragments are read
-    stage_rows(in, rows, c0, first_line, d.staged_lines, d.channel_stride, inputs);
+    stage_rows(in, rows, d.staging, c0, first_line, inputs);
     for (int i = threadIdx.x; i < kGroup * kStep * kTaps; i += kBlockThreads) {
       const int column = i / (kStep * kTaps), row = i - column * (kStep * kTaps);
       const int c = row / kTaps, tap = row - c * kTaps, r = tap / 3, s = tap % 3;
@@ -108,7 +112,7 @@ __global__ void __launch_bounds__(kBlockThreads)
     }
     __syncthreads();
 
-    // A row of taps at a time: unrolling all nine took 128 registers (ptxas), 4 blocks per SM.
+    // A row of taps at a time: unrolling all nine needs more registers than 5 blocks per SM allow.
 #pragma unroll 3
     for (int tap = 0; tap < kTaps; ++tap) {
       const int r = tap / 3, shift = (r - 1) * line_stride + tap % 3 - 1;
@@ -120,8 +124,8 @@ __global__ void __launch_bounds__(kBlockThreads)
         for (int half = 0; half < 2; ++half) {
           const bool reads = (flags[m][half] & need) == need;
           const float* src = inputs + at[m][half] + shift;
-          a[m][half] = reads ? src[t * d.channel_stride] : 0.0f;
-          a[m][half + 2] = reads ? src[(t + 4) * d.channel_stride] : 0.0f;
+          a[m][half] = reads ? src[t * channel_stride] : 0.0f;
+          a[m][half + 2] = reads ? src[(t + 4) * channel_stride] : 0.0f;
         }
       const float* w_tap = weights + (t * kTaps + tap) * kWeightStride + g;
 #pragma unroll
@@ -141,7 +145,7 @@ __global__ void __launch_bounds__(kBlockThreads)
     for (int half = 0; half < 2; ++half) {
       if (!(flags[m][half] & kInRange)) continue;
       const int64_t p = first_pixel + (warp * kWarpTiles + m) * kTileRows + g + 8 * half;
-      const int64_t image = p / plane;
+      const int64_t image = o.by_plane.divide(static_cast<uint32_t>(p));
       T* dst = out + (image * d.outputs + first_output) * plane + (p - image * plane);
 #pragma unroll
       for (int j = 0; j < kGroupTiles; ++j) {
@@ -161,25 +165,30 @@ __global__ void __launch_bounds__(kBlockThreads)
 template <class T>
 void launch(const Tensor& in, const void* filter, int outputs, int stride, bool transposed,
             bool accumulate, const Tensor& out) {
+  if (in.shape[0] == 0 || in.shape[2] == 0 || in.shape[3] == 0 || outputs == 0) return;
   TensorCoreDims d{};
-  d.in = {in.shape[0] * in.shape[2], static_cast<int>(in.shape[1]), static_cast<int>(in.shape[2]),
-          static_cast<int>(in.shape[3])};
+  d.in = input_rows(in.shape);
   d.out = output_rows(in.shape, stride);
   d.outputs = outputs;
-  d.staged_lines = staged_lines(d.out);
-  d.channel_stride = channel_stride(in.shape, d.out);
-  if (d.out.pixels == 0) return;
+  d.staging = staging_of(in.shape, d.out);
   const dim3 grid(static_cast<unsigned>((d.out.pixels + kTilePixels - 1) / kTilePixels),
                   static_cast<unsigned>((outputs + kGroup - 1) / kGroup));
-  PSGD_LAUNCH(conv3x3_mma_kernel, grid, kBlockThreads, shared_bytes(in.shape, d.out))
+  PSGD_LAUNCH(conv3x3_mma_kernel, grid, kBlockThreads, shared_bytes(d.staging))
   (in.as<T>(), static_cast<const T*>(filter), out.as<T>(), d, transposed, accumulate);
   CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace
 
+bool conv2d_tensor_core_available(int device) {
+  int major = 0;
+  CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+  return major >= 8;
+}
+
 bool conv2d_tensor_core_supported(const Shape& x, const Shape& w, ops::Conv2dGeometry g) {
-  return geometry_served(x, w, g) && shared_bytes(x, output_rows(x, g.stride)) <= kMaxSharedBytes;
+  return geometry_served(x, w, g) &&
+         shared_bytes(staging_of(x, output_rows(x, g.stride))) <= kMaxSharedBytes;
 }
 
 bool conv2d_tensor_core_data_supported(const Shape& x, const Shape& w, ops::Conv2dGeometry g) {

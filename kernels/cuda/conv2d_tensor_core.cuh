@@ -9,6 +9,7 @@
 #include "engine/bfloat16.h"
 #include "kernels/cuda/launch.h"
 #include "kernels/cuda/mma.h"
+#include "kernels/fast_divide.h"
 #include "kernels/ops.h"
 
 namespace psgd::cuda::tensor_core {
@@ -28,53 +29,81 @@ constexpr int padded_stride(int floats, int residue) {
 struct InputRows {
   int64_t lines;
   int channels, h, w;
+  FastDivisor by_h;
 };
+
+inline InputRows input_rows(const Shape& x) {
+  const int h = static_cast<int>(x[2]);
+  return {x[0] * h, static_cast<int>(x[1]), h, static_cast<int>(x[3]),
+          FastDivisor(static_cast<uint32_t>(h))};
+}
 
 // The convolution's geometry: its output rows and stride (padding 1). Output row l (of the
 // flattened images x rows) reads input rows stride * l - 1 .. stride * l + 1, as the input's
-// height is stride times the output's.
+// height is stride times the output's. Pixels count below 2^31, so that they divide in 32 bits.
 struct OutputRows {
   int h, w, stride;
-  int64_t pixels;  // images * h * w
+  int64_t pixels;                    // images * h * w
+  FastDivisor by_w, by_h, by_plane;  // a pixel by w: its row; a row by h, a pixel by h w: its image
 };
 
 inline OutputRows output_rows(const Shape& x, int stride) {
   const int h = static_cast<int>((x[2] - 1) / stride + 1),
             w = static_cast<int>((x[3] - 1) / stride + 1);
-  return {h, w, stride, x[0] * h * w};
+  return {h,
+          w,
+          stride,
+          x[0] * h * w,
+          FastDivisor(static_cast<uint32_t>(w)),
+          FastDivisor(static_cast<uint32_t>(h)),
+          FastDivisor(static_cast<uint32_t>(h * w))};
 }
 
 // Whether the kernels serve a 3x3 convolution of padding 1 on input x: stride 1, or stride 2 on
-// even heights and widths (so that output row l reads input rows from 2l - 1 in every image).
+// even heights and widths (so that output row l reads input rows from 2l - 1 in every image), with
+// the pixels of the input and output below 2^31.
 inline bool geometry_served(const Shape& x, const Shape& w, ops::Conv2dGeometry g) {
-  return w[2] == 3 && w[3] == 3 && g.pad == 1 && x[2] > 0 && x[3] > 0 &&
+  return w[2] == 3 && w[3] == 3 && g.pad == 1 && x[0] > 0 && x[2] > 0 && x[3] > 0 &&
+         x[0] * x[2] * x[3] < (int64_t{1} << 31) &&
          (g.stride == 1 || (g.stride == 2 && x[2] % 2 == 0 && x[3] % 2 == 0));
 }
 
-// Input rows staged for a tile of kTilePixels output pixels: those of the output rows it spans,
-// and one above and below.
-inline int staged_lines(const OutputRows& o) {
-  return o.stride * ((kTilePixels - 1) / o.w + 1) + 3;
+// How a block stages the input rows of a tile of kTilePixels output pixels: `count` rows per
+// channel (those of the output rows it spans, and one above and below), each of w + 2 columns
+// (the padding either side), channels `channel_stride` floats apart; and the divisors of the
+// staging loop's index arithmetic.
+struct Staging {
+  int count, channel_stride;
+  FastDivisor by_channel, by_row;  // a staged element's index by count (w + 2), and by w + 2
+};
+
+// `residue`: the channel stride modulo 32 that keeps the kernel's fragment loads apart.
+inline Staging staging_for(const Shape& x, const OutputRows& o, int residue) {
+  const int count = o.stride * ((kTilePixels - 1) / o.w + 1) + 3, row = static_cast<int>(x[3]) + 2;
+  return {count, padded_stride(count * row, residue),
+          FastDivisor(static_cast<uint32_t>(count * row)), FastDivisor(static_cast<uint32_t>(row))};
 }
 
-// Stages channels c0 .. c0 + kStep - 1 of rows first_line .. first_line + count - 1 into
-// staged[c * channel_stride + (l - first_line) * (w + 2) + 1 + column], each row between zero
+// Stages channels c0 .. c0 + kStep - 1 of rows first_line .. first_line + s.count - 1 into
+// staged[c * s.channel_stride + (l - first_line) * (w + 2) + 1 + column], each row between zero
 // columns (the padding), rows outside the batch and channels past the last zero, values rounded
 // to TF32. All threads of the block take part; the caller places the barriers.
 template <class T>
-__device__ void stage_rows(const T* __restrict__ in, InputRows d, int c0, int64_t first_line,
-                           int count, int channel_stride, float* staged) {
-  const int line_stride = d.w + 2, per_channel = count * line_stride;
-  for (int i = threadIdx.x; i < kStep * per_channel; i += blockDim.x) {
-    const int c = i / per_channel, within = i - c * per_channel;
-    const int staged_line = within / line_stride, col = within - staged_line * line_stride - 1;
+__device__ void stage_rows(const T* __restrict__ in, const InputRows& d, const Staging& s, int c0,
+                           int64_t first_line, float* staged) {
+  const uint32_t per_channel = s.by_channel.divisor(), row_length = s.by_row.divisor();
+  for (uint32_t i = threadIdx.x; i < kStep * per_channel; i += blockDim.x) {
+    const uint32_t c = s.by_channel.divide(i), within = i - c * per_channel;
+    const uint32_t staged_line = s.by_row.divide(within);
+    const int col = static_cast<int>(within - staged_line * row_length) - 1;
     const int64_t line = first_line + staged_line;
     float v = 0.0f;
-    if (c0 + c < d.channels && line >= 0 && line < d.lines && col >= 0 && col < d.w) {
-      const int64_t image = line / d.h;
+    if (c0 + static_cast<int>(c) < d.channels && line >= 0 && line < d.lines && col >= 0 &&
+        col < d.w) {
+      const int64_t image = d.by_h.divide(static_cast<uint32_t>(line));
       v = load(in, ((image * d.channels + c0 + c) * d.h + (line - image * d.h)) * d.w + col);
     }
-    staged[c * channel_stride + within] = round_to_tf32(v);
+    staged[c * s.channel_stride + within] = round_to_tf32(v);
   }
 }
 

@@ -28,7 +28,7 @@ constexpr int kOutputTiles = 2;            // 16-row tiles of outputs (the mma's
 constexpr int kGroup = 16 * kOutputTiles;  // output channels per block
 // Strides 4 modulo 32: a fragment's eight rows g then fall in distinct banks.
 constexpr int kGradStride = padded_stride(kTilePixels, 4);
-constexpr int64_t kTargetBlocks = 1024;  // enough to fill an H100's 132 SMs several times
+constexpr int64_t kTargetBlocks = 1024;  // about a wave: ~8 resident per SM on an H100's 132
 constexpr int kSumThreads = 256;
 constexpr int kSumLanes = 8;  // slabs summed side by side per weight in the second pass
 
@@ -36,32 +36,34 @@ struct FilterDims {
   InputRows in;
   OutputRows out;  // its pixels are the products' k
   int outputs;
-  int staged_lines, channel_stride;
+  Staging staging;
   int tiles_per_slab;  // 128-pixel tiles per block
   int64_t weights;     // outputs * inputs * 9: one slab's partial sums
 };
 
-int channel_stride(const Shape& x, const OutputRows& o) {
-  return padded_stride(staged_lines(o) * static_cast<int>(x[3] + 2), 4);
+// Staged channels 4 modulo 32 apart: the eight n-columns g of a B fragment fall in distinct banks.
+Staging staging_of(const Shape& x, const OutputRows& o) {
+  return staging_for(x, o, 4);
 }
 
 // dy of a tile ([output][pixel]), then the staged input rows.
-size_t shared_bytes(const Shape& x, const OutputRows& o) {
-  return sizeof(float) * (size_t{kGroup} * kGradStride + kStep * size_t(channel_stride(x, o)));
+size_t shared_bytes(const Staging& s) {
+  return sizeof(float) * (size_t{kGroup} * kGradStride + kStep * size_t(s.channel_stride));
 }
 
-// The slabs the pixels are split into: enough blocks to fill the GPU, but partial sums that
-// stay under half the layer's activations (read and written once more by the second pass).
+// The slabs the pixels are split into: enough blocks to fill the GPU, but partial sums that stay
+// under half the layer's activations counted in float32 (written, then read by the second pass).
 struct Slabs {
   int64_t count;
   int tiles_per_slab;
 };
 
 Slabs slabs_for(const Shape& x, const Shape& w, int stride) {
-  const int64_t pixels = output_rows(x, stride).pixels;
+  const int64_t pixels = x.numel() == 0 ? 0 : output_rows(x, stride).pixels;
   const int64_t tiles = (pixels + kTilePixels - 1) / kTilePixels;
   const int64_t blocks_per_slab = ((w[1] + kStep - 1) / kStep) * ((w[0] + kGroup - 1) / kGroup);
   const int64_t weights = w[0] * w[1] * kTaps;
+  if (tiles == 0 || weights == 0) return {0, 1};
   const int64_t wanted =
       std::min(kTargetBlocks / blocks_per_slab, pixels * (w[0] + w[1]) / (2 * weights));
   const int64_t per_slab =
@@ -90,26 +92,27 @@ __global__ void __launch_bounds__(kFilterThreads)
     const int64_t first_pixel = slab_pixel + int64_t{tile} * kTilePixels;
     if (first_pixel >= out.pixels) break;
     // The input row above the one under the tile's first output row.
-    const int64_t first_line = out.stride * (first_pixel / out.w) - 1;
+    const int64_t first_line =
+        out.stride * int64_t{out.by_w.divide(static_cast<uint32_t>(first_pixel))} - 1;
     __syncthreads();  // the last tile's fragments are read
     for (int i = threadIdx.x; i < kGroup * kTilePixels; i += kFilterThreads) {
       const int o = i / kTilePixels, q = i % kTilePixels, output = first_output + o;
       const int64_t p = first_pixel + q;
       float v = 0.0f;
       if (p < out.pixels && output < d.outputs) {
-        const int64_t image = p / plane;
+        const int64_t image = out.by_plane.divide(static_cast<uint32_t>(p));
         v = load(dy, (image * d.outputs + output) * plane + (p - image * plane));
       }
       grads[o * kGradStride + q] = round_to_tf32(v);
     }
-    stage_rows(x, rows, c0, first_line, d.staged_lines, d.channel_stride, inputs);
+    stage_rows(x, rows, d.staging, c0, first_line, inputs);
     __syncthreads();
 
     for (int k = 0; k < kTilePixels; k += 8) {
       const int64_t p = first_pixel + k;
       if (p >= out.pixels) break;
-      const int64_t line = p / out.w;
-      const int row = static_cast<int>(line % out.h);
+      const uint32_t line = out.by_w.divide(static_cast<uint32_t>(p));
+      const int row = static_cast<int>(line - out.h * out.by_h.divide(line));
       if ((r == 0 && row == 0) || (r == 2 && out.stride * row + 1 >= rows.h)) continue;
       float a[kOutputTiles][4];
 #pragma unroll
@@ -121,7 +124,7 @@ __global__ void __launch_bounds__(kFilterThreads)
         a[m][3] = src[8 * kGradStride + 4];
       }
       // Pixel k + t's input at the warp's filter row and tap s = 0 (one column left).
-      const float* src = inputs + g * d.channel_stride +
+      const float* src = inputs + g * d.staging.channel_stride +
                          static_cast<int>(out.stride * line - first_line + r - 1) * line_stride +
                          out.stride * (static_cast<int>(p - line * out.w) + t);
 #pragma unroll
@@ -171,20 +174,22 @@ template <class T>
 void launch(const Tensor& x, const Tensor& dy, const Shape& w_shape, int stride,
             const Tensor& partials, const Tensor& dw) {
   const Slabs slabs = slabs_for(x.shape, w_shape, stride);
+  if (slabs.count == 0) {  // no pixels (or no weights): a gradient of zeros
+    float* out = dw.f32();
+    for_each(dw.numel(), [=] __device__(int64_t i) { out[i] = 0.0f; });
+    return;
+  }
   FilterDims d{};
-  d.in = {x.shape[0] * x.shape[2], static_cast<int>(x.shape[1]), static_cast<int>(x.shape[2]),
-          static_cast<int>(x.shape[3])};
+  d.in = input_rows(x.shape);
   d.out = output_rows(x.shape, stride);
   d.outputs = static_cast<int>(w_shape[0]);
-  d.staged_lines = staged_lines(d.out);
-  d.channel_stride = channel_stride(x.shape, d.out);
+  d.staging = staging_of(x.shape, d.out);
   d.tiles_per_slab = slabs.tiles_per_slab;
   d.weights = w_shape.numel();
-  if (d.out.pixels == 0) return;
   const dim3 grid(static_cast<unsigned>(slabs.count),
                   static_cast<unsigned>((d.in.channels + kStep - 1) / kStep),
                   static_cast<unsigned>((d.outputs + kGroup - 1) / kGroup));
-  PSGD_LAUNCH(conv3x3_mma_filter_kernel, grid, kFilterThreads, shared_bytes(x.shape, d.out))
+  PSGD_LAUNCH(conv3x3_mma_filter_kernel, grid, kFilterThreads, shared_bytes(d.staging))
   (x.as<T>(), dy.as<T>(), partials.f32(), d);
   CUDA_CHECK_LAUNCH();
   constexpr int64_t kWeightsPerBlock = kSumThreads / kSumLanes;
@@ -200,7 +205,7 @@ void launch(const Tensor& x, const Tensor& dy, const Shape& w_shape, int stride,
 bool conv2d_tensor_core_filter_supported(const Shape& x, const Shape& w, ops::Conv2dGeometry g) {
   if (!geometry_served(x, w, g)) return false;
   const OutputRows out = output_rows(x, g.stride);
-  return out.w % 8 == 0 && shared_bytes(x, out) <= kMaxSharedBytes;
+  return out.w % 8 == 0 && shared_bytes(staging_of(x, out)) <= kMaxSharedBytes;
 }
 
 int64_t conv2d_tensor_core_filter_workspace_floats(const Shape& x, const Shape& w, int stride) {

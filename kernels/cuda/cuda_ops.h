@@ -3,6 +3,8 @@
 // the CUDA backend.
 #pragma once
 
+#include <string>
+
 #include "kernels/ops.h"
 
 namespace psgd::cuda {
@@ -17,6 +19,10 @@ void conv2d_forward(Context& ctx, const Tensor& x, const Tensor& w, ops::Conv2dG
                     const Tensor& y);
 void conv2d_backward(Context& ctx, const Tensor& x, const Tensor& w, const Tensor& dy,
                      ops::Conv2dGeometry g, const Tensor& dx, GradMode dx_mode, const Tensor& dw);
+// What runs each direction of the shape's convolution ("forward tensor-core, backward-data cudnn,
+// backward-filter tensor-core"), planning it if needed: for logs and tests.
+std::string conv2d_routes(const Context& ctx, const Shape& x, const Shape& w,
+                          ops::Conv2dGeometry g);
 // psgd's direct 3x3 convolution (stride 1, padding 1, at most 64 channels in and out), which
 // conv2d races against cuDNN (conv2d_direct.cu). w: the filter (K, C, 3, 3) in the activations'
 // element type.
@@ -27,6 +33,8 @@ void conv2d_direct_backward_data(const Tensor& dy, const void* w, const Shape& w
 // psgd's 3x3 convolution on tensor cores (padding 1, stride 1 or 2 on even sizes; TF32, so only
 // where tensor cores are allowed), which conv2d races against cuDNN (conv2d_tensor_core.cu);
 // arguments as the direct kernel's. The data gradient serves stride 1 only.
+// Whether `device` has the kernels' TF32 mma.sync (compute capability 8.0 on).
+bool conv2d_tensor_core_available(int device);
 bool conv2d_tensor_core_supported(const Shape& x, const Shape& w, ops::Conv2dGeometry g);
 bool conv2d_tensor_core_data_supported(const Shape& x, const Shape& w, ops::Conv2dGeometry g);
 void conv2d_tensor_core_forward(const Tensor& x, const void* w, const Shape& w_shape, int stride,

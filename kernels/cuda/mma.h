@@ -1,6 +1,6 @@
-// One warp's tensor-core matrix product in TF32 (PTX mma.sync, cards from Ampere on), and the
-// rounding of float32 operands to TF32; the emulated build (tests/cuda_emulator) computes both on
-// the host.
+// One warp's tensor-core matrix product in TF32 (PTX mma.sync, cards from Ampere on:
+// conv2d_tensor_core_available), and the rounding of float32 operands to TF32; the emulated build
+// (tests/cuda_emulator) computes both on the host.
 #pragma once
 
 #include <cstdint>
@@ -12,6 +12,8 @@ namespace psgd::cuda {
 __device__ inline float round_to_tf32(float v) {
 #ifdef PSGD_CUDA_EMULATION
   return ::psgd::emu::round_to_tf32(v);
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+  return v;  // never runs: see mma_m16n8k8_tf32
 #else
   uint32_t bits;
   asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(bits) : "f"(v));
@@ -26,6 +28,8 @@ __device__ inline float round_to_tf32(float v) {
 __device__ inline void mma_m16n8k8_tf32(float (&d)[4], const float (&a)[4], const float (&b)[2]) {
 #ifdef PSGD_CUDA_EMULATION
   ::psgd::emu::warp_mma_m16n8k8_tf32(d, a, b);
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+  __trap();  // no TF32 tensor cores before Ampere: conv2d never runs these kernels there
 #else
   asm volatile(
       "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "

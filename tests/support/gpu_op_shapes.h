@@ -61,13 +61,15 @@ inline std::array<ConvShape, 5> direct_conv_shapes() {
 // Shapes for psgd's tensor-core 3x3 convolution: the stem's 3 channels, a width that leaves
 // blocks starting mid-row with outputs ending in a partial tile of 8, two output groups and
 // blocks of two whole images, a plane smaller than the filter with 5 channels in, rows of 32 with
-// outputs 16 past a group.
-inline std::array<ConvShape, 5> tensor_core_conv_shapes() {
+// outputs 16 past a group, one row of 130 (a tile within a row), columns of width 1.
+inline std::array<ConvShape, 7> tensor_core_conv_shapes() {
   return {ConvShape{{2, 3, 32, 32}, {16, 3, 3, 3}, {1, 1}},
           ConvShape{{3, 16, 9, 7}, {20, 16, 3, 3}, {1, 1}},
           ConvShape{{3, 64, 8, 8}, {64, 64, 3, 3}, {1, 1}},
           ConvShape{{5, 5, 1, 2}, {8, 5, 3, 3}, {1, 1}},
-          ConvShape{{4, 16, 32, 32}, {48, 16, 3, 3}, {1, 1}}};
+          ConvShape{{4, 16, 32, 32}, {48, 16, 3, 3}, {1, 1}},
+          ConvShape{{2, 8, 1, 130}, {8, 8, 3, 3}, {1, 1}},
+          ConvShape{{3, 8, 5, 1}, {16, 8, 3, 3}, {1, 1}}};
 }
 
 // Shapes for its forward convolution of stride 2: ResNet's first stride-2 layer, 5 channels in
@@ -81,12 +83,15 @@ inline std::array<ConvShape, 3> tensor_core_stride2_shapes() {
 
 // Shapes for its filter gradient (output widths multiples of 8): the stem's 3 channels in, blocks
 // of two whole images, slabs of several tiles with outputs 16 past a group, three-row images with
-// 12 channels in (a partial step) and a partial output tile; stride 2 into rows of 16 and of 8.
-inline std::array<ConvShape, 6> tensor_core_filter_shapes() {
+// 12 channels in (a partial step) and a partial output tile, rows of 136 (a tile within a row),
+// two slabs of which the last is shorter; stride 2 into rows of 16 and of 8.
+inline std::array<ConvShape, 8> tensor_core_filter_shapes() {
   return {ConvShape{{2, 3, 16, 16}, {16, 3, 3, 3}, {1, 1}},
           ConvShape{{3, 64, 8, 8}, {64, 64, 3, 3}, {1, 1}},
           ConvShape{{4, 16, 32, 32}, {48, 16, 3, 3}, {1, 1}},
           ConvShape{{2, 12, 3, 16}, {20, 12, 3, 3}, {1, 1}},
+          ConvShape{{1, 8, 2, 136}, {8, 8, 3, 3}, {1, 1}},
+          ConvShape{{5, 32, 8, 16}, {32, 32, 3, 3}, {1, 1}},
           ConvShape{{2, 16, 32, 32}, {32, 16, 3, 3}, {2, 1}},
           ConvShape{{3, 8, 6, 16}, {24, 8, 3, 3}, {2, 1}}};
 }

@@ -8,6 +8,7 @@
 #include <functional>
 #include <memory>
 #include <span>
+#include <string>
 #include <tuple>
 
 #include "kernels/cuda/cuda_ops.h"
@@ -314,6 +315,31 @@ TEST_CASE("cuda: the PSGD optimizer step in one launch, SGD and Adam, grid and z
       "optimizer", 1e-5);
 }
 
+namespace {
+
+// Whether the GPU has the tensor-core kernels' TF32 mma.sync (from Ampere on); the race never
+// offers them elsewhere.
+bool tensor_cores_present() {
+  if (cuda::conv2d_tensor_core_available(0)) return true;
+  MESSAGE("no TF32 tensor cores on this GPU: psgd's tensor-core kernels are not tested");
+  return false;
+}
+
+// With the tensor-core kernels forced, each direction runs on them where they serve the shape.
+void check_tensor_core_routes(const Context& ctx, const ConvShape& c) {
+  const std::string routes = cuda::conv2d_routes(ctx, c.x, c.w, c.g);
+  INFO(routes);
+  const bool available = tensor_cores_present();
+  CHECK((routes.find("forward tensor-core") != std::string::npos) ==
+        (available && cuda::conv2d_tensor_core_supported(c.x, c.w, c.g)));
+  CHECK((routes.find("backward-data tensor-core") != std::string::npos) ==
+        (available && cuda::conv2d_tensor_core_data_supported(c.x, c.w, c.g)));
+  CHECK((routes.find("backward-filter tensor-core") != std::string::npos) ==
+        (available && cuda::conv2d_tensor_core_filter_supported(c.x, c.w, c.g)));
+}
+
+}  // namespace
+
 TEST_CASE("cuda: convolution through cuDNN or psgd's tensor cores, strict float32 and TF32") {
   // TF32 also with psgd's tensor-core kernels forced where they serve (the stem's and the first
   // stage's three directions, the even stride-2 shape's forward and filter gradient).
@@ -334,6 +360,8 @@ TEST_CASE("cuda: convolution through cuDNN or psgd's tensor cores, strict float3
             ctx.reserve_workspace(ops::conv2d_workspace_floats(ctx, c.x, c.w, c.g));
             ops::conv2d_forward(ctx, v[0], v[1], c.g, v[2]);
             ops::conv2d_backward(ctx, v[0], v[1], v[3], c.g, v[4], ops::GradMode::Accumulate, v[5]);
+            if (ctx.device() == Device::CUDA && math.conv == Numerics::Conv::TensorCore)
+              check_tensor_core_routes(ctx, c);
           },
           "conv2d", tf32 ? 1e-3 : 1e-5, math);
     }
@@ -389,6 +417,7 @@ TEST_CASE("cuda: psgd's direct 3x3 convolution, forward and data gradient, equal
 }
 
 TEST_CASE("cuda: psgd's tensor-core 3x3 convolution, forward and data gradient, equals the CPU") {
+  if (!tensor_cores_present()) return;
   const auto shapes = tensor_core_conv_shapes();
   for (const ConvShape& c : shapes) REQUIRE(cuda::conv2d_tensor_core_data_supported(c.x, c.w, c.g));
   const auto forward = [](const Tensor& x, const void* w, const Shape& w_shape, const Tensor& y) {
@@ -407,6 +436,7 @@ TEST_CASE("cuda: psgd's tensor-core 3x3 convolution, forward and data gradient, 
 }
 
 TEST_CASE("cuda: psgd's tensor-core 3x3 convolution of stride 2 equals the CPU") {
+  if (!tensor_cores_present()) return;
   for (const ConvShape& c : tensor_core_stride2_shapes()) {
     CAPTURE(c.x.str());
     CAPTURE(c.w.str());
@@ -427,6 +457,7 @@ TEST_CASE("cuda: psgd's tensor-core 3x3 convolution of stride 2 equals the CPU")
 }
 
 TEST_CASE("cuda: psgd's tensor-core filter gradient equals the CPU") {
+  if (!tensor_cores_present()) return;
   for (const ConvShape& c : tensor_core_filter_shapes()) {
     CAPTURE(c.x.str());
     CAPTURE(c.w.str());
@@ -451,6 +482,18 @@ TEST_CASE("cuda: psgd's tensor-core filter gradient equals the CPU") {
         },
         "tensor-core filter gradient", 1e-3);
   }
+  // An empty batch gives a filter gradient of zeros, as on the CPU.
+  const Shape w{8, 8, 3, 3};
+  const DeviceBuffer dw(Device::CUDA, sizeof(float) * w.numel()), none(Device::CUDA, 0);
+  const Tensor empty(static_cast<float*>(nullptr), Shape{0, 8, 8, 8}, Device::CUDA);
+  CHECK(cuda::conv2d_tensor_core_filter_workspace_floats(empty.shape, w, 1) == 0);
+  const std::vector<float> stale(w.numel(), std::nanf(""));
+  memory_copy(dw.data(), Device::CUDA, stale.data(), Device::CPU, sizeof(float) * stale.size());
+  cuda::conv2d_tensor_core_backward_filter(empty, empty, w, 1, none.f32(0, Shape{0}),
+                                           dw.f32(0, w));
+  std::vector<float> got(w.numel(), 1.0f);
+  memory_copy(got.data(), Device::CPU, dw.data(), Device::CUDA, sizeof(float) * got.size());
+  CHECK(got == std::vector<float>(got.size(), 0.0f));
   // Output widths multiples of 8 (each k-step's pixels in one row).
   CHECK_FALSE(cuda::conv2d_tensor_core_filter_supported({3, 16, 9, 7}, {24, 16, 3, 3}, {1, 1}));
   CHECK_FALSE(cuda::conv2d_tensor_core_filter_supported({3, 16, 4, 4}, {24, 16, 3, 3}, {1, 1}));
