@@ -29,8 +29,11 @@ constexpr int kGroup = 16 * kOutputTiles;  // output channels per block
 // Strides 4 modulo 32: a fragment's eight rows g then fall in distinct banks.
 constexpr int kGradStride = padded_stride(kTilePixels, 4);
 constexpr int64_t kTargetBlocks = 1024;  // about a wave: ~8 resident per SM on an H100's 132
+// The second pass: a block sums 8 weights, 32 threads side by side per weight, each over every
+// 32nd slab, so that even a few thousand weights fill the GPU.
 constexpr int kSumThreads = 256;
-constexpr int kSumLanes = 8;  // slabs summed side by side per weight in the second pass
+constexpr int kSumLanes = 32;
+constexpr int kSumWeights = kSumThreads / kSumLanes;
 
 struct FilterDims {
   InputRows in;
@@ -156,13 +159,14 @@ __global__ void __launch_bounds__(kFilterThreads)
 __global__ void __launch_bounds__(kSumThreads)
     sum_slabs(const float* __restrict__ partials, int64_t slabs, int64_t weights,
               bool bf16_precision, float* __restrict__ dw) {
-  __shared__ float lanes[kSumLanes][kSumThreads / kSumLanes];
-  const int column = threadIdx.x % (kSumThreads / kSumLanes),
-            lane = threadIdx.x / (kSumThreads / kSumLanes);
-  const int64_t i = blockIdx.x * int64_t{kSumThreads / kSumLanes} + column;
+  __shared__ float lanes[kSumLanes][kSumWeights];
+  const int column = threadIdx.x % kSumWeights, lane = threadIdx.x / kSumWeights;
+  const int64_t i = blockIdx.x * int64_t{kSumWeights} + column;
   float sum = 0.0f;
-  if (i < weights)
+  if (i < weights) {
+#pragma unroll 4
     for (int64_t slab = lane; slab < slabs; slab += kSumLanes) sum += partials[slab * weights + i];
+  }
   lanes[lane][column] = sum;
   __syncthreads();
   if (lane != 0 || i >= weights) return;
@@ -192,9 +196,7 @@ void launch(const Tensor& x, const Tensor& dy, const Shape& w_shape, int stride,
   PSGD_LAUNCH(conv3x3_mma_filter_kernel, grid, kFilterThreads, shared_bytes(d.staging))
   (x.as<T>(), dy.as<T>(), partials.f32(), d);
   CUDA_CHECK_LAUNCH();
-  constexpr int64_t kWeightsPerBlock = kSumThreads / kSumLanes;
-  PSGD_LAUNCH(sum_slabs,
-              static_cast<unsigned>((d.weights + kWeightsPerBlock - 1) / kWeightsPerBlock),
+  PSGD_LAUNCH(sum_slabs, static_cast<unsigned>((d.weights + kSumWeights - 1) / kSumWeights),
               kSumThreads)
   (partials.f32(), slabs.count, d.weights, std::is_same_v<T, bf16>, dw.f32());
   CUDA_CHECK_LAUNCH();

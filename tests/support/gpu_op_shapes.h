@@ -84,14 +84,16 @@ inline std::array<ConvShape, 3> tensor_core_stride2_shapes() {
 // Shapes for its filter gradient (output widths multiples of 8): the stem's 3 channels in, blocks
 // of two whole images, slabs of several tiles with outputs 16 past a group, three-row images with
 // 12 channels in (a partial step) and a partial output tile, rows of 136 (a tile within a row),
-// two slabs of which the last is shorter; stride 2 into rows of 16 and of 8.
-inline std::array<ConvShape, 8> tensor_core_filter_shapes() {
+// two slabs of which the last is shorter, 64 slabs (each summing thread of the second pass takes
+// two); stride 2 into rows of 16 and of 8.
+inline std::array<ConvShape, 9> tensor_core_filter_shapes() {
   return {ConvShape{{2, 3, 16, 16}, {16, 3, 3, 3}, {1, 1}},
           ConvShape{{3, 64, 8, 8}, {64, 64, 3, 3}, {1, 1}},
           ConvShape{{4, 16, 32, 32}, {48, 16, 3, 3}, {1, 1}},
           ConvShape{{2, 12, 3, 16}, {20, 12, 3, 3}, {1, 1}},
           ConvShape{{1, 8, 2, 136}, {8, 8, 3, 3}, {1, 1}},
           ConvShape{{5, 32, 8, 16}, {32, 32, 3, 3}, {1, 1}},
+          ConvShape{{8, 8, 32, 32}, {8, 8, 3, 3}, {1, 1}},
           ConvShape{{2, 16, 32, 32}, {32, 16, 3, 3}, {2, 1}},
           ConvShape{{3, 8, 6, 16}, {24, 8, 3, 3}, {2, 1}}};
 }
