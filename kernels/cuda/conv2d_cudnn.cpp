@@ -342,6 +342,7 @@ struct ScratchLayout {
   size_t filter = 0;                 // byte offset of the bf16 filter
   size_t w32 = 0, x32 = 0, y32 = 0;  // of the float32 copies
   size_t partials = 0;               // of the tensor-core filter gradient's partial sums
+  Shape partials_shape;              // their count (where the filter gradient runs on tensor cores)
   int64_t floats = 0;
 };
 
@@ -350,9 +351,10 @@ ScratchLayout scratch_layout(const ConvPlan& p, const Shape& x, const Shape& w, 
   layout.add(std::max(p.workspace_bytes, p.any_widened() ? p.widened->workspace_bytes : 0));
   ScratchLayout s;
   if (p.activations == DType::BF16) s.filter = layout.add(w, DType::BF16);
-  if (p.filter_route == ConvRoute::TensorCore)
-    s.partials =
-        layout.add(Shape{conv2d_tensor_core_filter_workspace_floats(x, w, p.stride)}, DType::F32);
+  if (p.filter_route == ConvRoute::TensorCore) {
+    s.partials_shape = Shape{conv2d_tensor_core_filter_workspace_floats(x, w, p.stride)};
+    s.partials = layout.add(s.partials_shape, DType::F32);
+  }
   if (p.any_widened()) {
     s.w32 = layout.add(w, DType::F32);
     s.x32 = layout.add(x, DType::F32);
@@ -376,9 +378,7 @@ ConvScratch scratch_for(const Context& ctx, const ConvPlan& p, const Shape& x, c
   ConvScratch scratch{ws.data, {}, {}, {}};
   if (p.activations == DType::BF16) scratch.filter = workspace_region(ws, s.filter, w, DType::BF16);
   if (p.filter_route == ConvRoute::TensorCore)
-    scratch.partials = workspace_region(
-        ws, s.partials, Shape{conv2d_tensor_core_filter_workspace_floats(x, w, p.stride)},
-        DType::F32);
+    scratch.partials = workspace_region(ws, s.partials, s.partials_shape, DType::F32);
   if (p.any_widened())
     scratch.widened = {workspace_region(ws, s.w32, w, DType::F32),
                        workspace_region(ws, s.x32, x, DType::F32),

@@ -1,8 +1,8 @@
 // The race at planning time between cuDNN's choice for a shape and the alternatives that may run
-// instead, per direction: psgd's direct and tensor-core kernels (forward and data gradient, where
-// they serve the shape and the numerics) and, for bf16 activations, cuDNN's float32 kernels on
-// widened copies (all three). Each
-// candidate is timed as a training step runs it, on the search's buffers, and the fastest runs.
+// instead, per direction: psgd's direct kernel (forward and data gradient) and tensor-core kernels
+// (all three), where they serve the shape and the numerics, and for bf16 activations cuDNN's
+// float32 kernels on widened copies (all three). Each candidate is timed as a training step runs
+// it, on the search's buffers, and the fastest runs.
 #include <chrono>
 #include <functional>
 #include <limits>
