@@ -30,11 +30,12 @@ struct Numerics {
   bool bf16 = false;
   // GPU: how each direction of a convolution runs. Besides cuDNN's choice there are psgd's own
   // kernels for 3x3 convolutions: a direct one in float32 (stride 1, at most 64 channels; forward
-  // and data gradient) and one on tensor cores (TF32 or bf16; stride 1 in all three directions,
-  // stride 2 forward and filter gradient), and, with bf16 activations, cuDNN's float32 kernels on
-  // widened copies (the same products, exact in TF32). Auto times them against cuDNN's choice once per shape and keeps the fastest (except
-  // under `deterministic`, where cuDNN's heuristic choice stands, the same in every run); Cudnn,
-  // Direct, TensorCore and Widened force one where it serves, for measurements and tests.
+  // and data gradient) and one on tensor cores (TF32 or bf16; stride 1 and 2 in all three
+  // directions), and, with bf16 activations, cuDNN's float32 kernels on widened copies (the same
+  // products, exact in TF32). Auto times them against cuDNN's choice once per shape and keeps the
+  // fastest (except under `deterministic`, where cuDNN's heuristic choice stands, the same in
+  // every run); Cudnn, Direct, TensorCore and Widened force one where it serves, for measurements
+  // and tests.
   enum class Conv { Auto, Cudnn, Direct, TensorCore, Widened };
   Conv conv = Conv::Auto;
 };

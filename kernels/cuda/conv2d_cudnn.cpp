@@ -468,7 +468,7 @@ void conv2d_backward(Context& ctx, const Tensor& x, const Tensor& w, const Tenso
     case ConvRoute::Direct:
       return conv2d_direct_backward_data(dy, filter, w.shape, dx_mode, dx);
     case ConvRoute::TensorCore:
-      return conv2d_tensor_core_backward_data(dy, filter, w.shape, dx_mode, dx);
+      return conv2d_tensor_core_backward_data(dy, filter, w.shape, g.stride, dx_mode, dx);
     case ConvRoute::Widened:
       return widened_backward_data(ctx, *p.widened, s.filter, dy,
                                    p.filter_route == ConvRoute::Widened, s.widened, dx_mode, dx);

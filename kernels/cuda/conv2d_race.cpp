@@ -182,7 +182,7 @@ void race_alternatives(const Context& ctx, const ConvKey& k, ConvPlan& p, const 
          [&] { conv2d_direct_backward_data(y, filter.data, w_shape, GradMode::Overwrite, dx); }});
   if (tensor_core_data)
     data_gradient.push_back({ConvRoute::TensorCore, [&] {
-                               conv2d_tensor_core_backward_data(y, filter.data, w_shape,
+                               conv2d_tensor_core_backward_data(y, filter.data, w_shape, k.stride,
                                                                 GradMode::Overwrite, dx);
                              }});
   if (widened_data)

@@ -11,11 +11,16 @@
 // up to 32 output channels, each of its 4 warps 32 pixels (two 16-row tiles) by the block's
 // channels (up to four 8-column tiles). Per step of 8 input channels the block stages, rounded to
 // TF32, the input rows under its pixels and their 3x3 neighbourhoods (zero columns either side
-// for the padding) and the step's weights; each of the 9 taps is then one k-step of the product,
-// its A fragments the staged inputs shifted by the tap. Rows above and below a pixel's that lie
-// in another image (or past the batch) read as zeros. The data gradient (stride 1) is the same
+// for the padding) and the step's weights; each tap is then one k-step of the product, its A
+// fragments the staged inputs shifted by the tap. Rows above and below a pixel's that lie in
+// another image (or past the batch) read as zeros. The data gradient of stride 1 is the same
 // convolution of dy with the filter transposed and turned by 180 degrees, which the weights'
-// staging does. The filter gradient is conv2d_tensor_core_filter.cu.
+// staging does. The data gradient of stride 2 (a transposed convolution) splits dx's pixels by
+// the parity of their row and column: each class is a convolution of dy with 1, 2 or 4 of the
+// filter's taps (ParityTaps), one class per blockIdx.z. The filter gradient is
+// conv2d_tensor_core_filter.cu.
+#include <type_traits>
+
 #include "kernels/cuda/conv2d_tensor_core.cuh"
 #include "kernels/cuda/cuda_ops.h"
 
@@ -45,6 +50,47 @@ struct TensorCoreDims {
   Staging staging;
 };
 
+// A tap of a pixel's sum: the staged input it reads, rows and columns from the pixel's own, and
+// the filter tap it multiplies.
+struct Tap {
+  int dr, ds, kh, kw;
+};
+
+// The forward convolution's taps and those of the data gradient of stride 1: all nine around the
+// pixel, the filter transposed and turned by 180 degrees for the data gradient.
+struct AllTaps {
+  bool transposed;
+  __device__ int count() const { return kTaps; }
+  __device__ Tap operator()(int k) const {
+    const int r = k / 3, s = k % 3;
+    return {r - 1, s - 1, transposed ? 2 - r : r, transposed ? 2 - s : s};
+  }
+  // Where the output of pixel `within` of an image goes among its image's outputs.
+  __device__ int64_t placed(int64_t within, const OutputRows&) const { return within; }
+  __device__ int64_t output_plane(const OutputRows& o) const { return int64_t{o.h} * o.w; }
+};
+
+// The data gradient of stride 2, for the dx pixels of one parity class (py, px) = blockIdx.z's
+// bits: the block's pixels are dy's, and dx pixel (2a + py, 2b + px) sums dy pixels (a + i, b + j)
+// for i <= py, j <= px times the transposed filter's tap (py ? 2 - 2i : 1, px ? 2 - 2j : 1), as
+// dx row 2a + py takes dy row (2a + py + 1 - kh) / 2 where that is whole.
+struct ParityTaps {
+  static constexpr bool transposed = true;
+  __device__ int py() const { return static_cast<int>(blockIdx.z) >> 1; }
+  __device__ int px() const { return static_cast<int>(blockIdx.z) & 1; }
+  __device__ int count() const { return (1 + py()) * (1 + px()); }
+  __device__ Tap operator()(int k) const {
+    const int i = px() ? k >> 1 : k, j = px() ? k & 1 : 0;
+    return {i, j, py() ? 2 - 2 * i : 1, px() ? 2 - 2 * j : 1};
+  }
+  __device__ int64_t placed(int64_t within, const OutputRows& o) const {
+    const int a = static_cast<int>(o.by_w.divide(static_cast<uint32_t>(within)));
+    const int b = static_cast<int>(within) - a * o.w;
+    return (2 * int64_t{a} + py()) * (2 * o.w) + 2 * b + px();
+  }
+  __device__ int64_t output_plane(const OutputRows& o) const { return 4 * int64_t{o.h} * o.w; }
+};
+
 // Staged channels 8 modulo 32 apart: the four k-rows t of an A fragment fall in distinct banks.
 Staging staging_of(const Shape& x, const OutputRows& o) {
   return staging_for(x, o, 8);
@@ -55,12 +101,12 @@ size_t shared_bytes(const Staging& s) {
   return sizeof(float) * (kStep * size_t(s.channel_stride) + kTaps * kStep * kWeightStride);
 }
 
-// 5 blocks per SM: ptxas then keeps the kernel in 96 registers (spilling 16 bytes in float32);
-// unbounded it takes 124, 4 blocks per SM.
-template <class T>
+// At least 5 blocks per SM, so at most 96 registers: CUDA 13's ptxas gives 80 to all nine taps and
+// 96 to the parity classes, without spills (the kernel's first version took 124 unbounded).
+template <class T, class Taps>
 __global__ void __launch_bounds__(kBlockThreads, 5)
     conv3x3_mma_kernel(const T* __restrict__ in, const T* __restrict__ filter, T* __restrict__ out,
-                       TensorCoreDims d, bool transposed, bool accumulate) {
+                       TensorCoreDims d, Taps taps, bool accumulate) {
   const InputRows& rows = d.in;
   const OutputRows& o = d.out;
   float* inputs = dynamic_shared<float>();
@@ -74,6 +120,7 @@ __global__ void __launch_bounds__(kBlockThreads, 5)
   const int group_tiles = min(kGroupTiles, (d.outputs - first_output + 7) / 8);
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int g = lane / 4, t = lane % 4;
+  const int tap_count = taps.count();
 
   // The lane's four pixels (tile m, row g or g + 8): where each sits among the staged inputs,
   // and whether it exists and has rows above and below it in its image.
@@ -99,24 +146,28 @@ __global__ void __launch_bounds__(kBlockThreads, 5)
   for (int c0 = 0; c0 < rows.channels; c0 += kStep) {
     __syncthreads();  // the last step's fragments are read
     stage_rows(in, rows, d.staging, c0, first_line, inputs);
-    for (int i = threadIdx.x; i < kGroup * kStep * kTaps; i += kBlockThreads) {
-      const int column = i / (kStep * kTaps), row = i - column * (kStep * kTaps);
-      const int c = row / kTaps, tap = row - c * kTaps, r = tap / 3, s = tap % 3;
+    const int step_rows = kStep * tap_count;  // the step's weights for one output
+    for (int i = threadIdx.x; i < kGroup * step_rows; i += kBlockThreads) {
+      const int column = i / step_rows, row = i - column * step_rows;
+      const int c = row / tap_count, k = row - c * tap_count;
+      const Tap tap = taps(k);
       const int output = first_output + column, input = c0 + c;
       float v = 0.0f;
       if (output < d.outputs && input < rows.channels)
-        v = transposed
-                ? load(filter, ((int64_t{input} * d.outputs + output) * 3 + 2 - r) * 3 + 2 - s)
-                : load(filter, ((int64_t{output} * rows.channels + input) * 3 + r) * 3 + s);
-      weights[row * kWeightStride + column] = round_to_tf32(v);
+        v = taps.transposed
+                ? load(filter, ((int64_t{input} * d.outputs + output) * 3 + tap.kh) * 3 + tap.kw)
+                : load(filter,
+                       ((int64_t{output} * rows.channels + input) * 3 + tap.kh) * 3 + tap.kw);
+      weights[(c * kTaps + k) * kWeightStride + column] = round_to_tf32(v);
     }
     __syncthreads();
 
     // A row of taps at a time: unrolling all nine needs more registers than 5 blocks per SM allow.
 #pragma unroll 3
-    for (int tap = 0; tap < kTaps; ++tap) {
-      const int r = tap / 3, shift = (r - 1) * line_stride + tap % 3 - 1;
-      const int need = kInRange | (r == 0 ? kHasAbove : 0) | (r == 2 ? kHasBelow : 0);
+    for (int k = 0; k < tap_count; ++k) {
+      const Tap tap = taps(k);
+      const int shift = tap.dr * line_stride + tap.ds;
+      const int need = kInRange | (tap.dr < 0 ? kHasAbove : 0) | (tap.dr > 0 ? kHasBelow : 0);
       float a[kWarpTiles][4];
 #pragma unroll
       for (int m = 0; m < kWarpTiles; ++m)
@@ -127,7 +178,7 @@ __global__ void __launch_bounds__(kBlockThreads, 5)
           a[m][half] = reads ? src[t * channel_stride] : 0.0f;
           a[m][half + 2] = reads ? src[(t + 4) * channel_stride] : 0.0f;
         }
-      const float* w_tap = weights + (t * kTaps + tap) * kWeightStride + g;
+      const float* w_tap = weights + (t * kTaps + k) * kWeightStride + g;
 #pragma unroll
       for (int j = 0; j < kGroupTiles; ++j) {
         if (j >= group_tiles) break;
@@ -138,7 +189,7 @@ __global__ void __launch_bounds__(kBlockThreads, 5)
     }
   }
 
-  const int64_t plane = int64_t{o.h} * o.w;
+  const int64_t plane = int64_t{o.h} * o.w, out_plane = taps.output_plane(o);
 #pragma unroll
   for (int m = 0; m < kWarpTiles; ++m)
 #pragma unroll
@@ -146,7 +197,8 @@ __global__ void __launch_bounds__(kBlockThreads, 5)
       if (!(flags[m][half] & kInRange)) continue;
       const int64_t p = first_pixel + (warp * kWarpTiles + m) * kTileRows + g + 8 * half;
       const int64_t image = o.by_plane.divide(static_cast<uint32_t>(p));
-      T* dst = out + (image * d.outputs + first_output) * plane + (p - image * plane);
+      T* dst =
+          out + (image * d.outputs + first_output) * out_plane + taps.placed(p - image * plane, o);
 #pragma unroll
       for (int j = 0; j < kGroupTiles; ++j) {
         if (j >= group_tiles) break;
@@ -154,7 +206,7 @@ __global__ void __launch_bounds__(kBlockThreads, 5)
         for (int e = 0; e < 2; ++e) {
           const int channel = 8 * j + 2 * t + e;
           if (first_output + channel >= d.outputs) break;
-          const int64_t to = channel * plane;
+          const int64_t to = channel * out_plane;
           const float v = sums[m][j][2 * half + e];
           store(dst, to, accumulate ? load(dst, to) + v : v);
         }
@@ -162,19 +214,22 @@ __global__ void __launch_bounds__(kBlockThreads, 5)
     }
 }
 
-template <class T>
-void launch(const Tensor& in, const void* filter, int outputs, int stride, bool transposed,
+// Runs the kernel over the pixels of `in` seen as the output rows `o` (the forward convolution's
+// output; dy's own pixels for the data gradient), computing `outputs` channels with `taps`.
+template <class T, class Taps>
+void launch(const Tensor& in, const void* filter, int outputs, const OutputRows& o, Taps taps,
             bool accumulate, const Tensor& out) {
   if (in.shape[0] == 0 || in.shape[2] == 0 || in.shape[3] == 0 || outputs == 0) return;
   TensorCoreDims d{};
   d.in = input_rows(in.shape);
-  d.out = output_rows(in.shape, stride);
+  d.out = o;
   d.outputs = outputs;
   d.staging = staging_of(in.shape, d.out);
+  const unsigned classes = std::is_same_v<Taps, ParityTaps> ? 4 : 1;
   const dim3 grid(static_cast<unsigned>((d.out.pixels + kTilePixels - 1) / kTilePixels),
-                  static_cast<unsigned>((outputs + kGroup - 1) / kGroup));
+                  static_cast<unsigned>((outputs + kGroup - 1) / kGroup), classes);
   PSGD_LAUNCH(conv3x3_mma_kernel, grid, kBlockThreads, shared_bytes(d.staging))
-  (in.as<T>(), static_cast<const T*>(filter), out.as<T>(), d, transposed, accumulate);
+  (in.as<T>(), static_cast<const T*>(filter), out.as<T>(), d, taps, accumulate);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -192,21 +247,32 @@ bool conv2d_tensor_core_supported(const Shape& x, const Shape& w, ops::Conv2dGeo
 }
 
 bool conv2d_tensor_core_data_supported(const Shape& x, const Shape& w, ops::Conv2dGeometry g) {
-  return g.stride == 1 && conv2d_tensor_core_supported(x, w, g);
+  if (!geometry_served(x, w, g)) return false;
+  const Shape dy = ops::conv2d_output_shape(x, w, g);  // the data gradient's pixels are dy's
+  return shared_bytes(staging_of(dy, output_rows(dy, 1))) <= kMaxSharedBytes;
 }
 
 void conv2d_tensor_core_forward(const Tensor& x, const void* w, const Shape& w_shape, int stride,
                                 const Tensor& y) {
   with_activation_type(x.dtype, [&](auto t) {
-    launch<decltype(t)>(x, w, static_cast<int>(w_shape[0]), stride, false, false, y);
+    launch<decltype(t)>(x, w, static_cast<int>(w_shape[0]), output_rows(x.shape, stride),
+                        AllTaps{false}, false, y);
   });
 }
 
 void conv2d_tensor_core_backward_data(const Tensor& dy, const void* w, const Shape& w_shape,
-                                      GradMode dx_mode, const Tensor& dx) {
+                                      int stride, GradMode dx_mode, const Tensor& dx) {
+  const int outputs = static_cast<int>(w_shape[1]);
+  const bool accumulate = dx_mode == GradMode::Accumulate;
+  PSGD_CHECK((stride == 1 || stride == 2) && dx.shape[2] == stride * dy.shape[2] &&
+                 dx.shape[3] == stride * dy.shape[3],
+             "tensor-core data gradient: dx ", dx.shape.str(), " is not dy ", dy.shape.str(),
+             " at stride ", stride);
+  const OutputRows pixels = output_rows(dy.shape, 1);
   with_activation_type(dy.dtype, [&](auto t) {
-    launch<decltype(t)>(dy, w, static_cast<int>(w_shape[1]), 1, true,
-                        dx_mode == GradMode::Accumulate, dx);
+    using T = decltype(t);
+    if (stride == 1) return launch<T>(dy, w, outputs, pixels, AllTaps{true}, accumulate, dx);
+    launch<T>(dy, w, outputs, pixels, ParityTaps{}, accumulate, dx);
   });
 }
 

@@ -32,7 +32,7 @@ void conv2d_direct_backward_data(const Tensor& dy, const void* w, const Shape& w
                                  GradMode dx_mode, const Tensor& dx);
 // psgd's 3x3 convolution on tensor cores (padding 1, stride 1 or 2 on even sizes; TF32, so only
 // where tensor cores are allowed), which conv2d races against cuDNN (conv2d_tensor_core.cu);
-// arguments as the direct kernel's. The data gradient serves stride 1 only.
+// arguments as the direct kernel's, with the convolution's stride.
 // Whether `device` has the kernels' TF32 mma.sync (compute capability 8.0 on).
 bool conv2d_tensor_core_available(int device);
 bool conv2d_tensor_core_supported(const Shape& x, const Shape& w, ops::Conv2dGeometry g);
@@ -40,7 +40,7 @@ bool conv2d_tensor_core_data_supported(const Shape& x, const Shape& w, ops::Conv
 void conv2d_tensor_core_forward(const Tensor& x, const void* w, const Shape& w_shape, int stride,
                                 const Tensor& y);
 void conv2d_tensor_core_backward_data(const Tensor& dy, const void* w, const Shape& w_shape,
-                                      GradMode dx_mode, const Tensor& dx);
+                                      int stride, GradMode dx_mode, const Tensor& dx);
 // Its filter gradient (output widths multiples of 8; conv2d_tensor_core_filter.cu): dw (float32,
 // overwritten) through `partials`, conv2d_tensor_core_filter_workspace_floats float32 scratch.
 bool conv2d_tensor_core_filter_supported(const Shape& x, const Shape& w, ops::Conv2dGeometry g);

@@ -38,7 +38,7 @@ struct ConvShape {
 };
 
 // Convolutions through cuDNN: the stem, stride 2 on odd and on even sizes (the latter served by
-// psgd's tensor-core forward and filter gradient too), a strided 1x1, and ResNet's first stage.
+// psgd's tensor-core kernels in all three directions too), a strided 1x1, and ResNet's first stage.
 inline std::array<ConvShape, 5> conv_shapes() {
   return {ConvShape{{2, 3, 32, 32}, {16, 3, 3, 3}, {1, 1}},
           ConvShape{{5, 16, 9, 7}, {32, 16, 3, 3}, {2, 1}},
@@ -72,13 +72,16 @@ inline std::array<ConvShape, 7> tensor_core_conv_shapes() {
           ConvShape{{3, 8, 5, 1}, {16, 8, 3, 3}, {1, 1}}};
 }
 
-// Shapes for its forward convolution of stride 2: ResNet's first stride-2 layer, 5 channels in
-// to outputs ending in a partial tile with output rows of 5 (blocks starting mid-row), and planes
-// of 2x2 outputs, several images to a block.
-inline std::array<ConvShape, 3> tensor_core_stride2_shapes() {
+// Shapes for it at stride 2: ResNet's first stride-2 layer, 5 channels in to outputs ending in a
+// partial tile with output rows of 5 (blocks starting mid-row), planes of 2x2 outputs (several
+// images to a block), 40 channels in (two output groups of the data gradient, the second
+// partial), and planes of one output pixel (the dx rows and columns past it read as zeros).
+inline std::array<ConvShape, 5> tensor_core_stride2_shapes() {
   return {ConvShape{{2, 16, 32, 32}, {32, 16, 3, 3}, {2, 1}},
           ConvShape{{3, 5, 6, 10}, {12, 5, 3, 3}, {2, 1}},
-          ConvShape{{40, 8, 4, 4}, {8, 8, 3, 3}, {2, 1}}};
+          ConvShape{{40, 8, 4, 4}, {8, 8, 3, 3}, {2, 1}},
+          ConvShape{{2, 40, 8, 8}, {16, 40, 3, 3}, {2, 1}},
+          ConvShape{{3, 8, 2, 2}, {8, 8, 3, 3}, {2, 1}}};
 }
 
 // Shapes for its filter gradient (output widths multiples of 8): the stem's 3 channels in, blocks

@@ -342,7 +342,7 @@ void check_tensor_core_routes(const Context& ctx, const ConvShape& c) {
 
 TEST_CASE("cuda: convolution through cuDNN or psgd's tensor cores, strict float32 and TF32") {
   // TF32 also with psgd's tensor-core kernels forced where they serve (the stem's and the first
-  // stage's three directions, the even stride-2 shape's forward and filter gradient).
+  // stage's three directions and the even stride-2 shape's).
   for (const ConvShape& c : conv_shapes()) {
     for (const Numerics math : {Numerics{.tf32 = false}, Numerics{.tf32 = true},
                                 Numerics{.tf32 = true, .conv = Numerics::Conv::TensorCore}}) {
@@ -373,9 +373,11 @@ namespace {
 // One of psgd's own 3x3 kernels (forward and data gradient, in both gradient modes) against the
 // CPU's convolution, on shapes it serves.
 struct Kernel3x3 {
-  void (*forward)(const Tensor& x, const void* w, const Shape& w_shape, const Tensor& y);
-  void (*backward_data)(const Tensor& dy, const void* w, const Shape& w_shape, ops::GradMode mode,
-                        const Tensor& dx);
+  std::function<void(const Tensor& x, const void* w, const Shape& w_shape, const Tensor& y)>
+      forward;
+  std::function<void(const Tensor& dy, const void* w, const Shape& w_shape, ops::GradMode mode,
+                     const Tensor& dx)>
+      backward_data;
 };
 
 void compare_3x3(std::span<const ConvShape> shapes, Kernel3x3 kernel, const char* what,
@@ -416,44 +418,34 @@ TEST_CASE("cuda: psgd's direct 3x3 convolution, forward and data gradient, equal
               "direct conv2d", 1e-5);
 }
 
-TEST_CASE("cuda: psgd's tensor-core 3x3 convolution, forward and data gradient, equals the CPU") {
+TEST_CASE(
+    "cuda: psgd's tensor-core 3x3 convolution, forward and data gradient, strides 1 and 2, equals "
+    "the CPU") {
   if (!tensor_cores_present()) return;
-  const auto shapes = tensor_core_conv_shapes();
-  for (const ConvShape& c : shapes) REQUIRE(cuda::conv2d_tensor_core_data_supported(c.x, c.w, c.g));
-  const auto forward = [](const Tensor& x, const void* w, const Shape& w_shape, const Tensor& y) {
-    cuda::conv2d_tensor_core_forward(x, w, w_shape, 1, y);
+  const auto compare = [](std::span<const ConvShape> shapes, int stride) {
+    for (const ConvShape& c : shapes)
+      REQUIRE(cuda::conv2d_tensor_core_data_supported(c.x, c.w, c.g));
+    const auto forward = [stride](const Tensor& x, const void* w, const Shape& w_shape,
+                                  const Tensor& y) {
+      cuda::conv2d_tensor_core_forward(x, w, w_shape, stride, y);
+    };
+    const auto data = [stride](const Tensor& dy, const void* w, const Shape& w_shape,
+                               ops::GradMode mode, const Tensor& dx) {
+      cuda::conv2d_tensor_core_backward_data(dy, w, w_shape, stride, mode, dx);
+    };
+    compare_3x3(shapes, {forward, data}, "tensor-core conv2d", 1e-3);
   };
-  compare_3x3(shapes, {forward, cuda::conv2d_tensor_core_backward_data}, "tensor-core conv2d",
-              1e-3);
-  // The kernel serves 3x3 convolutions of padding 1, stride 1 or stride 2 on even sizes (its
-  // data gradient stride 1 only), in widths whose staged rows fit a block's shared memory.
+  compare(tensor_core_conv_shapes(), 1);
+  compare(tensor_core_stride2_shapes(), 2);
+  // The kernels serve 3x3 convolutions of padding 1, stride 1 or stride 2 on even sizes, in
+  // widths whose staged rows fit a block's shared memory.
   CHECK(cuda::conv2d_tensor_core_supported({2, 16, 8, 8}, {16, 16, 3, 3}, {2, 1}));
-  CHECK_FALSE(cuda::conv2d_tensor_core_data_supported({2, 16, 8, 8}, {16, 16, 3, 3}, {2, 1}));
+  CHECK(cuda::conv2d_tensor_core_data_supported({2, 16, 8, 8}, {16, 16, 3, 3}, {2, 1}));
   CHECK_FALSE(cuda::conv2d_tensor_core_supported({2, 16, 7, 8}, {16, 16, 3, 3}, {2, 1}));
+  CHECK_FALSE(cuda::conv2d_tensor_core_data_supported({2, 16, 7, 8}, {16, 16, 3, 3}, {2, 1}));
   CHECK_FALSE(cuda::conv2d_tensor_core_supported({2, 16, 8, 8}, {16, 16, 1, 1}, {1, 0}));
   CHECK_FALSE(cuda::conv2d_tensor_core_supported({1, 16, 2, 4096}, {16, 16, 3, 3}, {1, 1}));
   CHECK(cuda::conv2d_tensor_core_supported({1, 512, 2, 2}, {512, 512, 3, 3}, {1, 1}));
-}
-
-TEST_CASE("cuda: psgd's tensor-core 3x3 convolution of stride 2 equals the CPU") {
-  if (!tensor_cores_present()) return;
-  for (const ConvShape& c : tensor_core_stride2_shapes()) {
-    CAPTURE(c.x.str());
-    CAPTURE(c.w.str());
-    REQUIRE(cuda::conv2d_tensor_core_supported(c.x, c.w, c.g));
-    TwinList t;  // x, w, y
-    for (const Shape& s : {c.x, c.w, ops::conv2d_output_shape(c.x, c.w, c.g)})
-      t.push_back(std::make_unique<Twin>(s, -1.0f, 1.0f, t.size()));
-    run_both(
-        t,
-        [&](Context& ctx, const std::vector<Tensor>& v) {
-          if (ctx.device() == Device::CUDA)
-            return cuda::conv2d_tensor_core_forward(v[0], v[1].data, c.w, c.g.stride, v[2]);
-          ctx.reserve_workspace(ops::conv2d_workspace_floats(ctx, c.x, c.w, c.g));
-          ops::conv2d_forward(ctx, v[0], v[1], c.g, v[2]);
-        },
-        "tensor-core conv2d of stride 2", 1e-3);
-  }
 }
 
 TEST_CASE("cuda: psgd's tensor-core filter gradient equals the CPU") {
@@ -489,8 +481,7 @@ TEST_CASE("cuda: psgd's tensor-core filter gradient equals the CPU") {
   CHECK(cuda::conv2d_tensor_core_filter_workspace_floats(empty.shape, w, 1) == 0);
   const std::vector<float> stale(w.numel(), std::nanf(""));
   memory_copy(dw.data(), Device::CUDA, stale.data(), Device::CPU, sizeof(float) * stale.size());
-  cuda::conv2d_tensor_core_backward_filter(empty, empty, w, 1, none.f32(0, Shape{0}),
-                                           dw.f32(0, w));
+  cuda::conv2d_tensor_core_backward_filter(empty, empty, w, 1, none.f32(0, Shape{0}), dw.f32(0, w));
   std::vector<float> got(w.numel(), 1.0f);
   memory_copy(got.data(), Device::CPU, dw.data(), Device::CUDA, sizeof(float) * got.size());
   CHECK(got == std::vector<float>(got.size(), 0.0f));
