@@ -35,9 +35,9 @@ constexpr int kTileRows = 16;                                   // the mma's M: 
 constexpr int kWarpTiles = kTilePixels / (kWarps * kTileRows);  // pixel tiles per warp
 constexpr int kGroupTiles = 4;           // output-channel tiles of 8 (the mma's N) per block
 constexpr int kGroup = 8 * kGroupTiles;  // output channels per block
-// The staged weights are rows (input channel, tap) of the block's outputs, so that the staging
-// reads each output's filter in runs of consecutive floats. An odd stride keeps those stores free
-// of bank conflicts; a fragment's loads (rows 9t + tap) then meet in at most two ways.
+// The staged weights are rows (input channel, filter tap) of the block's outputs. An odd stride
+// keeps the forward's staging stores free of bank conflicts (the data gradient's meet in about
+// three ways); a fragment's loads (rows 9t + tap) then meet in at most two ways.
 constexpr int kWeightStride = padded_stride(kGroup, 1);
 
 // Needed bits of a pixel's flags for the tap rows above, at and below it.
@@ -51,9 +51,9 @@ struct TensorCoreDims {
 };
 
 // A tap of a pixel's sum: the staged input it reads, rows and columns from the pixel's own, and
-// the filter tap it multiplies.
+// the filter tap it multiplies (3 kh + kw).
 struct Tap {
-  int dr, ds, kh, kw;
+  int dr, ds, f;
 };
 
 // The forward convolution's taps and those of the data gradient of stride 1: all nine around the
@@ -63,7 +63,7 @@ struct AllTaps {
   __device__ int count() const { return kTaps; }
   __device__ Tap operator()(int k) const {
     const int r = k / 3, s = k % 3;
-    return {r - 1, s - 1, transposed ? 2 - r : r, transposed ? 2 - s : s};
+    return {r - 1, s - 1, transposed ? kTaps - 1 - k : k};
   }
   // Where the output of pixel `within` of an image goes among its image's outputs.
   __device__ int64_t placed(int64_t within, const OutputRows&) const { return within; }
@@ -81,7 +81,7 @@ struct ParityTaps {
   __device__ int count() const { return (1 + py()) * (1 + px()); }
   __device__ Tap operator()(int k) const {
     const int i = px() ? k >> 1 : k, j = px() ? k & 1 : 0;
-    return {i, j, py() ? 2 - 2 * i : 1, px() ? 2 - 2 * j : 1};
+    return {i, j, 3 * (py() ? 2 - 2 * i : 1) + (px() ? 2 - 2 * j : 1)};
   }
   __device__ int64_t placed(int64_t within, const OutputRows& o) const {
     const int a = static_cast<int>(o.by_w.divide(static_cast<uint32_t>(within)));
@@ -101,8 +101,42 @@ size_t shared_bytes(const Staging& s) {
   return sizeof(float) * (kStep * size_t(s.channel_stride) + kTaps * kStep * kWeightStride);
 }
 
+// Stages the step's weights of the block's first `columns` outputs, rounded to TF32, as the filter
+// holds them: weights[(c * 9 + f) * kWeightStride + column] is tap f of input c0 + c to output
+// first_output + column, zero past the last input or output. The filter is (outputs, inputs, 3, 3),
+// or (inputs, outputs, 3, 3) when transposed: consecutive threads read consecutive floats, a
+// step's 8 inputs x 9 taps per output, or the block's outputs x 9 taps per input. The loops are
+// unrolled twice: ptxas's own unrolling took the kernel from 80 registers to 92 (6 blocks per SM
+// to 5).
+template <class T>
+__device__ void stage_weights(const T* __restrict__ filter, bool transposed, int inputs,
+                              int outputs, int c0, int first_output, int columns, float* weights) {
+  if (!transposed) {
+    constexpr int kRun = kStep * kTaps;
+    const int present = min(kStep, inputs - c0) * kTaps;
+#pragma unroll 2
+    for (int i = threadIdx.x; i < columns * kRun; i += kBlockThreads) {
+      const int column = i / kRun, e = i - column * kRun, output = first_output + column;
+      const bool reads = output < outputs && e < present;
+      const float v = reads ? load(filter, (int64_t{output} * inputs + c0) * kTaps + e) : 0.0f;
+      weights[e * kWeightStride + column] = round_to_tf32(v);
+    }
+    return;
+  }
+  constexpr int kRun = kGroup * kTaps;
+#pragma unroll 2
+  for (int i = threadIdx.x; i < kStep * kRun; i += kBlockThreads) {
+    const int c = i / kRun, q = i - c * kRun, column = q / kTaps;
+    if (column >= columns) continue;
+    const bool reads = c0 + c < inputs && first_output + column < outputs;
+    const float v =
+        reads ? load(filter, (int64_t{c0 + c} * outputs + first_output) * kTaps + q) : 0.0f;
+    weights[(c * kTaps + q - column * kTaps) * kWeightStride + column] = round_to_tf32(v);
+  }
+}
+
 // At least 5 blocks per SM, so at most 96 registers: CUDA 13's ptxas gives 80 to all nine taps and
-// 96 to the parity classes, without spills (the kernel's first version took 124 unbounded).
+// 90 to the parity classes, without spills (the kernel's first version took 124 unbounded).
 template <class T, class Taps>
 __global__ void __launch_bounds__(kBlockThreads, 5)
     conv3x3_mma_kernel(const T* __restrict__ in, const T* __restrict__ filter, T* __restrict__ out,
@@ -146,20 +180,8 @@ __global__ void __launch_bounds__(kBlockThreads, 5)
   for (int c0 = 0; c0 < rows.channels; c0 += kStep) {
     __syncthreads();  // the last step's fragments are read
     stage_rows(in, rows, d.staging, c0, first_line, inputs);
-    const int step_rows = kStep * tap_count;  // the step's weights for one output
-    for (int i = threadIdx.x; i < kGroup * step_rows; i += kBlockThreads) {
-      const int column = i / step_rows, row = i - column * step_rows;
-      const int c = row / tap_count, k = row - c * tap_count;
-      const Tap tap = taps(k);
-      const int output = first_output + column, input = c0 + c;
-      float v = 0.0f;
-      if (output < d.outputs && input < rows.channels)
-        v = taps.transposed
-                ? load(filter, ((int64_t{input} * d.outputs + output) * 3 + tap.kh) * 3 + tap.kw)
-                : load(filter,
-                       ((int64_t{output} * rows.channels + input) * 3 + tap.kh) * 3 + tap.kw);
-      weights[(c * kTaps + k) * kWeightStride + column] = round_to_tf32(v);
-    }
+    stage_weights(filter, taps.transposed, rows.channels, d.outputs, c0, first_output,
+                  8 * group_tiles, weights);
     __syncthreads();
 
     // A row of taps at a time: unrolling all nine needs more registers than 5 blocks per SM allow.
@@ -178,7 +200,7 @@ __global__ void __launch_bounds__(kBlockThreads, 5)
           a[m][half] = reads ? src[t * channel_stride] : 0.0f;
           a[m][half + 2] = reads ? src[(t + 4) * channel_stride] : 0.0f;
         }
-      const float* w_tap = weights + (t * kTaps + k) * kWeightStride + g;
+      const float* w_tap = weights + (t * kTaps + tap.f) * kWeightStride + g;
 #pragma unroll
       for (int j = 0; j < kGroupTiles; ++j) {
         if (j >= group_tiles) break;
