@@ -105,16 +105,13 @@ size_t shared_bytes(const Staging& s) {
 // holds them: weights[(c * 9 + f) * kWeightStride + column] is tap f of input c0 + c to output
 // first_output + column, zero past the last input or output. The filter is (outputs, inputs, 3, 3),
 // or (inputs, outputs, 3, 3) when transposed: consecutive threads read consecutive floats, a
-// step's 8 inputs x 9 taps per output, or the block's outputs x 9 taps per input. The loops are
-// unrolled twice: ptxas's own unrolling took the kernel from 80 registers to 92 (6 blocks per SM
-// to 5).
+// step's 8 inputs x 9 taps per output, or the block's outputs x 9 taps per input.
 template <class T>
 __device__ void stage_weights(const T* __restrict__ filter, bool transposed, int inputs,
                               int outputs, int c0, int first_output, int columns, float* weights) {
   if (!transposed) {
     constexpr int kRun = kStep * kTaps;
     const int present = min(kStep, inputs - c0) * kTaps;
-#pragma unroll 2
     for (int i = threadIdx.x; i < columns * kRun; i += kBlockThreads) {
       const int column = i / kRun, e = i - column * kRun, output = first_output + column;
       const bool reads = output < outputs && e < present;
@@ -124,7 +121,6 @@ __device__ void stage_weights(const T* __restrict__ filter, bool transposed, int
     return;
   }
   constexpr int kRun = kGroup * kTaps;
-#pragma unroll 2
   for (int i = threadIdx.x; i < kStep * kRun; i += kBlockThreads) {
     const int c = i / kRun, q = i - c * kRun, column = q / kTaps;
     if (column >= columns) continue;
@@ -135,10 +131,10 @@ __device__ void stage_weights(const T* __restrict__ filter, bool transposed, int
   }
 }
 
-// At least 5 blocks per SM, so at most 96 registers: CUDA 13's ptxas gives 80 to all nine taps and
-// 90 to the parity classes, without spills (the kernel's first version took 124 unbounded).
+// At least 6 blocks per SM, so at most 80 registers, which CUDA 13's ptxas meets without spilling
+// (asked for 5 blocks, it takes 88-96; the kernel's first version took 124 unbounded).
 template <class T, class Taps>
-__global__ void __launch_bounds__(kBlockThreads, 5)
+__global__ void __launch_bounds__(kBlockThreads, 6)
     conv3x3_mma_kernel(const T* __restrict__ in, const T* __restrict__ filter, T* __restrict__ out,
                        TensorCoreDims d, Taps taps, bool accumulate) {
   const InputRows& rows = d.in;
@@ -184,7 +180,7 @@ __global__ void __launch_bounds__(kBlockThreads, 5)
                   8 * group_tiles, weights);
     __syncthreads();
 
-    // A row of taps at a time: unrolling all nine needs more registers than 5 blocks per SM allow.
+    // A row of taps at a time: unrolling all nine needs more registers than 6 blocks per SM allow.
 #pragma unroll 3
     for (int k = 0; k < tap_count; ++k) {
       const Tap tap = taps(k);

@@ -70,40 +70,46 @@ inline bool geometry_served(const Shape& x, const Shape& w, ops::Conv2dGeometry 
 
 // How a block stages the input rows of a tile of kTilePixels output pixels: `count` rows per
 // channel (those of the output rows it spans, and one above and below), each of w + 2 columns
-// (the padding either side), channels `channel_stride` floats apart; and the divisors of the
+// (the padding either side), channels `channel_stride` floats apart; and the divisor of the
 // staging loop's index arithmetic.
 struct Staging {
   int count, channel_stride;
-  FastDivisor by_channel, by_row;  // a staged element's index by count (w + 2), and by w + 2
+  FastDivisor by_row;  // a staged element's index in its channel by w + 2
 };
 
 // `residue`: the channel stride modulo 32 that keeps the kernel's fragment loads apart.
 inline Staging staging_for(const Shape& x, const OutputRows& o, int residue) {
   const int count = o.stride * ((kTilePixels - 1) / o.w + 1) + 3, row = static_cast<int>(x[3]) + 2;
-  return {count, padded_stride(count * row, residue),
-          FastDivisor(static_cast<uint32_t>(count * row)), FastDivisor(static_cast<uint32_t>(row))};
+  return {count, padded_stride(count * row, residue), FastDivisor(static_cast<uint32_t>(row))};
 }
 
 // Stages channels c0 .. c0 + kStep - 1 of rows first_line .. first_line + s.count - 1 into
 // staged[c * s.channel_stride + (l - first_line) * (w + 2) + 1 + column], each row between zero
 // columns (the padding), rows outside the batch and channels past the last zero, values rounded
-// to TF32. All threads of the block take part; the caller places the barriers.
+// to TF32. A thread takes a place in the rows and stages it for all the step's channels, so that
+// the place's arithmetic is done once per 8 values. All threads of the block take part; the
+// caller places the barriers.
 template <class T>
 __device__ void stage_rows(const T* __restrict__ in, const InputRows& d, const Staging& s, int c0,
                            int64_t first_line, float* staged) {
-  const uint32_t per_channel = s.by_channel.divisor(), row_length = s.by_row.divisor();
-  for (uint32_t i = threadIdx.x; i < kStep * per_channel; i += blockDim.x) {
-    const uint32_t c = s.by_channel.divide(i), within = i - c * per_channel;
-    const uint32_t staged_line = s.by_row.divide(within);
-    const int col = static_cast<int>(within - staged_line * row_length) - 1;
+  const uint32_t row_length = s.by_row.divisor(), places = s.count * row_length;
+  const int64_t plane = int64_t{d.h} * d.w;
+  const int channels = min(kStep, d.channels - c0);
+  for (uint32_t i = threadIdx.x; i < places; i += blockDim.x) {
+    const uint32_t staged_line = s.by_row.divide(i);
+    const int col = static_cast<int>(i - staged_line * row_length) - 1;
     const int64_t line = first_line + staged_line;
-    float v = 0.0f;
-    if (c0 + static_cast<int>(c) < d.channels && line >= 0 && line < d.lines && col >= 0 &&
-        col < d.w) {
+    const bool inside = line >= 0 && line < d.lines && col >= 0 && col < d.w;
+    int64_t at = 0;  // the place's element of channel c0
+    if (inside) {
       const int64_t image = d.by_h.divide(static_cast<uint32_t>(line));
-      v = load(in, ((image * d.channels + c0 + c) * d.h + (line - image * d.h)) * d.w + col);
+      at = ((image * d.channels + c0) * d.h + (line - image * d.h)) * d.w + col;
     }
-    staged[c * s.channel_stride + within] = round_to_tf32(v);
+#pragma unroll
+    for (int c = 0; c < kStep; ++c) {
+      const float v = inside && c < channels ? load(in, at + c * plane) : 0.0f;
+      staged[c * s.channel_stride + i] = round_to_tf32(v);
+    }
   }
 }
 

@@ -24,8 +24,9 @@ using namespace tensor_core;
 
 constexpr int kRowWarps = 3;  // a warp per filter row
 constexpr int kFilterThreads = 32 * kRowWarps;
-constexpr int kOutputTiles = 2;            // 16-row tiles of outputs (the mma's M) per block
-constexpr int kGroup = 16 * kOutputTiles;  // output channels per block
+constexpr int kLanePixels = kTilePixels / 32;  // pixels of a tile a lane stages dy for
+constexpr int kOutputTiles = 2;                // 16-row tiles of outputs (the mma's M) per block
+constexpr int kGroup = 16 * kOutputTiles;      // output channels per block
 // Strides 4 modulo 32: a fragment's eight rows g then fall in distinct banks.
 constexpr int kGradStride = padded_stride(kTilePixels, 4);
 constexpr int64_t kTargetBlocks = 1024;  // about a wave: ~8 resident per SM on an H100's 132
@@ -74,8 +75,10 @@ Slabs slabs_for(const Shape& x, const Shape& w, int stride) {
   return {(tiles + per_slab - 1) / per_slab, static_cast<int>(per_slab)};
 }
 
+// 8 blocks per SM, as the slabs aim for: ptxas then keeps it in 64 registers without spilling
+// (with no minimum it spilled 12-20 bytes).
 template <class T>
-__global__ void __launch_bounds__(kFilterThreads)
+__global__ void __launch_bounds__(kFilterThreads, 8)
     conv3x3_mma_filter_kernel(const T* __restrict__ x, const T* __restrict__ dy,
                               float* __restrict__ partials, FilterDims d) {
   const InputRows& rows = d.in;
@@ -98,15 +101,23 @@ __global__ void __launch_bounds__(kFilterThreads)
     const int64_t first_line =
         out.stride * int64_t{out.by_w.divide(static_cast<uint32_t>(first_pixel))} - 1;
     __syncthreads();  // the last tile's fragments are read
-    for (int i = threadIdx.x; i < kGroup * kTilePixels; i += kFilterThreads) {
-      const int o = i / kTilePixels, q = i % kTilePixels, output = first_output + o;
-      const int64_t p = first_pixel + q;
-      float v = 0.0f;
-      if (p < out.pixels && output < d.outputs) {
-        const int64_t image = out.by_plane.divide(static_cast<uint32_t>(p));
-        v = load(dy, (image * d.outputs + output) * plane + (p - image * plane));
+    // dy of the tile: the lane's pixels lane + 32 u of every third output from the warp's row,
+    // their offsets in dy found once per tile, not per output.
+    int64_t at[kLanePixels];
+#pragma unroll
+    for (int u = 0; u < kLanePixels; ++u) {
+      const int64_t p = first_pixel + lane + 32 * u;
+      const int64_t image = out.by_plane.divide(static_cast<uint32_t>(p));
+      at[u] =
+          p < out.pixels ? (image * d.outputs + first_output) * plane + (p - image * plane) : -1;
+    }
+    for (int o = r; o < kGroup; o += kRowWarps) {
+      const bool has_output = first_output + o < d.outputs;
+#pragma unroll
+      for (int u = 0; u < kLanePixels; ++u) {
+        const float v = has_output && at[u] >= 0 ? load(dy, at[u] + o * plane) : 0.0f;
+        grads[o * kGradStride + lane + 32 * u] = round_to_tf32(v);
       }
-      grads[o * kGradStride + q] = round_to_tf32(v);
     }
     stage_rows(x, rows, d.staging, c0, first_line, inputs);
     __syncthreads();
