@@ -14,8 +14,8 @@
 // for the padding) and the step's weights; each tap is then one k-step of the product, its A
 // fragments the staged inputs shifted by the tap. Rows above and below a pixel's that lie in
 // another image (or past the batch) read as zeros. The data gradient of stride 1 is the same
-// convolution of dy with the filter transposed and turned by 180 degrees, which the weights'
-// staging does. The data gradient of stride 2 (a transposed convolution) splits dx's pixels by
+// convolution of dy with the filter transposed and turned by 180 degrees, which its taps read
+// (AllTaps). The data gradient of stride 2 (a transposed convolution) splits dx's pixels by
 // the parity of their row and column: each class is a convolution of dy with 1, 2 or 4 of the
 // filter's taps (ParityTaps), one class per blockIdx.z. The filter gradient is
 // conv2d_tensor_core_filter.cu.
@@ -35,9 +35,9 @@ constexpr int kTileRows = 16;                                   // the mma's M: 
 constexpr int kWarpTiles = kTilePixels / (kWarps * kTileRows);  // pixel tiles per warp
 constexpr int kGroupTiles = 4;           // output-channel tiles of 8 (the mma's N) per block
 constexpr int kGroup = 8 * kGroupTiles;  // output channels per block
-// The staged weights are rows (input channel, filter tap) of the block's outputs. An odd stride
-// keeps the forward's staging stores free of bank conflicts (the data gradient's meet in about
-// three ways); a fragment's loads (rows 9t + tap) then meet in at most two ways.
+// The staged weights are rows (input channel, filter tap) of the block's outputs, at an odd stride:
+// a fragment's loads (rows 9t + tap) meet in at most two ways, the forward's staging stores in
+// two where a warp's run crosses from one output to the next (the data gradient's in four).
 constexpr int kWeightStride = padded_stride(kGroup, 1);
 
 // Needed bits of a pixel's flags for the tap rows above, at and below it.

@@ -75,10 +75,8 @@ Slabs slabs_for(const Shape& x, const Shape& w, int stride) {
   return {(tiles + per_slab - 1) / per_slab, static_cast<int>(per_slab)};
 }
 
-// 8 blocks per SM, as the slabs aim for: ptxas then keeps it in 64 registers without spilling
-// (with no minimum it spilled 12-20 bytes).
 template <class T>
-__global__ void __launch_bounds__(kFilterThreads, 8)
+__global__ void __launch_bounds__(kFilterThreads)
     conv3x3_mma_filter_kernel(const T* __restrict__ x, const T* __restrict__ dy,
                               float* __restrict__ partials, FilterDims d) {
   const InputRows& rows = d.in;

@@ -73,12 +73,13 @@ inline std::array<ConvShape, 7> tensor_core_conv_shapes() {
 }
 
 // Shapes for it at stride 2: ResNet's first stride-2 layer, 5 channels in to outputs ending in a
-// partial tile with output rows of 5 (blocks starting mid-row), planes of 2x2 outputs (several
-// images to a block), 40 channels in (two output groups of the data gradient, the second
-// partial), and planes of one output pixel (the dx rows and columns past it read as zeros).
+// partial tile with output rows of 5 (135 pixels: the second block starts mid-row), planes of 2x2
+// outputs (several images to a block), 40 channels in (two output groups of the data gradient,
+// the second partial), and planes of one output pixel (the dy rows and columns below and right of
+// it read as zeros).
 inline std::array<ConvShape, 5> tensor_core_stride2_shapes() {
   return {ConvShape{{2, 16, 32, 32}, {32, 16, 3, 3}, {2, 1}},
-          ConvShape{{3, 5, 6, 10}, {12, 5, 3, 3}, {2, 1}},
+          ConvShape{{9, 5, 6, 10}, {12, 5, 3, 3}, {2, 1}},
           ConvShape{{40, 8, 4, 4}, {8, 8, 3, 3}, {2, 1}},
           ConvShape{{2, 40, 8, 8}, {16, 40, 3, 3}, {2, 1}},
           ConvShape{{3, 8, 2, 2}, {8, 8, 3, 3}, {2, 1}}};
