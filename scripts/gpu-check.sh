@@ -23,6 +23,8 @@
 #               (ncu.log; tools/bench/ncu_summary.py);
 #   sanitizer   compute-sanitizer memcheck and racecheck over the kernel tests, one line each;
 #   bench-bf16  the bf16 mode against PyTorch AMP (ResNet-32, batch 128);
+#   tta         time to accuracy: ResNet-32 trained from scratch by psgd-train and by PyTorch
+#               eager on synthetic data of CIFAR-100's size, 4 epochs (tta/tta.md);
 #   bench-autotune  ResNet-32 at batch 128 against torch.compile in max-autotune mode (its
 #               autotuning takes minutes: only when GPU_CHECK_STEPS names it, with a budget of
 #               ~450 s for it alone);
@@ -34,7 +36,8 @@
 # The device tool brings back at most 8 files from $OUT, so after every step (a run killed at its
 # limit keeps what finished) $OUT gets: summary.txt, logs.tar.gz (everything) and each
 # benchmark's results.md as bench-results.md, bench-vgg-results.md, bench-512-results.md,
-# bench-bf16-results.md, bench-autotune-results.md. A failed step's last lines go to stdout too.
+# bench-bf16-results.md, bench-autotune-results.md, and tta.md. A failed step's last lines go to
+# stdout too.
 # Exits non-zero if a step failed.
 #
 # Here, first:   scripts/stage-gpu-deps.sh        (our Debian headers and libraries -> .gpu-deps)
@@ -47,7 +50,7 @@ out=out/gpu-check
 returned=${OUT:-}
 build=build-gpu
 budget=${GPU_CHECK_BUDGET:-420}
-all_steps="suites train bench bench-vgg bench-512 profile ncu sanitizer bench-bf16 tests bench-autotune"
+all_steps="suites train bench bench-vgg bench-512 profile ncu sanitizer bench-bf16 tta tests bench-autotune"
 # bench-autotune needs most of a call of its own: only when asked for.
 steps=${GPU_CHECK_STEPS:-${all_steps% bench-autotune}}
 for name in $steps; do
@@ -69,6 +72,7 @@ pack() {
   for name in bench bench-vgg bench-512 bench-bf16 bench-autotune; do
     [[ -f $out/$name/results.md ]] && cp "$out/$name/results.md" "$returned/$name-results.md"
   done
+  [[ -f $out/tta/tta.md ]] && cp "$out/tta/tta.md" "$returned/tta.md"
   return 0
 }
 
@@ -196,6 +200,14 @@ train_on_gpu() {
     "$bin/psgd-eval" --model "$tmp/bf16/last.safetensors" --data "$tmp/data" --device cpu
 }
 
+time_to_accuracy() {
+  local data
+  data=$(mktemp -d)
+  "$build/tools/psgd-data" synth --out "$data" --format cifar100 --train 50000 --test 10000 >/dev/null &&
+    python3 tools/bench/time_to_accuracy.py --psgd-train "$build/tools/psgd-train" --data "$data" \
+      --arch resnet32 --epochs 4 --device cuda --out "$out/tta"
+}
+
 profile_steps() {
   local run
   for run in "--arch resnet32 --batch 128" "--arch resnet32 --batch 128 --conv cudnn" \
@@ -236,7 +248,7 @@ rest_of_build_and_tests() {
 
 export out build
 export -f card cudnn_root nccl_root configure_and_build_gpu_parts gpu_suites sanitizer train_on_gpu \
-  profile_steps ncu_counters rest_of_build_and_tests
+  time_to_accuracy profile_steps ncu_counters rest_of_build_and_tests
 
 step "card and toolkit" card.txt 30 card
 step "build for this card (GPU suites and binaries)" build.log 240 configure_and_build_gpu_parts
@@ -271,6 +283,8 @@ run_step() {
       tools/bench/run.sh --device cuda --arch resnet32 --batch 128 --repeats 10 --precision bf16 \
         --variants "eager channels_last cuda_graph" --variant-timeout 30 --phase-epochs 0 \
         --out "$out/bench-bf16" ;;
+    tta) step "time to accuracy against PyTorch eager (ResNet-32, 4 epochs)" tta.log 120 \
+      time_to_accuracy ;;
     tests) step "rest of the build and the whole test suite" tests.log 240 rest_of_build_and_tests ;;
     bench-autotune) step "ResNet-32 against torch.compile max-autotune (batch 128)" \
       bench-autotune.log 420 \
@@ -291,4 +305,5 @@ pack
 for name in bench bench-vgg bench-512 bench-bf16 bench-autotune; do
   [[ -f $out/$name/results.md ]] && { echo "-- $name/results.md"; cat "$out/$name/results.md"; }
 done
+[[ -f $out/tta/tta.md ]] && { echo "-- tta/tta.md"; cat "$out/tta/tta.md"; }
 exit $status
