@@ -201,11 +201,14 @@ train_on_gpu() {
 }
 
 time_to_accuracy() {
-  local data
+  local data rc
   data=$(mktemp -d)
   "$build/tools/psgd-data" synth --out "$data" --format cifar100 --train 50000 --test 10000 >/dev/null &&
     python3 tools/bench/time_to_accuracy.py --psgd-train "$build/tools/psgd-train" --data "$data" \
       --arch resnet32 --epochs 4 --device cuda --out "$out/tta"
+  rc=$?
+  rm -rf "$data"
+  return "$rc"
 }
 
 profile_steps() {

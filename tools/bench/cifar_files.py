@@ -39,11 +39,14 @@ def standard_layout(folder):
 
 def read_records(files, fmt, classes):
     record = RECORD_BYTES[fmt]
-    data = b"".join(open(f, "rb").read() for f in files)
+    data = bytearray()
+    for path in files:
+        with open(path, "rb") as f:
+            data += f.read()
     if len(data) % record:
         raise SystemExit(f"cifar_files: {', '.join(files)}: {len(data)} bytes is not a whole number of "
                          f"{record}-byte {fmt} records")
-    rows = torch.frombuffer(bytearray(data), dtype=torch.uint8).view(-1, record)
+    rows = torch.frombuffer(data, dtype=torch.uint8).view(-1, record)
     labels = rows[:, record - IMAGE_BYTES - 1].long()  # CIFAR-100: the fine label, after the coarse
     if len(labels) and int(labels.max()) >= classes:
         raise SystemExit(f"cifar_files: {', '.join(files)}: label {int(labels.max())} outside 0..{classes - 1}")

@@ -12,15 +12,20 @@ itself, its per-epoch times read from its metrics. Each side's time through an e
 training and evaluation passes, not the process start-up, which is reported beside them.
 
 The target accuracy is --target, or by default the lower of the two sides' best test accuracies
-(so both reach it). Printed last and written as tta.json and tta.md in --out: each side's curve,
-its time to the target, and the ratio PyTorch / psgd (above 1: psgd gets there sooner). With
---train-subset each side trains on that many images drawn at random by its own generator."""
+(so both reach it). Printed last and written as tta.json and tta.md in --out (with psgd-train's
+config.json, metrics.jsonl and log): each side's curve, its time to the target, and the ratio
+PyTorch / psgd (above 1: psgd gets there sooner). Both evaluate the whole test set; with
+--train-subset each side trains on that many images drawn at random by its own generator. On a
+GPU, psgd's context (cuDNN, cuBLAS) exists before its first epoch starts, while PyTorch creates
+its handles inside its first epoch: a second or less on the PyTorch side."""
 
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 import torch
@@ -30,6 +35,7 @@ import cifar_files
 from compare import benchmark_model, cpu_name, synchronize
 
 MOMENTUM, WEIGHT_DECAY, GAMMA, CROP_PAD = 0.9, 1e-4, 0.1, 4
+ARCHS = ["resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "vgg16_bn"]
 
 
 def learning_rate(args, epoch):
@@ -67,12 +73,13 @@ def test_accuracy(model, images, labels, normalise, batch):
     return correct.item() / len(labels)
 
 
-def pytorch_run(args, device):
+def pytorch_run(args):
     """The PyTorch side's epochs: [{epoch, top1, seconds}] and the whole run's wall time."""
     start = time.perf_counter()
+    device = args.device
     torch.manual_seed(args.seed)
     train, test, classes, mean, std = cifar_files.load(args.data)
-    train, test = subset(train, args.train_subset, args.seed), subset(test, args.test_subset, args.seed)
+    train = subset(train, args.train_subset, args.seed)
     images, labels = train.images.to(device), train.labels.to(device)
     test_images, test_labels = test.images.to(device), test.labels.to(device)
     mean_t = torch.tensor(mean, device=device).view(1, 3, 1, 1)
@@ -104,28 +111,43 @@ def pytorch_run(args, device):
     return epochs, time.perf_counter() - start
 
 
+def last_line(path):
+    """The log's last line naming psgd-train (its error), or its last line."""
+    with open(path) as f:
+        lines = [line.strip() for line in f if line.strip()]
+    named = [line for line in lines if line.startswith("psgd-train:")]
+    return (named or lines or ["(no output)"])[-1]
+
+
 def psgd_run(args):
-    """psgd-train's epochs, as its metrics.jsonl records them, and the process's wall time."""
-    run_dir = os.path.join(args.out, "psgd-run")
+    """psgd-train's epochs, as its metrics.jsonl records them, and the process's wall time. The run
+    goes to a temporary folder (its checkpoints are not wanted); its config and metrics are kept."""
+    run_dir = tempfile.mkdtemp(prefix="psgd-tta-")
     command = [args.psgd_train, "--data", args.data, "--arch", args.arch, "--epochs", str(args.epochs),
                "--lr", str(args.lr), "--decay-epochs", *map(str, args.decay_epochs or [args.epochs + 1]),
                "--batch-size", str(args.batch), "--eval-batch-size", str(args.eval_batch), "--w-bits", "32",
                "--lambda-s", "0", "--device", args.device, "--threads", str(args.threads),
-               "--seed", str(args.seed), "--train-subset", str(args.train_subset),
-               "--test-subset", str(args.test_subset), "--out", run_dir]
-    if os.path.exists(os.path.join(run_dir, "metrics.jsonl")):
-        os.remove(os.path.join(run_dir, "metrics.jsonl"))  # a fresh run, not a resumed one
+               "--seed", str(args.seed), "--train-subset", str(args.train_subset), "--out", run_dir]
     log_path = os.path.join(args.out, "psgd-train.log")
-    start = time.perf_counter()
-    with open(log_path, "w") as log:
-        returncode = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT).returncode
-    seconds = time.perf_counter() - start
-    if returncode != 0:
-        with open(log_path) as log:
-            tail = log.read().strip().splitlines()[-3:]
-        sys.exit(f"time_to_accuracy: psgd-train failed ({log_path}): " + " / ".join(tail))
-    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
-        records = [json.loads(line) for line in f]
+    try:
+        start = time.perf_counter()
+        with open(log_path, "w") as log:
+            returncode = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT).returncode
+        seconds = time.perf_counter() - start
+        if returncode != 0:
+            sys.exit(f"time_to_accuracy: psgd-train exited with {returncode} ({log_path}): {last_line(log_path)}")
+        for name in ("config.json", "metrics.jsonl"):
+            if os.path.isfile(os.path.join(run_dir, name)):
+                shutil.copy(os.path.join(run_dir, name), args.out)
+        metrics = os.path.join(run_dir, "metrics.jsonl")
+        records = []
+        if os.path.isfile(metrics):
+            with open(metrics) as f:
+                records = [json.loads(line) for line in f if line.strip()]
+        if len(records) != args.epochs:
+            sys.exit(f"time_to_accuracy: psgd-train recorded {len(records)} of {args.epochs} epochs ({log_path})")
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
     return [{"epoch": r["epoch"], "top1": r["fp_acc"], "seconds": r["seconds"]} for r in records], seconds
 
 
@@ -168,9 +190,10 @@ def markdown(result):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--psgd-train", default="build/tools/psgd-train", help="path to psgd-train")
+    parser.add_argument("--psgd-train", help="path to psgd-train (default: build/tools/, or build-gpu/tools/ with "
+                        "--device cuda)")
     parser.add_argument("--data", required=True, help="dataset folder (psgd-data output or CIFAR binary files)")
-    parser.add_argument("--arch", default="resnet20")
+    parser.add_argument("--arch", choices=ARCHS, default="resnet20")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--lr", type=float, default=0.1)
     parser.add_argument("--decay-epochs", type=int, nargs="*", default=[],
@@ -178,23 +201,27 @@ def main():
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--eval-batch", type=int, default=100)
     parser.add_argument("--train-subset", type=int, default=0, help="train on this many images (0: all)")
-    parser.add_argument("--test-subset", type=int, default=0, help="evaluate on this many images (0: all)")
     parser.add_argument("--target", type=float, help="top-1 to reach, in (0, 1] (default: the lower best)")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads of each side (0: all cores)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="out/tta")
     args = parser.parse_args()
+    args.psgd_train = args.psgd_train or f"{'build-gpu' if args.device == 'cuda' else 'build'}/tools/psgd-train"
+    args.threads = args.threads or os.cpu_count()
     if not os.access(args.psgd_train, os.X_OK):
         sys.exit(f"time_to_accuracy: {args.psgd_train} not found; build first (scripts/build.sh)")
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("time_to_accuracy: --device cuda but PyTorch sees no GPU")
     if args.target is not None and not 0 < args.target <= 1:
         sys.exit(f"time_to_accuracy: --target {args.target} is not in (0, 1]")
-    if args.epochs < 1 or args.batch < 1 or args.eval_batch < 1:
-        sys.exit("time_to_accuracy: --epochs, --batch and --eval-batch must be positive")
+    if min(args.epochs, args.batch, args.eval_batch, args.threads) < 1 or args.train_subset < 0:
+        sys.exit("time_to_accuracy: --epochs, --batch and --eval-batch must be positive, --threads and "
+                 "--train-subset not negative")
     if not os.path.isdir(args.data):
         sys.exit(f"time_to_accuracy: {args.data}: no such dataset folder")
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        sys.exit(f"time_to_accuracy: --out {args.out} is a file, not a folder")
     torch.set_num_threads(args.threads)
     if args.device == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -205,14 +232,14 @@ def main():
     print(f"psgd-train: {args.arch}, {args.epochs} epochs ...", file=sys.stderr, flush=True)
     ours, ours_seconds = psgd_run(args)
     print(f"PyTorch: {args.arch}, {args.epochs} epochs ...", file=sys.stderr, flush=True)
-    theirs, theirs_seconds = pytorch_run(args, torch.device(args.device))
+    theirs, theirs_seconds = pytorch_run(args)
     target = args.target if args.target is not None else min(max(e["top1"] for e in run) for run in (ours, theirs))
     machine = torch.cuda.get_device_name() if args.device == "cuda" else f"{cpu_name()}, {args.threads} threads"
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     result = {"date": time.strftime("%Y-%m-%d"), "machine": machine, "torch": torch.__version__, "commit": commit,
               "device": args.device, "arch": args.arch, "data": os.path.abspath(args.data),
               "recipe": {k: getattr(args, k) for k in ("epochs", "lr", "decay_epochs", "batch", "eval_batch",
-                                                        "train_subset", "test_subset", "seed")},
+                                                        "train_subset", "seed")},
               "target": target, "psgd": side(ours, ours_seconds, target),
               "pytorch": side(theirs, theirs_seconds, target)}
     mine, other = result["psgd"]["time_to_target_s"], result["pytorch"]["time_to_target_s"]
