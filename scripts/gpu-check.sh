@@ -4,6 +4,8 @@
 # that would not fit is reported as skipped, one that hits its own limit as TIME):
 #   card        the card, driver and CUDA libraries present (always);
 #   build       a build for that card, the GPU suites and the binaries first (always);
+#   pdl         programmatic dependent launch: a captured training step against the op-by-op one,
+#               then, should that fail, with PSGD_PDL=0, which the later steps then keep (always);
 #   suites      the GPU suites: every CUDA op and whole training steps against the CPU;
 #   train       psgd-train and psgd-eval on the GPU, the NCCL path against the run without it,
 #               and a bf16 epoch;
@@ -16,8 +18,9 @@
 #   profile     psgd-profile: each layer's GPU time in ResNet-32's and VGG16-bn's steps at batch
 #               128 (ResNet-32 also with cuDNN alone and with psgd's direct convolutions
 #               alone, and in bf16 with the race, cuDNN's bf16 kernels alone and its float32
-#               ones on widened copies alone; VGG16-bn at 512 too), beside the whole captured
-#               step, with cuDNN's algorithm choices (profile.log);
+#               ones on widened copies alone; VGG16-bn at 512 too; ResNet-32 first without
+#               programmatic dependent launches), beside the whole captured step, with cuDNN's
+#               algorithm choices (profile.log);
 #   ncu         Nsight Compute's counters over one op-by-op step of ResNet-32 and of VGG16-bn at
 #               batch 128: each kernel's time and its share of the DRAM and SM ceilings
 #               (ncu.log; tools/bench/ncu_summary.py);
@@ -213,6 +216,10 @@ time_to_accuracy() {
 
 profile_steps() {
   local run
+  echo "== without programmatic dependent launches (PSGD_PDL=0), to compare with the next run"
+  PSGD_PDL=0 "$build/tools/psgd-profile" --device cuda --arch resnet32 --batch 128 --repeats 20 \
+    --rounds 5 || return 1
+  echo
   for run in "--arch resnet32 --batch 128" "--arch resnet32 --batch 128 --conv cudnn" \
              "--arch resnet32 --batch 128 --conv direct" \
              "--arch resnet32 --batch 128 --conv tensor-core" "--arch vgg16_bn --batch 128" \
@@ -297,7 +304,22 @@ run_step() {
   esac
 }
 
+# Programmatic dependent launch first, as every later step relies on it: one captured training
+# step against the op-by-op one. Where that fails and passes with PSGD_PDL=0, the later steps run
+# with PSGD_PDL=0, so that the budget still measures the rest (the failure stays reported).
+pdl_check() {
+  local captured_step="cuda training: the captured step replays exactly what the op-by-op step computes"
+  step "programmatic dependent launch: $1" pdl.log 60 env "${@:2}" "$build/tests/test_cuda_train" \
+    -tc="$captured_step"
+  [[ $(tail -1 "$out/summary.txt") == ok* ]]
+}
+
 if [[ -x $build/tests/test_cuda_ops ]]; then
+  if ! pdl_check "a captured step against the op-by-op one" &&
+    pdl_check "the same with PSGD_PDL=0" PSGD_PDL=0; then
+    export PSGD_PDL=0
+    echo "note  the steps below run with PSGD_PDL=0" | tee -a "$out/summary.txt"
+  fi
   for name in $steps; do
     run_step "$name"
   done

@@ -133,6 +133,7 @@ __device__ void block_partials(const BnDims& d, F pair, double2* partials, Fold 
 template <class T, class Fold>
 __global__ void moments_kernel(BnDims d, const T* x, const float* shift, double2* partials,
                                Fold fold) {
+  await_prior_grids();
   const int64_t ch = blockIdx.x / d.splits;
   const double centre = shift ? shift[ch] : load(x, ch * d.hw);
   block_partials(
@@ -149,6 +150,7 @@ __global__ void moments_kernel(BnDims d, const T* x, const float* shift, double2
 template <class T, class Fold>
 __global__ void gradient_sums_kernel(BnDims d, const T* x, const T* dy, const T* relu_y,
                                      const float* mean, double2* partials, Fold fold) {
+  await_prior_grids();
   const float mu = mean[blockIdx.x / d.splits];
   block_partials(
       d,
@@ -162,7 +164,7 @@ __global__ void gradient_sums_kernel(BnDims d, const T* x, const T* dy, const T*
 // The reductions' launches; fold(ch, totals) as in block_partials.
 template <class T, class Fold>
 void launch_moments(const BnDims& d, const T* x, const float* shift, double2* partials, Fold fold) {
-  PSGD_LAUNCH(moments_kernel, static_cast<unsigned>(d.c * d.splits), kThreads)
+  PSGD_LAUNCH((moments_kernel<T, Fold>), static_cast<unsigned>(d.c * d.splits), kThreads)
   (d, x, shift, partials, fold);
   CUDA_CHECK_LAUNCH();
 }
@@ -170,7 +172,7 @@ void launch_moments(const BnDims& d, const T* x, const float* shift, double2* pa
 template <class T, class Fold>
 void launch_gradient_sums(const BnDims& d, const T* x, const T* dy, const T* relu_y,
                           const float* mean, double2* partials, Fold fold) {
-  PSGD_LAUNCH(gradient_sums_kernel, static_cast<unsigned>(d.c * d.splits), kThreads)
+  PSGD_LAUNCH((gradient_sums_kernel<T, Fold>), static_cast<unsigned>(d.c * d.splits), kThreads)
   (d, x, dy, relu_y, mean, partials, fold);
   CUDA_CHECK_LAUNCH();
 }

@@ -32,6 +32,7 @@ template <class T>
 __global__ void __launch_bounds__(kThreads, 2)
     conv3x3_kernel(const T* __restrict__ in, const T* __restrict__ filter, T* __restrict__ out,
                    DirectDims d, bool transposed, bool accumulate) {
+  await_prior_grids();
   // The block's weights as [input][tap][output channel], zero past the last output channel.
   float* weights = dynamic_shared<float>();
   const int first_output = blockIdx.y * kChannels;
@@ -110,7 +111,7 @@ void launch(const Tensor& in, const void* filter, int outputs, bool transposed, 
   const dim3 grid(static_cast<unsigned>((d.threads + kThreads - 1) / kThreads),
                   static_cast<unsigned>((outputs + kChannels - 1) / kChannels));
   const size_t shared = sizeof(float) * d.inputs * kTaps * kChannels;
-  PSGD_LAUNCH(conv3x3_kernel, grid, kThreads, shared)
+  PSGD_LAUNCH(conv3x3_kernel<T>, grid, kThreads, shared)
   (in.as<T>(), static_cast<const T*>(filter), out.as<T>(), d, transposed, accumulate);
   CUDA_CHECK_LAUNCH();
 }

@@ -137,6 +137,7 @@ template <class T, class Taps>
 __global__ void __launch_bounds__(kBlockThreads, 6)
     conv3x3_mma_kernel(const T* __restrict__ in, const T* __restrict__ filter, T* __restrict__ out,
                        TensorCoreDims d, Taps taps, bool accumulate) {
+  await_prior_grids();
   const InputRows& rows = d.in;
   const OutputRows& o = d.out;
   float* inputs = dynamic_shared<float>();
@@ -246,7 +247,7 @@ void launch(const Tensor& in, const void* filter, int outputs, const OutputRows&
   const unsigned classes = std::is_same_v<Taps, ParityTaps> ? 4 : 1;
   const dim3 grid(static_cast<unsigned>((d.out.pixels + kTilePixels - 1) / kTilePixels),
                   static_cast<unsigned>((outputs + kGroup - 1) / kGroup), classes);
-  PSGD_LAUNCH(conv3x3_mma_kernel, grid, kBlockThreads, shared_bytes(d.staging))
+  PSGD_LAUNCH((conv3x3_mma_kernel<T, Taps>), grid, kBlockThreads, shared_bytes(d.staging))
   (in.as<T>(), static_cast<const T*>(filter), out.as<T>(), d, taps, accumulate);
   CUDA_CHECK_LAUNCH();
 }

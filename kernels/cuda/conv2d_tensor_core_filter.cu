@@ -79,6 +79,7 @@ template <class T>
 __global__ void __launch_bounds__(kFilterThreads)
     conv3x3_mma_filter_kernel(const T* __restrict__ x, const T* __restrict__ dy,
                               float* __restrict__ partials, FilterDims d) {
+  await_prior_grids();
   const InputRows& rows = d.in;
   const OutputRows& out = d.out;
   float* grads = dynamic_shared<float>();
@@ -168,6 +169,7 @@ __global__ void __launch_bounds__(kFilterThreads)
 __global__ void __launch_bounds__(kSumThreads)
     sum_slabs(const float* __restrict__ partials, int64_t slabs, int64_t weights,
               bool bf16_precision, float* __restrict__ dw) {
+  await_prior_grids();
   __shared__ float lanes[kSumLanes][kSumWeights];
   const int column = threadIdx.x % kSumWeights, lane = threadIdx.x / kSumWeights;
   const int64_t i = blockIdx.x * int64_t{kSumWeights} + column;
@@ -202,7 +204,7 @@ void launch(const Tensor& x, const Tensor& dy, const Shape& w_shape, int stride,
   const dim3 grid(static_cast<unsigned>(slabs.count),
                   static_cast<unsigned>((d.in.channels + kStep - 1) / kStep),
                   static_cast<unsigned>((d.outputs + kGroup - 1) / kGroup));
-  PSGD_LAUNCH(conv3x3_mma_filter_kernel, grid, kFilterThreads, shared_bytes(d.staging))
+  PSGD_LAUNCH(conv3x3_mma_filter_kernel<T>, grid, kFilterThreads, shared_bytes(d.staging))
   (x.as<T>(), dy.as<T>(), partials.f32(), d);
   CUDA_CHECK_LAUNCH();
   PSGD_LAUNCH(sum_slabs, static_cast<unsigned>((d.weights + kSumWeights - 1) / kSumWeights),

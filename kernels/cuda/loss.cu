@@ -53,6 +53,7 @@ __device__ V warps_total(V value) {
 template <class T>
 __global__ void __launch_bounds__(kRowThreads)
     cross_entropy_kernel(const T* z, const int32_t* y, int64_t n, int64_t k, float* loss, T* dz) {
+  await_prior_grids();
   const int lane = threadIdx.x % kWarp;
   const double inv_n = 1.0 / static_cast<double>(n);
   double total = 0.0;  // this warp's rows
@@ -101,6 +102,7 @@ template <class T>
 __global__ void __launch_bounds__(kRowThreads)
     topk_kernel(const T* z, const int32_t* y, int64_t n, int64_t k, int top,
                 unsigned long long* correct) {
+  await_prior_grids();
   const unsigned long long count = warps_total(warp_topk_count(z, y, n, k, top));
   if (threadIdx.x == 0) *correct = count;
 }
@@ -109,6 +111,7 @@ template <class T>
 __global__ void __launch_bounds__(kRowThreads)
     metrics_kernel(const T* z, const int32_t* y, int64_t n, int64_t k, const float* loss,
                    double* totals) {
+  await_prior_grids();
   const unsigned long long correct = warps_total(warp_topk_count(z, y, n, k, 1));
   const unsigned long long correct5 = warps_total(warp_topk_count(z, y, n, k, k < 5 ? int(k) : 5));
   if (threadIdx.x == 0) {
@@ -125,7 +128,7 @@ void softmax_cross_entropy(const Tensor& logits, const Tensor& labels, const Ten
                            const Tensor& dlogits) {
   with_activation_type(logits.dtype, [&](auto t) {
     using T = decltype(t);
-    PSGD_LAUNCH(cross_entropy_kernel, 1, kRowThreads)
+    PSGD_LAUNCH(cross_entropy_kernel<T>, 1, kRowThreads)
     (logits.as<T>(), labels.i32(), logits.shape[0], logits.shape[1], loss.f32(), dlogits.as<T>());
   });
   CUDA_CHECK_LAUNCH();
@@ -134,7 +137,7 @@ void softmax_cross_entropy(const Tensor& logits, const Tensor& labels, const Ten
 void accumulate_metrics(const Tensor& logits, const Tensor& labels, const Tensor& loss,
                         const Tensor& totals) {
   with_activation_type(logits.dtype, [&](auto t) {
-    PSGD_LAUNCH(metrics_kernel, 1, kRowThreads)
+    PSGD_LAUNCH(metrics_kernel<decltype(t)>, 1, kRowThreads)
     (logits.as<decltype(t)>(), labels.i32(), logits.shape[0], logits.shape[1], loss.f32(),
      totals.f64());
   });
@@ -155,7 +158,7 @@ int64_t topk_correct(const Tensor& logits, const Tensor& labels, int k) {
     device = slot;
   }
   with_activation_type(logits.dtype, [&](auto t) {
-    PSGD_LAUNCH(topk_kernel, 1, kRowThreads)
+    PSGD_LAUNCH(topk_kernel<decltype(t)>, 1, kRowThreads)
     (logits.as<decltype(t)>(), labels.i32(), logits.shape[0], logits.shape[1], k, device);
   });
   CUDA_CHECK_LAUNCH();

@@ -20,6 +20,7 @@ using optim_math::Segment;
 template <class Update>
 __global__ void segments_kernel(int64_t total, const int32_t* table, int rows, const float* ranges,
                                 Update update) {
+  await_prior_grids();
   Segment* segments = dynamic_shared<Segment>();
   for (int r = threadIdx.x; r < rows; r += blockDim.x)
     segments[r] = optim_math::read_segment(table + r * ops::kSegmentFields, ranges);
@@ -47,7 +48,8 @@ void for_each_segment_element(const Tensor& weights, const Tensor& segments, con
   // The table sits in shared memory: the default 48 KB hold about 1,500 tensors.
   PSGD_CHECK(rows * sizeof(Segment) <= 48 * 1024, "the optimizer's table of ", rows,
              " tensors does not fit in shared memory");
-  PSGD_LAUNCH(segments_kernel, blocks_for(weights.numel()), kThreads, rows * sizeof(Segment))
+  PSGD_LAUNCH(segments_kernel<Update>, blocks_for(weights.numel()), kThreads,
+              rows * sizeof(Segment))
   (weights.numel(), segments.i32(), rows, ranges.numel() ? ranges.f32() : nullptr, update);
   CUDA_CHECK_LAUNCH();
 }
@@ -57,6 +59,7 @@ void for_each_segment_element(const Tensor& weights, const Tensor& segments, con
 // its successor's first chunk, so it is never the last.
 __global__ void range_partials_kernel(const float* weights, const int32_t* table, int rows,
                                       float2* partials) {
+  await_prior_grids();
   const auto first_chunk = [&](int r) {
     return table[r * ops::kSegmentFields + ops::kSegmentFirstChunk];
   };
@@ -82,6 +85,7 @@ __global__ void range_partials_kernel(const float* weights, const int32_t* table
 // exact, so the order of the fold does not change them).
 __global__ void range_fold_kernel(const int32_t* table, int rows, const float2* partials,
                                   float* ranges, bool first_step) {
+  await_prior_grids();
   constexpr int kWarp = 32;
   const int lane = threadIdx.x % kWarp;
   for (int r = threadIdx.x / kWarp; r < rows; r += blockDim.x / kWarp) {

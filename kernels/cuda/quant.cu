@@ -10,6 +10,7 @@ namespace {
 // min and max of n values by one block, in a fixed order.
 template <class T>
 __global__ void min_max_kernel(const T* x, int64_t n, float* out) {
+  await_prior_grids();
   float lo, hi;
   block_min_max(x, n, lo, hi);
   if (threadIdx.x == 0) {
@@ -32,7 +33,8 @@ void quantize_activations_t(const Tensor& x, float delta, int levels, const Tens
 
 void tensor_min_max(const Tensor& x, const Tensor& out) {
   with_activation_type(x.dtype, [&](auto t) {
-    PSGD_LAUNCH(min_max_kernel, 1, kThreads)(x.as<decltype(t)>(), x.numel(), out.f32());
+    PSGD_LAUNCH(min_max_kernel<decltype(t)>, 1, kThreads)
+    (x.as<decltype(t)>(), x.numel(), out.f32());
   });
   CUDA_CHECK_LAUNCH();
 }

@@ -47,10 +47,21 @@ float round_to_tf32(float v);
 // The launch's dynamic shared memory (its third launch argument), filled with 0xff bytes at the
 // start of each block.
 void* dynamic_shared_memory();
+// griddepcontrol.wait (then .launch_dependents). Kernels run one after another here, so there is
+// nothing to wait for; a programmatic dependent launch checks instead that every thread calls it
+// and touches no device memory before (see LaunchConfig::dependent).
+void await_prior_grids();
 
 struct LaunchConfig {
   dim3 grid, block;
   size_t shared_bytes = 0;
+  // Launched as a programmatic dependent (psgd::cuda::dependent_launches): on a GPU its threads
+  // may start before the kernels before it end, so each must call await_prior_grids() before it
+  // touches device memory. The emulator fails the launch where a thread returns without calling
+  // it, and holds device memory back from the first block until all its threads have called it
+  // (waiting there for each other, so that a barrier or shuffle before it fails too): an access
+  // before it faults. (__device__ variables, host statics here, are not held back.)
+  bool dependent = false;
 };
 // Runs `thread_body` once per thread of the grid, or records it when the calling thread is
 // capturing a graph; a bad configuration becomes the error cudaGetLastError reports.
@@ -60,8 +71,8 @@ void launch(const char* kernel, const LaunchConfig& config, std::function<void()
 // launch, as CUDA copies them.
 class Launch {
  public:
-  Launch(const char* kernel, dim3 grid, dim3 block, size_t shared_bytes = 0, cudaStream_t = nullptr)
-      : kernel_(kernel), config_{grid, block, shared_bytes} {}
+  Launch(const char* kernel, bool dependent, dim3 grid, dim3 block, size_t shared_bytes = 0)
+      : kernel_(kernel), config_{grid, block, shared_bytes, dependent} {}
   template <class Body>
   auto operator()(Body body) const {
     return [kernel = kernel_, config = config_, body](auto... args) {

@@ -30,7 +30,8 @@ struct Heap {
   std::mutex mutex;
   std::map<const char*, Mapping> live;  // by the pointer handed out
   size_t bytes_in_use = 0;
-  int accessors = 0;  // DeviceAccess scopes open
+  int accessors = 0;    // DeviceAccess scopes open
+  bool paused = false;  // a DeviceAccessPause holds the memory back from the one scope open
 };
 
 Heap& heap() {
@@ -51,8 +52,8 @@ void protect(const Mapping& m, int prot) {
 void report_fault(int, siginfo_t* info, void*) {
   static const char head[] = "cuda emulator: invalid memory access at 0x";
   static const char tail[] =
-      " (past the end of a device buffer, host code touching device memory, or a kernel's stack "
-      "overflowing)\n";
+      " (past the end of a device buffer, host code touching device memory, a kernel touching it "
+      "before await_prior_grids(), or a kernel's stack overflowing)\n";
   char line[sizeof head + 16 + sizeof tail];
   size_t n = 0;
   for (const char* c = head; *c; ++c) line[n++] = *c;
@@ -108,7 +109,7 @@ void* device_allocate(size_t bytes) {
     return nullptr;
   }
   std::memset(m.base, 0xff, length);
-  if (h.accessors == 0) protect(m, PROT_NONE);
+  if (h.accessors == 0 || h.paused) protect(m, PROT_NONE);
   h.live.emplace(data, m);
   h.bytes_in_use += bytes;
   return data;
@@ -152,15 +153,37 @@ size_t device_bytes_in_use() {
 DeviceAccess::DeviceAccess() {
   Heap& h = heap();
   std::lock_guard lock(h.mutex);
-  if (h.accessors++ == 0)
+  // A second scope (another host thread's device work) ends a pause: it needs the memory.
+  if (h.accessors++ == 0 || h.paused)
     for (const auto& [data, m] : h.live) protect(m, PROT_READ | PROT_WRITE);
+  h.paused = false;
 }
 
 DeviceAccess::~DeviceAccess() {
   Heap& h = heap();
   std::lock_guard lock(h.mutex);
-  if (--h.accessors == 0)
+  if (--h.accessors == 0) {
     for (const auto& [data, m] : h.live) protect(m, PROT_NONE);
+    h.paused = false;
+  }
+}
+
+DeviceAccessPause::DeviceAccessPause() {
+  Heap& h = heap();
+  std::lock_guard lock(h.mutex);
+  if (h.accessors != 1 || h.paused) return;
+  for (const auto& [data, m] : h.live) protect(m, PROT_NONE);
+  h.paused = paused_ = true;
+}
+
+void DeviceAccessPause::end() {
+  if (!paused_) return;
+  paused_ = false;
+  Heap& h = heap();
+  std::lock_guard lock(h.mutex);
+  if (!h.paused) return;  // ended by a second DeviceAccess
+  for (const auto& [data, m] : h.live) protect(m, PROT_READ | PROT_WRITE);
+  h.paused = false;
 }
 
 }  // namespace psgd::emu

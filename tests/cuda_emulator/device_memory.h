@@ -38,4 +38,20 @@ class DeviceAccess {
   DeviceAccess& operator=(const DeviceAccess&) = delete;
 };
 
+// Takes device memory away from the one DeviceAccess open until end() or destruction (for the
+// first block of a programmatic dependent launch, until its threads wait for the grids before
+// it); does nothing where more than one is open, and a second one opening ends it, as another
+// host thread's device work needs the memory.
+class DeviceAccessPause {
+ public:
+  DeviceAccessPause();
+  ~DeviceAccessPause() { end(); }
+  DeviceAccessPause(const DeviceAccessPause&) = delete;
+  DeviceAccessPause& operator=(const DeviceAccessPause&) = delete;
+  void end();
+
+ private:
+  bool paused_ = false;
+};
+
 }  // namespace psgd::emu

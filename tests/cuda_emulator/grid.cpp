@@ -6,6 +6,7 @@
 #include <boost/context/fiber.hpp>
 #include <exception>
 #include <numeric>
+#include <optional>
 #include <random>
 #include <sstream>
 #include <stdexcept>
@@ -63,7 +64,7 @@ struct PoolSlot {
 
 // ---- Blocks -------------------------------------------------------------------------------------
 
-enum class Wait { None, Block, Warp, Done };
+enum class Wait { None, Block, Warp, PriorGrids, Done };
 
 struct Thread {
   ThreadCoords coords;
@@ -72,6 +73,7 @@ struct Thread {
   Wait wait = Wait::None;
   bool started = false;
   unsigned barriers = 0;  // passed in this block
+  bool awaited = false;   // called await_prior_grids()
   // A warp exchange: the lanes it names, this lane's value, the lane it reads and what it got.
   unsigned warp_mask = 0;
   uint64_t sent = 0, received = 0;
@@ -88,6 +90,8 @@ struct Block {
 };
 
 thread_local Block* current_block = nullptr;
+// Device memory held back from a programmatic dependent launch's first block until it waits.
+thread_local DeviceAccessPause* memory_held_back = nullptr;
 
 [[noreturn]] void fail(const Block& b, const std::string& what) {
   throw std::logic_error(std::string("cuda emulator: kernel ") + b.kernel + ": " + what);
@@ -147,10 +151,11 @@ bool release_warp(Block& b, size_t first, size_t lanes) {
 // all threads have returned; throws when no waiting thread can ever be released.
 bool release_waiters(Block& b) {
   const size_t n = b.threads.size();
-  size_t done = 0, at_block = 0;
+  size_t done = 0, at_block = 0, at_prior = 0;
   for (const Thread& t : b.threads) {
     done += t.wait == Wait::Done;
     at_block += t.wait == Wait::Block;
+    at_prior += t.wait == Wait::PriorGrids;
   }
   if (done == n) return false;
   bool released = false;
@@ -161,12 +166,20 @@ bool release_waiters(Block& b) {
     for (Thread& t : b.threads) t.wait = Wait::None;
     released = true;
   }
+  if (at_prior > 0 && at_prior + done == n) {  // a dependent launch's first block, all waiting
+    memory_held_back->end();
+    memory_held_back = nullptr;
+    for (Thread& t : b.threads)
+      if (t.wait == Wait::PriorGrids) t.wait = Wait::None;
+    released = true;
+  }
   for (size_t first = 0; first < n; first += kWarp)
     released |= release_warp(b, first, std::min<size_t>(kWarp, n - first));
   if (!released) {
     std::ostringstream what;
-    what << "threads wait at different barriers (" << at_block << " at __syncthreads, "
-         << n - done - at_block << " at warp shuffles, " << done << " returned)";
+    what << "threads wait at different barriers (" << at_block << " at __syncthreads, " << at_prior
+         << " at await_prior_grids, " << n - done - at_block - at_prior << " at warp shuffles, "
+         << done << " returned)";
     fail(b, what.str());
   }
   return true;
@@ -184,6 +197,7 @@ void run_block(Block& b, const StackPool& stacks, const LaunchConfig& c, const u
         t.wait = Wait::None;
         t.started = false;
         t.barriers = 0;
+        t.awaited = false;
         t.error = nullptr;
         t.fiber = bc::fiber(std::allocator_arg, PoolSlot{stacks.top(i)},
                             [&t, &body](bc::fiber&& scheduler) {
@@ -212,6 +226,12 @@ void run_block(Block& b, const StackPool& stacks, const LaunchConfig& c, const u
       if (t.wait == Wait::None) resume(b, t);
   } while (release_waiters(b));
   race::join_returned_threads();
+  if (!c.dependent) return;
+  for (const Thread& t : b.threads)
+    if (!t.awaited)
+      fail(b, "thread " + std::to_string(slot_of(b, t)) +
+                  " returned without await_prior_grids(): launched as a programmatic dependent, "
+                  "it may run before the kernels ahead of it end");
 }
 
 // After a failed block: unwinds the threads still suspended, those that ran on their own fiber.
@@ -308,6 +328,16 @@ void* dynamic_shared_memory() {
   return current_block->dynamic_shared.data();
 }
 
+void await_prior_grids() {
+  Thread& t = *current_block->running;
+  t.awaited = true;
+  if (!memory_held_back) return;
+  // The first block's threads wait here for each other, so that each runs up to its wait with
+  // device memory held back.
+  t.wait = Wait::PriorGrids;
+  suspend(t);
+}
+
 void run_grid(const char* kernel, const LaunchConfig& config,
               const std::function<void()>& thread_body) {
   if (current_block) throw std::logic_error("cuda emulator: kernels cannot launch kernels");
@@ -323,6 +353,8 @@ void run_grid(const char* kernel, const LaunchConfig& config,
   std::iota(order.begin(), order.end(), 0u);
   static thread_local uint64_t launches = 0;
   std::shuffle(order.begin(), order.end(), std::mt19937_64(++launches));
+  std::optional<DeviceAccessPause> pause;
+  if (config.dependent) memory_held_back = &pause.emplace();
   current_block = &b;
   try {
     for (const uint32_t i : order)
@@ -330,9 +362,11 @@ void run_grid(const char* kernel, const LaunchConfig& config,
   } catch (...) {
     unwind_block(b);
     current_block = nullptr;
+    memory_held_back = nullptr;
     throw;
   }
   current_block = nullptr;
+  memory_held_back = nullptr;
 }
 
 }  // namespace psgd::emu

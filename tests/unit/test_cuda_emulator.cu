@@ -6,7 +6,9 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <numeric>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -19,6 +21,8 @@
 #include "tests/cuda_emulator/race_detector.h"
 
 namespace {
+
+using psgd::cuda::await_prior_grids;
 
 // A device buffer of n ints, and back.
 struct Ints {
@@ -35,6 +39,7 @@ struct Ints {
 
 // out[block] = the sum of threadIdx.x over the block, by a tree through shared memory.
 __global__ void tree_sum(int* out) {
+  await_prior_grids();
   __shared__ int partial[256];
   partial[threadIdx.x] = static_cast<int>(threadIdx.x);
   __syncthreads();
@@ -47,6 +52,7 @@ __global__ void tree_sum(int* out) {
 
 // The same tree without the barrier in the loop: threads read partners not yet updated.
 __global__ void racy_tree_sum(int* out) {
+  await_prior_grids();
   __shared__ int partial[256];
   partial[threadIdx.x] = static_cast<int>(threadIdx.x);
   __syncthreads();
@@ -58,6 +64,7 @@ __global__ void racy_tree_sum(int* out) {
 // Thread 0's write after the first barrier and thread 1's read before the second: no barrier
 // orders them, though both threads have passed one.
 __global__ void racy_after_barrier(int* out) {
+  await_prior_grids();
   __shared__ int value;
   if (threadIdx.x == 0) value = 1;
   __syncthreads();
@@ -68,14 +75,17 @@ __global__ void racy_after_barrier(int* out) {
 
 // Every thread of the block adds to out[0]: plainly (a race), or atomically (none).
 __global__ void plain_add(int* out) {
+  await_prior_grids();
   out[0] += 1;
 }
 
 __global__ void atomic_add(int* out) {
+  await_prior_grids();
   atomicAdd(out, 1);
 }
 
 __global__ void divergent_barrier(int* out) {
+  await_prior_grids();
   if (threadIdx.x % 2 == 0) return;
   __syncthreads();
   out[threadIdx.x] = 1;
@@ -83,6 +93,7 @@ __global__ void divergent_barrier(int* out) {
 
 // Each lane's results of three shuffles, by lane: down by 3, xor 5, and lane 7's value.
 __global__ void shuffles(int* down, int* xored, int* broadcast) {
+  await_prior_grids();
   const int v = 100 + static_cast<int>(threadIdx.x);
   down[threadIdx.x] = __shfl_down_sync(0xffffffffu, v, 3);
   xored[threadIdx.x] = __shfl_xor_sync(0xffffffffu, v, 5);
@@ -92,12 +103,14 @@ __global__ void shuffles(int* down, int* xored, int* broadcast) {
 // Lane 31 returns first: the others still exchange (as CUDA allows), reading it gives undefined
 // bits (all ones here).
 __global__ void shuffle_after_exit(int* out) {
+  await_prior_grids();
   if (threadIdx.x == 31) return;
   out[threadIdx.x] = __shfl_down_sync(0xffffffffu, static_cast<int>(threadIdx.x), 1);
 }
 
 // A shuffle among the lower half of the warp, then one among all lanes, then groups of 8.
 __global__ void mixed_shuffles(int* half, int* whole, int* groups) {
+  await_prior_grids();
   const int v = static_cast<int>(threadIdx.x);
   if (threadIdx.x < 16) half[threadIdx.x] = __shfl_xor_sync(0x0000ffffu, v, 1);
   whole[threadIdx.x] = __shfl_sync(0xffffffffu, v * 10, 31);
@@ -108,6 +121,7 @@ __global__ void mixed_shuffles(int* half, int* whole, int* groups) {
 // through the fragments as kernels/cuda/mma.h documents them; a lane that returns first when
 // `early` is set.
 __global__ void warp_product(const float* a, const float* b, float* d, bool early) {
+  await_prior_grids();
   const unsigned g = threadIdx.x / 4, t = threadIdx.x % 4;
   if (early && threadIdx.x == 9) return;
   const float fa[4] = {a[g * 8 + t], a[(g + 8) * 8 + t], a[g * 8 + t + 4], a[(g + 8) * 8 + t + 4]};
@@ -121,6 +135,7 @@ __global__ void warp_product(const float* a, const float* b, float* d, bool earl
 }
 
 __global__ void throwing_kernel(int* out) {
+  await_prior_grids();
   __syncthreads();
   if (threadIdx.x == 5) throw std::runtime_error("thread 5 failed");
   __syncthreads();
@@ -129,18 +144,36 @@ __global__ void throwing_kernel(int* out) {
 
 // A 16-byte vector load from an address 8 bytes past an alignment boundary.
 __global__ void misaligned_load(const int* p, int* out) {
+  await_prior_grids();
   out[0] = reinterpret_cast<const int4*>(p + 2)->x;
 }
 
 // Far more stack than a fiber has.
 __global__ void deep_stack(int* out) {
+  await_prior_grids();
   volatile char big[256 * 1024];
   big[0] = 1;
   out[0] = big[0];
 }
 
 __global__ void write_value(int* out, int value) {
+  await_prior_grids();
   out[threadIdx.x] = value;
+}
+
+// Thread 7 returns without waiting for the grids before it.
+__global__ void forgets_to_wait(int* out) {
+  if (threadIdx.x == 7) return;
+  await_prior_grids();
+  out[threadIdx.x] = 1;
+}
+
+// Thread 5 reads device memory before waiting for the grids that may be writing it (thread 0,
+// which runs first, waits at once).
+__global__ void reads_before_waiting(const int* in, int* out) {
+  const int v = threadIdx.x == 5 ? in[0] : 0;
+  await_prior_grids();
+  out[threadIdx.x] = v;
 }
 
 bool throws_containing(const std::function<void()>& f, const std::string& text) {
@@ -186,6 +219,27 @@ ChildResult run_in_child(const std::function<void()>& f) {
 int exit_status_of(const std::function<void()>& f) {
   return run_in_child(f).status;
 }
+
+// Sets an environment variable for its lifetime, then restores what was there.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value) : name_(name) {
+    if (const char* old = std::getenv(name)) old_ = old;
+    setenv(name, value, 1);
+  }
+  ~ScopedEnv() {
+    if (old_)
+      setenv(name_, old_->c_str(), 1);
+    else
+      unsetenv(name_);
+  }
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
+
+ private:
+  const char* name_;
+  std::optional<std::string> old_;
+};
 
 }  // namespace
 
@@ -318,6 +372,33 @@ TEST_CASE("emulator: kernels get device pointers only") {
   std::vector<int> host(4);
   const auto launch = [&] { PSGD_LAUNCH(write_value, 1, 4)(host.data(), 1); };
   CHECK(throws_containing(launch, "kernel write_value: argument 1 points outside device memory"));
+}
+
+TEST_CASE("emulator: a programmatic dependent kernel waits for the grids before it") {
+  const ScopedEnv pdl("PSGD_PDL", "1");
+  REQUIRE(psgd::cuda::dependent_launches());  // the emulated card is a Hopper
+  Ints in(32), out(32);
+  const auto forgetful = [&] { PSGD_LAUNCH(forgets_to_wait, 1, 32)(out.p); };
+  CHECK(throws_containing(forgetful,
+                          "kernel forgets_to_wait: thread 7 returned without await_prior_grids()"));
+  const ChildResult early =
+      run_in_child([&] { PSGD_LAUNCH(reads_before_waiting, 1, 32)
+                         (in.p, out.p); });
+  CHECK(early.status == psgd::emu::kFaultExitStatus);
+  CHECK(early.errors.find("a kernel touching it before await_prior_grids()") != std::string::npos);
+}
+
+TEST_CASE("emulator: with PSGD_PDL=0 launches are ordinary, touching memory anywhere") {
+  const ScopedEnv pdl("PSGD_PDL", "0");
+  CHECK_FALSE(psgd::cuda::dependent_launches());
+  Ints in(32), out(32);
+  PSGD_LAUNCH(write_value, 1, 32)(out.p, 7);
+  PSGD_LAUNCH(forgets_to_wait, 1, 32)(in.p);
+  PSGD_LAUNCH(reads_before_waiting, 1, 32)(in.p, out.p);
+  CHECK_NOTHROW(CUDA_CHECK_LAUNCH());
+  std::vector<int> expected(32, 0);
+  expected[5] = 1;
+  CHECK(out.host() == expected);
 }
 
 TEST_CASE("emulator: launch configurations CUDA refuses are errors of the launch") {
