@@ -381,9 +381,8 @@ TEST_CASE("emulator: a programmatic dependent kernel waits for the grids before 
   const auto forgetful = [&] { PSGD_LAUNCH(forgets_to_wait, 1, 32)(out.p); };
   CHECK(throws_containing(forgetful,
                           "kernel forgets_to_wait: thread 7 returned without await_prior_grids()"));
-  const ChildResult early =
-      run_in_child([&] { PSGD_LAUNCH(reads_before_waiting, 1, 32)
-                         (in.p, out.p); });
+  const auto reads_early = [&] { PSGD_LAUNCH(reads_before_waiting, 1, 32)(in.p, out.p); };
+  const ChildResult early = run_in_child(reads_early);
   CHECK(early.status == psgd::emu::kFaultExitStatus);
   CHECK(early.errors.find("a kernel touching it before await_prior_grids()") != std::string::npos);
 }
