@@ -2,8 +2,8 @@
 // (shifted moments forward, as kernels/cpu/batch_norm.cpp), deterministic (a fixed summation
 // order, no atomic sums), and spread over the whole GPU. One block per channel would leave most
 // SMs idle at ResNet's 16-64 channels, so each channel's sums are split over several blocks, each
-// over a contiguous run of images; the last of a channel's blocks to finish adds the splits in
-// order and turns them into per-channel coefficients; the elementwise passes run over all
+// over a contiguous run of images; the last of a channel's blocks to finish adds the splits in a
+// fixed order and turns them into per-channel coefficients; the elementwise passes run over all
 // elements at once. Activations (x, y, dy, dx, relu_y) are float or bf16 (T); parameters and
 // statistics float32.
 #include <cmath>

@@ -15,7 +15,7 @@ namespace psgd::cuda::bn {
 
 // Blocks to aim for in a reduction: a few per SM on the largest cards (132 SMs on an H100).
 constexpr int64_t kReductionBlocks = 512;
-// The most channels the reductions take (their counters, below).
+// The most channels the reductions take (their tickets, below).
 inline constexpr int64_t kMaxChannels = 16384;
 
 // x is (N, C, H, W) or (N, C): statistics over N and the spatial positions. Element indices fit
@@ -79,29 +79,29 @@ inline Scratch scratch_for(const Context& ctx, const BnDims& d) {
   return {reinterpret_cast<double2*>(base), reinterpret_cast<float*>(base + coefficients)};
 }
 
-// A channel's sums: its splits added in order. Read past L1, which may hold lines of an
-// earlier kernel: the partials were written by other blocks of this one.
+// A channel's sums over its splits, by one warp: each lane adds every 32nd split, then the lanes
+// combine down a fixed tree, so the order is the same whichever block folds. Read past L1, which
+// may hold lines of an earlier kernel: the partials were written by other blocks of this one.
 inline __device__ double2 channel_total(const double2* partials, int64_t ch, int64_t splits) {
   double a = 0.0, b = 0.0;
-  for (int64_t s = 0; s < splits; ++s) {
+  for (int64_t s = threadIdx.x % kWarp; s < splits; s += kWarp) {
     const double2 p = __ldcg(partials + ch * splits + s);
     a += p.x;
     b += p.y;
   }
-  return make_double2(a, b);
+  return make_double2(warp_sum(a), warp_sum(b));
 }
 
-// One counter per channel for the block that finishes a channel's reduction. Each is zero between
-// kernels (the last block resets it), so the reductions of one device run one at a time: psgd
-// runs all of a device's work on one stream.
+// One ticket per channel for the block that finishes a channel's reduction (last_to_arrive).
 namespace {
 __device__ unsigned channel_tickets[kMaxChannels];
 }
 
 // Block (channel, split) sums pair(o) = {a, b} over its images of the channel and writes them to
 // partials[blockIdx.x]; the last block of the channel to finish then calls fold(ch, totals) with
-// the channel's sums over all its splits, added in split order whichever block is last (so the
-// result does not depend on timing), on one thread. This saves a launch per reduction.
+// the channel's sums over all its splits, added by its first warp in a fixed order whichever
+// block is last (so the result does not depend on timing), on its thread 0. This saves a launch
+// per reduction.
 template <class F, class Fold>
 __device__ void block_partials(const BnDims& d, F pair, double2* partials, Fold fold) {
   const int64_t ch = blockIdx.x / d.splits, s = blockIdx.x % d.splits;
@@ -119,13 +119,12 @@ __device__ void block_partials(const BnDims& d, F pair, double2* partials, Fold 
   }
   a = block_sum(a);
   b = block_sum(b);
-  if (threadIdx.x != 0) return;
-  partials[blockIdx.x] = make_double2(a, b);
-  __threadfence();  // the partial is visible to every block before the ticket is taken
-  if (static_cast<int64_t>(atomicAdd(&channel_tickets[ch], 1u)) != d.splits - 1) return;
-  channel_tickets[ch] = 0;
-  __threadfence();  // and the other blocks' partials are read after their tickets
-  fold(ch, channel_total(partials, ch, d.splits));
+  if (threadIdx.x == 0) partials[blockIdx.x] = make_double2(a, b);
+  if (!last_to_arrive(&channel_tickets[ch], static_cast<unsigned>(d.splits)) ||
+      threadIdx.x >= kWarp)
+    return;
+  const double2 total = channel_total(partials, ch, d.splits);
+  if (threadIdx.x == 0) fold(ch, total);
 }
 
 // {x - centre, (x - centre)^2}, centre the shift's value for the channel, or without a shift the

@@ -86,7 +86,6 @@ __global__ void range_partials_kernel(const float* weights, const int32_t* table
 __global__ void range_fold_kernel(const int32_t* table, int rows, const float2* partials,
                                   float* ranges, bool first_step) {
   await_prior_grids();
-  constexpr int kWarp = 32;
   const int lane = threadIdx.x % kWarp;
   for (int r = threadIdx.x / kWarp; r < rows; r += blockDim.x / kWarp) {
     const int32_t* t = table + r * ops::kSegmentFields;
@@ -99,10 +98,8 @@ __global__ void range_fold_kernel(const int32_t* table, int rows, const float2* 
       low = fminf(low, partials[first + c].x);
       high = fmaxf(high, partials[first + c].y);
     }
-    for (int offset = kWarp / 2; offset > 0; offset /= 2) {
-      low = fminf(low, __shfl_down_sync(0xffffffffu, low, offset));
-      high = fmaxf(high, __shfl_down_sync(0xffffffffu, high, offset));
-    }
+    low = warp_min(low);
+    high = warp_max(high);
     if (lane == 0) {
       ranges[2 * range] = quant::running_update(ranges[2 * range], fminf(0.0f, low), first_step);
       ranges[2 * range + 1] =

@@ -1,7 +1,8 @@
 // Average and max pooling on CUDA (no padding), float32 or bf16 activations. Backward passes
 // gather per input element from the windows that cover it (or, for max pooling over windows that
-// tile the input, write per window), so no two threads write the same element. An element's plane, row and column come from fast divisions (kernels/fast_divide.h):
-// 64-bit divisions would cost more than the pooling itself.
+// tile the input, write per window), so no two threads write the same element. An element's
+// plane, row and column come from fast divisions (kernels/fast_divide.h): 64-bit divisions would
+// cost more than the pooling itself.
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/launch.h"
 #include "kernels/fast_divide.h"

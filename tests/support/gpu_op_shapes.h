@@ -15,11 +15,12 @@ inline constexpr int64_t kElementCounts[] = {1, 7, 1000, 1000003};
 
 // Batch norm inputs: a few images and odd sizes, a ResNet stage-1 layer (one image per block of
 // the GPU's split sums), images that split unevenly over those blocks, 2-3 images per block, one
-// block per channel (many channels, 40 images in it), a 2-D input, and planes of 4 (the GPU's
-// 4-wide elementwise passes, whose every quad then starts a new channel).
-inline std::array<Shape, 7> batch_norm_shapes() {
+// block per channel (many channels, 40 images in it), a 2-D input, planes of 4 (the GPU's 4-wide
+// elementwise passes, whose every quad then starts a new channel), and more of a channel's
+// blocks than a warp's lanes (48: the folding warp's first 16 lanes add two each).
+inline std::array<Shape, 8> batch_norm_shapes() {
   return {Shape{3, 5, 3, 7},    Shape{16, 16, 32, 32}, Shape{7, 100, 3, 3}, Shape{64, 24, 5, 5},
-          Shape{40, 520, 2, 3}, Shape{6, 4},           Shape{5, 3, 2, 2}};
+          Shape{40, 520, 2, 3}, Shape{6, 4},           Shape{5, 3, 2, 2},   Shape{48, 4, 3, 3}};
 }
 
 struct PoolShape {
