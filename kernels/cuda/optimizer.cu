@@ -3,6 +3,7 @@
 // tensor by binary search over the offsets. The quantizer ranges take two more launches: the
 // min and max of each chunk of a quantized tensor by its own block (one block per tensor would
 // leave a 16.8M-value classifier to a single SM), then each tensor's chunks folded in order.
+#include <algorithm>
 #include <cmath>
 
 #include "kernels/cuda/cuda_ops.h"
@@ -16,7 +17,14 @@ namespace {
 
 using optim_math::Segment;
 
-// Runs update(i, segment) for every element i of every segment of the table.
+// Blocks of the update: two waves of 8 per SM on the largest cards (132 SMs), so that where there
+// are many weights a block loads the segment table once for many of them (VGG16-bn's 15M: ~29
+// per thread), and where there are few, once per element as every block used to.
+constexpr unsigned kSegmentBlocks = 2048;
+
+// Runs update(i, segment) for every element i of every segment of the table. A thread's elements
+// lie a grid apart, so its next one usually lies in the segment of its last: the binary search
+// over the offsets runs only when it does not, and from that segment on.
 template <class Update>
 __global__ void segments_kernel(int64_t total, const int32_t* table, int rows, const float* ranges,
                                 Update update) {
@@ -25,17 +33,21 @@ __global__ void segments_kernel(int64_t total, const int32_t* table, int rows, c
   for (int r = threadIdx.x; r < rows; r += blockDim.x)
     segments[r] = optim_math::read_segment(table + r * ops::kSegmentFields, ranges);
   __syncthreads();
+  int at = 0;  // the last segment starting at or before the thread's last element (or the first)
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    int lo = 0, hi = rows - 1;  // the last segment starting at or before i
-    while (lo < hi) {
-      const int mid = (lo + hi + 1) / 2;
-      if (segments[mid].offset <= i)
-        lo = mid;
-      else
-        hi = mid - 1;
+    if (i >= segments[at].offset + segments[at].count) {
+      int lo = at, hi = rows - 1;  // the last segment starting at or before i
+      while (lo < hi) {
+        const int mid = (lo + hi + 1) / 2;
+        if (segments[mid].offset <= i)
+          lo = mid;
+        else
+          hi = mid - 1;
+      }
+      at = lo;
     }
-    const Segment& s = segments[lo];
+    const Segment& s = segments[at];
     if (i >= s.offset && i < s.offset + s.count) update(i, s);
   }
 }
@@ -48,7 +60,8 @@ void for_each_segment_element(const Tensor& weights, const Tensor& segments, con
   // The table sits in shared memory: the default 48 KB hold about 1,500 tensors.
   PSGD_CHECK(rows * sizeof(Segment) <= 48 * 1024, "the optimizer's table of ", rows,
              " tensors does not fit in shared memory");
-  PSGD_LAUNCH(segments_kernel<Update>, blocks_for(weights.numel()), kThreads,
+  PSGD_LAUNCH(segments_kernel<Update>, std::min(blocks_for(weights.numel()), kSegmentBlocks),
+              kThreads,
               rows * sizeof(Segment))
   (weights.numel(), segments.i32(), rows, ranges.numel() ? ranges.f32() : nullptr, update);
   CUDA_CHECK_LAUNCH();

@@ -258,12 +258,14 @@ TEST_CASE("cuda: softmax cross-entropy, top-k and the min/max reduction") {
 }
 
 TEST_CASE("cuda: the PSGD optimizer step in one launch, SGD and Adam, grid and zero targets") {
-  const int64_t large = 3 * ops::kRangeChunk + 7, chunk = ops::kRangeChunk;
+  const int64_t large = 128 * ops::kRangeChunk + 7, chunk = ops::kRangeChunk;
   const int64_t n = 1000 + large + chunk + 10;
   using ops::PsgTarget;
   // {offset, count, target, levels, range, first chunk}: a grid tensor, a zero-target one, a
-  // 2-bit grid tensor of 3 values, a plain one, a grid tensor whose range takes four chunks, one
-  // of exactly one chunk, and a plain one last.
+  // 2-bit grid tensor of 3 values, a plain one, a grid tensor whose range takes 129 chunks, one
+  // of exactly one chunk, and a plain one last. The large one is longer than the update's grid
+  // (2,048 blocks of 256 threads), so most of its threads' second elements lie in it too, and
+  // some threads' third elements in the last two tensors.
   const auto grid = int32_t(PsgTarget::Grid), none = int32_t(PsgTarget::None);
   // clang-format off
   std::vector<int32_t> table = {
@@ -278,7 +280,7 @@ TEST_CASE("cuda: the PSGD optimizer step in one launch, SGD and Adam, grid and z
   const int64_t rows = static_cast<int64_t>(table.size()) / ops::kSegmentFields;
   const Shape table_shape{rows, ops::kSegmentFields};
   const int64_t chunks = ops::number_range_chunks(table.data(), rows);
-  REQUIRE(chunks == 1 + 1 + 4 + 1);
+  REQUIRE(chunks == 1 + 1 + 129 + 1);
   DeviceBuffer gpu_table(Device::CUDA, table.size() * sizeof(int32_t));
   memory_copy(gpu_table.data(), Device::CUDA, table.data(), Device::CPU,
               table.size() * sizeof(int32_t));
