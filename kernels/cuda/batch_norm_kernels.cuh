@@ -97,20 +97,29 @@ namespace {
 __device__ unsigned channel_tickets[kMaxChannels];
 }
 
-// Block (channel, split) sums pair(o) = {a, b} over its images of the channel and writes them to
-// partials[blockIdx.x]; the last block of the channel to finish then calls fold(ch, totals) with
-// the channel's sums over all its splits, added by its first warp in a fixed order whichever
-// block is last (so the result does not depend on timing), on its thread 0. This saves a launch
-// per reduction.
-template <class F, class Fold>
+// Whether the passes may go 4 elements at a time: every run of a channel's elements
+// is a multiple of 4 long and each tensor (null passes) is aligned for 4-wide accesses.
+template <class... T>
+bool four_wide(const BnDims& d, const T*... tensors) {
+  return d.hw % 4 == 0 && (lanes_aligned<4>(tensors) && ...);
+}
+
+// Block (channel, split) sums pair(o) = {a, b}, the sums over the W elements from o, over its
+// images of the channel and writes them to partials[blockIdx.x]; the last block of the channel to
+// finish then calls fold(ch, totals) with the channel's sums over all its splits, added by its
+// first warp in a fixed order whichever block is last (so the result does not depend on timing),
+// on its thread 0. This saves a launch per reduction. W = 4 where four_wide allows: a stage-1
+// block of ResNet-32 at batch 128 (4 images of 1,024 values) then has all its loads in flight at
+// once, where scalar loads took four rounds.
+template <int W, class F, class Fold>
 __device__ void block_partials(const BnDims& d, F pair, double2* partials, Fold fold) {
   const int64_t ch = blockIdx.x / d.splits, s = blockIdx.x % d.splits;
   const int64_t n0 = s * d.n / d.splits, n1 = (s + 1) * d.n / d.splits;
-  const uint32_t count = static_cast<uint32_t>((n1 - n0) * d.hw);
+  const uint32_t count = static_cast<uint32_t>((n1 - n0) * d.hw);  // a multiple of W, as hw is
   double a = 0.0, b = 0.0;
   // Unrolled so that each thread has several loads in flight.
 #pragma unroll 4
-  for (uint32_t i = threadIdx.x; i < count; i += blockDim.x) {
+  for (uint32_t i = threadIdx.x * W; i < count; i += blockDim.x * W) {
     const uint32_t image = d.hw_divisor.divide(i);
     const int64_t o = ((n0 + image) * d.c + ch) * d.hw + (i - image * d.hw);
     const double2 v = pair(o);
@@ -129,33 +138,46 @@ __device__ void block_partials(const BnDims& d, F pair, double2* partials, Fold 
 
 // {x - centre, (x - centre)^2}, centre the shift's value for the channel, or without a shift the
 // channel's first value (against cancellation when the mean is large against the spread).
-template <class T, class Fold>
+template <int W, class T, class Fold>
 __global__ void moments_kernel(BnDims d, const T* x, const float* shift, double2* partials,
                                Fold fold) {
   await_prior_grids();
   const int64_t ch = blockIdx.x / d.splits;
   const double centre = shift ? shift[ch] : load(x, ch * d.hw);
-  block_partials(
+  block_partials<W>(
       d,
       [=](int64_t o) {
-        const double v = load(x, o) - centre;
-        return make_double2(v, v * v);
+        const Lanes<W> xs = load_lanes<W>(x, o);
+        double a = 0.0, b = 0.0;
+        for (int i = 0; i < W; ++i) {
+          const double v = xs.v[i] - centre;
+          a += v;
+          b += v * v;
+        }
+        return make_double2(a, b);
       },
       partials, fold);
 }
 
 // {g, g * (x - mean)}, g the gradient reaching BN's output: dy, or with a fused ReLU dy where the
 // ReLU's output is open.
-template <class T, class Fold>
+template <int W, class T, class Fold>
 __global__ void gradient_sums_kernel(BnDims d, const T* x, const T* dy, const T* relu_y,
                                      const float* mean, double2* partials, Fold fold) {
   await_prior_grids();
   const float mu = mean[blockIdx.x / d.splits];
-  block_partials(
+  block_partials<W>(
       d,
       [=](int64_t o) {
-        const float g = relu_y && !(load(relu_y, o) > 0.0f) ? 0.0f : load(dy, o);
-        return make_double2(g, static_cast<double>(g) * (load(x, o) - mu));
+        const Lanes<W> xs = load_lanes<W>(x, o), gs = load_lanes<W>(dy, o);
+        const Lanes<W> open = relu_y ? load_lanes<W>(relu_y, o) : Lanes<W>{};
+        double a = 0.0, b = 0.0;
+        for (int i = 0; i < W; ++i) {
+          const float g = relu_y && !(open.v[i] > 0.0f) ? 0.0f : gs.v[i];
+          a += g;
+          b += static_cast<double>(g) * (xs.v[i] - mu);
+        }
+        return make_double2(a, b);
       },
       partials, fold);
 }
@@ -163,24 +185,26 @@ __global__ void gradient_sums_kernel(BnDims d, const T* x, const T* dy, const T*
 // The reductions' launches; fold(ch, totals) as in block_partials.
 template <class T, class Fold>
 void launch_moments(const BnDims& d, const T* x, const float* shift, double2* partials, Fold fold) {
-  PSGD_LAUNCH((moments_kernel<T, Fold>), static_cast<unsigned>(d.c * d.splits), kThreads)
-  (d, x, shift, partials, fold);
+  const auto blocks = static_cast<unsigned>(d.c * d.splits);
+  if (four_wide(d, x))
+    PSGD_LAUNCH((moments_kernel<4, T, Fold>), blocks, kThreads)(d, x, shift, partials, fold);
+  else
+    PSGD_LAUNCH((moments_kernel<1, T, Fold>), blocks, kThreads)(d, x, shift, partials, fold);
   CUDA_CHECK_LAUNCH();
 }
 
 template <class T, class Fold>
 void launch_gradient_sums(const BnDims& d, const T* x, const T* dy, const T* relu_y,
                           const float* mean, double2* partials, Fold fold) {
-  PSGD_LAUNCH((gradient_sums_kernel<T, Fold>), static_cast<unsigned>(d.c * d.splits), kThreads)
-  (d, x, dy, relu_y, mean, partials, fold);
+  const auto blocks = static_cast<unsigned>(d.c * d.splits);
+  if (four_wide(d, x, dy, relu_y)) {
+    PSGD_LAUNCH((gradient_sums_kernel<4, T, Fold>), blocks, kThreads)
+    (d, x, dy, relu_y, mean, partials, fold);
+  } else {
+    PSGD_LAUNCH((gradient_sums_kernel<1, T, Fold>), blocks, kThreads)
+    (d, x, dy, relu_y, mean, partials, fold);
+  }
   CUDA_CHECK_LAUNCH();
-}
-
-// Whether the elementwise passes may go 4 elements at a time: every run of a channel's elements
-// is a multiple of 4 long and each tensor (null passes) is aligned for 4-wide accesses.
-template <class... T>
-bool four_wide(const BnDims& d, const T*... tensors) {
-  return d.hw % 4 == 0 && (lanes_aligned<4>(tensors) && ...);
 }
 
 // y = (x - shift[c]) * scale[c] + beta[c], plus the residual where given, then ReLU where
