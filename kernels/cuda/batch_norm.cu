@@ -4,11 +4,13 @@
 // SMs idle at ResNet's 16-64 channels, so each channel's sums are split over several blocks, each
 // over a contiguous run of images; the last of a channel's blocks to finish adds the splits in a
 // fixed order and turns them into per-channel coefficients; the elementwise passes run over all
-// elements at once. Activations (x, y, dy, dx, relu_y) are float or bf16 (T); parameters and
-// statistics float32.
+// elements at once. Where a channel fits one block's registers, one launch does it all
+// (batch_norm_one_block.cuh). Activations (x, y, dy, dx, relu_y) are float or bf16 (T);
+// parameters and statistics float32.
 #include <cmath>
 
 #include "kernels/cuda/batch_norm_kernels.cuh"
+#include "kernels/cuda/batch_norm_one_block.cuh"
 
 namespace psgd::cuda {
 namespace {
@@ -27,7 +29,7 @@ void forward_train_t(Context& ctx, const Tensor& x, const Tensor& gamma, const T
   const float* g = gamma.f32();
   float *rm = running_mean.f32(), *rv = running_var.f32();
   float *mu = saved_mean.f32(), *is = saved_invstd.f32(), *coefficients = s.coefficients;
-  launch_moments(d, in, nullptr, s.partials, [=] __device__(int64_t ch, double2 total) {
+  const auto fold = [=] __device__(int64_t ch, double2 total) {
     const double mean_shifted = total.x / m;
     const double mean = load(in, ch * d.hw) + mean_shifted;
     const double var = fmax(0.0, total.y / m - mean_shifted * mean_shifted);
@@ -38,8 +40,12 @@ void forward_train_t(Context& ctx, const Tensor& x, const Tensor& gamma, const T
     coefficients[d.c + ch] = static_cast<float>(g[ch] * invstd);
     rm[ch] = static_cast<float>((1.0 - p.momentum) * rm[ch] + p.momentum * mean);
     rv[ch] = static_cast<float>((1.0 - p.momentum) * rv[ch] + p.momentum * var * m / (m - 1.0));
-  });
-  normalise(d, in, coefficients, beta.f32(), data_or_null<T>(residual), p.relu, y.as<T>());
+  };
+  const T* res = data_or_null<T>(residual);
+  if (fits_one_block(d, kForwardValues))
+    return channel_forward(d, in, coefficients, beta.f32(), res, p.relu, y.as<T>(), fold);
+  launch_moments(d, in, nullptr, s.partials, fold);
+  normalise(d, in, coefficients, beta.f32(), res, p.relu, y.as<T>());
 }
 
 template <class T>
@@ -66,16 +72,19 @@ void backward_t(Context& ctx, const Tensor& x, const Tensor& dy, const Tensor& g
   const float *mu = saved_mean.f32(), *is = saved_invstd.f32(), *ga = gamma.f32();
   const double m = static_cast<double>(d.count());
   float *dg = dgamma.f32(), *db = dbeta.f32(), *coefficients = s.coefficients;
-  launch_gradient_sums(d, in, g, open, mu, s.partials, [=] __device__(int64_t ch, double2 total) {
+  const auto fold = [=] __device__(int64_t ch, double2 total) {
     db[ch] = static_cast<float>(total.x);
     dg[ch] = static_cast<float>(total.y * is[ch]);
     // dx = gamma invstd (dy - mean(dy) - xhat mean(dy xhat)), xhat = (x - mean) invstd
     coefficients[ch] = ga[ch] * is[ch];
     coefficients[d.c + ch] = static_cast<float>(total.x / m);
     coefficients[2 * d.c + ch] = static_cast<float>(total.y / m * is[ch] * is[ch]);
-  });
-  if (dx.defined())
-    input_gradient(d, in, g, open, mu, coefficients, dx_mode == GradMode::Accumulate, dx.as<T>());
+  };
+  const bool accumulate = dx_mode == GradMode::Accumulate;
+  if (dx.defined() && fits_one_block(d, kBackwardValues))
+    return channel_backward(d, in, g, open, mu, coefficients, accumulate, dx.as<T>(), fold);
+  launch_gradient_sums(d, in, g, open, mu, s.partials, fold);
+  if (dx.defined()) input_gradient(d, in, g, open, mu, coefficients, accumulate, dx.as<T>());
 }
 
 }  // namespace

@@ -25,7 +25,7 @@ struct BnDims {
   int64_t splits;  // blocks per channel in the reductions, each over images [s n / S, (s+1) n / S)
   FastDivisor hw_divisor, c_divisor;
 
-  int64_t count() const { return n * hw; }
+  __host__ __device__ int64_t count() const { return n * hw; }
   __device__ int64_t channel_of(int64_t element) const {
     return c_divisor.remainder(hw_divisor.divide(static_cast<uint32_t>(element)));
   }

@@ -13,14 +13,21 @@ namespace psgd::test {
 // Element counts for the elementwise ops: one, a partial warp, a partial block, a large prime.
 inline constexpr int64_t kElementCounts[] = {1, 7, 1000, 1000003};
 
-// Batch norm inputs: a few images and odd sizes, a ResNet stage-1 layer (one image per block of
-// the GPU's split sums), images that split unevenly over those blocks, 2-3 images per block, one
-// block per channel (many channels, 40 images in it), a 2-D input, planes of 4 (the GPU's 4-wide
-// elementwise passes, whose every quad then starts a new channel), and more of a channel's
-// blocks than a warp's lanes (48: the folding warp's first 16 lanes add two each).
-inline std::array<Shape, 8> batch_norm_shapes() {
-  return {Shape{3, 5, 3, 7},    Shape{16, 16, 32, 32}, Shape{7, 100, 3, 3}, Shape{64, 24, 5, 5},
-          Shape{40, 520, 2, 3}, Shape{6, 4},           Shape{5, 3, 2, 2},   Shape{48, 4, 3, 3}};
+// Batch norm inputs. A channel of up to 16,384 values forward, 8,192 backward, is done by one
+// block (kernels/cuda/batch_norm_one_block.cuh): a few images and odd sizes, a ResNet stage-1
+// layer at batch 16 (16 values a thread forward, the most; split backward), 7 images of many
+// channels, many images of 24 channels (a thread's last values partial), many channels of 240
+// values, a 2-D input, planes of 4, 11,700 values (1,024 threads forward, the last values partial;
+// split backward) and 8,192 (8 a thread, the most backward). Larger ones take the split
+// reductions: 40 images of 2 channels, a block per image (more of a channel's blocks than a
+// warp's lanes: the folding warp's first 8 lanes add two each; planes of 1,024, 4 elements at a
+// time); 40 images over 32 blocks per channel, unevenly (planes of 841, one at a time); and 64
+// images over 32 blocks, 2 each, 4 elements at a time (as ResNet's stage 1 at batch 128).
+inline std::array<Shape, 12> batch_norm_shapes() {
+  return {Shape{3, 5, 3, 7},    Shape{16, 16, 32, 32}, Shape{7, 100, 3, 3},
+          Shape{64, 24, 5, 5},  Shape{40, 520, 2, 3},  Shape{6, 4},
+          Shape{5, 3, 2, 2},    Shape{13, 2, 30, 30},  Shape{8, 4, 32, 32},
+          Shape{40, 2, 32, 32}, Shape{40, 16, 29, 29}, Shape{64, 16, 24, 24}};
 }
 
 struct PoolShape {
