@@ -183,6 +183,8 @@ TEST_CASE("cuda: batch norm, training and evaluation, forward and backward") {
         },
         "batch_norm + relu", 1e-5);
     t.push_back(std::make_unique<Twin>(x, -1.0f, 1.0f, t.size()));  // a residual
+    for (int i = 0; i < 2; ++i)  // dgamma and dbeta of a backward pass without dx
+      t.push_back(std::make_unique<Twin>(c, 0.0f, 0.0f, t.size()));
     run_both(
         t,
         [](Context& ctx, const std::vector<Tensor>& v) {  // with a residual join and the ReLU
@@ -192,6 +194,8 @@ TEST_CASE("cuda: batch norm, training and evaluation, forward and backward") {
                                         v[12]);
           ops::batch_norm_backward(ctx, v[0], v[8], v[1], v[6], v[7], v[9],
                                    ops::GradMode::Overwrite, v[10], v[11], v[5]);
+          ops::batch_norm_backward(ctx, v[0], v[8], v[1], v[6], v[7], Tensor{},
+                                   ops::GradMode::Overwrite, v[13], v[14], v[5]);
           ops::batch_norm_forward_eval(ctx, v[0], v[1], v[2], v[3], v[4], relu, v[5], v[12]);
         },
         "batch_norm + add + relu", 1e-5);
