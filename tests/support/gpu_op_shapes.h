@@ -30,6 +30,17 @@ inline std::array<Shape, 12> batch_norm_shapes() {
           Shape{40, 2, 32, 32}, Shape{40, 16, 29, 29}, Shape{64, 16, 24, 24}};
 }
 
+// Loss inputs (rows, classes): fewer classes than a warp's lanes, and more; rows for one block,
+// several (a warp each), and more than the most blocks' warps (some warps take two rows, the fold
+// adds 1,024 blocks).
+struct LossShape {
+  int64_t rows, classes;
+};
+
+inline std::array<LossShape, 6> loss_shapes() {
+  return {LossShape{1, 100}, {3, 10}, {3, 100}, {512, 10}, {512, 100}, {9000, 10}};
+}
+
 struct PoolShape {
   Shape x;
   ops::Pool2dGeometry g;

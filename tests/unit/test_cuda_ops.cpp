@@ -224,14 +224,7 @@ TEST_CASE("cuda: average and max pooling, forward and backward, overlapping wind
 }
 
 TEST_CASE("cuda: softmax cross-entropy, top-k and the min/max reduction") {
-  // Fewer classes than a warp's lanes, and more; rows for one block, several (a warp each), and
-  // more than the most blocks' warps (some warps take two rows, the fold adds 1,024 blocks).
-  for (const auto& [rows, classes] : {std::pair<int64_t, int64_t>{1, 100},
-                                      {3, 10},
-                                      {3, 100},
-                                      {512, 10},
-                                      {512, 100},
-                                      {9000, 10}}) {
+  for (const auto& [rows, classes] : loss_shapes()) {
     CAPTURE(rows);
     CAPTURE(classes);
     std::vector<int32_t> labels(static_cast<size_t>(rows));
