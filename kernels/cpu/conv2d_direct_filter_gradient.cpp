@@ -1,5 +1,9 @@
-// The direct filter gradient of 3x3 filters: per (output channel, input channel) pair, nine
-// vector accumulators sum dy's vectors times the input shifted to each tap.
+// The direct filter gradient of 3x3 filters. Each image is copied into a zero-padded buffer with
+// its channels last, so that a vector holds kLanes input channels of one pixel; for a block of
+// output channels, an accumulator per channel and tap then sums, over every output pixel, dy's
+// value broadcast times the input vector at the pixel shifted by the tap. Every vector load
+// is of whole pixels, no lane is wasted on padding, and no sum across lanes is needed: each lane
+// holds one input channel's dw.
 #include <omp.h>
 
 #include "kernels/cpu/conv2d_direct.h"
@@ -9,114 +13,129 @@
 namespace psgd::cpu::direct {
 namespace {
 
-// Tiles: kBlockK output channels by the nine taps of one input channel.
+// Blocks of output channels by filter rows. Each output channel adds an accumulator per tap and
+// reuses the input vectors loaded per pixel. With 32 registers: 3 channels by all 3 rows (27
+// accumulators; 9 input loads and 3 broadcasts per 27 FMAs). With 16: 4 channels by 1 row, the
+// rows in turn (12 accumulators; 3 loads and 4 broadcasts per 12 FMAs).
 #if defined(__AVX512F__)
-constexpr int kBlockK = 3;  // 27 accumulators, 3 dy vectors and the shifted input
+constexpr int kBlockK = 3;
+constexpr int kBlockRows = 3;
 #else
-constexpr int kBlockK = 1;  // 9 accumulators
+constexpr int kBlockK = 4;
+constexpr int kBlockRows = 1;
 #endif
 constexpr int kTaps = 9;
 constexpr int64_t kChunkFloats = 256 * 1024;  // a chunk's padded images and dy: ~1 MB, in L2
 
-// Per thread: a chunk of padded images, each followed, along the flat plane only, by its dy at
-// the flat positions of its outputs (zero in the wrap-around lanes and the tail); then the
-// thread's dw. By rows, dy is read where it lies. (Along the flat plane the wrap-around lanes
-// multiply real pixels by those zeros: an infinite input gives NaN there where the GEMM path
-// stays finite; only a run that has already diverged can tell.)
+// Per thread: a chunk of padded channels-last images (dy is read where it lies), then the
+// thread's dw as [k][tap][c].
 struct Layout {
   explicit Layout(const Geometry& g)
-      : plane(g),
-        per_image_floats(plane.image_floats + (plane.rows ? 0 : g.k * plane.flat_rounded)),
-        // dy read in place takes cache as well
-        chunk(std::clamp<int64_t>(
-            kChunkFloats / (plane.image_floats + g.k * plane.vectors * kLanes), 1,
-            std::max<int64_t>(g.n, 1))),
-        partial_floats(g.k * g.c * kTaps),
-        thread_floats(chunk * per_image_floats + partial_floats) {}
+      : hp(g.h + 2 * g.pad),
+        wp(g.w + 2 * g.pad),
+        p(g.out_h()),
+        q(g.out_w()),
+        image_floats(hp * wp * g.c),
+        chunk(std::clamp<int64_t>(kChunkFloats / (image_floats + g.k * p * q), 1,
+                                  std::max<int64_t>(g.n, 1))),
+        partial_floats(g.k * kTaps * g.c),
+        thread_floats(chunk * image_floats + partial_floats) {}
 
-  Plane plane;
-  int64_t per_image_floats, chunk, partial_floats, thread_floats;
+  int64_t hp, wp;  // the padded input plane
+  int64_t p, q;    // the output plane
+  int64_t image_floats, chunk, partial_floats, thread_floats;
 };
 
-// The vectors of a plane in order, each with its inputs' offset for tap (0, 0), as
-// Plane::input_offset gives it but without a division per vector.
-struct VectorWalk {
-  explicit VectorWalk(const Plane& l) : l(l) {}
-
-  void next() {
-    if (l.halves) {
-      offset += 2 * l.wp;
-    } else if (!l.rows) {
-      offset += kLanes;
-    } else if (q0 += kLanes; q0 < l.q) {
-      offset += kLanes;
-    } else {
-      q0 = 0;
-      offset += l.wp - l.q + kLanes;
-    }
-  }
-
-  const Plane& l;
-  int64_t offset = 0, q0 = 0;
-};
-
-// dy's planes at the flat positions of their outputs.
-void copy_dy_to_flat(const float* dy, const Geometry& g, const Plane& l, float* flat) {
-  for (int64_t k = 0; k < g.k; ++k)
-    for (int64_t p = 0; p < l.p; ++p)
-      copy_row(dy + (k * l.p + p) * l.q, l.q, flat + k * l.flat_rounded + p * l.wp);
+// kLanes consecutive channels of one pixel: from[0], from[stride], ...
+inline Vec gather_channels(const float* from, int64_t stride) {
+#if defined(__AVX512F__)
+  const __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+  const __m512i index = _mm512_mullo_epi32(lane, _mm512_set1_epi32(int(stride)));
+  // The masked form: GCC 12 warns of the unmasked one's undefined source.
+  return Vec(_mm512_mask_i32gather_ps(_mm512_setzero_ps(), 0xffff, index, from, 4));
+#elif defined(__AVX2__)
+  const __m256i lane = _mm256_set_epi32(7, 6, 5, 4, 3, 2, 1, 0);
+  const __m256i index = _mm256_mullo_epi32(lane, _mm256_set1_epi32(int(stride)));
+  return Vec(_mm256_i32gather_ps(from, index, 4));
+#else
+  Vec v;
+  for (int i = 0; i < kLanes; ++i) v[i] = from[i * stride];
+  return v;
+#endif
 }
 
-// Adds to dw[k0 .. k0 + kChannels][c] the products of the chunk's `count` images: images padded,
-// dy vector j of channel k of image i at dys + i * dy_image + k * dy_plane + j * kLanes.
-template <int kChannels, bool kHalves>
-void gradient_block(const float* images, const float* dys, int64_t dy_image, int64_t dy_plane,
-                    int64_t count, int64_t k0, int64_t c, const Geometry& g, const Layout& l,
-                    float* dw) {
-  const Plane& plane = l.plane;
-  Vec acc[kChannels][kTaps] = {};
+// The image (C, H, W) into the interior of its padded copy (Hp, Wp, C); the border stays zero
+// from the first image.
+void copy_channels_last(const float* x, const Geometry& g, const Layout& l, float* image) {
+  const int64_t plane = g.h * g.w;
+  for (int64_t h = 0; h < g.h; ++h)
+    for (int64_t w = 0; w < g.w; ++w) {
+      float* to = image + ((h + g.pad) * l.wp + w + g.pad) * g.c;
+      for (int64_t c = 0; c < g.c; c += kLanes)
+        store(to + c, gather_channels(x + c * plane + h * g.w + w, plane));
+    }
+}
+
+// Adds to the partial dw[k0 .. k0 + kChannels][taps of rows r0 .. r0 + kRows][c0 .. c0 + kLanes]
+// the products of the chunk's `count` images, whose dy starts at dy.
+template <int kChannels, int kRows>
+void gradient_block(const float* images, const float* dy, int64_t count, int64_t k0, int64_t c0,
+                    int64_t r0, const Geometry& g, const Layout& l, float* partial) {
+  constexpr int kBlockTaps = 3 * kRows;
+  Vec acc[kChannels][kBlockTaps] = {};
+  const int64_t dy_plane = l.p * l.q, row = l.wp * g.c;
   for (int64_t i = 0; i < count; ++i) {
-    const float* x = images + i * l.per_image_floats + c * plane.hp * plane.wp;
-    const float* d = dys + i * dy_image + k0 * dy_plane;
-    VectorWalk walk(plane);
-    for (int64_t j = 0; j < plane.vectors; ++j, walk.next()) {
-      Vec dv[kChannels];
+    const float* image = images + i * l.image_floats + r0 * row + c0;
+    const float* d = dy + (i * g.k + k0) * dy_plane;
+    for (int64_t p = 0; p < l.p; ++p) {
+      const float* in_row = image + p * row;
+      const float* dy_row = d + p * l.q;
+      for (int64_t q = 0; q < l.q; ++q) {
+        float dv[kChannels];
 #pragma GCC unroll 4
-      for (int kk = 0; kk < kChannels; ++kk) dv[kk] = load(d + kk * dy_plane + j * kLanes);
+        for (int kk = 0; kk < kChannels; ++kk) dv[kk] = dy_row[kk * dy_plane + q];
 #pragma GCC unroll 9
-      for (int t = 0; t < kTaps; ++t) {
-        const float* at = x + walk.offset + t / 3 * plane.wp + t % 3;
-        const Vec in = kHalves ? load_halves(at, plane.wp) : load(at);
+        for (int t = 0; t < kBlockTaps; ++t) {
+          const Vec in = load(in_row + t / 3 * row + (q + t % 3) * g.c);
 #pragma GCC unroll 4
-        for (int kk = 0; kk < kChannels; ++kk) acc[kk][t] += dv[kk] * in;
+          for (int kk = 0; kk < kChannels; ++kk) acc[kk][t] += in * dv[kk];  // dy broadcast
+        }
       }
     }
   }
   for (int kk = 0; kk < kChannels; ++kk)
-    for (int t = 0; t < kTaps; ++t) dw[((k0 + kk) * g.c + c) * kTaps + t] += lane_sum(acc[kk][t]);
+    for (int t = 0; t < kBlockTaps; ++t) {
+      float* to = partial + ((k0 + kk) * kTaps + r0 * 3 + t) * g.c + c0;
+      store(to, load(to) + acc[kk][t]);
+    }
 }
 
-// One chunk's products for all (k, c) pairs: blocks of kBlockK output channels, then the one or
-// two left.
-template <bool kHalves>
-void chunk_gradient(const float* images, const float* dys, int64_t dy_image, int64_t dy_plane,
-                    int64_t count, const Geometry& g, const Layout& l, float* dw) {
-  static_assert(kBlockK <= 3, "the tail below handles one or two channels");
+template <int kChannels>
+void channel_blocks(const float* images, const float* dy, int64_t count, int64_t k0,
+                    const Geometry& g, const Layout& l, float* partial) {
+  for (int64_t c0 = 0; c0 < g.c; c0 += kLanes)
+    for (int64_t r0 = 0; r0 < 3; r0 += kBlockRows)
+      gradient_block<kChannels, kBlockRows>(images, dy, count, k0, c0, r0, g, l, partial);
+}
+
+// One chunk's products for all output channels: blocks of kBlockK, then of 2, then 1; blocks of
+// 3 leaving 1 end in 2 + 2 instead (a block of 1 loads as many inputs as it does FMAs).
+void chunk_gradient(const float* images, const float* dy, int64_t count, const Geometry& g,
+                    const Layout& l, float* partial) {
+  int64_t blocks = g.k / kBlockK;
+  if (kBlockK == 3 && g.k % 3 == 1 && blocks > 0) --blocks;
   int64_t k0 = 0;
-  for (; k0 + kBlockK <= g.k; k0 += kBlockK)
-    for (int64_t c = 0; c < g.c; ++c)
-      gradient_block<kBlockK, kHalves>(images, dys, dy_image, dy_plane, count, k0, c, g, l, dw);
-  for (int64_t c = 0; c < g.c; ++c) {
-    if (g.k - k0 == 2)
-      gradient_block<2, kHalves>(images, dys, dy_image, dy_plane, count, k0, c, g, l, dw);
-    if (g.k - k0 == 1)
-      gradient_block<1, kHalves>(images, dys, dy_image, dy_plane, count, k0, c, g, l, dw);
-  }
+  for (; k0 < blocks * kBlockK; k0 += kBlockK)
+    channel_blocks<kBlockK>(images, dy, count, k0, g, l, partial);
+  for (; k0 + 2 <= g.k; k0 += 2) channel_blocks<2>(images, dy, count, k0, g, l, partial);
+  if (k0 < g.k) channel_blocks<1>(images, dy, count, k0, g, l, partial);
 }
 
 }  // namespace
 
-bool computes_filter_gradient(const Geometry& g) { return g.r == 3 && g.s == 3 && worthwhile(g); }
+bool computes_filter_gradient(const Geometry& g) {
+  return g.r == 3 && g.s == 3 && g.c % kLanes == 0 && worthwhile(g);
+}
 
 int64_t filter_gradient_workspace_floats(int threads, const Geometry& g) {
   return threads * Layout(g).thread_floats;
@@ -125,39 +144,31 @@ int64_t filter_gradient_workspace_floats(int threads, const Geometry& g) {
 void filter_gradient(int threads, const float* x, const float* dy, const Geometry& g, float* dw,
                      float* ws) {
   const Layout l(g);
-  const Plane& plane = l.plane;
-  const int64_t in_floats = g.c * g.h * g.w, out_floats = g.k * plane.p * plane.q;
-  const auto partial = [&](int t) { return ws + t * l.thread_floats + l.chunk * l.per_image_floats; };
+  const int64_t in_floats = g.c * g.h * g.w, out_floats = g.k * l.p * l.q;
+  const auto partial = [&](int t) { return ws + t * l.thread_floats + l.chunk * l.image_floats; };
   int team = 1;
 #pragma omp parallel num_threads(threads)
   {
     const int t = omp_get_thread_num(), size = omp_get_num_threads();
     if (t == 0) team = size;
     float* images = ws + t * l.thread_floats;
-    float* flat_dys = images + plane.image_floats;  // along the flat plane: image i, then its dy
-    // Zero once: borders, wrap-around lanes and the thread's partial dw.
+    // Zero once: borders and the thread's partial dw.
     std::fill(images, images + l.thread_floats, 0.0f);
     // An equal contiguous share of the images per thread, taken a chunk at a time.
     const int64_t last = g.n * (t + 1) / size;
     for (int64_t n0 = g.n * t / size; n0 < last; n0 += l.chunk) {
       const int64_t count = std::min(l.chunk, last - n0);
-      for (int64_t i = 0; i < count; ++i) {
-        copy_interior(x + (n0 + i) * in_floats, g, plane, images + i * l.per_image_floats);
-        if (!plane.rows)
-          copy_dy_to_flat(dy + (n0 + i) * out_floats, g, plane, flat_dys + i * l.per_image_floats);
-      }
-      const float* dy_chunk = dy + n0 * out_floats;
-      const int64_t dy_plane = plane.p * plane.q;
-      if (plane.halves)
-        chunk_gradient<true>(images, dy_chunk, out_floats, dy_plane, count, g, l, partial(t));
-      else if (plane.rows)
-        chunk_gradient<false>(images, dy_chunk, out_floats, dy_plane, count, g, l, partial(t));
-      else
-        chunk_gradient<false>(images, flat_dys, l.per_image_floats, plane.flat_rounded, count, g,
-                              l, partial(t));
+      for (int64_t i = 0; i < count; ++i)
+        copy_channels_last(x + (n0 + i) * in_floats, g, l, images + i * l.image_floats);
+      chunk_gradient(images, dy + n0 * out_floats, count, g, l, partial(t));
     }
   }
-  sum_in_thread_order(team, l.partial_floats, partial, dw);
+  // The partials are [k][tap][c], dw is [k][c][tap].
+  const auto source = [&](int64_t i) {
+    const int64_t k = i / (g.c * kTaps), c = i / kTaps % g.c, tap = i % kTaps;
+    return (k * kTaps + tap) * g.c + c;
+  };
+  sum_in_thread_order(team, l.partial_floats, partial, source, dw);
 }
 
 }  // namespace psgd::cpu::direct

@@ -45,12 +45,6 @@ inline Vec load_halves(const float* first, int64_t stride) {
 #endif
 }
 
-inline float lane_sum(Vec v) {
-  float sum = 0.0f;
-  for (int i = 0; i < kLanes; ++i) sum += v[i];
-  return sum;
-}
-
 // Rows are 8 to 34 floats: an inline loop, as a memcpy call per row costs more than the copy.
 inline void copy_row(const float* from, int64_t count, float* to) {
 #pragma omp simd

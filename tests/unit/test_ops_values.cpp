@@ -1,6 +1,7 @@
 // Op outputs against hand-computed values and naive reference loops, and the ops' errors.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -69,7 +70,8 @@ Adjoints naive_conv_backward(const HostTensor& x, const HostTensor& w, const Hos
 // multiple of the vector lanes (4 for SSE, 8 for AVX2, 16 for AVX-512) or half of them on an
 // even number of rows, else along the flat padded plane where that wastes little; strides above
 // 1, and 4x4 planes under AVX-512, take the im2col GEMM. The direct data gradient needs square
-// filters and pad < R, the direct filter gradient 3x3 filters; the GEMM computes the others.
+// filters and pad < R, the direct filter gradient 3x3 filters and input channels a multiple of
+// the lanes (16 covers every build); the GEMM computes the others.
 struct ConvCase {
   Shape x, w;
   int stride, pad;
@@ -91,8 +93,23 @@ const ConvCase kConvCases[] = {{{3, 3, 7, 9}, {5, 3, 3, 3}, 1, 1},
                                {{1, 2, 11, 4}, {3, 2, 5, 3}, 3, 2},
                                // several cache panels, ending mid-row and mid-image
                                {{3, 3, 61, 67}, {4, 3, 3, 3}, 1, 1},
-                               {{4, 16, 33, 31}, {8, 16, 3, 3}, 2, 1}};
+                               {{4, 16, 33, 31}, {8, 16, 3, 3}, 2, 1},
+                               // direct filter gradients: output channels in blocks of 3, 2 + 2
+                               // and 2, input channels in several vectors, no padding
+                               {{3, 16, 8, 8}, {7, 16, 3, 3}, 1, 1},
+                               {{5, 32, 9, 11}, {4, 32, 3, 3}, 1, 1},
+                               {{2, 48, 10, 12}, {5, 48, 3, 3}, 1, 0},
+                               // one image per chunk, several chunks per thread; 1 channel
+                               {{8, 16, 96, 96}, {1, 16, 3, 3}, 1, 1}};
 constexpr int kConvThreads = 3;  // more threads than some batches have images, shares uneven
+
+// Reserves the convolution's workspace and fills it with NaN, as a workspace left by other ops
+// holds anything: a method that needs zeros there must write them.
+void reserve_poisoned_workspace(Context& ctx, int64_t floats) {
+  ctx.reserve_workspace(floats);
+  const Tensor ws = ctx.workspace(floats);
+  std::fill(ws.f32(), ws.f32() + floats, std::numeric_limits<float>::quiet_NaN());
+}
 
 Tensor labels_of(std::vector<int32_t>& v) {
   return Tensor(v.data(), Shape{static_cast<int64_t>(v.size())}, Device::CPU);
@@ -122,7 +139,7 @@ TEST_CASE("conv2d: both CPU methods equal the textbook loops") {
     fill_uniform(w.t(), -1, 1, 1, 1);
     const ops::Conv2dGeometry g{c.stride, c.pad};
     HostTensor y(ops::conv2d_output_shape(c.x, c.w, g)), ref(y.t().shape);
-    ctx.reserve_workspace(ops::conv2d_workspace_floats(ctx, c.x, c.w, g));
+    reserve_poisoned_workspace(ctx, ops::conv2d_workspace_floats(ctx, c.x, c.w, g));
     ops::conv2d_forward(ctx, x.t(), w.t(), g, y.t());
     naive_conv(x, w, c.stride, c.pad, ref);
     for (int64_t i = 0; i < y.numel(); ++i) REQUIRE(y[i] == doctest::Approx(ref[i]).epsilon(1e-5));
@@ -146,7 +163,7 @@ TEST_CASE("conv2d backward: both CPU methods equal the exact adjoints, overwriti
       const HostTensor zero(c.x);
       const Adjoints ref = naive_conv_backward(x, w, dy, c.stride, c.pad,
                                                mode == ops::GradMode::Accumulate ? dx : zero);
-      ctx.reserve_workspace(ops::conv2d_workspace_floats(ctx, c.x, c.w, g));
+      reserve_poisoned_workspace(ctx, ops::conv2d_workspace_floats(ctx, c.x, c.w, g));
       ops::conv2d_backward(ctx, x.t(), w.t(), dy.t(), g, dx.t(), mode, dw.t());
       for (int64_t i = 0; i < dx.numel(); ++i)
         REQUIRE(std::abs(dx[i] - ref.dx[i]) <= ref.dx_allowance[i]);
