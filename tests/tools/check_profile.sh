@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # psgd-profile in a tiny size on the CPU: every layer of ResNet-20 gets its row, with the loss,
-# the optimizer and the whole step beside them (no timing is judged here).
+# the optimizer and the whole step beside them, and each layer's times in a step (no timing is
+# judged here).
 set -euo pipefail
 profile=$1
 out=$("$profile" --arch resnet20 --classes 10 --batch 4 --repeats 1 --rounds 1 --profiler-range)
@@ -16,3 +17,8 @@ grep -q '^fc: linear 64->10' <<< "$out" || fail "no row for the classifier"
 grep -q '^optimizer: ' <<< "$out" || fail "no row for the optimizer"
 grep -Eq '^the whole step, as training runs it +[0-9.]+ us' <<< "$out" || fail "no whole step"
 grep -q '^by kind: .*conv2d' <<< "$out" || fail "no summary by kind"
+grep -Eq '^sum of the layers in a step run op by op \("in step"\) +[0-9.]+ us' <<< "$out" ||
+  fail "no sum of the layers in a step"
+grep -q '^in step: .*conv2d' <<< "$out" || fail "no summary by kind in a step"
+awk '/: conv2d / { if (!($(NF - 1) > 0 && $NF > 0)) bad = 1 } END { exit bad }' <<< "$out" ||
+  fail "a convolution's row without its times in a step"

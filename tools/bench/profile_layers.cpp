@@ -2,13 +2,16 @@
 // alone, repeated on the tensors a step gives it there (on a GPU the repeats are captured as one
 // CUDA graph and replayed, so that launch costs drop out and what remains is the GPU's time);
 // so are the loss with the accuracy counts and the optimizer update. Beside them, the whole
-// captured step: the difference is what a step spends between kernels. Prints a table by layer
-// and a summary by kind of layer. Layers that accumulate or work in place change the tensors as
-// they repeat, and gradient buffers are shared between layers, so each layer's timing starts
-// from a step run op by op up to it: stale values can be denormal, which the CPU computes on up
-// to 100 times slower.
+// captured step: the difference is what a step spends between kernels. And each layer as a step
+// run op by op meets it, its inputs where the layers before left them: repeated alone, a layer
+// finds its inputs in cache, which a memory-bound layer in a step on the CPU does not. Prints a
+// table by layer and summaries by kind of layer. Layers that accumulate or work in place change
+// the tensors as they repeat, and gradient buffers are shared between layers, so each layer's
+// timing starts from a step run op by op up to it: stale values can be denormal, which the CPU
+// computes on up to 100 times slower.
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <functional>
 #include <map>
@@ -56,7 +59,52 @@ std::string kind_of(const std::string& description) {
 struct Row {
   std::string what, shape;
   double forward_us = 0.0, backward_us = 0.0;
+  double step_forward_us = 0.0, step_backward_us = 0.0;  // in a step run op by op
 };
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+// Per layer, the median microseconds of its forward and of its backward in `rounds` steps run
+// op by op (after one untimed), the device drained after each layer (on a GPU the figures then
+// include each layer's launches).
+struct InStep {
+  std::vector<double> forward_us, backward_us;
+};
+InStep time_in_step(Context& ctx, const Options& o, Net& net, const bench::BenchSetup& b) {
+  const size_t count = net.layers().size();
+  std::vector<std::vector<double>> forward(count), backward(count);
+  for (int round = 0; round <= o.rounds; ++round) {
+    net.forward(ctx, b.images, Mode::Train);  // which layers compute their successors
+    ctx.synchronize();
+    auto last = std::chrono::steady_clock::now();
+    const auto lap = [&](std::vector<double>& into) {
+      ctx.synchronize();
+      const auto now = std::chrono::steady_clock::now();
+      if (round > 0) into.push_back(std::chrono::duration<double, std::micro>(now - last).count());
+      last = now;
+    };
+    for (size_t k = 0; k < count; ++k) {
+      if (net.computed_by(k) < 0) net.forward_layer(ctx, k, Mode::Train);
+      lap(forward[k]);
+    }
+    net.loss(ctx, b.labels);
+    std::vector<double> loss_us;
+    lap(loss_us);
+    for (size_t j = count; j-- > 0;) {
+      net.backward_layer(ctx, j);
+      lap(backward[j]);
+    }
+  }
+  InStep t;
+  for (size_t k = 0; k < count; ++k) {
+    t.forward_us.push_back(median(forward[k]));
+    t.backward_us.push_back(median(backward[k]));
+  }
+  return t;
+}
 
 int run(const Options& o) {
   bench::BenchSetup b(o.setup);
@@ -69,6 +117,8 @@ int run(const Options& o) {
   const double step_us =
       microseconds(ctx, o, Launch::AsIs, [&] { step.run(b.images, b.labels, lr); });
 
+  const InStep in_step = time_in_step(ctx, o, net, b);
+
   // The tensors layer k sees in a step: a forward, then the loss and the backward of the layers
   // after k.
   const size_t count = net.layers().size();
@@ -80,7 +130,7 @@ int run(const Options& o) {
   step_until(count);
   const std::vector<const Layer*> layers = std::as_const(net).layers();
   std::vector<Row> rows;
-  std::map<std::string, double> by_kind;
+  std::map<std::string, double> by_kind, by_kind_in_step;
   for (size_t k = 0; k < count; ++k) {
     if (net.computed_by(k) >= 0) continue;  // its work is in the row of the layer that did it
     Row r{layers[k]->describe(), net.layer_output(k).shape.str()};
@@ -96,7 +146,10 @@ int run(const Options& o) {
     step_until(last);
     r.forward_us =
         microseconds(ctx, o, Launch::Captured, [&] { net.forward_layer(ctx, k, Mode::Train); });
+    r.step_forward_us = in_step.forward_us[k];
+    for (size_t j = k; j <= last; ++j) r.step_backward_us += in_step.backward_us[j];
     by_kind[kind_of(r.what)] += r.forward_us + r.backward_us;
+    by_kind_in_step[kind_of(r.what)] += r.step_forward_us + r.step_backward_us;
     rows.push_back(r);
   }
   step_until(0);
@@ -123,25 +176,35 @@ int run(const Options& o) {
     ctx.profiler_recording(false);
   }
 
-  double parts = 0.0;
-  for (const Row& r : rows) parts += r.forward_us + r.backward_us;
+  double parts = 0.0, parts_in_step = 0.0;
+  for (const Row& r : rows) {
+    parts += r.forward_us + r.backward_us;
+    parts_in_step += r.step_forward_us + r.step_backward_us;
+  }
   std::printf(
       "psgd-profile: %s, batch %ld, %s (%s), %d threads; each figure the median of %d "
       "rounds of %d runs%s\n\n",
       o.setup.arch.c_str(), static_cast<long>(o.setup.batch),
       ctx.device() == Device::CUDA ? "GPU" : "CPU", numerics_name(ctx), ctx.threads(), o.rounds,
       o.repeats, ctx.device() == Device::CUDA ? ", each round one graph" : "");
-  std::printf("%-62s %-18s %11s %11s %7s\n", "layer (+ what it computes after it)", "output",
-              "forward us", "backward us", "share");
+  std::printf("%-62s %-18s %11s %11s %7s %11s %11s\n", "layer (+ what it computes after it)",
+              "output", "forward us", "backward us", "share", "in step fw", "in step bw");
   for (const Row& r : rows)
-    std::printf("%-62.62s %-18s %11.1f %11.1f %6.1f%%\n", r.what.c_str(), r.shape.c_str(),
-                r.forward_us, r.backward_us, 100.0 * (r.forward_us + r.backward_us) / parts);
+    std::printf("%-62.62s %-18s %11.1f %11.1f %6.1f%% %11.1f %11.1f\n", r.what.c_str(),
+                r.shape.c_str(), r.forward_us, r.backward_us,
+                100.0 * (r.forward_us + r.backward_us) / parts, r.step_forward_us,
+                r.step_backward_us);
   std::printf("\n%-81s %11.1f us\n", "sum of the parts", parts);
+  std::printf("%-81s %11.1f us\n", "sum of the layers in a step run op by op (\"in step\")",
+              parts_in_step);
   std::printf("%-81s %11.1f us (%.0f images/s)\n", "the whole step, as training runs it", step_us,
               1e6 * static_cast<double>(o.setup.batch) / step_us);
   std::printf("\nby kind:");
   for (const auto& [kind, us] : by_kind)
     std::printf("  %s %.1f%%", kind.c_str(), 100.0 * us / parts);
+  std::printf("\nin step:");
+  for (const auto& [kind, us] : by_kind_in_step)
+    std::printf("  %s %.1f%%", kind.c_str(), 100.0 * us / parts_in_step);
   std::printf("\n");
   return 0;
 }
