@@ -1,10 +1,16 @@
-// The direct filter gradient of 3x3 filters. Each image is copied into a zero-padded buffer with
-// its channels last, so that a vector holds kLanes input channels of one pixel; for a block of
-// output channels, an accumulator per channel and tap then sums, over every output pixel, dy's
-// value broadcast times the input vector at the pixel shifted by the tap. Every vector load
-// is of whole pixels, no lane is wasted on padding, and no sum across lanes is needed: each lane
-// holds one input channel's dw.
+// The direct filter gradient of 3x3 filters: dw[k][c][tap] sums, over every output pixel of every
+// image, dy[k] at the pixel times x[c] at the pixel shifted by the tap. One of the two is copied
+// with its channels last, so that a vector holds kLanes of its channels at one pixel, and the
+// other is broadcast from its planes; an accumulator per (broadcast channel, tap) then holds
+// kLanes dw values, and nothing is summed across lanes. Every vector load is one pixel's
+// channels: no wrap-around lanes, no loads across cache lines, no shuffles.
+//   Over input channels (C a multiple of the lanes): x channels-last and zero-padded, dy
+//   broadcast; per pixel, 9 input loads feed every output channel of the block.
+//   Over output channels (otherwise, K a multiple of the lanes: the first layer's 3 channels):
+//   dy channels-last, x broadcast from its padded planes; per pixel one dy load feeds every tap
+//   of every input channel of the block.
 #include <omp.h>
+#include <type_traits>
 
 #include "kernels/cpu/conv2d_direct.h"
 #include "kernels/cpu/conv2d_direct_plane.h"
@@ -13,37 +19,45 @@
 namespace psgd::cpu::direct {
 namespace {
 
-// Blocks of output channels by filter rows. Each output channel adds an accumulator per tap and
-// reuses the input vectors loaded per pixel. With 32 registers: 3 channels by all 3 rows (27
-// accumulators; 9 input loads and 3 broadcasts per 27 FMAs). With 16: 4 channels by 1 row, the
-// rows in turn (12 accumulators; 3 loads and 4 broadcasts per 12 FMAs).
+// Blocks of broadcast channels by filter rows: each broadcast channel adds an accumulator per
+// tap. With 32 registers: 3 channels by all 3 rows, 27 accumulators (over input channels: 9
+// input loads and 3 broadcasts per 27 FMAs). With 16: over input channels 4 channels by one
+// filter row, the rows in turn (12 accumulators; 3 loads and 4 broadcasts per 12 FMAs); over
+// output channels 1 channel by 3 rows (9).
 #if defined(__AVX512F__)
-constexpr int kBlockK = 3;
+constexpr int kBlock = 3;
 constexpr int kBlockRows = 3;
+constexpr int kBlockOverOutputs = 3;
 #else
-constexpr int kBlockK = 4;
+constexpr int kBlock = 4;
 constexpr int kBlockRows = 1;
+constexpr int kBlockOverOutputs = 1;
 #endif
 constexpr int kTaps = 9;
 constexpr int64_t kChunkFloats = 256 * 1024;  // a chunk's padded images and dy: ~1 MB, in L2
 
-// Per thread: a chunk of padded channels-last images (dy is read where it lies), then the
-// thread's dw as [k][tap][c].
+// Per thread: a chunk of padded images (channels last over input channels, else planes), each
+// followed over output channels by its dy channels-last (over input channels dy is read where it
+// lies); then the thread's dw as [k][tap][c] over input channels, [c][tap][k] over output
+// channels.
 struct Layout {
   explicit Layout(const Geometry& g)
-      : hp(g.h + 2 * g.pad),
-        wp(g.w + 2 * g.pad),
-        p(g.out_h()),
-        q(g.out_w()),
-        image_floats(hp * wp * g.c),
-        chunk(std::clamp<int64_t>(kChunkFloats / (image_floats + g.k * p * q), 1,
-                                  std::max<int64_t>(g.n, 1))),
+      : plane(g),
+        over_inputs(g.c % kLanes == 0),
+        dy_floats(over_inputs ? 0 : plane.p * plane.q * g.k),
+        // dy's rows of K floats start on a vector boundary
+        image_floats((plane.hp * plane.wp * g.c + kLanes - 1) / kLanes * kLanes + dy_floats),
+        chunk(std::clamp<int64_t>(
+            kChunkFloats / (image_floats + (over_inputs ? g.k * plane.p * plane.q : 0)), 1,
+            std::max<int64_t>(g.n, 1))),
         partial_floats(g.k * kTaps * g.c),
         thread_floats(chunk * image_floats + partial_floats) {}
 
-  int64_t hp, wp;  // the padded input plane
-  int64_t p, q;    // the output plane
-  int64_t image_floats, chunk, partial_floats, thread_floats;
+  Plane plane;
+  bool over_inputs;
+  int64_t dy_floats;     // per image, channels-last (over output channels)
+  int64_t image_floats;  // per image, its dy included
+  int64_t chunk, partial_floats, thread_floats;
 };
 
 // kLanes consecutive channels of one pixel: from[0], from[stride], ...
@@ -64,33 +78,38 @@ inline Vec gather_channels(const float* from, int64_t stride) {
 #endif
 }
 
-// The image (C, H, W) into the interior of its padded copy (Hp, Wp, C); the border stays zero
-// from the first image.
-void copy_channels_last(const float* x, const Geometry& g, const Layout& l, float* image) {
-  const int64_t plane = g.h * g.w;
-  for (int64_t h = 0; h < g.h; ++h)
-    for (int64_t w = 0; w < g.w; ++w) {
-      float* to = image + ((h + g.pad) * l.wp + w + g.pad) * g.c;
-      for (int64_t c = 0; c < g.c; c += kLanes)
-        store(to + c, gather_channels(x + c * plane + h * g.w + w, plane));
-    }
+// Planes (channels, h, w) into the interior of a buffer (h + 2 pad, row, channels), channels
+// last; the border stays as it was (zero from the first image). Along a row a block of channels
+// at a time: consecutive gathers then read the same lines, which all channels' gathers at once
+// would evict from their shared cache sets where a plane is a multiple of 4 KB (1.6x slower
+// measured). Blocks of pixels by channels transposed in registers were no faster.
+void copy_channels_last(const float* from, int64_t channels, int64_t h, int64_t w, int64_t pad,
+                        int64_t row, float* to) {
+  const int64_t plane = h * w;
+  for (int64_t y = 0; y < h; ++y) {
+    float* out = to + ((y + pad) * row + pad) * channels;
+    for (int64_t c = 0; c < channels; c += kLanes)
+      for (int64_t x = 0; x < w; ++x)
+        store(out + x * channels + c, gather_channels(from + c * plane + y * w + x, plane));
+  }
 }
 
-// Adds to the partial dw[k0 .. k0 + kChannels][taps of rows r0 .. r0 + kRows][c0 .. c0 + kLanes]
-// the products of the chunk's `count` images, whose dy starts at dy.
+// Over input channels: adds to the partial dw[k0 .. k0 + kChannels][taps of rows r0 .. r0 + kRows]
+// [c0 .. c0 + kLanes] the products of the chunk's `count` images, whose dy starts at dy.
 template <int kChannels, int kRows>
-void gradient_block(const float* images, const float* dy, int64_t count, int64_t k0, int64_t c0,
-                    int64_t r0, const Geometry& g, const Layout& l, float* partial) {
+void block_over_inputs(const float* images, const float* dy, int64_t count, int64_t k0, int64_t c0,
+                       int64_t r0, const Geometry& g, const Layout& l, float* partial) {
   constexpr int kBlockTaps = 3 * kRows;
   Vec acc[kChannels][kBlockTaps] = {};
-  const int64_t dy_plane = l.p * l.q, row = l.wp * g.c;
+  const Plane& plane = l.plane;
+  const int64_t dy_plane = plane.p * plane.q, row = plane.wp * g.c;
   for (int64_t i = 0; i < count; ++i) {
     const float* image = images + i * l.image_floats + r0 * row + c0;
     const float* d = dy + (i * g.k + k0) * dy_plane;
-    for (int64_t p = 0; p < l.p; ++p) {
+    for (int64_t p = 0; p < plane.p; ++p) {
       const float* in_row = image + p * row;
-      const float* dy_row = d + p * l.q;
-      for (int64_t q = 0; q < l.q; ++q) {
+      const float* dy_row = d + p * plane.q;
+      for (int64_t q = 0; q < plane.q; ++q) {
         float dv[kChannels];
 #pragma GCC unroll 4
         for (int kk = 0; kk < kChannels; ++kk) dv[kk] = dy_row[kk * dy_plane + q];
@@ -111,30 +130,83 @@ void gradient_block(const float* images, const float* dy, int64_t count, int64_t
 }
 
 template <int kChannels>
-void channel_blocks(const float* images, const float* dy, int64_t count, int64_t k0,
-                    const Geometry& g, const Layout& l, float* partial) {
+void blocks_over_inputs(const float* images, const float* dy, int64_t count, int64_t k0,
+                        const Geometry& g, const Layout& l, float* partial) {
   for (int64_t c0 = 0; c0 < g.c; c0 += kLanes)
     for (int64_t r0 = 0; r0 < 3; r0 += kBlockRows)
-      gradient_block<kChannels, kBlockRows>(images, dy, count, k0, c0, r0, g, l, partial);
+      block_over_inputs<kChannels, kBlockRows>(images, dy, count, k0, c0, r0, g, l, partial);
 }
 
-// One chunk's products for all output channels: blocks of kBlockK, then of 2, then 1; blocks of
-// 3 leaving 1 end in 2 + 2 instead (a block of 1 loads as many inputs as it does FMAs).
+// Over output channels: adds to the partial dw[c0 .. c0 + kChannels][tap][k0 .. k0 + kLanes] the
+// products of the chunk's `count` images.
+template <int kChannels>
+void block_over_outputs(const float* images, int64_t count, int64_t c0, int64_t k0,
+                        const Geometry& g, const Layout& l, float* partial) {
+  Vec acc[kChannels][kTaps] = {};
+  const Plane& plane = l.plane;
+  const int64_t in_plane = plane.hp * plane.wp;
+  for (int64_t i = 0; i < count; ++i) {
+    const float* image = images + i * l.image_floats;
+    const float* x = image + c0 * in_plane;
+    const float* d = image + l.image_floats - l.dy_floats + k0;
+    for (int64_t p = 0; p < plane.p; ++p)
+      for (int64_t q = 0; q < plane.q; ++q) {
+        const Vec dv = load(d + (p * plane.q + q) * g.k);
+        const float* at = x + p * plane.wp + q;
+        // Opaque, so that GCC does not carry the taps shared with the next pixel over in
+        // registers (27 live values spill), and loads each with its FMA instead.
+        asm("" : "+r"(at));
+#pragma GCC unroll 4
+        for (int cc = 0; cc < kChannels; ++cc)
+#pragma GCC unroll 9
+          for (int t = 0; t < kTaps; ++t)
+            acc[cc][t] += dv * at[cc * in_plane + t / 3 * plane.wp + t % 3];  // x broadcast
+      }
+  }
+  for (int cc = 0; cc < kChannels; ++cc)
+    for (int t = 0; t < kTaps; ++t) {
+      float* to = partial + ((c0 + cc) * kTaps + t) * g.k + k0;
+      store(to, load(to) + acc[cc][t]);
+    }
+}
+
+template <int kChannels>
+void blocks_over_outputs(const float* images, int64_t count, int64_t c0, const Geometry& g,
+                         const Layout& l, float* partial) {
+  for (int64_t k0 = 0; k0 < g.k; k0 += kLanes)
+    block_over_outputs<kChannels>(images, count, c0, k0, g, l, partial);
+}
+
+// Calls blocks(first, size) for blocks of `total` channels of size kSize, then 2, then 1;
+// blocks of 3 leaving 1 end in 2 + 2 instead (a block of 1 loads as much as it computes).
+template <int kSize, class F>
+void in_blocks(int64_t total, F blocks) {
+  int64_t full = total / kSize;
+  if (kSize == 3 && total % 3 == 1 && full > 0) --full;
+  int64_t first = 0;
+  for (; first < full * kSize; first += kSize) blocks(first, std::integral_constant<int, kSize>{});
+  for (; first + 2 <= total; first += 2) blocks(first, std::integral_constant<int, 2>{});
+  if (first < total) blocks(first, std::integral_constant<int, 1>{});
+}
+
+// One chunk's products for all channels.
 void chunk_gradient(const float* images, const float* dy, int64_t count, const Geometry& g,
                     const Layout& l, float* partial) {
-  int64_t blocks = g.k / kBlockK;
-  if (kBlockK == 3 && g.k % 3 == 1 && blocks > 0) --blocks;
-  int64_t k0 = 0;
-  for (; k0 < blocks * kBlockK; k0 += kBlockK)
-    channel_blocks<kBlockK>(images, dy, count, k0, g, l, partial);
-  for (; k0 + 2 <= g.k; k0 += 2) channel_blocks<2>(images, dy, count, k0, g, l, partial);
-  if (k0 < g.k) channel_blocks<1>(images, dy, count, k0, g, l, partial);
+  if (l.over_inputs) {
+    in_blocks<kBlock>(g.k, [&](int64_t k0, auto size) {
+      blocks_over_inputs<decltype(size)::value>(images, dy, count, k0, g, l, partial);
+    });
+  } else {
+    in_blocks<kBlockOverOutputs>(g.c, [&](int64_t c0, auto size) {
+      blocks_over_outputs<decltype(size)::value>(images, count, c0, g, l, partial);
+    });
+  }
 }
 
 }  // namespace
 
 bool computes_filter_gradient(const Geometry& g) {
-  return g.r == 3 && g.s == 3 && g.c % kLanes == 0 && worthwhile(g);
+  return g.r == 3 && g.s == 3 && (g.c % kLanes == 0 || g.k % kLanes == 0) && worthwhile(g);
 }
 
 int64_t filter_gradient_workspace_floats(int threads, const Geometry& g) {
@@ -144,7 +216,8 @@ int64_t filter_gradient_workspace_floats(int threads, const Geometry& g) {
 void filter_gradient(int threads, const float* x, const float* dy, const Geometry& g, float* dw,
                      float* ws) {
   const Layout l(g);
-  const int64_t in_floats = g.c * g.h * g.w, out_floats = g.k * l.p * l.q;
+  const Plane& plane = l.plane;
+  const int64_t in_floats = g.c * g.h * g.w, out_floats = g.k * plane.p * plane.q;
   const auto partial = [&](int t) { return ws + t * l.thread_floats + l.chunk * l.image_floats; };
   int team = 1;
 #pragma omp parallel num_threads(threads)
@@ -158,15 +231,24 @@ void filter_gradient(int threads, const float* x, const float* dy, const Geometr
     const int64_t last = g.n * (t + 1) / size;
     for (int64_t n0 = g.n * t / size; n0 < last; n0 += l.chunk) {
       const int64_t count = std::min(l.chunk, last - n0);
-      for (int64_t i = 0; i < count; ++i)
-        copy_channels_last(x + (n0 + i) * in_floats, g, l, images + i * l.image_floats);
+      for (int64_t i = 0; i < count; ++i) {
+        float* image = images + i * l.image_floats;
+        const float* image_x = x + (n0 + i) * in_floats;
+        if (l.over_inputs) {
+          copy_channels_last(image_x, g.c, g.h, g.w, g.pad, plane.wp, image);
+        } else {
+          copy_interior(image_x, g, plane, image);
+          copy_channels_last(dy + (n0 + i) * out_floats, g.k, plane.p, plane.q, 0, plane.q,
+                             image + l.image_floats - l.dy_floats);
+        }
+      }
       chunk_gradient(images, dy + n0 * out_floats, count, g, l, partial(t));
     }
   }
-  // The partials are [k][tap][c], dw is [k][c][tap].
+  // dw is [k][c][tap].
   const auto source = [&](int64_t i) {
     const int64_t k = i / (g.c * kTaps), c = i / kTaps % g.c, tap = i % kTaps;
-    return (k * kTaps + tap) * g.c + c;
+    return l.over_inputs ? (k * kTaps + tap) * g.c + c : (c * kTaps + tap) * g.k + k;
   };
   sum_in_thread_order(team, l.partial_floats, partial, source, dw);
 }

@@ -70,8 +70,8 @@ Adjoints naive_conv_backward(const HostTensor& x, const HostTensor& w, const Hos
 // multiple of the vector lanes (4 for SSE, 8 for AVX2, 16 for AVX-512) or half of them on an
 // even number of rows, else along the flat padded plane where that wastes little; strides above
 // 1, and 4x4 planes under AVX-512, take the im2col GEMM. The direct data gradient needs square
-// filters and pad < R, the direct filter gradient 3x3 filters and input channels a multiple of
-// the lanes (16 covers every build); the GEMM computes the others.
+// filters and pad < R, the direct filter gradient 3x3 filters and input or output channels a
+// multiple of the lanes (16 covers every build); the GEMM computes the others.
 struct ConvCase {
   Shape x, w;
   int stride, pad;
@@ -100,7 +100,13 @@ const ConvCase kConvCases[] = {{{3, 3, 7, 9}, {5, 3, 3, 3}, 1, 1},
                                {{5, 32, 9, 11}, {4, 32, 3, 3}, 1, 1},
                                {{2, 48, 10, 12}, {5, 48, 3, 3}, 1, 0},
                                // one image per chunk, several chunks per thread; 1 channel
-                               {{8, 16, 96, 96}, {1, 16, 3, 3}, 1, 1}};
+                               {{8, 16, 96, 96}, {1, 16, 3, 3}, 1, 1},
+                               // over output channels: input channels in blocks of 3, of 3 + 2
+                               // (AVX-512), and 1; several chunks per thread
+                               {{3, 3, 16, 16}, {16, 3, 3, 3}, 1, 1},
+                               {{2, 5, 9, 11}, {32, 5, 3, 3}, 1, 1},
+                               {{2, 1, 28, 28}, {16, 1, 3, 3}, 1, 1},
+                               {{7, 3, 96, 96}, {16, 3, 3, 3}, 1, 1}};
 constexpr int kConvThreads = 3;  // more threads than some batches have images, shares uneven
 
 // Reserves the convolution's workspace and fills it with NaN, as a workspace left by other ops
