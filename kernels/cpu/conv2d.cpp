@@ -68,7 +68,8 @@ std::optional<direct::Geometry> direct_forward(const ConvDims& d) {
   return forward_geometry(d);
 }
 
-// The filter gradient by the direct method: 3x3 filters at stride 1.
+// The filter gradient by the direct method: 3x3 filters at stride 1, input or output channels a
+// multiple of the vector lanes (direct::computes_filter_gradient).
 std::optional<direct::Geometry> direct_filter_gradient(const ConvDims& d) {
   if (d.stride != 1 || !direct::computes_filter_gradient(forward_geometry(d))) return std::nullopt;
   return forward_geometry(d);

@@ -7,10 +7,11 @@
 // convolution runs along the flat buffer, vectorised over o = p * Wp + q for any width, and the
 // S - 1 columns per row that wrap into the padding are computed and dropped. Register tiles of
 // output channels by vectors accumulate over (c, r, s) with one broadcast filter tap per
-// channel. The filter gradient of 3x3 filters copies each image with its channels last instead,
-// and vectorises over input channels: per output channel, nine vector accumulators (one per tap)
-// sum dy's broadcast values times the input pixels shifted to each tap, over a chunk of images at
-// a time (conv2d_direct_filter_gradient.cpp). conv2d_direct_plane.h holds what they share.
+// channel. The filter gradient of 3x3 filters copies x (or, where only the output channels are
+// a multiple of the lanes, dy) with its channels last instead and vectorises over those channels,
+// the other operand broadcast: an accumulator per (broadcast channel, tap) sums over a chunk of
+// images at a time (conv2d_direct_filter_gradient.cpp). conv2d_direct_plane.h holds what they
+// share.
 #pragma once
 
 #include <cstdint>
@@ -44,8 +45,8 @@ int64_t workspace_floats(int threads, const Geometry& g);
 void convolve(int threads, const float* x, const float* w, Filters filters, const Geometry& g,
               float* y, bool accumulate, float* ws);
 
-// Whether filter_gradient computes this convolution's dw: 3x3 filters, input channels a multiple
-// of the vector lanes, worthwhile planes.
+// Whether filter_gradient computes this convolution's dw: 3x3 filters, input or output channels
+// a multiple of the vector lanes, worthwhile planes.
 bool computes_filter_gradient(const Geometry& g);
 
 int64_t filter_gradient_workspace_floats(int threads, const Geometry& g);

@@ -3,13 +3,17 @@
 // with its channels last, so that a vector holds kLanes of its channels at one pixel, and the
 // other is broadcast from its planes; an accumulator per (broadcast channel, tap) then holds
 // kLanes dw values, and nothing is summed across lanes. Every vector load is one pixel's
-// channels: no wrap-around lanes, no loads across cache lines, no shuffles.
+// channels, at a multiple of kLanes floats into the (64-byte aligned) workspace: no wrap-around
+// lanes, no loads across cache lines, no shuffles.
 //   Over input channels (C a multiple of the lanes): x channels-last and zero-padded, dy
 //   broadcast; per pixel, 9 input loads feed every output channel of the block.
 //   Over output channels (otherwise, K a multiple of the lanes: the first layer's 3 channels):
 //   dy channels-last, x broadcast from its padded planes; per pixel one dy load feeds every tap
 //   of every input channel of the block.
 #include <omp.h>
+
+#include <algorithm>
+#include <cstdint>
 #include <type_traits>
 
 #include "kernels/cpu/conv2d_direct.h"
@@ -41,17 +45,21 @@ constexpr int64_t kChunkFloats = 256 * 1024;  // a chunk's padded images and dy:
 // lies); then the thread's dw as [k][tap][c] over input channels, [c][tap][k] over output
 // channels.
 struct Layout {
-  explicit Layout(const Geometry& g)
+  Layout(const Geometry& g, int threads)
       : plane(g),
         over_inputs(g.c % kLanes == 0),
         dy_floats(over_inputs ? 0 : plane.p * plane.q * g.k),
         // dy's rows of K floats start on a vector boundary
         image_floats((plane.hp * plane.wp * g.c + kLanes - 1) / kLanes * kLanes + dy_floats),
+        // at most a thread's share of the images
         chunk(std::clamp<int64_t>(
             kChunkFloats / (image_floats + (over_inputs ? g.k * plane.p * plane.q : 0)), 1,
-            std::max<int64_t>(g.n, 1))),
+            std::max<int64_t>((g.n + threads - 1) / threads, 1))),
         partial_floats(g.k * kTaps * g.c),
         thread_floats(chunk * image_floats + partial_floats) {}
+
+  // Where an image's dy starts in its part of the chunk (over output channels).
+  int64_t dy_offset() const { return image_floats - dy_floats; }
 
   Plane plane;
   bool over_inputs;
@@ -78,19 +86,20 @@ inline Vec gather_channels(const float* from, int64_t stride) {
 #endif
 }
 
-// Planes (channels, h, w) into the interior of a buffer (h + 2 pad, row, channels), channels
-// last; the border stays as it was (zero from the first image). Along a row a block of channels
-// at a time: consecutive gathers then read the same lines, which all channels' gathers at once
-// would evict from their shared cache sets where a plane is a multiple of 4 KB (1.6x slower
-// measured). Blocks of pixels by channels transposed in registers were no faster.
+// Planes (channels, h, w) into the interior of a buffer (h + 2 pad, padded_w, channels),
+// channels last; the border stays as it was (zero from the first image). Along a row a block of
+// channels at a time: consecutive gathers then read the same lines, which all channels' gathers
+// at once would evict from their shared cache sets where a plane is a multiple of 4 KB (1.6x
+// slower measured). Blocks of pixels by channels transposed in registers were no faster.
 void copy_channels_last(const float* from, int64_t channels, int64_t h, int64_t w, int64_t pad,
-                        int64_t row, float* to) {
-  const int64_t plane = h * w;
+                        int64_t padded_w, float* to) {
+  const int64_t plane_floats = h * w;
   for (int64_t y = 0; y < h; ++y) {
-    float* out = to + ((y + pad) * row + pad) * channels;
+    float* out = to + ((y + pad) * padded_w + pad) * channels;
     for (int64_t c = 0; c < channels; c += kLanes)
       for (int64_t x = 0; x < w; ++x)
-        store(out + x * channels + c, gather_channels(from + c * plane + y * w + x, plane));
+        store(out + x * channels + c,
+              gather_channels(from + c * plane_floats + y * w + x, plane_floats));
   }
 }
 
@@ -148,7 +157,7 @@ void block_over_outputs(const float* images, int64_t count, int64_t c0, int64_t 
   for (int64_t i = 0; i < count; ++i) {
     const float* image = images + i * l.image_floats;
     const float* x = image + c0 * in_plane;
-    const float* d = image + l.image_floats - l.dy_floats + k0;
+    const float* d = image + l.dy_offset() + k0;
     for (int64_t p = 0; p < plane.p; ++p)
       for (int64_t q = 0; q < plane.q; ++q) {
         const Vec dv = load(d + (p * plane.q + q) * g.k);
@@ -206,16 +215,21 @@ void chunk_gradient(const float* images, const float* dy, int64_t count, const G
 }  // namespace
 
 bool computes_filter_gradient(const Geometry& g) {
-  return g.r == 3 && g.s == 3 && (g.c % kLanes == 0 || g.k % kLanes == 0) && worthwhile(g);
+  // The gathers' int32 offsets reach (kLanes - 1) planes. On small planes, where the forward
+  // takes the GEMM, the GEMM is as fast here too (VGG16-bn's step, 4x4 and 2x2 layers direct:
+  // 1,410-1,449 ms against 1,392-1,404).
+  const int64_t largest_plane = std::max(g.h * g.w, g.out_h() * g.out_w());
+  return g.r == 3 && g.s == 3 && (g.c % kLanes == 0 || g.k % kLanes == 0) &&
+         largest_plane * kLanes <= INT32_MAX && worthwhile(g);
 }
 
 int64_t filter_gradient_workspace_floats(int threads, const Geometry& g) {
-  return threads * Layout(g).thread_floats;
+  return threads * Layout(g, threads).thread_floats;
 }
 
 void filter_gradient(int threads, const float* x, const float* dy, const Geometry& g, float* dw,
                      float* ws) {
-  const Layout l(g);
+  const Layout l(g, threads);
   const Plane& plane = l.plane;
   const int64_t in_floats = g.c * g.h * g.w, out_floats = g.k * plane.p * plane.q;
   const auto partial = [&](int t) { return ws + t * l.thread_floats + l.chunk * l.image_floats; };
@@ -239,7 +253,7 @@ void filter_gradient(int threads, const float* x, const float* dy, const Geometr
         } else {
           copy_interior(image_x, g, plane, image);
           copy_channels_last(dy + (n0 + i) * out_floats, g.k, plane.p, plane.q, 0, plane.q,
-                             image + l.image_floats - l.dy_floats);
+                             image + l.dy_offset());
         }
       }
       chunk_gradient(images, dy + n0 * out_floats, count, g, l, partial(t));

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <vector>
 
 #include "kernels/ops.h"
 #include "tests/support/difference.h"
@@ -70,8 +71,9 @@ Adjoints naive_conv_backward(const HostTensor& x, const HostTensor& w, const Hos
 // multiple of the vector lanes (4 for SSE, 8 for AVX2, 16 for AVX-512) or half of them on an
 // even number of rows, else along the flat padded plane where that wastes little; strides above
 // 1, and 4x4 planes under AVX-512, take the im2col GEMM. The direct data gradient needs square
-// filters and pad < R, the direct filter gradient 3x3 filters and input or output channels a
-// multiple of the lanes (16 covers every build); the GEMM computes the others.
+// filters and pad < R. The direct filter gradient takes the same planes with 3x3 filters, over
+// input channels where they are a multiple of the lanes, else over output channels where those
+// are (16 covers every build); the GEMM computes the others.
 struct ConvCase {
   Shape x, w;
   int stride, pad;
@@ -106,7 +108,14 @@ const ConvCase kConvCases[] = {{{3, 3, 7, 9}, {5, 3, 3, 3}, 1, 1},
                                {{3, 3, 16, 16}, {16, 3, 3, 3}, 1, 1},
                                {{2, 5, 9, 11}, {32, 5, 3, 3}, 1, 1},
                                {{2, 1, 28, 28}, {16, 1, 3, 3}, 1, 1},
-                               {{7, 3, 96, 96}, {16, 3, 3, 3}, 1, 1}};
+                               {{7, 3, 96, 96}, {16, 3, 3, 3}, 1, 1},
+                               // padded by 3 with fewer images than threads; over output
+                               // channels padded by 2 (blocks of 2 + 2) and by 0 (3 + 2 + 2)
+                               {{2, 16, 5, 7}, {2, 16, 3, 3}, 1, 3},
+                               {{3, 4, 9, 7}, {16, 4, 3, 3}, 1, 2},
+                               {{3, 7, 9, 11}, {16, 7, 3, 3}, 1, 0},
+                               // chunks of 4 images, then shorter ones; blocks of 3 then 2 + 2
+                               {{17, 16, 40, 40}, {16, 16, 3, 3}, 1, 1}};
 constexpr int kConvThreads = 3;  // more threads than some batches have images, shares uneven
 
 // Reserves the convolution's workspace and fills it with NaN, as a workspace left by other ops
@@ -152,7 +161,7 @@ TEST_CASE("conv2d: both CPU methods equal the textbook loops") {
   }
 }
 
-TEST_CASE("conv2d backward: both CPU methods equal the exact adjoints, overwriting or adding") {
+TEST_CASE("conv2d backward: both CPU methods equal the exact adjoints and repeat to the bit") {
   for (const ConvCase& c : kConvCases) {
     for (const ops::GradMode mode : {ops::GradMode::Overwrite, ops::GradMode::Accumulate}) {
       CAPTURE(c.x.str());
@@ -175,6 +184,13 @@ TEST_CASE("conv2d backward: both CPU methods equal the exact adjoints, overwriti
         REQUIRE(std::abs(dx[i] - ref.dx[i]) <= ref.dx_allowance[i]);
       for (int64_t i = 0; i < dw.numel(); ++i)
         REQUIRE(std::abs(dw[i] - ref.dw[i]) <= ref.dw_allowance[i]);
+      if (mode == ops::GradMode::Accumulate) continue;
+      // Again, over what the first run left in the workspace: the same bits.
+      const std::vector<float> first_dx(dx.data(), dx.data() + dx.numel()),
+          first_dw(dw.data(), dw.data() + dw.numel());
+      ops::conv2d_backward(ctx, x.t(), w.t(), dy.t(), g, dx.t(), mode, dw.t());
+      REQUIRE(std::equal(first_dx.begin(), first_dx.end(), dx.data()));
+      REQUIRE(std::equal(first_dw.begin(), first_dw.end(), dw.data()));
     }
   }
 }
