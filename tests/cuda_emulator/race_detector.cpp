@@ -78,7 +78,9 @@ extern "C" const char* __tsan_default_options() {
 
 // The host's own threads are not checked: OpenMP's runtime is not instrumented, so
 // ThreadSanitizer cannot see how its teams synchronise. Races with an access from a parallel
-// region (an outlined "_omp_fn") or a thread OpenMP started are the CPU backend's business.
+// region (an outlined "_omp_fn") or a thread OpenMP started are the CPU backend's business, as
+// are those of its kernels (psgd::cpu), whose intercepted memsets in a team's thread may be
+// reported without the parallel region's frame (the unwinder stops at optimised code).
 extern "C" const char* __tsan_default_suppressions() {
-  return "race:_omp_fn\nrace:libgomp.so\n";
+  return "race:_omp_fn\nrace:libgomp.so\nrace:psgd::cpu::\n";
 }
