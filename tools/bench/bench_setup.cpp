@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <utility>
 #include <vector>
 
 #include "kernels/rng.h"
@@ -57,6 +58,11 @@ void add_bench_options(CLI::App& app, BenchOptions& o) {
   app.add_option("--lambda-s", o.lambda_s, "PSG strength")->capture_default_str();
 }
 
+double median(std::vector<double> values) {
+  std::sort(values.begin(), values.end());
+  return values[values.size() / 2];
+}
+
 double median_ms(Context& ctx, int warmup, int repeats, const std::function<void()>& work) {
   std::vector<double> ms;
   for (int i = 0; i < warmup + repeats; ++i) {
@@ -67,8 +73,7 @@ double median_ms(Context& ctx, int warmup, int repeats, const std::function<void
     const std::chrono::duration<double, std::milli> took = std::chrono::steady_clock::now() - start;
     if (i >= warmup) ms.push_back(took.count());
   }
-  std::sort(ms.begin(), ms.end());
-  return ms[ms.size() / 2];
+  return median(std::move(ms));
 }
 
 int run_tool(const char* tool, const std::function<int()>& body) {

@@ -7,6 +7,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "engine/net.h"
 #include "engine/optim.h"
@@ -29,6 +30,9 @@ struct BenchOptions {
 // --arch, --classes, --batch, --device, --threads, --strict-fp32, --bf16, --conv, --w-bits,
 // --lambda-s.
 void add_bench_options(CLI::App& app, BenchOptions& o);
+
+// The middle value (the upper of the two middle ones for an even count); values not empty.
+double median(std::vector<double> values);
 
 // Median milliseconds of `repeats` calls of `work` after `warmup` untimed ones; the device is
 // drained before each clock reading.

@@ -62,11 +62,6 @@ struct Row {
   double step_forward_us = 0.0, step_backward_us = 0.0;  // in a step run op by op
 };
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
 // Per layer, the median microseconds of its forward and of its backward in `rounds` steps run
 // op by op (after one untimed), the device drained after each layer (on a GPU the figures then
 // include each layer's launches).
@@ -100,8 +95,8 @@ InStep time_in_step(Context& ctx, const Options& o, Net& net, const bench::Bench
   }
   InStep t;
   for (size_t k = 0; k < count; ++k) {
-    t.forward_us.push_back(median(forward[k]));
-    t.backward_us.push_back(median(backward[k]));
+    t.forward_us.push_back(bench::median(forward[k]));
+    t.backward_us.push_back(bench::median(backward[k]));
   }
   return t;
 }
