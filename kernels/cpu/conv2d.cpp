@@ -1,5 +1,6 @@
-// Convolution on the CPU. Stride-1 convolutions on planes large enough take the direct method
-// (conv2d_direct.h): forward, the data gradient, and the filter gradient of 3x3 filters.
+// Convolution on the CPU. Stride-1 and stride-2 convolutions on planes large enough take the
+// direct method (conv2d_direct.h): forward, the data gradient, and the filter gradient of 3x3
+// filters.
 // Everything else is one GEMM over the whole batch, computed in cache-sized panels.
 //
 // im2col lays out the receptive fields of all N images as the columns of one (C*R*S, N*P*Q)
@@ -58,28 +59,14 @@ int64_t thread_floats(const ConvDims& d) {
   return std::max(forward, backward);
 }
 
-direct::Geometry forward_geometry(const ConvDims& d) {
-  return {d.n, d.c, d.h, d.w, d.k, d.r, d.s, d.pad};
-}
-
-// The forward convolution as a direct one, where that method takes it.
-std::optional<direct::Geometry> direct_forward(const ConvDims& d) {
-  if (d.stride != 1 || !direct::worthwhile(forward_geometry(d))) return std::nullopt;
-  return forward_geometry(d);
-}
-
-// The filter gradient by the direct method: 3x3 filters at stride 1, input or output channels a
-// multiple of the vector lanes (direct::computes_filter_gradient).
-std::optional<direct::Geometry> direct_filter_gradient(const ConvDims& d) {
-  if (d.stride != 1 || !direct::computes_filter_gradient(forward_geometry(d))) return std::nullopt;
-  return forward_geometry(d);
-}
-
-// The data gradient as a direct convolution of dy, padded by R - 1 - pad, with the filters
-// transposed and turned: square filters with pad < R only.
-std::optional<direct::Geometry> direct_data_gradient(const ConvDims& d) {
-  const direct::Geometry g{d.n, d.k, d.p, d.q, d.c, d.r, d.s, d.r - 1 - d.pad};
-  if (d.stride != 1 || d.r != d.s || g.pad < 0 || !direct::worthwhile(g)) return std::nullopt;
+// The convolution as the direct method describes it, where `takes` says that method computes
+// it (direct::worthwhile for the forward, direct::computes_data_gradient,
+// direct::computes_filter_gradient).
+std::optional<direct::Geometry> direct_geometry(const ConvDims& d,
+                                                bool (*takes)(const direct::Geometry&)) {
+  if (d.stride > direct::kMaxStride) return std::nullopt;
+  const direct::Geometry g{d.n, d.c, d.h, d.w, d.k, d.r, d.s, d.pad, d.stride};
+  if (!takes(g)) return std::nullopt;
   return g;
 }
 
@@ -231,9 +218,11 @@ void gemm_backward(Context& ctx, const ConvDims& d, const Tensor& x, const Tenso
 int64_t float_workspace_floats(int threads, const Shape& x, const Shape& w, Conv2dGeometry g) {
   const ConvDims d = dims_of(x, w, g);
   int64_t floats = threads * thread_floats(d);
-  for (const auto& direct : {direct_forward(d), direct_data_gradient(d)})
-    if (direct) floats = std::max(floats, direct::workspace_floats(threads, *direct));
-  if (const auto direct = direct_filter_gradient(d))
+  if (const auto direct = direct_geometry(d, direct::worthwhile))
+    floats = std::max(floats, direct::workspace_floats(threads, *direct));
+  if (const auto direct = direct_geometry(d, direct::computes_data_gradient))
+    floats = std::max(floats, direct::data_gradient_workspace_floats(threads, *direct));
+  if (const auto direct = direct_geometry(d, direct::computes_filter_gradient))
     floats = std::max(floats, direct::filter_gradient_workspace_floats(threads, *direct));
   return floats;
 }
@@ -243,8 +232,8 @@ void forward_f32(Context& ctx, const Tensor& x, const Tensor& w, Conv2dGeometry 
   const ConvDims d = dims_of(x.shape, w.shape, g);
   if (d.n == 0) return;
   const int threads = ctx.threads();
-  if (const auto direct = direct_forward(d)) {
-    direct::convolve(threads, x.f32(), w.f32(), direct::Filters::AsGiven, *direct, y.f32(), false,
+  if (const auto direct = direct_geometry(d, direct::worthwhile)) {
+    direct::convolve(threads, x.f32(), w.f32(), *direct, y.f32(),
                      ctx.workspace(direct::workspace_floats(threads, *direct)).f32());
     return;
   }
@@ -274,8 +263,9 @@ void backward_f32(Context& ctx, const Tensor& x, const Tensor& w, const Tensor& 
     return;
   }
   const int threads = ctx.threads();
-  const auto direct_dx = dx.defined() ? direct_data_gradient(d) : std::nullopt;
-  const auto direct_dw = direct_filter_gradient(d);
+  const auto direct_dx =
+      dx.defined() ? direct_geometry(d, direct::computes_data_gradient) : std::nullopt;
+  const auto direct_dw = direct_geometry(d, direct::computes_filter_gradient);
   // Each method in turn, reusing the workspace.
   if (!direct_dw || (dx.defined() && !direct_dx))
     gemm_backward(ctx, d, x, w, dy, direct_dx ? Tensor() : dx, dx_mode, direct_dw ? Tensor() : dw);
@@ -285,9 +275,9 @@ void backward_f32(Context& ctx, const Tensor& x, const Tensor& w, const Tensor& 
         ctx.workspace(direct::filter_gradient_workspace_floats(threads, *direct_dw)).f32());
   }
   if (direct_dx) {
-    direct::convolve(threads, dy.f32(), w.f32(), direct::Filters::TransposedFlipped, *direct_dx,
-                     dx.f32(), dx_mode == GradMode::Accumulate,
-                     ctx.workspace(direct::workspace_floats(threads, *direct_dx)).f32());
+    direct::data_gradient(
+        threads, dy.f32(), w.f32(), *direct_dx, dx.f32(), dx_mode == GradMode::Accumulate,
+        ctx.workspace(direct::data_gradient_workspace_floats(threads, *direct_dx)).f32());
   }
 }
 

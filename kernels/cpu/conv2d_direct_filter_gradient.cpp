@@ -46,22 +46,24 @@ constexpr int64_t kChunkFloats = 256 * 1024;  // a chunk's padded images and dy:
 // channels.
 struct Layout {
   Layout(const Geometry& g, int threads)
-      : plane(g),
+      : padded(g),
+        p(g.out_h()),
+        q(g.out_w()),
         over_inputs(g.c % kLanes == 0),
-        dy_floats(over_inputs ? 0 : plane.p * plane.q * g.k),
+        dy_floats(over_inputs ? 0 : p * q * g.k),
         // dy's rows of K floats start on a vector boundary
-        image_floats((plane.hp * plane.wp * g.c + kLanes - 1) / kLanes * kLanes + dy_floats),
+        image_floats((padded.hp * padded.wp * g.c + kLanes - 1) / kLanes * kLanes + dy_floats),
         // at most a thread's share of the images
-        chunk(std::clamp<int64_t>(
-            kChunkFloats / (image_floats + (over_inputs ? g.k * plane.p * plane.q : 0)), 1,
-            std::max<int64_t>((g.n + threads - 1) / threads, 1))),
+        chunk(std::clamp<int64_t>(kChunkFloats / (image_floats + (over_inputs ? g.k * p * q : 0)),
+                                  1, std::max<int64_t>((g.n + threads - 1) / threads, 1))),
         partial_floats(g.k * kTaps * g.c),
         thread_floats(chunk * image_floats + partial_floats) {}
 
   // Where an image's dy starts in its part of the chunk (over output channels).
   int64_t dy_offset() const { return image_floats - dy_floats; }
 
-  Plane plane;
+  PaddedImage padded;  // x padded: over output channels, copied as its planes
+  int64_t p, q;        // the output plane
   bool over_inputs;
   int64_t dy_floats;     // per image, channels-last (over output channels)
   int64_t image_floats;  // per image, its dy included
@@ -110,21 +112,20 @@ void block_over_inputs(const float* images, const float* dy, int64_t count, int6
                        int64_t r0, const Geometry& g, const Layout& l, float* partial) {
   constexpr int kBlockTaps = 3 * kRows;
   Vec acc[kChannels][kBlockTaps] = {};
-  const Plane& plane = l.plane;
-  const int64_t dy_plane = plane.p * plane.q, row = plane.wp * g.c;
+  const int64_t dy_plane = l.p * l.q, row = l.padded.wp * g.c, pixel = g.stride * g.c;
   for (int64_t i = 0; i < count; ++i) {
     const float* image = images + i * l.image_floats + r0 * row + c0;
     const float* d = dy + (i * g.k + k0) * dy_plane;
-    for (int64_t p = 0; p < plane.p; ++p) {
-      const float* in_row = image + p * row;
-      const float* dy_row = d + p * plane.q;
-      for (int64_t q = 0; q < plane.q; ++q) {
+    for (int64_t p = 0; p < l.p; ++p) {
+      const float* in_row = image + p * g.stride * row;
+      const float* dy_row = d + p * l.q;
+      for (int64_t q = 0; q < l.q; ++q) {
         float dv[kChannels];
 #pragma GCC unroll 4
         for (int kk = 0; kk < kChannels; ++kk) dv[kk] = dy_row[kk * dy_plane + q];
 #pragma GCC unroll 9
         for (int t = 0; t < kBlockTaps; ++t) {
-          const Vec in = load(in_row + t / 3 * row + (q + t % 3) * g.c);
+          const Vec in = load(in_row + t / 3 * row + q * pixel + t % 3 * g.c);
 #pragma GCC unroll 4
           for (int kk = 0; kk < kChannels; ++kk) acc[kk][t] += in * dv[kk];  // dy broadcast
         }
@@ -152,16 +153,15 @@ template <int kChannels>
 void block_over_outputs(const float* images, int64_t count, int64_t c0, int64_t k0,
                         const Geometry& g, const Layout& l, float* partial) {
   Vec acc[kChannels][kTaps] = {};
-  const Plane& plane = l.plane;
-  const int64_t in_plane = plane.hp * plane.wp;
+  const int64_t in_plane = l.padded.hp * l.padded.wp;
   for (int64_t i = 0; i < count; ++i) {
     const float* image = images + i * l.image_floats;
     const float* x = image + c0 * in_plane;
     const float* d = image + l.dy_offset() + k0;
-    for (int64_t p = 0; p < plane.p; ++p)
-      for (int64_t q = 0; q < plane.q; ++q) {
-        const Vec dv = load(d + (p * plane.q + q) * g.k);
-        const float* at = x + p * plane.wp + q;
+    for (int64_t p = 0; p < l.p; ++p)
+      for (int64_t q = 0; q < l.q; ++q) {
+        const Vec dv = load(d + (p * l.q + q) * g.k);
+        const float* at = x + p * l.padded.wp + q;
         // Opaque, so that GCC does not carry the taps shared with the next pixel over in
         // registers (27 live values spill), and loads each with its FMA instead.
         asm("" : "+r"(at));
@@ -169,7 +169,7 @@ void block_over_outputs(const float* images, int64_t count, int64_t c0, int64_t 
         for (int cc = 0; cc < kChannels; ++cc)
 #pragma GCC unroll 9
           for (int t = 0; t < kTaps; ++t)
-            acc[cc][t] += dv * at[cc * in_plane + t / 3 * plane.wp + t % 3];  // x broadcast
+            acc[cc][t] += dv * at[cc * in_plane + t / 3 * l.padded.wp + t % 3];  // x broadcast
       }
   }
   for (int cc = 0; cc < kChannels; ++cc)
@@ -219,7 +219,7 @@ bool computes_filter_gradient(const Geometry& g) {
   // takes the GEMM, the GEMM is as fast here too (VGG16-bn's step, 4x4 and 2x2 layers direct:
   // 1,410-1,449 ms against 1,392-1,404).
   const int64_t largest_plane = std::max(g.h * g.w, g.out_h() * g.out_w());
-  return g.r == 3 && g.s == 3 && (g.c % kLanes == 0 || g.k % kLanes == 0) &&
+  return g.r == 3 && g.s == 3 && (g.c % kLanes == 0 || (g.stride == 1 && g.k % kLanes == 0)) &&
          largest_plane * kLanes <= INT32_MAX && worthwhile(g);
 }
 
@@ -230,8 +230,7 @@ int64_t filter_gradient_workspace_floats(int threads, const Geometry& g) {
 void filter_gradient(int threads, const float* x, const float* dy, const Geometry& g, float* dw,
                      float* ws) {
   const Layout l(g, threads);
-  const Plane& plane = l.plane;
-  const int64_t in_floats = g.c * g.h * g.w, out_floats = g.k * plane.p * plane.q;
+  const int64_t in_floats = g.c * g.h * g.w, out_floats = g.k * l.p * l.q;
   const auto partial = [&](int t) { return ws + t * l.thread_floats + l.chunk * l.image_floats; };
   int team = 1;
 #pragma omp parallel num_threads(threads)
@@ -249,10 +248,10 @@ void filter_gradient(int threads, const float* x, const float* dy, const Geometr
         float* image = images + i * l.image_floats;
         const float* image_x = x + (n0 + i) * in_floats;
         if (l.over_inputs) {
-          copy_channels_last(image_x, g.c, g.h, g.w, g.pad, plane.wp, image);
+          copy_channels_last(image_x, g.c, g.h, g.w, g.pad, l.padded.wp, image);
         } else {
-          copy_interior(image_x, g, plane, image);
-          copy_channels_last(dy + (n0 + i) * out_floats, g.k, plane.p, plane.q, 0, plane.q,
+          copy_interior(image_x, g, l.padded, image);
+          copy_channels_last(dy + (n0 + i) * out_floats, g.k, l.p, l.q, 0, l.q,
                              image + l.dy_offset());
         }
       }

@@ -67,13 +67,14 @@ Adjoints naive_conv_backward(const HostTensor& x, const HostTensor& w, const Hos
   return a;
 }
 
-// Shapes that take each CPU method: stride 1 goes direct, by rows where the output width is a
-// multiple of the vector lanes (4 for SSE, 8 for AVX2, 16 for AVX-512) or half of them on an
-// even number of rows, else along the flat padded plane where that wastes little; strides above
-// 1, and 4x4 planes under AVX-512, take the im2col GEMM. The direct data gradient needs square
-// filters and pad < R. The direct filter gradient takes the same planes with 3x3 filters, over
-// input channels where they are a multiple of the lanes, else over output channels where those
-// are (16 covers every build); the GEMM computes the others.
+// Shapes that take each CPU method: strides 1 and 2 go direct, by rows where the output width
+// is a multiple of the vector lanes (4 for SSE, 8 for AVX2, 16 for AVX-512) or half of them on
+// an even number of rows, else along the flat padded plane where that wastes little; stride 3,
+// and small planes such as 4x4 under AVX-512, take the im2col GEMM. The direct data gradient
+// needs square filters and pad < R at stride 1, filters of at least 2x2 at stride 2 (by the
+// phases of dx). The direct filter gradient takes the same planes with 3x3 filters, over input
+// channels where they are a multiple of the lanes, else at stride 1 over output channels where
+// those are (16 covers every build); the GEMM computes the others.
 struct ConvCase {
   Shape x, w;
   int stride, pad;
@@ -115,7 +116,16 @@ const ConvCase kConvCases[] = {{{3, 3, 7, 9}, {5, 3, 3, 3}, 1, 1},
                                {{3, 4, 9, 7}, {16, 4, 3, 3}, 1, 2},
                                {{3, 7, 9, 11}, {16, 7, 3, 3}, 1, 0},
                                // chunks of 4 images, then shorter ones; blocks of 3 then 2 + 2
-                               {{17, 16, 40, 40}, {16, 16, 3, 3}, 1, 1}};
+                               {{17, 16, 40, 40}, {16, 16, 3, 3}, 1, 1},
+                               // stride 2 direct, from phase planes: ResNet's rows, half rows
+                               // and 1x1 filters (one phase; dx by the GEMM); flat with 5x5
+                               // filters padded by 2 and odd planes; 3x2 filters; unpadded
+                               {{2, 16, 32, 32}, {32, 16, 3, 3}, 2, 1},
+                               {{3, 32, 16, 16}, {20, 32, 3, 3}, 2, 1},
+                               {{2, 16, 32, 32}, {32, 16, 1, 1}, 2, 0},
+                               {{2, 3, 37, 35}, {4, 3, 5, 5}, 2, 2},
+                               {{2, 2, 20, 24}, {3, 2, 3, 2}, 2, 1},
+                               {{2, 16, 33, 33}, {5, 16, 3, 3}, 2, 0}};
 constexpr int kConvThreads = 3;  // more threads than some batches have images, shares uneven
 
 // Reserves the convolution's workspace and fills it with NaN, as a workspace left by other ops
