@@ -18,12 +18,6 @@ constexpr int kTileVectors = 3;
 
 int64_t blocks_of(int64_t channels) { return (channels + kBlockK - 1) / kBlockK; }
 
-int64_t taps_of(const Plane& plane) {
-  int64_t taps = 0;
-  for (const TapGrid& grid : plane.grids_used()) taps += grid.rows * grid.cols;
-  return taps;
-}
-
 // The filters in the order the tiles read them, [block][input][grid][i][j][kBlockK] from
 // `packed` with blocks `block_floats` apart, for `outputs` channels (the rest of the last block
 // stays as it is: zero). tap(output, input, r, s) reads one filter tap.
@@ -50,20 +44,17 @@ void tile(const float* image, const float* taps, int64_t inputs, const Plane& l,
   int64_t offset[kVectors];
   for (int v = 0; v < kVectors; ++v) offset[v] = l.input_offset(j0 + v);
   for (int64_t c = 0; c < inputs; ++c) {
-    for (const TapGrid& grid : l.grids_used()) {
-      for (int64_t i = 0; i < grid.rows; ++i) {
-        const float* row = image + c * l.channel_floats + grid.first + i * l.pitch;
-        for (int64_t j = 0; j < grid.cols; ++j, taps += kBlockK) {
-          Vec in[kVectors];
+    const float* channel = image + c * l.channel_floats;
+    for (int64_t t = 0; t < l.taps; ++t, taps += kBlockK) {
+      const float* at = channel + l.tap_offsets[t];
+      Vec in[kVectors];
 #pragma GCC unroll 4
-          for (int v = 0; v < kVectors; ++v)
-            in[v] = kHalves ? load_halves(row + offset[v] + j, l.pitch) : load(row + offset[v] + j);
+      for (int v = 0; v < kVectors; ++v)
+        in[v] = kHalves ? load_halves(at + offset[v], l.pitch) : load(at + offset[v]);
 #pragma GCC unroll 16
-          for (int kk = 0; kk < kBlockK; ++kk)
+      for (int kk = 0; kk < kBlockK; ++kk)
 #pragma GCC unroll 4
-            for (int v = 0; v < kVectors; ++v) acc[kk][v] += in[v] * taps[kk];
-        }
-      }
+        for (int v = 0; v < kVectors; ++v) acc[kk][v] += in[v] * taps[kk];
     }
   }
   for (int kk = 0; kk < kBlockK && kk < channels; ++kk)
@@ -118,7 +109,7 @@ struct Layout {
       : padded(g),
         plane(forward_plane(g, padded)),
         blocks(blocks_of(g.k)),
-        block_taps(kBlockK * g.c * taps_of(plane)),
+        block_taps(kBlockK * g.c * plane.taps),
         // a padded image, and one block's outputs to crop where the vectors run along the flat
         // plane
         thread_floats(padded.floats + (plane.rows ? 0 : kBlockK * plane.flat_rounded)) {}
@@ -251,7 +242,7 @@ struct StridedLayout {
                     a + 2 * (row.taps - 1), -2, b + 2 * (column.taps - 1), -2}});
         tap_offset[a * 2 + b] = taps;
         output_offset[a * 2 + b] = outputs;
-        taps += kBlockK * g.k * taps_of(plane);
+        taps += kBlockK * g.k * plane.taps;
         outputs += kBlockK * plane_floats(plane);
       }
     blocks = blocks_of(g.c);

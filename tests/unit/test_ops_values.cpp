@@ -70,11 +70,11 @@ Adjoints naive_conv_backward(const HostTensor& x, const HostTensor& w, const Hos
 // Shapes that take each CPU method: strides 1 and 2 go direct, by rows where the output width
 // is a multiple of the vector lanes (4 for SSE, 8 for AVX2, 16 for AVX-512) or half of them on
 // an even number of rows, else along the flat padded plane where that wastes little; stride 3,
-// and small planes such as 4x4 under AVX-512, take the im2col GEMM. The direct data gradient
-// needs square filters and pad < R at stride 1, filters of at least 2x2 at stride 2 (by the
-// phases of dx). The direct filter gradient takes the same planes with 3x3 filters, over input
-// channels where they are a multiple of the lanes, else at stride 1 over output channels where
-// those are (16 covers every build); the GEMM computes the others.
+// filters of more than 7x7 taps, and small planes such as 4x4 under AVX-512, take the im2col GEMM.
+// The direct data gradient needs square filters and pad < R at stride 1, filters of at least 2x2 at
+// stride 2 (by the phases of dx). The direct filter gradient takes the same planes with 3x3
+// filters, over input channels where they are a multiple of the lanes, else at stride 1 over output
+// channels where those are (16 covers every build); the GEMM computes the others.
 struct ConvCase {
   Shape x, w;
   int stride, pad;
@@ -125,7 +125,9 @@ const ConvCase kConvCases[] = {{{3, 3, 7, 9}, {5, 3, 3, 3}, 1, 1},
                                {{2, 16, 32, 32}, {32, 16, 1, 1}, 2, 0},
                                {{2, 3, 37, 35}, {4, 3, 5, 5}, 2, 2},
                                {{2, 2, 20, 24}, {3, 2, 3, 2}, 2, 1},
-                               {{2, 16, 33, 33}, {5, 16, 3, 3}, 2, 0}};
+                               {{2, 16, 33, 33}, {5, 16, 3, 3}, 2, 0},
+                               // more than 7x7 taps: the GEMM
+                               {{1, 2, 20, 20}, {2, 2, 8, 8}, 1, 3}};
 constexpr int kConvThreads = 3;  // more threads than some batches have images, shares uneven
 
 // Reserves the convolution's workspace and fills it with NaN, as a workspace left by other ops
