@@ -48,9 +48,10 @@ class Layer {
   // max(0, output) straight into the ReLU's output `relu_y`, and then backward_relu, which takes
   // the ReLU's output and its gradient: the ReLU's two passes over memory disappear.
   virtual bool can_fuse_relu() const { return false; }
-  // Whether fusing pays on this layer's device; the Net fuses only where it does, unless told to
-  // fuse wherever it can (Net::Fusion::All, for tests).
+  // Whether fusing a ReLU, or a residual join and its ReLU, pays on this layer's device; the Net
+  // fuses only where it does, unless told to fuse wherever it can (Net::Fusion::All, for tests).
   virtual bool prefers_fusion() const { return true; }
+  virtual bool prefers_add_relu_fusion() const { return prefers_fusion(); }
   virtual void forward_relu(Context& ctx, std::span<const Tensor> x, const Tensor& relu_y,
                             Mode mode) {
     PSGD_FAIL(name_, " cannot fuse a ReLU");

@@ -63,19 +63,21 @@ int Net::residual_of(size_t add) const {
   return first_fused ? in[1] : in[0];
 }
 
-bool Net::fuses(const Layer& producer) const {
-  return fusion_ == Fusion::All || (fusion_ == Fusion::Preferred && producer.prefers_fusion());
+bool Net::fuses(bool preferred) const {
+  return fusion_ == Fusion::All || (fusion_ == Fusion::Preferred && preferred);
 }
 
 bool Net::fuses_add_relu(size_t k) const {
   const int a = add_after_[k];
-  return a >= 0 && fuses(*nodes_[k].layer) && nodes_[k].layer->can_fuse_add_relu() &&
+  const Layer& producer = *nodes_[k].layer;
+  return a >= 0 && fuses(producer.prefers_add_relu_fusion()) && producer.can_fuse_add_relu() &&
          static_cast<const ReLU*>(nodes_[relu_after_[a]].layer.get())->fusable();
 }
 
 bool Net::fuses_relu(size_t k) const {
   const int r = relu_after_[k];
-  return r >= 0 && fuses(*nodes_[k].layer) && nodes_[k].layer->can_fuse_relu() &&
+  const Layer& producer = *nodes_[k].layer;
+  return r >= 0 && fuses(producer.prefers_fusion()) && producer.can_fuse_relu() &&
          static_cast<const ReLU*>(nodes_[r].layer.get())->fusable();
 }
 

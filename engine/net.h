@@ -124,7 +124,8 @@ class Net {
   // before it), or -1
   std::vector<int> computed_by_;
   Fusion fusion_ = Fusion::Preferred;
-  bool fuses(const Layer& producer) const;
+  // Whether to fuse where the producer can, given whether fusing pays on its device.
+  bool fuses(bool preferred) const;
 
   // Every activation buffer starts at a multiple of this many elements (128 bytes in bf16), for
   // the vector loads of the GPU libraries.

@@ -89,8 +89,17 @@ void BatchNorm::backward(Context& ctx, std::span<const Tensor> x, const Tensor&,
 void BatchNorm::backward_relu(Context& ctx, std::span<const Tensor> x, const Tensor& relu_y,
                               const Tensor& relu_dy, std::span<const Tensor> dx,
                               std::span<const ops::GradMode> dx_modes) {
+  if (saved_.device() == Device::CUDA) {
+    ops::batch_norm_backward(ctx, x[0], relu_dy, params_.value(weight_), saved_mean(),
+                             saved_invstd(), dx[0], dx_modes[0], params_.grad(weight_),
+                             params_.grad(bias_), relu_y);
+    return;
+  }
+  // Nothing reads the ReLU's output gradient after this layer (masking it twice, where a fused
+  // join masks it for the residual too, changes nothing).
+  ops::relu_backward(ctx, relu_y, relu_dy, relu_dy, ops::GradMode::Overwrite);
   ops::batch_norm_backward(ctx, x[0], relu_dy, params_.value(weight_), saved_mean(), saved_invstd(),
-                           dx[0], dx_modes[0], params_.grad(weight_), params_.grad(bias_), relu_y);
+                           dx[0], dx_modes[0], params_.grad(weight_), params_.grad(bias_));
 }
 
 void BatchNorm::backward_synchronised(Context& ctx, const Tensor& x, const Tensor& dy,

@@ -95,8 +95,8 @@ TEST_CASE("nets: forward gives (N, classes) logits and initialisation is seeded"
   CHECK(largest > 0.9f / std::sqrt(27.0f));
 }
 
-// On the CPU by default the residual joins compute their ReLUs (BN keeps its own); Fusion::All
-// also has BN compute its ReLU, or the residual join and its ReLU, as on the GPU.
+// On the CPU by default BN computes its ReLU and the residual joins theirs; Fusion::All also has
+// BN compute the residual join and its ReLU, as on the GPU.
 TEST_CASE(
     "nets: layers computing their ReLUs (BN + ReLU, add + ReLU, BN + add + ReLU) change no "
     "bit") {
