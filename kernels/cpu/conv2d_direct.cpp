@@ -196,8 +196,9 @@ Geometry stride_1_data_geometry(const Geometry& g) {
 
 // At stride 2 dx splits into four phases, its rows and columns of even and of odd padded index
 // (h + pad, w + pad). Phase (a, b) holds dx rows h0, h0 + 2, ... and columns w0, w0 + 2, ...; its
-// row i gathers dy rows i + e - m through filter rows a + 2m, so each phase is a stride-1
-// convolution of dy with its own grid of taps, computed into a buffer and interleaved into dx.
+// row i gathers dy rows i + e - m through filter rows a + 2m (e fixed per phase), so each phase
+// is a stride-1 convolution of dy with its own grid of taps, computed into a buffer and
+// interleaved into dx.
 // dy is copied once, padded so that every phase's taps lie inside.
 struct Phase {
   int64_t first;  // dx row (column) of the phase's output row (column) 0

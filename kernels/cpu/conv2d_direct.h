@@ -4,17 +4,18 @@
 // every output pixel (p, q) reads its taps at p * Wp + q plus r * Wp + s. At stride 2 the copy
 // splits the padded image into phase planes, its even and odd rows by its even and odd columns
 // (pitch Wp / 2, rounded up): tap (r, s) then lies in phase (r % 2, s % 2) at p * pitch + q plus
-// (r / 2) * pitch + s / 2, and the same loops serve, a grid of taps per phase. Where the output
-// width Q is a multiple of the vector lanes (or half of them, on an even number of rows), each
-// vector holds a row segment (or two half rows) and is written straight into y. Elsewhere the
-// convolution runs along the flat buffer, vectorised over o = p * pitch + q for any width, and
-// the columns per row that wrap into the padding are computed and dropped. Register tiles of
-// output channels by vectors accumulate over (c, r, s) with one broadcast filter tap per
-// channel. The filter gradient of 3x3 filters copies x (or, at stride 1 where only the output
-// channels are a multiple of the lanes, dy) with its channels last instead and vectorises over
-// those channels, the other operand broadcast: an accumulator per (broadcast channel, tap) sums
-// over a chunk of images at a time (conv2d_direct_filter_gradient.cpp). conv2d_direct_plane.h
-// holds what they share.
+// (r / 2) * pitch + s / 2, and the same loops serve, over a list of every tap's offset. The data
+// gradient at stride 2 splits dx into its phases instead, each a stride-1 convolution of dy with
+// its own taps, interleaved into dx (conv2d_direct.cpp). Where the output width Q is a multiple
+// of the vector lanes (or half of them, on an even number of rows), each vector holds a row
+// segment (or two half rows) and is written straight into y. Elsewhere the convolution runs
+// along the flat buffer, vectorised over o = p * pitch + q for any width, and the columns per
+// row that wrap into the padding are computed and dropped. Register tiles of output channels by
+// vectors accumulate over (c, tap) with one broadcast filter tap per channel. The filter gradient
+// of 3x3 filters copies x (or, at stride 1 where only the output channels are a multiple of the
+// lanes, dy) with its channels last instead and vectorises over those channels, the other
+// operand broadcast: an accumulator per (broadcast channel, tap) sums over a chunk of images at
+// a time (conv2d_direct_filter_gradient.cpp). conv2d_direct_plane.h holds what they share.
 #pragma once
 
 #include <cstdint>
