@@ -121,14 +121,15 @@ void avg_pool_backward(const Tensor& dy, Pool2dGeometry g, const Tensor& dx, Gra
   with_activation_type(dy.dtype, [&](auto t) {
     using T = decltype(t);
     const T* gy = dy.as<T>();
+    const auto share = [&](int64_t pl, int64_t p, int64_t q) {
+      return load(gy, (pl * d.p + p) * d.q + q) * inv;
+    };
     if (d.k == d.stride) {
-      spread_windows<T>(d, dx, dx_mode, [&](int64_t pl, int64_t p, int64_t q) {
-        return load(gy, (pl * d.p + p) * d.q + q) * inv;
-      });
+      spread_windows<T>(d, dx, dx_mode, share);
       return;
     }
     gather_gradients<T>(d, dx, dx_mode, [&](int64_t pl, int64_t p, int64_t q, int64_t) {
-      return load(gy, (pl * d.p + p) * d.q + q) * inv;
+      return share(pl, p, q);
     });
   });
 }
