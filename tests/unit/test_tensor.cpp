@@ -1,6 +1,11 @@
 #include <cblas.h>
 #include <doctest/doctest.h>
 
+#include <cstdint>
+#include <fstream>
+#include <sstream>
+#include <string>
+
 #include "engine/context.h"
 #include "engine/memory.h"
 #include "engine/tensor.h"
@@ -44,6 +49,44 @@ TEST_CASE("memory: buffers start zeroed and copy") {
   tensor_copy(tb, ta);
   CHECK(tb.f32()[7] == 7.0f);
   CHECK_THROWS_AS(tensor_copy(tb.reshaped(Shape{2, 4}), ta), Error);
+}
+
+namespace {
+
+// The value of the "THPeligible" line in /proc/self/smaps for the mapping that holds `address`
+// ("1" where the kernel may back it with huge pages), or "" where the kernel does not say.
+std::string huge_page_eligibility(const void* address) {
+  const auto at = reinterpret_cast<uintptr_t>(address);
+  std::ifstream smaps("/proc/self/smaps");
+  bool inside = false;
+  for (std::string line; std::getline(smaps, line);) {
+    uintptr_t start = 0, end = 0;
+    char dash = 0;
+    std::istringstream header(line);
+    if (header >> std::hex >> start >> dash >> end && dash == '-') {
+      inside = start <= at && at < end;
+    } else if (inside && line.rfind("THPeligible:", 0) == 0) {
+      return line.substr(line.find(':') + 1);
+    }
+  }
+  return "";
+}
+
+bool huge_pages_possible() {
+  std::ifstream setting("/sys/kernel/mm/transparent_hugepage/enabled");
+  std::string text;
+  std::getline(setting, text);
+  return !text.empty() && text.find("[never]") == std::string::npos;
+}
+
+}  // namespace
+
+TEST_CASE("memory: host buffers of 2 MiB or more are huge-page aligned and offered huge pages") {
+  const DeviceBuffer large(Device::CPU, 3 << 20), small(Device::CPU, 100);
+  CHECK(reinterpret_cast<uintptr_t>(large.data()) % (2 << 20) == 0);
+  CHECK(reinterpret_cast<uintptr_t>(small.data()) % 64 == 0);
+  if (huge_pages_possible())
+    CHECK(huge_page_eligibility(large.data()).find('1') != std::string::npos);
 }
 
 TEST_CASE("context: workspace grows at planning and refuses unplanned requests") {
