@@ -408,6 +408,50 @@ TEST_CASE("max pooling: ties go to the first element, NaN propagates") {
   CHECK(dx[3] == 1.0f);
 }
 
+TEST_CASE("max pooling over tiling windows: long rows, tails, ties and NaNs as a scan finds them") {
+  // Windows of 2 (the compiled-in size) and 3, rows of more windows than one run of the backward
+  // holds (64), a row and a column past the last window. Values from a few levels, so that ties
+  // are common, and NaNs at a few places.
+  for (const int k : {2, 3}) {
+    const int64_t h = 2 * k + 1, w = 70 * k + 1, p = h / k, q = w / k;
+    Context ctx(Device::CPU, 2);
+    HostTensor x(Shape{2, 3, h, w}), y(Shape{2, 3, p, q}), dy(y.t().shape);
+    fill_uniform(x.t(), 0.0f, 4.0f, 11, static_cast<uint64_t>(k));
+    for (int64_t i = 0; i < x.numel(); ++i) x[i] = std::floor(x[i]);
+    for (const int64_t i : {int64_t{5}, w + 8, 3 * w + 70, x.numel() - w - 3})
+      x[i] = std::numeric_limits<float>::quiet_NaN();
+    fill_uniform(dy.t(), -1.0f, 1.0f, 12, 0);
+    ops::max_pool_forward(ctx, x.t(), {k, k}, y.t());
+    for (const auto mode : {ops::GradMode::Overwrite, ops::GradMode::Accumulate}) {
+      const bool accumulate = mode == ops::GradMode::Accumulate;
+      HostTensor dx(x.t().shape, 0.5f), expected(x.t().shape, accumulate ? 0.5f : 0.0f);
+      ops::max_pool_backward(ctx, x.t(), dy.t(), {k, k}, dx.t(), mode);
+      int64_t mismatched_y = 0;
+      for (int64_t plane = 0; plane < 6; ++plane) {
+        for (int64_t wp = 0; wp < p; ++wp) {
+          for (int64_t wq = 0; wq < q; ++wq) {
+            int64_t best = -1;  // the window's first NaN, else its first maximum
+            for (int64_t e = 0; e < k * k; ++e) {
+              const int64_t at = (plane * h + wp * k + e / k) * w + wq * k + e % k;
+              if (best >= 0 && std::isnan(x[best])) break;
+              if (best < 0 || x[at] > x[best] || std::isnan(x[at])) best = at;
+            }
+            const int64_t out = (plane * p + wp) * q + wq;
+            const bool same = std::isnan(x[best]) ? std::isnan(y[out]) : y[out] == x[best];
+            mismatched_y += same ? 0 : 1;
+            expected[best] += dy[out];
+          }
+        }
+      }
+      CHECK(mismatched_y == 0);
+      int64_t mismatched_dx = 0;
+      for (int64_t i = 0; i < x.numel(); ++i) mismatched_dx += dx[i] == expected[i] ? 0 : 1;
+      INFO("k ", k, ", accumulate ", accumulate);
+      CHECK(mismatched_dx == 0);
+    }
+  }
+}
+
 TEST_CASE("softmax cross-entropy: value, fused gradient and label checks") {
   Context ctx(Device::CPU, 1);
   HostTensor logits(Shape{3, 7}), dlogits(Shape{3, 7}), loss(Shape{1});
