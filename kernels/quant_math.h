@@ -18,17 +18,29 @@ PSGD_HOST_DEVICE inline float weight_delta(float x_min, float x_max, int levels)
   return fmaxf(fabsf(x_min), x_max) / static_cast<float>(levels);
 }
 
-// Q(w) = delta * round(clamp(w / delta, -L, L)), rounding half to even (the default rounding
-// mode, as torch.round). An all-zero tensor has delta 0 and quantizes to 0.
+// min(max(v, lo), hi) as fminf(fmaxf(v, lo), hi) computes it, NaN giving lo, but in selects,
+// which the CPU compilers vectorise (they call fminf and fmaxf).
+PSGD_HOST_DEVICE inline float clamp_to(float v, float lo, float hi) {
+  v = v > lo ? v : lo;
+  return v < hi ? v : hi;
+}
+
+// delta * round(clamp(w / delta, -L, L)), rounding half to even (the default rounding mode, as
+// torch.round), without a branch: for delta 0 it is +-0 (a NaN quotient clamps to -L).
+PSGD_HOST_DEVICE inline float nearest_weight_level(float w, float delta, float levels) {
+  return delta * nearbyintf(clamp_to(w / delta, -levels, levels));
+}
+
+// Q(w): the nearest level. An all-zero tensor has delta 0 and quantizes to 0.
 PSGD_HOST_DEVICE inline float quantize_weight(float w, float delta, float levels) {
   if (delta == 0.0f) return 0.0f;
-  return delta * nearbyintf(fminf(fmaxf(w / delta, -levels), levels));
+  return nearest_weight_level(w, delta, levels);
 }
 
 // y = delta * round(clamp(x / delta, 0, levels)): ReLU and quantization in one.
 PSGD_HOST_DEVICE inline float quantize_activation(float x, float delta, float levels) {
   if (delta == 0.0f) return 0.0f;
-  return delta * nearbyintf(fminf(fmaxf(x / delta, 0.0f), levels));
+  return delta * nearbyintf(clamp_to(x / delta, 0.0f, levels));
 }
 
 // The running range update of the reference: the first pass sets it, later ones move it by

@@ -20,7 +20,7 @@ void for_each_element(const Tensor& segments, const Tensor& ranges, Update&& upd
   for (int64_t r = 0; r < segments.shape[0]; ++r) {
     const Segment s =
         optim_math::read_segment(segments.i32() + r * ops::kSegmentFields, ranges.f32());
-#pragma omp for schedule(static) nowait
+#pragma omp for simd schedule(static) nowait
     for (int64_t i = s.offset; i < s.offset + s.count; ++i) update(i, s);
   }
 }
