@@ -26,6 +26,10 @@ namespace psgd::cpu {
 namespace {
 
 constexpr int64_t kPanelFloats = 256 * 1024;  // im2col floats per panel: half a core's L2
+// But at least this many columns: each product packs the whole weight matrix (and the backward
+// adds into the whole dw), so deep layers on small planes (VGG's 512 channels at 4x4 and 2x2,
+// 9 MB of weights) need wide panels to amortise that, even if the panel then spills L2.
+constexpr int64_t kMinPanelColumns = 256;
 
 struct ConvDims {
   int64_t n, c, h, w;  // input
@@ -43,19 +47,27 @@ ConvDims dims_of(const Shape& x, const Shape& w, Conv2dGeometry g) {
   return {x[0], x[1], x[2], x[3], w[0], w[2], w[3], y[2], y[3], g.stride, g.pad};
 }
 
-int64_t forward_panel_columns(const ConvDims& d) {
-  return std::min(d.npq(), std::max<int64_t>(16, kPanelFloats / d.crs() / 16 * 16));
+// A panel's columns: as many as fit kPanelFloats, at least kMinPanelColumns, but no more than
+// a thread's share of the batch, so that every thread has a panel.
+int64_t forward_panel_columns(const ConvDims& d, int threads) {
+  const int64_t share = (d.npq() + threads - 1) / threads;
+  const int64_t wanted = std::max(kMinPanelColumns, kPanelFloats / d.crs() / 16 * 16);
+  return std::clamp<int64_t>(std::min(wanted, (share + 15) / 16 * 16), 1, d.npq());
 }
 
-int64_t backward_panel_images(const ConvDims& d) {
-  return std::clamp<int64_t>(kPanelFloats / (d.crs() * d.pq()), 1, d.n);
+int64_t backward_panel_images(const ConvDims& d, int threads) {
+  const int64_t share = (d.n + threads - 1) / threads;
+  const int64_t wanted =
+      std::max(kPanelFloats / (d.crs() * d.pq()), (kMinPanelColumns + d.pq() - 1) / d.pq());
+  return std::clamp<int64_t>(std::min(wanted, share), 1, d.n);
 }
 
 // Scratch floats one thread needs: columns and a (K, panel) matrix, plus in the backward pass
 // the thread's private dw.
-int64_t thread_floats(const ConvDims& d) {
-  const int64_t forward = (d.crs() + d.k) * forward_panel_columns(d);
-  const int64_t backward = (d.crs() + d.k) * backward_panel_images(d) * d.pq() + d.k * d.crs();
+int64_t thread_floats(const ConvDims& d, int threads) {
+  const int64_t forward = (d.crs() + d.k) * forward_panel_columns(d, threads);
+  const int64_t backward =
+      (d.crs() + d.k) * backward_panel_images(d, threads) * d.pq() + d.k * d.crs();
   return std::max(forward, backward);
 }
 
@@ -184,7 +196,7 @@ void gather_columns(const ConvDims& d, const float* y, int64_t j0, int64_t count
 void gemm_backward(Context& ctx, const ConvDims& d, const Tensor& x, const Tensor& w,
                    const Tensor& dy, const Tensor& dx, GradMode dx_mode, const Tensor& dw) {
   const int threads = ctx.threads();
-  const int64_t per_thread = thread_floats(d), images = backward_panel_images(d);
+  const int64_t per_thread = thread_floats(d, threads), images = backward_panel_images(d, threads);
   const int64_t panels = (d.n + images - 1) / images, columns = images * d.pq();
   float* ws = ctx.workspace(threads * per_thread).f32();
   const auto partial_dw = [&](int t) { return ws + t * per_thread + (d.crs() + d.k) * columns; };
@@ -217,7 +229,7 @@ void gemm_backward(Context& ctx, const ConvDims& d, const Tensor& x, const Tenso
 
 int64_t float_workspace_floats(int threads, const Shape& x, const Shape& w, Conv2dGeometry g) {
   const ConvDims d = dims_of(x, w, g);
-  int64_t floats = threads * thread_floats(d);
+  int64_t floats = threads * thread_floats(d, threads);
   if (const auto direct = direct_geometry(d, direct::worthwhile))
     floats = std::max(floats, direct::workspace_floats(threads, *direct));
   if (const auto direct = direct_geometry(d, direct::computes_data_gradient))
@@ -237,7 +249,8 @@ void forward_f32(Context& ctx, const Tensor& x, const Tensor& w, Conv2dGeometry 
                      ctx.workspace(direct::workspace_floats(threads, *direct)).f32());
     return;
   }
-  const int64_t per_thread = thread_floats(d), columns = forward_panel_columns(d);
+  const int64_t per_thread = thread_floats(d, threads);
+  const int64_t columns = forward_panel_columns(d, threads);
   const int64_t panels = (d.npq() + columns - 1) / columns;
   float* ws = ctx.workspace(threads * per_thread).f32();
 #pragma omp parallel num_threads(threads)
