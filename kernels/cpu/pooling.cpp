@@ -21,21 +21,6 @@ PoolDims dims_of(const Tensor& x, Pool2dGeometry g) {
   return {x.n() * x.c(), x.h(), x.w(), y[2], y[3], g.kernel, g.stride};
 }
 
-// Row-major index within the input plane of the first maximum of window (p, q).
-template <class T>
-int64_t argmax_in_window(const PoolDims& d, const T* plane, int64_t p, int64_t q) {
-  int64_t best = p * d.stride * d.w + q * d.stride;
-  for (int64_t i = 0; i < d.k; ++i) {
-    for (int64_t j = 0; j < d.k; ++j) {
-      const int64_t idx = (p * d.stride + i) * d.w + q * d.stride + j;
-      const float v = load(plane, idx);
-      if (v > load(plane, best) || std::isnan(v)) best = idx;
-      if (std::isnan(load(plane, best))) return best;
-    }
-  }
-  return best;
-}
-
 // The windows [p0, p1) x [q0, q1) that cover input element (r, c).
 struct Cover {
   int64_t p0, p1, q0, q1;
@@ -67,20 +52,21 @@ void gather_gradients(const PoolDims& d, const Tensor& dx, GradMode mode, F&& sh
   }
 }
 
-// Windows that tile the plane without overlap (kernel == stride) are taken a window row at a
-// time, with loops across the row's windows, so that they vectorise.
+// Windows that tile the plane without overlap (kernel == stride): backward passes spread each
+// window's gradient, a window row at a time (spread_windows).
 bool tiled(const PoolDims& d) {
   return d.k == d.stride;
 }
 
-// Calls body(k) with the window size k as a compile-time constant where it is 2 (VGG's pools),
-// so that the loops over a window's elements unroll into straight vector code; otherwise as d.k.
+// Calls body(k, stride) with both as compile-time constants for 2x2 windows at stride 2 (VGG's
+// pools), so that the loops over a window's elements unroll into straight vector code;
+// otherwise with d.k and d.stride.
 template <class Body>
 void with_window_size(const PoolDims& d, Body&& body) {
-  if (d.k == 2)
-    body(std::integral_constant<int64_t, 2>{});
+  if (d.k == 2 && d.stride == 2)
+    body(std::integral_constant<int64_t, 2>{}, std::integral_constant<int64_t, 2>{});
   else
-    body(d.k);
+    body(d.k, d.stride);
 }
 
 // Backward passes over tiled windows: one pass along dx's rows, without looking for the windows
@@ -107,21 +93,28 @@ void spread_windows(const PoolDims& d, const Tensor& dx, GradMode mode, Fill&& f
   }
 }
 
-// Tiled window q of the window row whose first row is `top` (rows w apart), k its size: the
-// position i * k + j of its first NaN or else first maximum (the element argmax_in_window
-// picks), and that value.
-template <class T, class K>
-inline int32_t window_maximum(const T* top, int64_t w, K k, int64_t q, float& best) {
+// Window q of the window row whose first row is `top` (rows w apart), k its size: the position
+// i * k + j of its first NaN or else first maximum, and that value.
+template <class T, class K, class S>
+inline int32_t window_maximum(const T* top, int64_t w, K k, S stride, int64_t q, float& best) {
   int32_t pick = 0;
-  best = load(top, q * k);
+  best = load(top, q * stride);
   for (int32_t e = 1; e < k * k; ++e) {
-    const float v = load(top, e / k * w + q * k + e % k);
+    const float v = load(top, e / k * w + q * stride + e % k);
     // v is taken where it is greater or NaN, unless a NaN was taken before. Written this way,
     // GCC 12 vectorises the loops around it (not with a `take` flag shared by both selects).
     pick = !(v <= best) && best == best ? e : pick;
     best = !(v <= best) && best == best ? v : best;
   }
   return pick;
+}
+
+// Row-major index within the input plane of window (p, q)'s element window_maximum picks.
+template <class T>
+int64_t argmax_in_window(const PoolDims& d, const T* plane, int64_t p, int64_t q) {
+  float best;
+  const int64_t e = window_maximum(plane + p * d.stride * d.w, d.w, d.k, d.stride, q, best);
+  return (p * d.stride + e / d.k) * d.w + q * d.stride + e % d.k;
 }
 
 }  // namespace
@@ -180,26 +173,16 @@ void max_pool_forward(const Tensor& x, Pool2dGeometry g, const Tensor& y) {
     using T = decltype(t);
     const T* xs = x.as<T>();
     T* ys = y.as<T>();
-    if (!tiled(d)) {
-#pragma omp parallel for schedule(static)
-      for (int64_t pl = 0; pl < d.planes; ++pl) {
-        const T* in = xs + pl * d.h * d.w;
-        for (int64_t p = 0; p < d.p; ++p)
-          for (int64_t q = 0; q < d.q; ++q)
-            ys[(pl * d.p + p) * d.q + q] = in[argmax_in_window(d, in, p, q)];
-      }
-      return;
-    }
-    with_window_size(d, [&](auto k) {
+    with_window_size(d, [&](auto k, auto stride) {
 #pragma omp parallel for schedule(static)
       for (int64_t pl = 0; pl < d.planes; ++pl) {
         for (int64_t p = 0; p < d.p; ++p) {
-          const T* top = xs + (pl * d.h + p * k) * d.w;
+          const T* top = xs + (pl * d.h + p * stride) * d.w;
           T* out = ys + (pl * d.p + p) * d.q;
 #pragma omp simd
           for (int64_t q = 0; q < d.q; ++q) {
             float best;
-            window_maximum(top, d.w, k, q, best);
+            window_maximum(top, d.w, k, stride, q, best);
             store(out, q, best);
           }
         }
@@ -225,7 +208,7 @@ void max_pool_backward(const Tensor& x, const Tensor& dy, Pool2dGeometry g, cons
     // Each window's maximum found once, for a run of windows at a time; its gradient goes to
     // that element, zeros to the rest.
     constexpr int64_t kWindowRun = 64;
-    with_window_size(d, [&](auto k) {
+    with_window_size(d, [&](auto k, auto stride) {
       spread_windows<T>(d, dx, dx_mode, [&](int64_t pl, int64_t p, T* rows, auto put) {
         const T* top = xs + (pl * d.h + p * k) * d.w;
         const T* g_row = gy + (pl * d.p + p) * d.q;
@@ -236,7 +219,7 @@ void max_pool_backward(const Tensor& x, const Tensor& dy, Pool2dGeometry g, cons
 #pragma omp simd
           for (int64_t q = 0; q < count; ++q) {
             float best;
-            pick[q] = window_maximum(top, d.w, k, q0 + q, best);
+            pick[q] = window_maximum(top, d.w, k, stride, q0 + q, best);
             grad[q] = load(g_row, q0 + q);
           }
           for (int64_t i = 0; i < k; ++i) {
