@@ -1,6 +1,8 @@
-// Convolution on the CPU. Stride-1 and stride-2 convolutions on planes large enough take the
-// direct method (conv2d_direct.h): forward, the data gradient, and the filter gradient of 3x3
-// filters.
+// Convolution on the CPU. 3x3 convolutions at stride 1 padded by 1 on even planes, with at
+// least 64 channels on both sides, take Winograd's F(2x2, 3x3) (conv2d_winograd.h) for the
+// forward and the data gradient. Other
+// stride-1 and stride-2 convolutions on planes large enough take the direct method
+// (conv2d_direct.h): forward, the data gradient, and the filter gradient of 3x3 filters.
 // Everything else is one GEMM over the whole batch, computed in cache-sized panels.
 //
 // im2col lays out the receptive fields of all N images as the columns of one (C*R*S, N*P*Q)
@@ -18,6 +20,7 @@
 #include <optional>
 
 #include "kernels/cpu/conv2d_direct.h"
+#include "kernels/cpu/conv2d_winograd.h"
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/cpu/staging.h"
 #include "kernels/cpu/thread_partials.h"
@@ -71,15 +74,23 @@ int64_t thread_floats(const ConvDims& d, int threads) {
   return std::max(forward, backward);
 }
 
-// The convolution as the direct method describes it, where `takes` says that method computes
-// it (direct::worthwhile for the forward, direct::computes_data_gradient,
-// direct::computes_filter_gradient).
+// The convolution as the direct and Winograd methods describe it, where `takes` says that
+// method computes it (direct::worthwhile for the forward, direct::computes_data_gradient,
+// direct::computes_filter_gradient, winograd_forward, winograd_data_gradient).
 std::optional<direct::Geometry> direct_geometry(const ConvDims& d,
                                                 bool (*takes)(const direct::Geometry&)) {
   if (d.stride > direct::kMaxStride) return std::nullopt;
   const direct::Geometry g{d.n, d.c, d.h, d.w, d.k, d.r, d.s, d.pad, d.stride};
   if (!takes(g)) return std::nullopt;
   return g;
+}
+
+bool winograd_forward(const direct::Geometry& g) {
+  return winograd::computes(g, winograd::Direction::Forward);
+}
+
+bool winograd_data_gradient(const direct::Geometry& g) {
+  return winograd::computes(g, winograd::Direction::DataGradient);
 }
 
 // The output columns q whose input column q * stride - pad + s lies inside [0, W): [lo, hi).
@@ -236,6 +247,12 @@ int64_t float_workspace_floats(int threads, const Shape& x, const Shape& w, Conv
     floats = std::max(floats, direct::data_gradient_workspace_floats(threads, *direct));
   if (const auto direct = direct_geometry(d, direct::computes_filter_gradient))
     floats = std::max(floats, direct::filter_gradient_workspace_floats(threads, *direct));
+  if (const auto winograd = direct_geometry(d, winograd_forward))
+    floats = std::max(floats,
+                      winograd::workspace_floats(threads, *winograd, winograd::Direction::Forward));
+  if (const auto winograd = direct_geometry(d, winograd_data_gradient))
+    floats = std::max(
+        floats, winograd::workspace_floats(threads, *winograd, winograd::Direction::DataGradient));
   return floats;
 }
 
@@ -244,6 +261,13 @@ void forward_f32(Context& ctx, const Tensor& x, const Tensor& w, Conv2dGeometry 
   const ConvDims d = dims_of(x.shape, w.shape, g);
   if (d.n == 0) return;
   const int threads = ctx.threads();
+  if (const auto winograd = direct_geometry(d, winograd_forward)) {
+    constexpr auto kForward = winograd::Direction::Forward;
+    winograd::convolve(
+        threads, x.f32(), w.f32(), *winograd, kForward, y.f32(), false,
+        ctx.workspace(winograd::workspace_floats(threads, *winograd, kForward)).f32());
+    return;
+  }
   if (const auto direct = direct_geometry(d, direct::worthwhile)) {
     direct::convolve(threads, x.f32(), w.f32(), *direct, y.f32(),
                      ctx.workspace(direct::workspace_floats(threads, *direct)).f32());
@@ -276,12 +300,15 @@ void backward_f32(Context& ctx, const Tensor& x, const Tensor& w, const Tensor& 
     return;
   }
   const int threads = ctx.threads();
-  const auto direct_dx =
-      dx.defined() ? direct_geometry(d, direct::computes_data_gradient) : std::nullopt;
+  const auto winograd_dx = dx.defined() ? direct_geometry(d, winograd_data_gradient) : std::nullopt;
+  const auto direct_dx = dx.defined() && !winograd_dx
+                             ? direct_geometry(d, direct::computes_data_gradient)
+                             : std::nullopt;
   const auto direct_dw = direct_geometry(d, direct::computes_filter_gradient);
   // Each method in turn, reusing the workspace.
-  if (!direct_dw || (dx.defined() && !direct_dx))
-    gemm_backward(ctx, d, x, w, dy, direct_dx ? Tensor() : dx, dx_mode, direct_dw ? Tensor() : dw);
+  if (!direct_dw || (dx.defined() && !direct_dx && !winograd_dx))
+    gemm_backward(ctx, d, x, w, dy, direct_dx || winograd_dx ? Tensor() : dx, dx_mode,
+                  direct_dw ? Tensor() : dw);
   if (direct_dw) {
     direct::filter_gradient(
         threads, x.f32(), dy.f32(), *direct_dw, dw.f32(),
@@ -291,6 +318,12 @@ void backward_f32(Context& ctx, const Tensor& x, const Tensor& w, const Tensor& 
     direct::data_gradient(
         threads, dy.f32(), w.f32(), *direct_dx, dx.f32(), dx_mode == GradMode::Accumulate,
         ctx.workspace(direct::data_gradient_workspace_floats(threads, *direct_dx)).f32());
+  }
+  if (winograd_dx) {
+    constexpr auto kData = winograd::Direction::DataGradient;
+    winograd::convolve(
+        threads, dy.f32(), w.f32(), *winograd_dx, kData, dx.f32(), dx_mode == GradMode::Accumulate,
+        ctx.workspace(winograd::workspace_floats(threads, *winograd_dx, kData)).f32());
   }
 }
 

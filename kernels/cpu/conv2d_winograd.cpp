@@ -1,0 +1,305 @@
+// F(2x2, 3x3): the filter, input and output transforms and the point-wise products (see
+// conv2d_winograd.h). With B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1],
+// G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1] and A^T = [1 1 1 0; 0 1 -1 -1].
+#include <omp.h>
+
+#include <algorithm>
+#include <numeric>
+
+#include "kernels/cpu/conv2d_direct_plane.h"
+#include "kernels/cpu/conv2d_winograd.h"
+
+namespace psgd::cpu::winograd {
+namespace {
+
+using direct::kLanes;
+using direct::load;
+using direct::store;
+using direct::Vec;
+
+constexpr int kPoints = 16;  // of a transformed 4x4 patch
+// Register tiles of the products: kBlockK output channels by up to kTileVectors vectors of
+// tiles, as the direct method's (conv2d_direct.cpp).
+#if defined(__AVX512F__)
+constexpr int kBlockK = 8;
+#else
+constexpr int kBlockK = 4;
+#endif
+constexpr int kTileVectors = 3;
+// A block's transformed inputs and products stay within 3/8 of a core's L2 (2 MiB), and hold at
+// most this many tiles (more only lengthens the rows the transforms walk). But a block has at
+// least a register tile's three vectors of tiles, even where those spill L2 (VGG's 512
+// channels): fewer leave the products loading as many values as they multiply.
+constexpr int64_t kBlockFloats = 192 * 1024;
+constexpr int64_t kMaxBlockTiles = 256;
+constexpr int64_t kMinBlockTiles = kTileVectors * kLanes;
+
+// A convolution of `inputs` planes (h, w) into `outputs` planes, as the transforms see it:
+// tiles of 2x2 outputs in rows of w / 2, h / 2 tile rows per image, the batch's tile rows in
+// blocks of `rows`, each block's tiles `pitch` floats apart per point and channel.
+struct Layout {
+  Layout(int64_t n, int64_t inputs, int64_t outputs, int64_t h, int64_t w)
+      : inputs(inputs),
+        outputs(outputs),
+        h(h),
+        w(w),
+        output_blocks((outputs + kBlockK - 1) / kBlockK),
+        tiles_per_row(w / 2),
+        tile_rows(n * (h / 2)),
+        block_tiles(std::clamp(kBlockFloats / (kPoints * (inputs + output_blocks * kBlockK)),
+                               kMinBlockTiles, kMaxBlockTiles)) {
+    // Whole vectors of tiles where the rows allow it.
+    const int64_t unit = kLanes / std::gcd<int64_t>(kLanes, tiles_per_row);
+    rows = std::max(unit, block_tiles / tiles_per_row / unit * unit);
+    pitch = (rows * tiles_per_row + kLanes - 1) / kLanes * kLanes;
+  }
+
+  int64_t inputs, outputs, h, w;
+  int64_t output_blocks;
+  int64_t tiles_per_row, tile_rows;
+  int64_t block_tiles;  // wanted
+  int64_t rows = 0, pitch = 0;
+
+  // The transforms cost per pixel and channel, the products per pixel and channel pair: with
+  // fewer than 64 channels on either side the direct method's 2.25x more multiplications at
+  // ~90% of the machine's sgemm rate cost less (ResNet-32 at batch 128: 16 channels 2.5 ms
+  // against 1.7, 32 channels 1.9 against 1.6, 64 channels 1.6 against 1.8).
+  bool worthwhile() const { return std::min(inputs, outputs) >= 64; }
+
+  int64_t padded_outputs() const { return output_blocks * kBlockK; }
+  // Floats between points in V and M: one vector more than the channels' rows, so that the
+  // points' rows do not lie a multiple of 4 KiB apart (the transforms walk all 16 at once).
+  int64_t v_point() const { return inputs * pitch + kLanes; }
+  int64_t m_point() const { return padded_outputs() * pitch + kLanes; }
+  int64_t blocks() const { return (tile_rows + rows - 1) / rows; }
+  int64_t filter_floats() const { return kPoints * padded_outputs() * inputs; }
+  // V [point][input][pitch], M [point][output][pitch], a zero row and four transformed rows.
+  int64_t thread_floats() const {
+    return kPoints * (v_point() + m_point()) + w + 4 * rows * (w + 2);
+  }
+  int64_t workspace_floats(int threads) const {
+    return filter_floats() + threads * thread_floats();
+  }
+
+  // Where tile row `row` of the batch lies: its image and its row of tiles in the image.
+  int64_t image_of(int64_t row) const { return row / (h / 2); }
+  int64_t tile_row_in_image(int64_t row) const { return row % (h / 2); }
+};
+
+bool applies(const Geometry& g) {
+  return g.r == 3 && g.s == 3 && g.stride == 1 && g.pad == 1 && g.h > 0 && g.w > 0 &&
+         g.h % 2 == 0 && g.w % 2 == 0;
+}
+
+// The data gradient convolves dy's K planes into dx's C.
+Layout layout_of(const Geometry& g, Direction direction) {
+  return direction == Direction::Forward ? Layout(g.n, g.c, g.k, g.h, g.w)
+                                         : Layout(g.n, g.k, g.c, g.h, g.w);
+}
+
+// G applied to three values a step apart, into four.
+inline void transform_filter_taps(float g0, float g1, float g2, float* to, int step) {
+  to[0] = g0;
+  to[step] = 0.5f * (g0 + g1 + g2);
+  to[2 * step] = 0.5f * (g0 - g1 + g2);
+  to[3 * step] = g2;
+}
+
+// The filters' transforms G g G^T into u [point][output block][input][kBlockK], zero past the
+// last output; tap(output, input, r, s) reads a filter tap. Output blocks split over the team.
+template <class Tap>
+void transform_filters(const Layout& l, Tap tap, float* u) {
+#pragma omp for schedule(static)
+  for (int64_t block = 0; block < l.output_blocks; ++block)
+    for (int64_t input = 0; input < l.inputs; ++input)
+      for (int64_t kk = 0; kk < kBlockK; ++kk) {
+        const int64_t output = block * kBlockK + kk;
+        float points[kPoints] = {};
+        if (output < l.outputs) {
+          float columns[4 * 3];  // G g: 4 rows of 3
+          for (int s = 0; s < 3; ++s)
+            transform_filter_taps(tap(output, input, 0, s), tap(output, input, 1, s),
+                                  tap(output, input, 2, s), columns + s, 3);
+          for (int i = 0; i < 4; ++i)
+            transform_filter_taps(columns[3 * i], columns[3 * i + 1], columns[3 * i + 2],
+                                  points + 4 * i, 1);
+        }
+        for (int p = 0; p < kPoints; ++p)
+          u[((p * l.output_blocks + block) * l.inputs + input) * kBlockK + kk] = points[p];
+      }
+}
+
+// B^T d B for the tiles of tile rows [row0, row0 + rows) and every input channel into
+// v [point][input][pitch], zero from the last tile to the end of its vector (the products read
+// whole vectors, and stale workspace there could be slow denormals). Per channel, B^T
+// down the columns of every tile row first, into `columns` (rows x 4 padded rows), then B along
+// them: reading a row just written would stall on the stores still in flight.
+void transform_inputs(const Layout& l, const float* x, int64_t row0, int64_t rows, float* v,
+                      float* scratch) {
+  const int64_t tw = l.tiles_per_row, step = l.v_point();  // step: between points (i, j)
+  const int64_t padded = l.w + 2;                          // columns -1 .. w
+  float* zeros = scratch;
+  float* columns = scratch + l.w;
+  std::fill(zeros, zeros + l.w, 0.0f);
+  for (int64_t r = 0; r < 4 * rows; ++r) columns[r * padded] = columns[r * padded + l.w + 1] = 0.0f;
+  for (int64_t c = 0; c < l.inputs; ++c) {
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t image = l.image_of(row0 + r), ty = l.tile_row_in_image(row0 + r);
+      const float* plane = x + (image * l.inputs + c) * l.h * l.w;
+      const float* d[4];  // the patch rows 2 ty - 1 .. 2 ty + 2
+      for (int i = 0; i < 4; ++i) {
+        const int64_t ih = 2 * ty - 1 + i;
+        d[i] = ih >= 0 && ih < l.h ? plane + ih * l.w : zeros;
+      }
+      float* u = columns + 4 * r * padded + 1;
+#pragma omp simd
+      for (int64_t q = 0; q < l.w; ++q) {
+        u[q] = d[0][q] - d[2][q];
+        u[padded + q] = d[1][q] + d[2][q];
+        u[2 * padded + q] = d[2][q] - d[1][q];
+        u[3 * padded + q] = d[1][q] - d[3][q];
+      }
+    }
+    // Tile tx reads padded columns 2 tx .. 2 tx + 3.
+    for (int64_t r = 0; r < rows; ++r)
+      for (int i = 0; i < 4; ++i) {
+        const float* e = columns + (4 * r + i) * padded;
+        float* to = v + 4 * i * step + c * l.pitch + r * tw;
+#pragma omp simd
+        for (int64_t tx = 0; tx < tw; ++tx) {
+          to[tx] = e[2 * tx] - e[2 * tx + 2];
+          to[step + tx] = e[2 * tx + 1] + e[2 * tx + 2];
+          to[2 * step + tx] = e[2 * tx + 2] - e[2 * tx + 1];
+          to[3 * step + tx] = e[2 * tx + 1] - e[2 * tx + 3];
+        }
+      }
+  }
+  const int64_t tiles = rows * tw, vector_end = (tiles + kLanes - 1) / kLanes * kLanes;
+  for (int p = 0; p < kPoints; ++p)
+    for (int64_t c = 0; c < l.inputs; ++c) {
+      float* row = v + p * l.v_point() + c * l.pitch;
+      std::fill(row + tiles, row + vector_end, 0.0f);
+    }
+}
+
+// One output block's products for vectors [j0, j0 + kVectors) of tiles: m [kBlockK][pitch] =
+// u [input][kBlockK]^T . v [input][pitch].
+template <int kVectors>
+void multiply_tile(const float* u, const float* v, int64_t inputs, int64_t pitch, int64_t j0,
+                   float* m) {
+  Vec acc[kBlockK][kVectors] = {};
+  for (int64_t c = 0; c < inputs; ++c, u += kBlockK) {
+    Vec in[kVectors];
+#pragma GCC unroll 4
+    for (int j = 0; j < kVectors; ++j) in[j] = load(v + c * pitch + (j0 + j) * kLanes);
+#pragma GCC unroll 16
+    for (int kk = 0; kk < kBlockK; ++kk)
+#pragma GCC unroll 4
+      for (int j = 0; j < kVectors; ++j) acc[kk][j] += in[j] * u[kk];
+  }
+  for (int kk = 0; kk < kBlockK; ++kk)
+    for (int j = 0; j < kVectors; ++j) store(m + kk * pitch + (j0 + j) * kLanes, acc[kk][j]);
+}
+
+// m [point][output][pitch] = u [point] . v [point] over `vectors` vectors of tiles.
+void multiply(const Layout& l, const float* u, const float* v, int64_t vectors, float* m) {
+  for (int p = 0; p < kPoints; ++p)
+    for (int64_t block = 0; block < l.output_blocks; ++block) {
+      const float* u_block = u + (p * l.output_blocks + block) * l.inputs * kBlockK;
+      const float* v_point = v + p * l.v_point();
+      float* m_block = m + p * l.m_point() + block * kBlockK * l.pitch;
+      // Threes, but four as 2 + 2: a tile of one vector loads as many values as it does FMAs.
+      int64_t j0 = 0;
+      for (; vectors - j0 >= kTileVectors && vectors - j0 != 4; j0 += kTileVectors)
+        multiply_tile<kTileVectors>(u_block, v_point, l.inputs, l.pitch, j0, m_block);
+      for (; vectors - j0 >= 2; j0 += 2)
+        multiply_tile<2>(u_block, v_point, l.inputs, l.pitch, j0, m_block);
+      if (j0 < vectors) multiply_tile<1>(u_block, v_point, l.inputs, l.pitch, j0, m_block);
+    }
+}
+
+// A^T m A for the tiles of tile rows [row0, row0 + rows) into y (N, outputs, h, w), added to
+// what is there when kAccumulate.
+template <bool kAccumulate>
+void transform_outputs(const Layout& l, const float* m, int64_t row0, int64_t rows, float* y) {
+  const int64_t tw = l.tiles_per_row, step = l.m_point();  // between points
+  for (int64_t o = 0; o < l.outputs; ++o)
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t image = l.image_of(row0 + r), ty = l.tile_row_in_image(row0 + r);
+      float* y0 = y + ((image * l.outputs + o) * l.h + 2 * ty) * l.w;
+      float* y1 = y0 + l.w;
+      const float* mo = m + o * l.pitch + r * tw;
+#pragma omp simd
+      for (int64_t tx = 0; tx < tw; ++tx) {
+        float top[4], bottom[4];  // A^T down the columns
+        for (int j = 0; j < 4; ++j) {
+          const float m0 = mo[j * step + tx], m1 = mo[(4 + j) * step + tx],
+                      m2 = mo[(8 + j) * step + tx], m3 = mo[(12 + j) * step + tx];
+          top[j] = m0 + m1 + m2;
+          bottom[j] = m1 - m2 - m3;
+        }
+        const float y00 = top[0] + top[1] + top[2], y01 = top[1] - top[2] - top[3];
+        const float y10 = bottom[0] + bottom[1] + bottom[2],
+                    y11 = bottom[1] - bottom[2] - bottom[3];
+        y0[2 * tx] = kAccumulate ? y0[2 * tx] + y00 : y00;
+        y0[2 * tx + 1] = kAccumulate ? y0[2 * tx + 1] + y01 : y01;
+        y1[2 * tx] = kAccumulate ? y1[2 * tx] + y10 : y10;
+        y1[2 * tx + 1] = kAccumulate ? y1[2 * tx + 1] + y11 : y11;
+      }
+    }
+}
+
+// The whole convolution: the filters' transforms, then per block of tile rows the inputs'
+// transforms, the products and the outputs' transforms, blocks split over the team.
+template <class Tap>
+void convolve(int threads, const Layout& l, const float* in, Tap tap, float* out, bool accumulate,
+              float* ws) {
+  float* u = ws;
+  const int64_t blocks = l.blocks();
+#pragma omp parallel num_threads(threads)
+  {
+    transform_filters(l, tap, u);  // ends in the team's barrier
+    float* v = u + l.filter_floats() + omp_get_thread_num() * l.thread_floats();
+    float* m = v + kPoints * l.v_point();
+    float* scratch = m + kPoints * l.m_point();
+#pragma omp for schedule(static)
+    for (int64_t b = 0; b < blocks; ++b) {
+      const int64_t row0 = b * l.rows, rows = std::min(l.rows, l.tile_rows - row0);
+      transform_inputs(l, in, row0, rows, v, scratch);
+      multiply(l, u, v, (rows * l.tiles_per_row + kLanes - 1) / kLanes, m);
+      if (accumulate)
+        transform_outputs<true>(l, m, row0, rows, out);
+      else
+        transform_outputs<false>(l, m, row0, rows, out);
+    }
+  }
+}
+
+}  // namespace
+
+bool computes(const Geometry& g, Direction direction) {
+  return applies(g) && layout_of(g, direction).worthwhile();
+}
+
+int64_t workspace_floats(int threads, const Geometry& g, Direction direction) {
+  return layout_of(g, direction).workspace_floats(threads);
+}
+
+void convolve(int threads, const float* in, const float* w, const Geometry& g, Direction direction,
+              float* out, bool accumulate, float* ws) {
+  const Layout l = layout_of(g, direction);
+  if (direction == Direction::Forward) {
+    const auto tap = [&](int64_t k, int64_t c, int64_t r, int64_t s) {
+      return w[((k * g.c + c) * 3 + r) * 3 + s];
+    };
+    convolve(threads, l, in, tap, out, accumulate, ws);
+  } else {
+    // Output c of the data gradient reads input k through tap (2 - r, 2 - s) of filter (k, c).
+    const auto tap = [&](int64_t c, int64_t k, int64_t r, int64_t s) {
+      return w[((k * g.c + c) * 3 + 2 - r) * 3 + 2 - s];
+    };
+    convolve(threads, l, in, tap, out, accumulate, ws);
+  }
+}
+
+}  // namespace psgd::cpu::winograd
