@@ -86,8 +86,10 @@ struct Layout {
   int64_t tile_row_in_image(int64_t row) const { return row % (h / 2); }
 };
 
+// Planes of 2x2 are one tile whose patch is three quarters padding, and VGG16-bn's (512
+// channels) ran 8-30% slower than on the im2col GEMM: planes of at least 4x4.
 bool applies(const Geometry& g) {
-  return g.r == 3 && g.s == 3 && g.stride == 1 && g.pad == 1 && g.h > 0 && g.w > 0 &&
+  return g.r == 3 && g.s == 3 && g.stride == 1 && g.pad == 1 && g.h >= 4 && g.w >= 4 &&
          g.h % 2 == 0 && g.w % 2 == 0;
 }
 

@@ -31,7 +31,7 @@ using direct::Geometry;
 enum class Direction { Forward, DataGradient };
 
 // Whether F(2x2, 3x3) computes this convolution in this direction: 3x3 filters at stride 1
-// padded by 1, even planes, and at least 64 channels on both sides.
+// padded by 1, even planes of at least 4x4, and at least 64 channels on both sides.
 bool computes(const Geometry& g, Direction direction);
 
 int64_t workspace_floats(int threads, const Geometry& g, Direction direction);

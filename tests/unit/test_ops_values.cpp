@@ -148,10 +148,11 @@ const ConvCase kConvCases[] = {{{3, 3, 7, 9}, {5, 3, 3, 3}, 1, 1},
                                // channels on both sides): output channels short of a register
                                // block (68) and tiles short of a vector, two blocks of tile rows
                                // crossing images, the last one short; blocks of exactly three
-                               // vectors; one tile per image; the fewest tiles a block takes,
-                               // more than fit L2
+                               // vectors; rows of three tiles, two rows per image; the fewest
+                               // tiles a block takes, more than fit L2. 2x2 planes: the GEMM
                                {{5, 64, 10, 10}, {68, 64, 3, 3}, 1, 1},
                                {{5, 128, 8, 8}, {128, 128, 3, 3}, 1, 1},
+                               {{9, 64, 4, 6}, {64, 64, 3, 3}, 1, 1},
                                {{17, 64, 2, 2}, {64, 64, 3, 3}, 1, 1},
                                {{3, 256, 4, 4}, {72, 256, 3, 3}, 1, 1}};
 constexpr int kConvThreads = 3;  // more threads than some batches have images, shares uneven
