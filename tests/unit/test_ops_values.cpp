@@ -83,7 +83,9 @@ Adjoints naive_conv_backward(const HostTensor& x, const HostTensor& w, const Hos
   return a;
 }
 
-// Shapes that take each CPU method: strides 1 and 2 go direct, by rows where the output width
+// Shapes that take each CPU method: 3x3 filters at stride 1 padded by 1 on even planes of at
+// least 4x4 with at least 64 channels on both sides take Winograd's F(2x2, 3x3) for the forward
+// and the data gradient; other strides 1 and 2 go direct, by rows where the output width
 // is a multiple of the vector lanes (4 for SSE, 8 for AVX2, 16 for AVX-512) or half of them on
 // an even number of rows, else along the flat padded plane where that wastes little; stride 3,
 // filters of more than 7x7 taps, and small planes such as 4x4 under AVX-512, take the im2col GEMM.
@@ -183,7 +185,7 @@ TEST_CASE("conv2d: a hand-computed 2x2 box filter") {
   CHECK(y[3] == 28.0f);
 }
 
-TEST_CASE("conv2d: both CPU methods equal the textbook loops") {
+TEST_CASE("conv2d: every CPU method equals the textbook loops") {
   for (const ConvCase& c : kConvCases) {
     CAPTURE(c.x.str());
     CAPTURE(c.w.str());
@@ -200,7 +202,7 @@ TEST_CASE("conv2d: both CPU methods equal the textbook loops") {
   }
 }
 
-TEST_CASE("conv2d backward: both CPU methods equal the exact adjoints and repeat to the bit") {
+TEST_CASE("conv2d backward: every CPU method equals the exact adjoints and repeats to the bit") {
   for (const ConvCase& c : kConvCases) {
     for (const ops::GradMode mode : {ops::GradMode::Overwrite, ops::GradMode::Accumulate}) {
       CAPTURE(c.x.str());
