@@ -1,8 +1,8 @@
 // Convolution on the CPU. 3x3 convolutions at stride 1 padded by 1 on even planes of at least
 // 4x4, with at least 64 channels on both sides, take Winograd's F(2x2, 3x3) (conv2d_winograd.h)
-// for the forward and the data gradient. Other stride-1 and stride-2 convolutions on planes
-// large enough take the direct method (conv2d_direct.h): forward, the data gradient, and the
-// filter gradient of 3x3 filters.
+// in all three directions. Other stride-1 and stride-2 convolutions on planes large enough take
+// the direct method (conv2d_direct.h): forward, the data gradient, and the filter gradient of
+// 3x3 filters.
 // Everything else is one GEMM over the whole batch, computed in cache-sized panels.
 //
 // im2col lays out the receptive fields of all N images as the columns of one (C*R*S, N*P*Q)
@@ -76,7 +76,7 @@ int64_t thread_floats(const ConvDims& d, int threads) {
 
 // The convolution as the direct and Winograd methods describe it, where `takes` says that
 // method computes it (direct::worthwhile for the forward, direct::computes_data_gradient,
-// direct::computes_filter_gradient, winograd_forward, winograd_data_gradient).
+// direct::computes_filter_gradient, and the winograd_ ones).
 std::optional<direct::Geometry> direct_geometry(const ConvDims& d,
                                                 bool (*takes)(const direct::Geometry&)) {
   if (d.stride > direct::kMaxStride) return std::nullopt;
@@ -91,6 +91,10 @@ bool winograd_forward(const direct::Geometry& g) {
 
 bool winograd_data_gradient(const direct::Geometry& g) {
   return winograd::computes(g, winograd::Direction::DataGradient);
+}
+
+bool winograd_filter_gradient(const direct::Geometry& g) {
+  return winograd::computes(g, winograd::Direction::FilterGradient);
 }
 
 // The output columns q whose input column q * stride - pad + s lies inside [0, W): [lo, hi).
@@ -253,6 +257,9 @@ int64_t float_workspace_floats(int threads, const Shape& x, const Shape& w, Conv
   if (const auto winograd = direct_geometry(d, winograd_data_gradient))
     floats = std::max(
         floats, winograd::workspace_floats(threads, *winograd, winograd::Direction::DataGradient));
+  if (const auto winograd = direct_geometry(d, winograd_filter_gradient))
+    floats = std::max(floats, winograd::workspace_floats(threads, *winograd,
+                                                         winograd::Direction::FilterGradient));
   return floats;
 }
 
@@ -304,11 +311,19 @@ void backward_f32(Context& ctx, const Tensor& x, const Tensor& w, const Tensor& 
   const auto direct_dx = dx.defined() && !winograd_dx
                              ? direct_geometry(d, direct::computes_data_gradient)
                              : std::nullopt;
-  const auto direct_dw = direct_geometry(d, direct::computes_filter_gradient);
+  const auto winograd_dw = direct_geometry(d, winograd_filter_gradient);
+  const auto direct_dw =
+      winograd_dw ? std::nullopt : direct_geometry(d, direct::computes_filter_gradient);
   // Each method in turn, reusing the workspace.
-  if (!direct_dw || (dx.defined() && !direct_dx && !winograd_dx))
+  if ((!direct_dw && !winograd_dw) || (dx.defined() && !direct_dx && !winograd_dx))
     gemm_backward(ctx, d, x, w, dy, direct_dx || winograd_dx ? Tensor() : dx, dx_mode,
-                  direct_dw ? Tensor() : dw);
+                  direct_dw || winograd_dw ? Tensor() : dw);
+  if (winograd_dw) {
+    constexpr auto kFilter = winograd::Direction::FilterGradient;
+    winograd::filter_gradient(
+        threads, x.f32(), dy.f32(), *winograd_dw, dw.f32(),
+        ctx.workspace(winograd::workspace_floats(threads, *winograd_dw, kFilter)).f32());
+  }
   if (direct_dw) {
     direct::filter_gradient(
         threads, x.f32(), dy.f32(), *direct_dw, dw.f32(),

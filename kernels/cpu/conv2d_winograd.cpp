@@ -1,6 +1,7 @@
 // F(2x2, 3x3): the filter, input and output transforms and the point-wise products (see
 // conv2d_winograd.h). With B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1],
 // G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1] and A^T = [1 1 1 0; 0 1 -1 -1].
+#include <cblas.h>
 #include <omp.h>
 
 #include <algorithm>
@@ -33,21 +34,31 @@ constexpr int kTileVectors = 3;
 constexpr int64_t kBlockFloats = 192 * 1024;
 constexpr int64_t kMaxBlockTiles = 256;
 constexpr int64_t kMinBlockTiles = kTileVectors * kLanes;
+// The filter gradient's products sum over a block's tiles in sgemm: longer sums amortise its
+// packing, so its blocks are larger.
+constexpr int64_t kSumBlockFloats = 1024 * 1024;
+constexpr int64_t kMinSumTiles = 256;
+constexpr int64_t kMaxSumTiles = 1024;
 
 // A convolution of `inputs` planes (h, w) into `outputs` planes, as the transforms see it:
 // tiles of 2x2 outputs in rows of w / 2, h / 2 tile rows per image, the batch's tile rows in
 // blocks of `rows`, each block's tiles `pitch` floats apart per point and channel.
+// The data gradient convolves dy's K planes into dx's C; the filter gradient transforms x's C
+// planes as the forward does and dy's K planes as its outputs.
 struct Layout {
-  Layout(int64_t n, int64_t inputs, int64_t outputs, int64_t h, int64_t w)
-      : inputs(inputs),
-        outputs(outputs),
-        h(h),
-        w(w),
+  Layout(const Geometry& g, Direction direction)
+      : inputs(direction == Direction::DataGradient ? g.k : g.c),
+        outputs(direction == Direction::DataGradient ? g.c : g.k),
+        h(g.h),
+        w(g.w),
         output_blocks((outputs + kBlockK - 1) / kBlockK),
         tiles_per_row(w / 2),
-        tile_rows(n * (h / 2)),
-        block_tiles(std::clamp(kBlockFloats / (kPoints * (inputs + output_blocks * kBlockK)),
-                               kMinBlockTiles, kMaxBlockTiles)) {
+        tile_rows(g.n * (h / 2)),
+        block_tiles(direction == Direction::FilterGradient
+                        ? std::clamp(kSumBlockFloats / (kPoints * (inputs + outputs)), kMinSumTiles,
+                                     kMaxSumTiles)
+                        : std::clamp(kBlockFloats / (kPoints * (inputs + padded_outputs())),
+                                     kMinBlockTiles, kMaxBlockTiles)) {
     // Whole vectors of tiles where the rows allow it.
     const int64_t unit = kLanes / std::gcd<int64_t>(kLanes, tiles_per_row);
     rows = std::max(unit, block_tiles / tiles_per_row / unit * unit);
@@ -62,8 +73,9 @@ struct Layout {
 
   // The transforms cost per pixel and channel, the products per pixel and channel pair: with
   // fewer than 64 channels on either side the direct method's 2.25x more multiplications at
-  // ~90% of the machine's sgemm rate cost less (ResNet-32 at batch 128: 16 channels 2.5 ms
-  // against 1.7, 32 channels 1.9 against 1.6, 64 channels 1.6 against 1.8).
+  // ~90% of the machine's sgemm rate cost less (ResNet-32 at batch 128, forward: 16 channels
+  // 2.5 ms against 1.7, 32 channels 1.9 against 1.6, 64 channels 1.6 against 1.8; filter
+  // gradient: 4.1 against 2.5, 3.8 against 2.6, 2.4-2.7 against 2.7).
   bool worthwhile() const { return std::min(inputs, outputs) >= 64; }
 
   int64_t padded_outputs() const { return output_blocks * kBlockK; }
@@ -73,12 +85,16 @@ struct Layout {
   int64_t m_point() const { return padded_outputs() * pitch + kLanes; }
   int64_t blocks() const { return (tile_rows + rows - 1) / rows; }
   int64_t filter_floats() const { return kPoints * padded_outputs() * inputs; }
-  // V [point][input][pitch], M [point][output][pitch], a zero row and four transformed rows.
+  // V [point][input][pitch], M (or the filter gradient's D) [point][output][pitch], a zero
+  // row, and four rows of column transforms per tile row.
   int64_t thread_floats() const {
     return kPoints * (v_point() + m_point()) + w + 4 * rows * (w + 2);
   }
-  int64_t workspace_floats(int threads) const {
-    return filter_floats() + threads * thread_floats();
+  // The filter gradient's per-thread sums, [point][output][input].
+  int64_t sums_floats() const { return kPoints * outputs * inputs; }
+  int64_t workspace_floats(int threads, Direction direction) const {
+    return direction == Direction::FilterGradient ? threads * (thread_floats() + sums_floats())
+                                                  : filter_floats() + threads * thread_floats();
   }
 
   // Where tile row `row` of the batch lies: its image and its row of tiles in the image.
@@ -91,12 +107,6 @@ struct Layout {
 bool applies(const Geometry& g) {
   return g.r == 3 && g.s == 3 && g.stride == 1 && g.pad == 1 && g.h >= 4 && g.w >= 4 &&
          g.h % 2 == 0 && g.w % 2 == 0;
-}
-
-// The data gradient convolves dy's K planes into dx's C.
-Layout layout_of(const Geometry& g, Direction direction) {
-  return direction == Direction::Forward ? Layout(g.n, g.c, g.k, g.h, g.w)
-                                         : Layout(g.n, g.k, g.c, g.h, g.w);
 }
 
 // G applied to three values a step apart, into four.
@@ -251,45 +261,120 @@ void transform_outputs(const Layout& l, const float* m, int64_t row0, int64_t ro
     }
 }
 
+// A dy A^T for the 2x2 tiles of tile rows [row0, row0 + rows) of dy's `outputs` planes into
+// d [point][output][pitch], with A = [1 0; 1 1; 1 -1; 0 -1] (A^T's adjoint).
+void transform_output_gradients(const Layout& l, const float* dy, int64_t row0, int64_t rows,
+                                float* d) {
+  const int64_t tw = l.tiles_per_row, step = l.m_point();  // between points
+  for (int64_t o = 0; o < l.outputs; ++o)
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t image = l.image_of(row0 + r), ty = l.tile_row_in_image(row0 + r);
+      const float* top = dy + ((image * l.outputs + o) * l.h + 2 * ty) * l.w;
+      const float* bottom = top + l.w;
+      float* to = d + o * l.pitch + r * tw;
+#pragma omp simd
+      for (int64_t tx = 0; tx < tw; ++tx) {
+        // A down the tile's left and right columns, then along the rows.
+        const float a = top[2 * tx], b = top[2 * tx + 1], c = bottom[2 * tx],
+                    e = bottom[2 * tx + 1];
+        const float left[4] = {a, a + c, a - c, -c}, right[4] = {b, b + e, b - e, -e};
+        for (int i = 0; i < 4; ++i) {
+          to[4 * i * step + tx] = left[i];
+          to[(4 * i + 1) * step + tx] = left[i] + right[i];
+          to[(4 * i + 2) * step + tx] = left[i] - right[i];
+          to[(4 * i + 3) * step + tx] = -right[i];
+        }
+      }
+    }
+}
+
+// sums [point] (outputs, inputs) += d [point] (outputs, tiles) . v [point]^T (tiles, inputs).
+void multiply_summed(const Layout& l, const float* d, const float* v, int64_t tiles, float* sums) {
+  for (int p = 0; p < kPoints; ++p)
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, l.outputs, l.inputs, tiles, 1.0f,
+                d + p * l.m_point(), l.pitch, v + p * l.v_point(), l.pitch, 1.0f,
+                sums + p * l.outputs * l.inputs, l.inputs);
+}
+
+// G^T applied to four values a step apart, into three: G^T = [1 1/2 1/2 0; 0 1/2 -1/2 0;
+// 0 1/2 1/2 1].
+inline void transform_gradient_points(float m0, float m1, float m2, float m3, float* to, int step) {
+  to[0] = m0 + 0.5f * (m1 + m2);
+  to[step] = 0.5f * (m1 - m2);
+  to[2 * step] = 0.5f * (m1 + m2) + m3;
+}
+
+// dw (outputs, inputs, 3, 3) = G^T S G per filter, S the threads' sums (sums(t)) added in thread
+// order.
+template <class Sums>
+void transform_filter_gradients(int threads, const Layout& l, Sums sums, float* dw) {
+  const int64_t filters = l.outputs * l.inputs;
+#pragma omp parallel for schedule(static) num_threads(threads)
+  for (int64_t f = 0; f < filters; ++f) {
+    float points[kPoints];
+    for (int p = 0; p < kPoints; ++p) {
+      float sum = 0.0f;
+      for (int t = 0; t < threads; ++t) sum += sums(t)[p * filters + f];
+      points[p] = sum;
+    }
+    float rows[3 * 4];  // G^T S: 3 rows of 4
+    for (int j = 0; j < 4; ++j)
+      transform_gradient_points(points[j], points[4 + j], points[8 + j], points[12 + j], rows + j,
+                                4);
+    for (int r = 0; r < 3; ++r)
+      transform_gradient_points(rows[4 * r], rows[4 * r + 1], rows[4 * r + 2], rows[4 * r + 3],
+                                dw + f * 9 + 3 * r, 1);
+  }
+}
+
+// Within a team: the batch's blocks of tile rows split over it, each thread's V, M (or D) and
+// scratch `per_thread` floats apart from `buffers`; body(v, m, scratch, row0, rows) per block.
+template <class Body>
+void for_each_block(const Layout& l, float* buffers, int64_t per_thread, Body body) {
+  float* v = buffers + omp_get_thread_num() * per_thread;
+  float* m = v + kPoints * l.v_point();
+  float* scratch = m + kPoints * l.m_point();
+#pragma omp for schedule(static)
+  for (int64_t b = 0; b < l.blocks(); ++b) {
+    const int64_t row0 = b * l.rows;
+    body(v, m, scratch, row0, std::min(l.rows, l.tile_rows - row0));
+  }
+}
+
 // The whole convolution: the filters' transforms, then per block of tile rows the inputs'
-// transforms, the products and the outputs' transforms, blocks split over the team.
+// transforms, the products and the outputs' transforms.
 template <class Tap>
 void convolve(int threads, const Layout& l, const float* in, Tap tap, float* out, bool accumulate,
               float* ws) {
   float* u = ws;
-  const int64_t blocks = l.blocks();
 #pragma omp parallel num_threads(threads)
   {
     transform_filters(l, tap, u);  // ends in the team's barrier
-    float* v = u + l.filter_floats() + omp_get_thread_num() * l.thread_floats();
-    float* m = v + kPoints * l.v_point();
-    float* scratch = m + kPoints * l.m_point();
-#pragma omp for schedule(static)
-    for (int64_t b = 0; b < blocks; ++b) {
-      const int64_t row0 = b * l.rows, rows = std::min(l.rows, l.tile_rows - row0);
-      transform_inputs(l, in, row0, rows, v, scratch);
-      multiply(l, u, v, (rows * l.tiles_per_row + kLanes - 1) / kLanes, m);
-      if (accumulate)
-        transform_outputs<true>(l, m, row0, rows, out);
-      else
-        transform_outputs<false>(l, m, row0, rows, out);
-    }
+    for_each_block(l, u + l.filter_floats(), l.thread_floats(),
+                   [&](float* v, float* m, float* scratch, int64_t row0, int64_t rows) {
+                     transform_inputs(l, in, row0, rows, v, scratch);
+                     multiply(l, u, v, (rows * l.tiles_per_row + kLanes - 1) / kLanes, m);
+                     if (accumulate)
+                       transform_outputs<true>(l, m, row0, rows, out);
+                     else
+                       transform_outputs<false>(l, m, row0, rows, out);
+                   });
   }
 }
 
 }  // namespace
 
 bool computes(const Geometry& g, Direction direction) {
-  return applies(g) && layout_of(g, direction).worthwhile();
+  return applies(g) && Layout(g, direction).worthwhile();
 }
 
 int64_t workspace_floats(int threads, const Geometry& g, Direction direction) {
-  return layout_of(g, direction).workspace_floats(threads);
+  return Layout(g, direction).workspace_floats(threads, direction);
 }
 
 void convolve(int threads, const float* in, const float* w, const Geometry& g, Direction direction,
               float* out, bool accumulate, float* ws) {
-  const Layout l = layout_of(g, direction);
+  const Layout l(g, direction);
   if (direction == Direction::Forward) {
     const auto tap = [&](int64_t k, int64_t c, int64_t r, int64_t s) {
       return w[((k * g.c + c) * 3 + r) * 3 + s];
@@ -302,6 +387,22 @@ void convolve(int threads, const float* in, const float* w, const Geometry& g, D
     };
     convolve(threads, l, in, tap, out, accumulate, ws);
   }
+}
+
+void filter_gradient(int threads, const float* x, const float* dy, const Geometry& g, float* dw,
+                     float* ws) {
+  const Layout l(g, Direction::FilterGradient);
+  const int64_t per_thread = l.thread_floats() + l.sums_floats();
+  const auto sums = [&](int t) { return ws + t * per_thread + l.thread_floats(); };
+  for (int t = 0; t < threads; ++t) std::fill(sums(t), sums(t) + l.sums_floats(), 0.0f);
+#pragma omp parallel num_threads(threads)
+  for_each_block(l, ws, per_thread,
+                 [&](float* v, float* d, float* scratch, int64_t row0, int64_t rows) {
+                   transform_inputs(l, x, row0, rows, v, scratch);
+                   transform_output_gradients(l, dy, row0, rows, d);
+                   multiply_summed(l, d, v, rows * l.tiles_per_row, sums(omp_get_thread_num()));
+                 });
+  transform_filter_gradients(threads, l, sums, dw);
 }
 
 }  // namespace psgd::cpu::winograd
