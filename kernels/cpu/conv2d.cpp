@@ -1,8 +1,8 @@
 // Convolution on the CPU. 3x3 convolutions at stride 1 padded by 1 on even planes of at least
-// 4x4, with at least 64 channels on both sides, take Winograd's F(2x2, 3x3) (conv2d_winograd.h)
-// in all three directions. Other stride-1 and stride-2 convolutions on planes large enough take
-// the direct method (conv2d_direct.h): forward, the data gradient, and the filter gradient of
-// 3x3 filters.
+// 4x4, with at least 32 channels on both sides (64 for the filter gradient), take Winograd's
+// F(2x2, 3x3) (conv2d_winograd.h). Other stride-1 and stride-2 convolutions on planes large
+// enough take the direct method (conv2d_direct.h): forward, the data gradient, and the filter
+// gradient of 3x3 filters.
 // Everything else is one GEMM over the whole batch, computed in cache-sized panels.
 //
 // im2col lays out the receptive fields of all N images as the columns of one (C*R*S, N*P*Q)

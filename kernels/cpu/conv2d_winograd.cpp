@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <numeric>
+#include <type_traits>
 
 #include "kernels/cpu/conv2d_direct_plane.h"
 #include "kernels/cpu/conv2d_winograd.h"
@@ -58,7 +59,8 @@ struct Layout {
                         ? std::clamp(kSumBlockFloats / (kPoints * (inputs + outputs)), kMinSumTiles,
                                      kMaxSumTiles)
                         : std::clamp(kBlockFloats / (kPoints * (inputs + padded_outputs())),
-                                     kMinBlockTiles, kMaxBlockTiles)) {
+                                     kMinBlockTiles, kMaxBlockTiles)),
+        min_channels(direction == Direction::FilterGradient ? 64 : 32) {
     // Whole vectors of tiles where the rows allow it.
     const int64_t unit = kLanes / std::gcd<int64_t>(kLanes, tiles_per_row);
     rows = std::max(unit, block_tiles / tiles_per_row / unit * unit);
@@ -68,15 +70,16 @@ struct Layout {
   int64_t inputs, outputs, h, w;
   int64_t output_blocks;
   int64_t tiles_per_row, tile_rows;
-  int64_t block_tiles;  // wanted
+  int64_t block_tiles;   // wanted
+  int64_t min_channels;  // on either side, for worthwhile()
   int64_t rows = 0, pitch = 0;
 
   // The transforms cost per pixel and channel, the products per pixel and channel pair: with
-  // fewer than 64 channels on either side the direct method's 2.25x more multiplications at
-  // ~90% of the machine's sgemm rate cost less (ResNet-32 at batch 128, forward: 16 channels
-  // 2.5 ms against 1.7, 32 channels 1.9 against 1.6, 64 channels 1.6 against 1.8; filter
-  // gradient: 4.1 against 2.5, 3.8 against 2.6, 2.4-2.7 against 2.7).
-  bool worthwhile() const { return std::min(inputs, outputs) >= 64; }
+  // fewer channels the direct method's 2.25x more multiplications at ~90% of the machine's
+  // sgemm rate cost less. ResNet-32 at batch 128, forward: 16 channels 2.3 ms against 1.7,
+  // 32 channels 1.56 against 1.70, 64 channels 1.12 against 1.9; filter gradient (its sums in
+  // sgemm): 3.3 against 2.3, 2.8 against 2.0, 2.1 against 2.4.
+  bool worthwhile() const { return std::min(inputs, outputs) >= min_channels; }
 
   int64_t padded_outputs() const { return output_blocks * kBlockK; }
   // Floats between points in V and M: one vector more than the channels' rows, so that the
@@ -147,31 +150,54 @@ void transform_filters(const Layout& l, Tap tap, float* u) {
   }
 }
 
+// body(std::integral_constant<int64_t, n>()) with n the tiles per row where ResNet's and VGG's
+// planes give them (2 to 16), else n = 0, the transforms then reading the length at run time:
+// GCC vectorises their loops fully only at a compile-time length (at a run-time length it left
+// most of a row of 8 tiles to scalar code: ResNet-32's third-stage forward 1.58 -> 1.14 ms).
+template <class Body>
+void with_tiles_per_row(int64_t tiles, Body body) {
+  switch (tiles) {
+    case 2:
+      return body(std::integral_constant<int64_t, 2>());
+    case 4:
+      return body(std::integral_constant<int64_t, 4>());
+    case 8:
+      return body(std::integral_constant<int64_t, 8>());
+    case 16:
+      return body(std::integral_constant<int64_t, 16>());
+    default:
+      return body(std::integral_constant<int64_t, 0>());
+  }
+}
+
 // B^T d B for the tiles of tile rows [row0, row0 + rows) and every input channel into
 // v [point][input][pitch], zero from the last tile to the end of its vector (the products read
 // whole vectors, and stale workspace there could be slow denormals). Per channel, B^T
 // down the columns of every tile row first, into `columns` (rows x 4 padded rows), then B along
 // them: reading a row just written would stall on the stores still in flight.
+template <int64_t kTilesPerRow>
 void transform_inputs(const Layout& l, const float* x, int64_t row0, int64_t rows, float* v,
                       float* scratch) {
-  const int64_t tw = l.tiles_per_row, step = l.v_point();  // step: between points (i, j)
-  const int64_t padded = l.w + 2;                          // columns -1 .. w
+  const int64_t tw = kTilesPerRow ? kTilesPerRow : l.tiles_per_row, width = 2 * tw;
+  const int64_t step = l.v_point();  // between points (i, j)
+  const int64_t padded = width + 2;  // columns -1 .. w
   float* zeros = scratch;
-  float* columns = scratch + l.w;
-  std::fill(zeros, zeros + l.w, 0.0f);
-  for (int64_t r = 0; r < 4 * rows; ++r) columns[r * padded] = columns[r * padded + l.w + 1] = 0.0f;
+  float* columns = scratch + width;
+  std::fill(zeros, zeros + width, 0.0f);
+  for (int64_t r = 0; r < 4 * rows; ++r)
+    columns[r * padded] = columns[r * padded + width + 1] = 0.0f;
   for (int64_t c = 0; c < l.inputs; ++c) {
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t image = l.image_of(row0 + r), ty = l.tile_row_in_image(row0 + r);
-      const float* plane = x + (image * l.inputs + c) * l.h * l.w;
+      const float* plane = x + (image * l.inputs + c) * l.h * width;
       const float* d[4];  // the patch rows 2 ty - 1 .. 2 ty + 2
       for (int i = 0; i < 4; ++i) {
         const int64_t ih = 2 * ty - 1 + i;
-        d[i] = ih >= 0 && ih < l.h ? plane + ih * l.w : zeros;
+        d[i] = ih >= 0 && ih < l.h ? plane + ih * width : zeros;
       }
       float* u = columns + 4 * r * padded + 1;
 #pragma omp simd
-      for (int64_t q = 0; q < l.w; ++q) {
+      for (int64_t q = 0; q < width; ++q) {
         u[q] = d[0][q] - d[2][q];
         u[padded + q] = d[1][q] + d[2][q];
         u[2 * padded + q] = d[2][q] - d[1][q];
@@ -238,14 +264,15 @@ void multiply(const Layout& l, const float* u, const float* v, int64_t vectors, 
 
 // A^T m A for the tiles of tile rows [row0, row0 + rows) into y (N, outputs, h, w), added to
 // what is there when kAccumulate.
-template <bool kAccumulate>
+template <int64_t kTilesPerRow, bool kAccumulate>
 void transform_outputs(const Layout& l, const float* m, int64_t row0, int64_t rows, float* y) {
-  const int64_t tw = l.tiles_per_row, step = l.m_point();  // between points
+  const int64_t tw = kTilesPerRow ? kTilesPerRow : l.tiles_per_row, width = 2 * tw;
+  const int64_t step = l.m_point();  // between points
   for (int64_t o = 0; o < l.outputs; ++o)
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t image = l.image_of(row0 + r), ty = l.tile_row_in_image(row0 + r);
-      float* y0 = y + ((image * l.outputs + o) * l.h + 2 * ty) * l.w;
-      float* y1 = y0 + l.w;
+      float* y0 = y + ((image * l.outputs + o) * l.h + 2 * ty) * width;
+      float* y1 = y0 + width;
       const float* mo = m + o * l.pitch + r * tw;
 #pragma omp simd
       for (int64_t tx = 0; tx < tw; ++tx) {
@@ -269,14 +296,16 @@ void transform_outputs(const Layout& l, const float* m, int64_t row0, int64_t ro
 
 // A dy A^T for the 2x2 tiles of tile rows [row0, row0 + rows) of dy's `outputs` planes into
 // d [point][output][pitch], with A = [1 0; 1 1; 1 -1; 0 -1] (A^T's adjoint).
+template <int64_t kTilesPerRow>
 void transform_output_gradients(const Layout& l, const float* dy, int64_t row0, int64_t rows,
                                 float* d) {
-  const int64_t tw = l.tiles_per_row, step = l.m_point();  // between points
+  const int64_t tw = kTilesPerRow ? kTilesPerRow : l.tiles_per_row, width = 2 * tw;
+  const int64_t step = l.m_point();  // between points
   for (int64_t o = 0; o < l.outputs; ++o)
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t image = l.image_of(row0 + r), ty = l.tile_row_in_image(row0 + r);
-      const float* top = dy + ((image * l.outputs + o) * l.h + 2 * ty) * l.w;
-      const float* bottom = top + l.w;
+      const float* top = dy + ((image * l.outputs + o) * l.h + 2 * ty) * width;
+      const float* bottom = top + width;
       float* to = d + o * l.pitch + r * tw;
 #pragma omp simd
       for (int64_t tx = 0; tx < tw; ++tx) {
@@ -363,12 +392,15 @@ void convolve(int threads, const Layout& l, const float* in, Tap tap, float* out
     transform_filters(l, tap, u);  // ends in the team's barrier
     for_each_block(l, u + l.filter_floats(), l.thread_floats(),
                    [&](float* v, float* m, float* scratch, int64_t row0, int64_t rows) {
-                     transform_inputs(l, in, row0, rows, v, scratch);
-                     multiply(l, u, v, (rows * l.tiles_per_row + kLanes - 1) / kLanes, m);
-                     if (accumulate)
-                       transform_outputs<true>(l, m, row0, rows, out);
-                     else
-                       transform_outputs<false>(l, m, row0, rows, out);
+                     with_tiles_per_row(l.tiles_per_row, [&](auto tiles) {
+                       constexpr int64_t kTiles = decltype(tiles)::value;
+                       transform_inputs<kTiles>(l, in, row0, rows, v, scratch);
+                       multiply(l, u, v, (rows * l.tiles_per_row + kLanes - 1) / kLanes, m);
+                       if (accumulate)
+                         transform_outputs<kTiles, true>(l, m, row0, rows, out);
+                       else
+                         transform_outputs<kTiles, false>(l, m, row0, rows, out);
+                     });
                    });
   }
 }
@@ -412,8 +444,11 @@ void filter_gradient(int threads, const float* x, const float* dy, const Geometr
     for (int t = 0; t < threads; ++t) std::fill(sums(t), sums(t) + l.sums_floats(), 0.0f);
     for_each_block(l, ws, per_thread,
                    [&](float* v, float* d, float* scratch, int64_t row0, int64_t rows) {
-                     transform_inputs(l, x, row0, rows, v, scratch);
-                     transform_output_gradients(l, dy, row0, rows, d);
+                     with_tiles_per_row(l.tiles_per_row, [&](auto tiles) {
+                       constexpr int64_t kTiles = decltype(tiles)::value;
+                       transform_inputs<kTiles>(l, x, row0, rows, v, scratch);
+                       transform_output_gradients<kTiles>(l, dy, row0, rows, d);
+                     });
                      multiply_summed(l, d, v, rows * l.tiles_per_row, sums(omp_get_thread_num()));
                    });
   }

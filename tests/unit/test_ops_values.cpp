@@ -84,8 +84,8 @@ Adjoints naive_conv_backward(const HostTensor& x, const HostTensor& w, const Hos
 }
 
 // Shapes that take each CPU method: 3x3 filters at stride 1 padded by 1 on even planes of at
-// least 4x4 with at least 64 channels on both sides take Winograd's F(2x2, 3x3) in all three
-// directions; other strides 1 and 2 go direct, by rows where the output width
+// least 4x4 with at least 32 channels on both sides take Winograd's F(2x2, 3x3) (the filter
+// gradient from 64); other strides 1 and 2 go direct, by rows where the output width
 // is a multiple of the vector lanes (4 for SSE, 8 for AVX2, 16 for AVX-512) or half of them on
 // an even number of rows, else along the flat padded plane where that wastes little; stride 3,
 // filters of more than 7x7 taps, and small planes such as 4x4 under AVX-512, take the im2col GEMM.
@@ -146,13 +146,15 @@ const ConvCase kConvCases[] = {{{3, 3, 7, 9}, {5, 3, 3, 3}, 1, 1},
                                {{2, 16, 33, 33}, {5, 16, 3, 3}, 2, 0},
                                // more than 7x7 taps: the GEMM
                                {{1, 2, 20, 20}, {2, 2, 8, 8}, 1, 3},
-                               // Winograd F(2x2, 3x3) forward and data gradient (at least 64
-                               // channels on both sides): output channels short of a register
-                               // block (68) and tiles short of a vector, two blocks of tile rows
-                               // crossing images, the last one short; blocks of exactly three
+                               // Winograd F(2x2, 3x3) (at least 32 channels on both sides, 64
+                               // for the filter gradient): 32 channels, the filter gradient
+                               // direct; output channels short of a register block (68) and
+                               // tiles short of a vector, two blocks of tile rows crossing
+                               // images, the last one short; blocks of exactly three
                                // vectors; rows of three tiles, two rows per image; the fewest
                                // tiles a block takes, more than fit L2; two of the filter
                                // gradient's larger blocks, on two threads. 2x2 planes: the GEMM
+                               {{3, 32, 16, 16}, {32, 32, 3, 3}, 1, 1},
                                {{5, 64, 10, 10}, {68, 64, 3, 3}, 1, 1},
                                {{9, 64, 16, 16}, {64, 64, 3, 3}, 1, 1},
                                {{5, 128, 8, 8}, {128, 128, 3, 3}, 1, 1},
