@@ -1,4 +1,6 @@
-// Convolution on the CPU. 3x3 convolutions at stride 1 padded by 1 on even planes of at least
+// Convolution on the CPU. Planes so small that every output reads every input pixel (VGG16-bn's
+// 2x2 planes) take one matrix product with the convolution's dense map (conv2d_small_plane.h).
+// 3x3 convolutions at stride 1 padded by 1 on even planes of at least
 // 4x4, with at least 32 channels on both sides (64 for the filter gradient), take Winograd's
 // F(2x2, 3x3) (conv2d_winograd.h). Other stride-1 and stride-2 convolutions on planes large
 // enough take the direct method (conv2d_direct.h): forward, the data gradient, and the filter
@@ -20,6 +22,7 @@
 #include <optional>
 
 #include "kernels/cpu/conv2d_direct.h"
+#include "kernels/cpu/conv2d_small_plane.h"
 #include "kernels/cpu/conv2d_winograd.h"
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/cpu/staging.h"
@@ -251,6 +254,8 @@ int64_t float_workspace_floats(int threads, const Shape& x, const Shape& w, Conv
     floats = std::max(floats, direct::data_gradient_workspace_floats(threads, *direct));
   if (const auto direct = direct_geometry(d, direct::computes_filter_gradient))
     floats = std::max(floats, direct::filter_gradient_workspace_floats(threads, *direct));
+  if (const auto small = direct_geometry(d, small_plane::computes))
+    floats = std::max(floats, small_plane::workspace_floats(*small));
   if (const auto winograd = direct_geometry(d, winograd_forward))
     floats = std::max(floats,
                       winograd::workspace_floats(threads, *winograd, winograd::Direction::Forward));
@@ -268,6 +273,11 @@ void forward_f32(Context& ctx, const Tensor& x, const Tensor& w, Conv2dGeometry 
   const ConvDims d = dims_of(x.shape, w.shape, g);
   if (d.n == 0) return;
   const int threads = ctx.threads();
+  if (const auto small = direct_geometry(d, small_plane::computes)) {
+    small_plane::forward(x.f32(), w.f32(), *small, y.f32(),
+                         ctx.workspace(small_plane::workspace_floats(*small)).f32());
+    return;
+  }
   if (const auto winograd = direct_geometry(d, winograd_forward)) {
     constexpr auto kForward = winograd::Direction::Forward;
     winograd::convolve(
@@ -307,6 +317,14 @@ void backward_f32(Context& ctx, const Tensor& x, const Tensor& w, const Tensor& 
     return;
   }
   const int threads = ctx.threads();
+  if (const auto small = direct_geometry(d, small_plane::computes)) {
+    float* map = ctx.workspace(small_plane::workspace_floats(*small)).f32();
+    small_plane::filter_gradient(x.f32(), dy.f32(), *small, dw.f32(), map);
+    if (dx.defined())
+      small_plane::data_gradient(dy.f32(), w.f32(), *small, dx.f32(),
+                                 dx_mode == GradMode::Accumulate, map);
+    return;
+  }
   const auto winograd_dx = dx.defined() ? direct_geometry(d, winograd_data_gradient) : std::nullopt;
   const auto direct_dx = dx.defined() && !winograd_dx
                              ? direct_geometry(d, direct::computes_data_gradient)

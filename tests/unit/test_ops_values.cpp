@@ -85,7 +85,8 @@ Adjoints naive_conv_backward(const HostTensor& x, const HostTensor& w, const Hos
 
 // Shapes that take each CPU method: 3x3 filters at stride 1 padded by 1 on even planes of at
 // least 4x4 with at least 32 channels on both sides take Winograd's F(2x2, 3x3) (the filter
-// gradient from 64); other strides 1 and 2 go direct, by rows where the output width
+// gradient from 64); planes where every output reads every pixel take one matrix product with
+// the convolution's dense map; other strides 1 and 2 go direct, by rows where the output width
 // is a multiple of the vector lanes (4 for SSE, 8 for AVX2, 16 for AVX-512) or half of them on
 // an even number of rows, else along the flat padded plane where that wastes little; stride 3,
 // filters of more than 7x7 taps, and small planes such as 4x4 under AVX-512, take the im2col GEMM.
@@ -153,14 +154,20 @@ const ConvCase kConvCases[] = {{{3, 3, 7, 9}, {5, 3, 3, 3}, 1, 1},
                                // images, the last one short; blocks of exactly three
                                // vectors; rows of three tiles, two rows per image; the fewest
                                // tiles a block takes, more than fit L2; two of the filter
-                               // gradient's larger blocks, on two threads. 2x2 planes: the GEMM
+                               // gradient's larger blocks, on two threads. 2x2 planes: the
+                               // dense map of small planes
                                {{3, 32, 16, 16}, {32, 32, 3, 3}, 1, 1},
                                {{5, 64, 10, 10}, {68, 64, 3, 3}, 1, 1},
                                {{9, 64, 16, 16}, {64, 64, 3, 3}, 1, 1},
                                {{5, 128, 8, 8}, {128, 128, 3, 3}, 1, 1},
                                {{9, 64, 4, 6}, {64, 64, 3, 3}, 1, 1},
                                {{17, 64, 2, 2}, {64, 64, 3, 3}, 1, 1},
-                               {{3, 256, 4, 4}, {72, 256, 3, 3}, 1, 1}};
+                               {{3, 256, 4, 4}, {72, 256, 3, 3}, 1, 1},
+                               // planes where every output reads every pixel, as a dense map:
+                               // 1x1 (the centre tap alone), 2x1, 3x3 under 5x5 filters
+                               {{3, 5, 1, 1}, {4, 5, 3, 3}, 1, 1},
+                               {{4, 3, 2, 1}, {6, 3, 3, 3}, 1, 1},
+                               {{2, 4, 3, 3}, {5, 4, 5, 5}, 1, 2}};
 constexpr int kConvThreads = 3;  // more threads than some batches have images, shares uneven
 
 // Reserves the convolution's workspace and fills it with NaN, as a workspace left by other ops
