@@ -1,10 +1,10 @@
 // Convolution on the CPU. Planes so small that every output reads every input pixel (VGG16-bn's
 // 2x2 planes) take one matrix product with the convolution's dense map (conv2d_small_plane.h).
-// 3x3 convolutions at stride 1 padded by 1 on even planes of at least
-// 4x4, with at least 32 channels on both sides (64 for the filter gradient), take Winograd's
-// F(2x2, 3x3) (conv2d_winograd.h). Other stride-1 and stride-2 convolutions on planes large
-// enough take the direct method (conv2d_direct.h): forward, the data gradient, and the filter
-// gradient of 3x3 filters.
+// 3x3 convolutions at stride 1 padded by 1 on even planes of at least 4x4, with at least 32
+// channels on both sides (64 for the filter gradient), take Winograd's F(2x2, 3x3)
+// (conv2d_winograd.h). Other stride-1 and stride-2 convolutions on planes large enough take the
+// direct method (conv2d_direct.h): forward, the data gradient, and the filter gradient of 3x3
+// filters.
 // Everything else is one GEMM over the whole batch, computed in cache-sized panels.
 //
 // im2col lays out the receptive fields of all N images as the columns of one (C*R*S, N*P*Q)
@@ -77,9 +77,10 @@ int64_t thread_floats(const ConvDims& d, int threads) {
   return std::max(forward, backward);
 }
 
-// The convolution as the direct and Winograd methods describe it, where `takes` says that
-// method computes it (direct::worthwhile for the forward, direct::computes_data_gradient,
-// direct::computes_filter_gradient, and the winograd_ ones).
+// The convolution as the direct, Winograd and small-plane methods describe it, where `takes`
+// says that method computes it (direct::worthwhile for the forward,
+// direct::computes_data_gradient, direct::computes_filter_gradient, the winograd_ ones below,
+// small_plane::computes).
 std::optional<direct::Geometry> direct_geometry(const ConvDims& d,
                                                 bool (*takes)(const direct::Geometry&)) {
   if (d.stride > direct::kMaxStride) return std::nullopt;

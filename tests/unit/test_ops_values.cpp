@@ -164,10 +164,13 @@ const ConvCase kConvCases[] = {{{3, 3, 7, 9}, {5, 3, 3, 3}, 1, 1},
                                {{17, 64, 2, 2}, {64, 64, 3, 3}, 1, 1},
                                {{3, 256, 4, 4}, {72, 256, 3, 3}, 1, 1},
                                // planes where every output reads every pixel, as a dense map:
-                               // 1x1 (the centre tap alone), 2x1, 3x3 under 5x5 filters
+                               // 1x1 (the centre tap alone), 2x1, 3x3 under 5x5 filters; and
+                               // 3x2 and 2x3 under 3x3 filters, a row or a column too many
                                {{3, 5, 1, 1}, {4, 5, 3, 3}, 1, 1},
                                {{4, 3, 2, 1}, {6, 3, 3, 3}, 1, 1},
-                               {{2, 4, 3, 3}, {5, 4, 5, 5}, 1, 2}};
+                               {{2, 4, 3, 3}, {5, 4, 5, 5}, 1, 2},
+                               {{2, 3, 3, 2}, {4, 3, 3, 3}, 1, 1},
+                               {{2, 3, 2, 3}, {4, 3, 3, 3}, 1, 1}};
 constexpr int kConvThreads = 3;  // more threads than some batches have images, shares uneven
 
 // Reserves the convolution's workspace and fills it with NaN, as a workspace left by other ops
