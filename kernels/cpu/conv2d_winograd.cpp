@@ -106,7 +106,8 @@ struct Layout {
 };
 
 // Planes of 2x2 are one tile whose patch is three quarters padding, and VGG16-bn's (512
-// channels) ran 8-30% slower than on the im2col GEMM: planes of at least 4x4.
+// channels) ran 8-30% slower than on the im2col GEMM: planes of at least 4x4 (2x2 ones take
+// the dense map of conv2d_small_plane.h).
 bool applies(const Geometry& g) {
   return g.r == 3 && g.s == 3 && g.stride == 1 && g.pad == 1 && g.h >= 4 && g.w >= 4 &&
          g.h % 2 == 0 && g.w % 2 == 0;
