@@ -86,7 +86,9 @@ void Optimizer::apply(Context& ctx) {
     ops::adam_advance(ctx, hyper, adam_steps_.f64(0, Shape{1}), config_.beta1, config_.beta2);
     ops::psgd_adam_step(
         ctx, params_.weights(), params_.grads(), state(0), state(1), segments(), ranges_.values(),
-        hyper, {config_.beta1, config_.beta2, config_.eps, config_.weight_decay, config_.lambda_s});
+        hyper,
+        ops::AdamStep::from(config_.beta1, config_.beta2, config_.eps, config_.weight_decay,
+                            config_.lambda_s));
   }
 }
 

@@ -18,7 +18,10 @@ struct OptimizerConfig {
   float momentum = 0.9f;       // SGD (dampening 0, no Nesterov)
   float weight_decay = 1e-4f;  // L2, added to the gradient after the PSG scaling
   float lambda_s = 0.0f;       // PSG strength; 0 is plain (vanilla) training
-  float beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f;  // Adam
+  // Adam. Its betas in double, as PyTorch takes them from Python: it rounds beta and 1 - beta
+  // to float32 separately (ops::AdamStep), and its bias corrections stay in double.
+  double beta1 = 0.9, beta2 = 0.999;
+  float eps = 1e-8f;
 };
 
 class Optimizer {

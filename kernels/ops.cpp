@@ -349,14 +349,14 @@ int64_t number_range_chunks(int32_t* table, int64_t rows) {
   return chunks;
 }
 
-void adam_advance(Context& ctx, const Tensor& hyper, const Tensor& steps, float beta1,
-                  float beta2) {
+void adam_advance(Context& ctx, const Tensor& hyper, const Tensor& steps, double beta1,
+                  double beta2) {
   check_devices(ctx, "adam_advance", {&hyper, &steps});
   check_shape("adam_advance", "hyper", hyper, Shape{kHyperFields});
   check_shape("adam_advance", "steps", steps, Shape{1});
   PSGD_CHECK(hyper.dtype == DType::F32 && steps.dtype == DType::F64,
              "adam_advance: hyper is float32 and steps float64");
-  PSGD_CHECK(beta1 >= 0.0f && beta1 < 1.0f && beta2 >= 0.0f && beta2 < 1.0f,
+  PSGD_CHECK(beta1 >= 0.0 && beta1 < 1.0 && beta2 >= 0.0 && beta2 < 1.0,
              "Adam's betas must lie in [0, 1), got ", beta1, " and ", beta2);
   PSGD_DISPATCH(ctx, adam_advance, hyper, steps, beta1, beta2);
 }

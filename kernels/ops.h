@@ -232,11 +232,18 @@ struct SgdStep {
 };
 
 struct AdamStep {
-  float beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f, weight_decay = 0.0f, lambda = 0.0f;
+  // PyTorch's m = beta1 * m + (1 - beta1) * d: each factor is its double rounded once to float32,
+  // so 1 - beta is not 1 - (float)beta (for beta2 = 0.999 they differ by 1.3e-5 of it).
+  static AdamStep from(double beta1, double beta2, float eps, float weight_decay, float lambda) {
+    return {static_cast<float>(beta1), static_cast<float>(beta2), static_cast<float>(1.0 - beta1),
+            static_cast<float>(1.0 - beta2), eps, weight_decay, lambda};
+  }
+  float beta1, beta2, one_minus_beta1, one_minus_beta2, eps, weight_decay, lambda;
 };
 // Adam, before its step: counts the step in `steps` (float64 (1), the steps done) and writes
 // hyper's bias corrections for it from hyper's learning rate (optim_math::adam_corrections).
-void adam_advance(Context& ctx, const Tensor& hyper, const Tensor& steps, float beta1, float beta2);
+void adam_advance(Context& ctx, const Tensor& hyper, const Tensor& steps, double beta1,
+                  double beta2);
 
 // One pass over every segment: g *= PSG scale (delta from the segment's range), d = g +
 // weight_decay * w, then PyTorch's SGD (buf = d at the first step, buf = momentum * buf + d

@@ -51,19 +51,20 @@ PSGD_HOST_DEVICE inline void sgd_update(const Segment& s, const ops::SgdStep& h,
 
 // Adam's bias corrections for step t (from 1) at learning rate lr, in double as PyTorch computes
 // them: hyper's step size lr / (1 - beta1^t) and sqrt(1 - beta2^t).
-PSGD_HOST_DEVICE inline void adam_corrections(float beta1, float beta2, double t, float* hyper) {
+PSGD_HOST_DEVICE inline void adam_corrections(double beta1, double beta2, double t, float* hyper) {
   const double lr = hyper[ops::kHyperLr];
-  hyper[ops::kHyperAdamStepSize] = static_cast<float>(lr / (1.0 - pow(double(beta1), t)));
-  hyper[ops::kHyperAdamRootBias2] = static_cast<float>(sqrt(1.0 - pow(double(beta2), t)));
+  hyper[ops::kHyperAdamStepSize] = static_cast<float>(lr / (1.0 - pow(beta1, t)));
+  hyper[ops::kHyperAdamRootBias2] = static_cast<float>(sqrt(1.0 - pow(beta2, t)));
 }
 
-// PyTorch's Adam: step_size = lr / (1 - beta1^t), denominator sqrt(v) / sqrt(1 - beta2^t) + eps.
+// PyTorch's Adam: step_size = lr / (1 - beta1^t), denominator sqrt(v) / sqrt(1 - beta2^t) + eps,
+// and its addcdiv's order: w + (-step_size * m) / denominator.
 PSGD_HOST_DEVICE inline void adam_update(const Segment& s, const ops::AdamStep& h, float step_size,
                                          float root_bias2, float& w, float g, float& m, float& v) {
   const float d = decayed_gradient(s, h.lambda, h.weight_decay, w, g);
-  m = h.beta1 * m + (1.0f - h.beta1) * d;
-  v = h.beta2 * v + (1.0f - h.beta2) * d * d;
-  w -= step_size * (m / (sqrtf(v) / root_bias2 + h.eps));
+  m = h.beta1 * m + h.one_minus_beta1 * d;
+  v = h.beta2 * v + h.one_minus_beta2 * d * d;
+  w -= step_size * m / (sqrtf(v) / root_bias2 + h.eps);
 }
 
 }  // namespace psgd::optim_math

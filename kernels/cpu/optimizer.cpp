@@ -55,7 +55,7 @@ void psgd_sgd_step(const Tensor& weights, const Tensor& grads, const Tensor& mom
   });
 }
 
-void adam_advance(const Tensor& hyper, const Tensor& steps, float beta1, float beta2) {
+void adam_advance(const Tensor& hyper, const Tensor& steps, double beta1, double beta2) {
   const double t = ++steps.f64()[0];
   optim_math::adam_corrections(beta1, beta2, t, hyper.f32());
 }

@@ -151,7 +151,7 @@ void psgd_sgd_step(const Tensor& weights, const Tensor& grads, const Tensor& mom
   });
 }
 
-void adam_advance(const Tensor& hyper, const Tensor& steps, float beta1, float beta2) {
+void adam_advance(const Tensor& hyper, const Tensor& steps, double beta1, double beta2) {
   float* hp = hyper.f32();
   double* count = steps.f64();
   for_each(1, [=] __device__(int64_t) {

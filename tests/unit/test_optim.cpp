@@ -123,6 +123,25 @@ TEST_CASE("fused Adam step with PSG against a plain loop") {
                          1e-3f);
 }
 
+TEST_CASE("Adam's moments take beta and 1 - beta each rounded from double, as PyTorch does") {
+  // PyTorch: m.mul_(0.9).add_(d, alpha=1 - 0.9) and v.mul_(0.999).addcmul_(d, d, value=1 - 0.999)
+  // with Python's doubles rounded to float32 per factor; 1 - 0.999f is 1.3e-5 off 0.001f.
+  Toy toy;
+  Optimizer opt(toy.params, {.kind = OptimizerKind::Adam, .weight_decay = 0.0f});
+  toy.fill_grads(0);
+  Context ctx(Device::CPU, 1);
+  opt.step(ctx, 1e-3f);
+  const float* g = toy.params.grads().f32();
+  const float* m = opt.state(0).f32();
+  const float* v = opt.state(1).f32();
+  const float one_minus_beta1 = static_cast<float>(1.0 - 0.9),
+              one_minus_beta2 = static_cast<float>(1.0 - 0.999);
+  for (int64_t i = 0; i < toy.params.grads().numel(); ++i) {
+    CHECK(m[i] == one_minus_beta1 * g[i]);
+    CHECK(v[i] == one_minus_beta2 * g[i] * g[i]);
+  }
+}
+
 TEST_CASE("Adam resumed from its state and step count continues bit for bit") {
   // The bias corrections count steps on the device; a resumed optimizer must recount from the
   // step it was given, and a new learning rate must reach the device too.
