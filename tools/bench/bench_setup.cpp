@@ -60,7 +60,8 @@ void add_bench_options(CLI::App& app, BenchOptions& o) {
 
 double median(std::vector<double> values) {
   std::sort(values.begin(), values.end());
-  return values[values.size() / 2];
+  const size_t half = values.size() / 2;
+  return values.size() % 2 ? values[half] : (values[half - 1] + values[half]) / 2.0;
 }
 
 double median_ms(Context& ctx, int warmup, int repeats, const std::function<void()>& work) {

@@ -31,7 +31,8 @@ struct BenchOptions {
 // --lambda-s.
 void add_bench_options(CLI::App& app, BenchOptions& o);
 
-// The middle value (the upper of the two middle ones for an even count); values not empty.
+// The middle value, or for an even count the mean of the two middle ones (as Python's
+// statistics.median, which compare.py's PyTorch side uses); values not empty.
 double median(std::vector<double> values);
 
 // Median milliseconds of `repeats` calls of `work` after `warmup` untimed ones; the device is

@@ -7,6 +7,9 @@
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
 
 #include "engine/evaluator.h"
 #include "engine/train_step.h"
@@ -47,15 +50,27 @@ int run(const Options& o) {
   getrusage(RUSAGE_SELF, &usage);
   const int64_t batch = o.setup.batch;
   const auto per_s = [&](double ms) { return 1000.0 * static_cast<double>(batch) / ms; };
-  std::printf(
-      "{\"arch\": \"%s\", \"batch\": %ld, \"device\": \"%s\", \"threads\": %d, \"math\": \"%s\", "
-      "\"train_ms\": %.4f, \"train_images_per_s\": %.1f, \"infer_fp_images_per_s\": %.1f, "
-      "\"infer_lp_images_per_s\": %.1f, \"peak_device_mib\": %.1f, \"max_rss_mib\": %.1f, "
-      "\"graph_replays\": %ld, \"eval_graph_replays\": %ld}\n",
-      o.setup.arch.c_str(), static_cast<long>(batch), o.setup.device.c_str(), ctx.threads(),
-      numerics_name(ctx), train, per_s(train), per_s(infer_fp), per_s(infer_lp),
-      b.device == Device::CUDA ? peak / 1048576.0 : 0.0, usage.ru_maxrss / 1024.0,
-      static_cast<long>(step.replays()), static_cast<long>(evaluator.replays()));
+  // The tensors with quantizers (and so with the PSG scale), by their PyTorch names: compare.py
+  // checks that its optimizer scales and its LP network quantizes the same ones.
+  std::vector<std::string> quantized;
+  for (const ParamEntry& e : net.params().entries())
+    if (e.quant.quantized()) quantized.push_back(e.name);
+  const nlohmann::json result = {
+      {"arch", o.setup.arch},
+      {"batch", batch},
+      {"device", o.setup.device},
+      {"threads", ctx.threads()},
+      {"math", numerics_name(ctx)},
+      {"train_ms", train},
+      {"train_images_per_s", per_s(train)},
+      {"infer_fp_images_per_s", per_s(infer_fp)},
+      {"infer_lp_images_per_s", per_s(infer_lp)},
+      {"peak_device_mib", b.device == Device::CUDA ? peak / 1048576.0 : 0.0},
+      {"max_rss_mib", usage.ru_maxrss / 1024.0},
+      {"graph_replays", step.replays()},
+      {"eval_graph_replays", evaluator.replays()},
+      {"quantized_tensors", quantized}};
+  std::printf("%s\n", result.dump().c_str());
   return 0;
 }
 

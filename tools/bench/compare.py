@@ -6,9 +6,12 @@ update with the PSG scaling of W4 quantizers, warm-up excluded, median of the ti
 inference images/s of the float (FP) and quantized (LP) network, and peak GPU memory during
 training. Synthetic data already on the device on both sides.
 
-PyTorch variants. CPU: eager with our thread count. GPU: eager, eager with channels_last,
-torch.compile (mode max-autotune; absent before PyTorch 2), and the whole step captured in a
-CUDA graph. TF32 is allowed on both sides (ours by default, PyTorch's by its switches). With
+PyTorch variants, with our thread count on the CPU: eager, eager with channels_last,
+torch.compile (mode max-autotune; absent before PyTorch 2), and on a GPU the whole step, and
+for inference the whole forward, captured in a CUDA graph. Both sides must quantize the same
+tensors (psgd-bench names its own). With --rounds R, psgd and the PyTorch variants run in turn R
+times and each figure is the median over the rounds, so that a change in the machine's load
+falls on both sides. A second table sets psgd against PyTorch's fastest variant. TF32 is allowed on both sides (ours by default, PyTorch's by its switches). With
 --precision bf16, psgd runs its bf16 mode and every PyTorch variant runs under autocast to
 bfloat16 (AMP; float32 weights and optimizer on both sides). The table is printed last and written as
 results.json and results.md in --out, with the ratios psgd / PyTorch (above 1: psgd faster,
@@ -104,9 +107,25 @@ def training_gflop_per_image(arch, classes):
     return 6 * macs / 1e9
 
 
+def quantized_names(model):
+    """REFERENCE.md with first/last quantization: every conv weight, and every linear layer's
+    weight and bias (ResNet's fc; VGG's two hidden classifier layers and its last)."""
+    return [n for n, p in model.named_parameters() if p.dim() == 4 or n.startswith(("fc.", "classifier."))]
+
+
 def quantized_parameters(model):
-    """REFERENCE.md with first/last quantization: every conv weight and the classifier."""
-    return [p for n, p in model.named_parameters() if p.dim() == 4 or n.startswith(("fc.", "classifier.6"))]
+    names = set(quantized_names(model))
+    return [p for n, p in model.named_parameters() if n in names]
+
+
+def check_same_quantizers(arch, mine, classes):
+    """Both sides must scale and quantize the same tensors, or they do different work."""
+    theirs = quantized_names(benchmark_model(arch, classes))
+    if sorted(mine["quantized_tensors"]) != sorted(theirs):
+        only_psgd = sorted(set(mine["quantized_tensors"]) - set(theirs))
+        only_pytorch = sorted(set(theirs) - set(mine["quantized_tensors"]))
+        sys.exit(f"compare: {arch}: psgd and the PyTorch optimizer quantize different tensors "
+                 f"(only psgd: {only_psgd}; only PyTorch: {only_pytorch})")
 
 
 def synchronize(device):
@@ -137,6 +156,21 @@ def benchmark_model(arch, classes):
     return model
 
 
+def captured(work):
+    """work captured in a CUDA graph, as PyTorch documents whole-network capture: three warm-up
+    runs on a side stream, then the capture; returns the graph's replay."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            work()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        work()
+    return graph.replay
+
+
 def pytorch_variant(variant, arch, classes, batch, device, warmup, repeats, bf16, compile_mode):
     torch.manual_seed(0)
     # A captured graph cannot reuse autocast's cache of weight casts across replays.
@@ -149,46 +183,38 @@ def pytorch_variant(variant, arch, classes, batch, device, warmup, repeats, bf16
     labels = torch.arange(batch, device=device) % classes
     optimizer = PsgSgd(model.parameters(), quantized_parameters(model))
     forward = torch.compile(model, mode=compile_mode) if variant == "compile" else model
-
-    def loss(net):
-        with amp():
-            return F.cross_entropy(net(images), labels)
+    # The CUDA graph variant replays the whole step, and later the whole forward.
+    graphed = captured if variant == "cuda_graph" else lambda work: work
 
     def step():
+        # Gradients set to None: backward assigns fresh ones (in a graph, from its own pool)
+        # rather than adding to the last step's.
         for p in model.parameters():
             p.grad = None
-        loss(forward).backward()
+        with amp():
+            loss = F.cross_entropy(forward(images), labels)
+        loss.backward()
         optimizer.step()
 
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    if variant == "cuda_graph":
-        for p in model.parameters():  # static gradient buffers for the graph
-            p.grad = torch.zeros_like(p)
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(3):
-                loss(model).backward()
-                optimizer.step()
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            loss(model).backward()
-            optimizer.step()
-        train = median_ms(device, warmup, repeats, graph.replay)
-    else:
-        train = median_ms(device, warmup, repeats, step)
+    train = median_ms(device, warmup, repeats, graphed(step))
     peak = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else 0.0
 
     model.eval()
-    with torch.no_grad(), amp():
-        infer_fp = median_ms(device, warmup, repeats, lambda: forward(images))
+
+    def infer():
+        with torch.no_grad(), amp():
+            forward(images)
+
+    infer_graph = graphed(infer)  # on a GPU replays the network's forward with its present weights
+    infer_fp = median_ms(device, warmup, repeats, infer_graph)
+    with torch.no_grad():
         levels = 2 ** (W_BITS - 1) - 1
-        for p in quantized_parameters(model):
+        for p in quantized_parameters(model):  # in place, so that the graph reads them too
             delta = torch.maximum(p.min().clamp(max=0).abs(), p.max().clamp(min=0)) / levels
             p.copy_(delta * torch.round(torch.clamp(p / delta, -levels, levels)))
-        infer_lp = median_ms(device, warmup, repeats, lambda: forward(images))
+    infer_lp = median_ms(device, warmup, repeats, infer_graph)
     per_s = lambda ms: 1000.0 * batch / ms  # noqa: E731
     return {"train_ms": train, "train_images_per_s": per_s(train), "infer_fp_images_per_s": per_s(infer_fp),
             "infer_lp_images_per_s": per_s(infer_lp), "peak_device_mib": peak}
@@ -215,9 +241,26 @@ ALL_VARIANTS = ["eager", "channels_last", "compile", "cuda_graph"]
 
 
 def variants(device, wanted):
-    if device == "cpu":
-        return ["eager"]
-    return [v for v in wanted if v != "compile" or hasattr(torch, "compile")]
+    """The wanted variants this PyTorch runs here: torch.compile from PyTorch 2 on, CUDA graphs
+    on a GPU only."""
+    return [v for v in wanted
+            if (v != "compile" or hasattr(torch, "compile")) and (v != "cuda_graph" or device == "cuda")]
+
+
+def median_of_rounds(results):
+    """One side's figures over the rounds: the median of each, and the training rate of every
+    round (its spread shows the machine's noise)."""
+    combined = dict(results[0])
+    for key, value in results[0].items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            combined[key] = statistics.median(r[key] for r in results)
+    combined["train_images_per_s_rounds"] = [r["train_images_per_s"] for r in results]
+    return combined
+
+
+def fastest(rows, key):
+    """The row whose PyTorch variant has the highest `key`."""
+    return max(rows, key=lambda r: r["pytorch"][key])
 
 
 def markdown(rows, header, limits):
@@ -235,6 +278,17 @@ def markdown(rows, header, limits):
                      f"{r['pytorch']['train_images_per_s']:.0f} | {r['train_ratio']:.2f}x | {r['fp_ratio']:.2f}x | "
                      f"{r['lp_ratio']:.2f}x | {mem} | {r['train_gflop_per_s']:.0f} "
                      f"({r['train_gflop_per_s'] / limits['matmul_gflop_per_s']:.0%}) |")
+    lines += ["", "Against PyTorch's fastest variant for each figure:", "",
+              "| network | batch | train ratio | FP infer ratio | LP infer ratio |", "|---|---|---|---|---|"]
+    cases = {}
+    for r in rows:
+        cases.setdefault((r["arch"], r["batch"]), []).append(r)
+    for (arch, batch), case in cases.items():
+        cells = [f"{best[ratio]:.2f}x ({best['variant']})"
+                 for best, ratio in ((fastest(case, "train_images_per_s"), "train_ratio"),
+                                     (fastest(case, "infer_fp_images_per_s"), "fp_ratio"),
+                                     (fastest(case, "infer_lp_images_per_s"), "lp_ratio"))]
+        lines.append(f"| {arch} | {batch} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -249,7 +303,8 @@ def on_alarm(signum, frame):
 def write_results(args, machine, commit, rows, limits):
     """Writes results.json and results.md; returns the Markdown table."""
     header = (f"{time.strftime('%Y-%m-%d')}, {machine}, PyTorch {torch.__version__}, psgd {commit}; "
-              f"median of {args.repeats} after {args.warmup} warm-up")
+              f"each figure the median of {args.rounds} round(s), psgd and PyTorch alternating, of the "
+              f"median of {args.repeats} runs after {args.warmup} warm-up")
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump({"date": time.strftime("%Y-%m-%d"), "machine": machine, "torch": torch.__version__,
                    "commit": commit, "device": args.device, "ceilings": limits, "rows": rows}, f, indent=2)
@@ -268,14 +323,16 @@ def main():
     parser.add_argument("--classes", type=int, default=100)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=20, help="timed runs per figure and round")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="rounds of psgd then each PyTorch variant; each figure is the median over them")
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                         help="bf16: psgd's bf16 mode against PyTorch under autocast to bfloat16")
     parser.add_argument("--out", default="out/bench")
     parser.add_argument("--variant-timeout", type=int, default=180,
                         help="seconds one PyTorch variant may take (torch.compile's autotuning included)")
     parser.add_argument("--variants", nargs="+", choices=ALL_VARIANTS, default=ALL_VARIANTS,
-                        help="PyTorch variants on a GPU (the CPU runs eager)")
+                        help="PyTorch variants (compile from PyTorch 2 on; cuda_graph on a GPU only)")
     parser.add_argument("--compile-mode", default="max-autotune",
                         choices=["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"],
                         help="torch.compile's mode (max-autotune may autotune for minutes)")
@@ -298,29 +355,38 @@ def main():
     rows = []
     for arch in args.arch:
         for batch in args.batch:
-            print(f"psgd {arch} batch {batch} ...", file=sys.stderr, flush=True)
-            mine = ours(args.bench, arch, args.classes, batch, args.device, args.threads, args.warmup, args.repeats,
-                        bf16)
-            gflop_per_s = mine["train_images_per_s"] * training_gflop_per_image(arch, args.classes)
-            for variant in variants(args.device, args.variants):
-                print(f"PyTorch {variant} {arch} batch {batch} ...", file=sys.stderr, flush=True)
-                signal.alarm(args.variant_timeout)
-                try:
-                    theirs = pytorch_variant(variant, arch, args.classes, batch, args.device, args.warmup, args.repeats,
-                                             bf16, args.compile_mode)
-                except Exception as e:  # a variant this PyTorch cannot run is reported, not fatal
-                    print(f"  {variant} failed: {e}", file=sys.stderr)
+            mine, theirs = [], {v: [] for v in variants(args.device, args.variants)}
+            for round_ in range(args.rounds):
+                print(f"round {round_ + 1}/{args.rounds}: psgd {arch} batch {batch} ...", file=sys.stderr, flush=True)
+                mine.append(ours(args.bench, arch, args.classes, batch, args.device, args.threads, args.warmup,
+                                 args.repeats, bf16))
+                check_same_quantizers(arch, mine[-1], args.classes)
+                for variant in [v for v in theirs if theirs[v] is not None]:
+                    print(f"round {round_ + 1}/{args.rounds}: PyTorch {variant} {arch} batch {batch} ...",
+                          file=sys.stderr, flush=True)
+                    signal.alarm(args.variant_timeout)
+                    try:
+                        theirs[variant].append(pytorch_variant(variant, arch, args.classes, batch, args.device,
+                                                               args.warmup, args.repeats, bf16, args.compile_mode))
+                    except Exception as e:  # a variant this PyTorch cannot run is reported, not fatal
+                        print(f"  {variant} failed: {e}", file=sys.stderr)
+                        theirs[variant] = None
+                    finally:
+                        signal.alarm(0)
+            ours_combined = median_of_rounds(mine)
+            gflop_per_s = ours_combined["train_images_per_s"] * training_gflop_per_image(arch, args.classes)
+            for variant, results in theirs.items():
+                if not results:
                     continue
-                finally:
-                    signal.alarm(0)
+                pytorch = median_of_rounds(results)
                 label = f"compile ({args.compile_mode})" if variant == "compile" else variant
                 rows.append({"arch": arch, "batch": batch, "variant": label + ("+amp_bf16" if bf16 else ""),
-                             "psgd": mine, "pytorch": theirs,
-                             "train_ratio": mine["train_images_per_s"] / theirs["train_images_per_s"],
-                             "fp_ratio": mine["infer_fp_images_per_s"] / theirs["infer_fp_images_per_s"],
-                             "lp_ratio": mine["infer_lp_images_per_s"] / theirs["infer_lp_images_per_s"],
+                             "psgd": ours_combined, "pytorch": pytorch,
+                             "train_ratio": ours_combined["train_images_per_s"] / pytorch["train_images_per_s"],
+                             "fp_ratio": ours_combined["infer_fp_images_per_s"] / pytorch["infer_fp_images_per_s"],
+                             "lp_ratio": ours_combined["infer_lp_images_per_s"] / pytorch["infer_lp_images_per_s"],
                              "train_gflop_per_s": gflop_per_s})
-                write_results(args, machine, commit, rows, limits)  # what is measured survives an interruption
+            write_results(args, machine, commit, rows, limits)  # what is measured survives an interruption
     print(write_results(args, machine, commit, rows, limits))
 
 

@@ -3,16 +3,18 @@
 # 68-epoch PSGD phase of the paper (epochs 83 to 150 at CIFAR-100's size, synthetic images, FP
 # and LP evaluation every epoch) timed end to end by psgd-train.
 #   tools/bench/run.sh --device cpu|cuda [--quick] [--arch "A B"] [--batch "128 512"]
-#                      [--repeats N] [--variant-timeout S] [--precision fp32|bf16]
+#                      [--repeats N] [--rounds R] [--variant-timeout S] [--precision fp32|bf16]
 #                      [--variants "eager channels_last compile cuda_graph"] [--compile-mode M]
 #                      [--phase-epochs N] [--out DIR]
-# --quick: one small case (CI); --arch/--batch: these cases only; --repeats, --variant-timeout,
-# --variants, --compile-mode and --precision go to compare.py (bf16: psgd's bf16 mode against
-# PyTorch AMP, and the phase run in bf16 too); --phase-epochs: epochs of the phase run (default
-# 68; 0 skips).
+# --quick: one small case (CI); --arch/--batch: these cases only (default: ResNet-32 and
+# VGG16-bn at batch 128 on the CPU, 128 and 512 on a GPU); --repeats, --rounds (default: 10 and 3
+# on the CPU, whose load varies, 20 and 1 on a GPU), --variant-timeout, --variants,
+# --compile-mode and --precision go to compare.py (bf16: psgd's bf16 mode against PyTorch AMP,
+# and the phase run in bf16 too); --phase-epochs: epochs of the phase run (default 68; 0 skips).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-device=cpu quick=0 phase_epochs=68 out=out/bench archs="" batches="" extra=() phase_flags=()
+device=cpu quick=0 phase_epochs=68 out=out/bench archs="" batches="" repeats="" rounds=""
+extra=() phase_flags=()
 while (($#)); do
   case $1 in
     --device) device=$2; shift 2 ;;
@@ -20,27 +22,29 @@ while (($#)); do
     --phase-epochs) phase_epochs=$2; shift 2 ;;
     --arch) archs=$2; shift 2 ;;
     --batch) batches=$2; shift 2 ;;
-    --repeats | --variant-timeout | --compile-mode) extra+=("$1" "$2"); shift 2 ;;
+    --repeats) repeats=$2; shift 2 ;;
+    --rounds) rounds=$2; shift 2 ;;
+    --variant-timeout | --compile-mode) extra+=("$1" "$2"); shift 2 ;;
     # shellcheck disable=SC2206  # a list of words on purpose
     --variants) extra+=(--variants $2); shift 2 ;;
     --precision) extra+=("$1" "$2"); [[ $2 == bf16 ]] && phase_flags+=(--bf16); shift 2 ;;
     --out) out=$2; shift 2 ;;
+    -h | --help) sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"; exit 0 ;;
     *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
 bin=${PSGD_BIN:-$( [[ $device == cuda ]] && echo build-gpu/tools || echo build/tools )}
 mkdir -p "$out"
-if ((quick)); then
-  cases=(--arch resnet20 vgg16_bn --batch 16 --warmup 1 --repeats 2)  # both families of network
+if ((quick)); then  # both families of network, once
+  archs=${archs:-resnet20 vgg16_bn} batches=${batches:-16} repeats=${repeats:-2} rounds=${rounds:-1}
+  extra+=(--warmup 1)
 elif [[ $device == cpu ]]; then
-  cases=(--arch resnet32 --batch 128 --repeats 10)
+  archs=${archs:-resnet32 vgg16_bn} batches=${batches:-128} repeats=${repeats:-10} rounds=${rounds:-3}
 else
-  cases=(--arch resnet32 vgg16_bn --batch 128 512)
+  archs=${archs:-resnet32 vgg16_bn} batches=${batches:-128 512} repeats=${repeats:-20} rounds=${rounds:-1}
 fi
-if [[ -n $archs || -n $batches ]]; then
-  # shellcheck disable=SC2206  # lists of words on purpose
-  cases=(--arch ${archs:-resnet32} --batch ${batches:-128})
-fi
+# shellcheck disable=SC2206  # lists of words on purpose
+cases=(--arch $archs --batch $batches --repeats "$repeats" --rounds "$rounds")
 # A Python with PyTorch: Debian's (python3-torch) here, the image's own on a GPU machine.
 python=${PSGD_PYTHON:-}
 for candidate in /usr/bin/python3 python3; do
