@@ -1,5 +1,7 @@
 #include "data/dataset.h"
 
+#include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -17,6 +19,7 @@ int64_t record_bytes(DatasetFormat format) {
 }
 
 std::vector<uint8_t> read_file(const fs::path& path) {
+  PSGD_CHECK(!fs::is_directory(path), path.string(), ": a folder, not a data file");
   std::ifstream in(path, std::ios::binary | std::ios::ate);
   PSGD_CHECK(in.good(), path.string(), ": cannot open");
   const std::streamsize size = in.tellg();
@@ -48,6 +51,7 @@ bool complete(const Layout& l) {
 }
 
 void apply_manifest(Dataset& d, Layout& layout, const fs::path& manifest) {
+  PSGD_CHECK(!fs::is_directory(manifest), manifest.string(), ": a folder, not a dataset description");
   nlohmann::json j;
   try {
     std::ifstream in(manifest);
@@ -65,12 +69,19 @@ void apply_manifest(Dataset& d, Layout& layout, const fs::path& manifest) {
   }
   PSGD_CHECK(layout.format != DatasetFormat::Auto, manifest.string(), ": format must be cifar10 or cifar100");
   PSGD_CHECK(d.classes >= 1 && d.classes <= 256, manifest.string(), ": classes must be 1..256, got ", d.classes);
+  for (int c = 0; c < kChannels; ++c)
+    PSGD_CHECK(std::isfinite(d.norm.mean[c]) && std::isfinite(d.norm.std[c]) && d.norm.std[c] > 0.0f,
+               manifest.string(), ": channel ", c, "'s mean ", d.norm.mean[c], " and std ", d.norm.std[c],
+               " must be finite, the std positive");
 }
 
 }  // namespace
 
+// The reference divides Python's doubles, [x / 255 for x in ...], and torchvision rounds the
+// quotients to float32 (dividing in float32 lands one ulp off for four of the six).
 Normalization reference_normalization() {
-  return {{129.3f / 255, 124.1f / 255, 112.4f / 255}, {68.2f / 255, 65.4f / 255, 70.4f / 255}};
+  const auto f = [](double value) { return static_cast<float>(value / 255); };
+  return {{f(129.3), f(124.1), f(112.4)}, {f(68.2), f(65.4), f(70.4)}};
 }
 
 const char* format_name(DatasetFormat format) {
@@ -136,7 +147,16 @@ Dataset load_dataset(const std::string& dir, Split split, const DatasetOptions& 
         break;
       }
     if (layout.format == DatasetFormat::Auto) {
-      const Layout& wanted = candidates.front();
+      // Name a file of the layout the folder holds most of (a CIFAR-10 folder short of one
+      // batch is not "missing cifar-100-binary/train.bin").
+      const auto present = [](const Layout& l) {
+        int64_t n = 0;
+        for (const auto& files : {l.train, l.test})
+          n += std::count_if(files.begin(), files.end(), [](const fs::path& f) { return fs::exists(f); });
+        return n;
+      };
+      const Layout& wanted = *std::max_element(candidates.begin(), candidates.end(),
+                                               [&](const Layout& a, const Layout& b) { return present(a) < present(b); });
       for (const auto& files : {wanted.train, wanted.test})
         for (const fs::path& f : files)
           PSGD_CHECK(fs::exists(f), dir, ": no ", options.format == DatasetFormat::Auto ? "CIFAR" : format_name(options.format),
@@ -152,6 +172,9 @@ Dataset load_dataset(const std::string& dir, Split split, const DatasetOptions& 
   d.format = layout.format;
   for (const fs::path& f : split == Split::Train ? layout.train : layout.test) {
     PSGD_CHECK(fs::exists(f), f.string(), ": missing file");
+    PSGD_CHECK(split == Split::Train || !fs::is_regular_file(f) || fs::file_size(f) > 0, f.string(),
+               ": no test images (imported with --test-fraction 0?); psgd-train can evaluate on "
+               "held-out training images instead (--holdout N)");
     append_records(d, read_file(f), f.string(), options.coarse_labels);
   }
   if (options.coarse_labels) d.classes = kCifar100Coarse;

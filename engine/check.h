@@ -3,6 +3,7 @@
 // release builds: shapes are validated once per call, never per element.
 #pragma once
 
+#include <new>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -22,8 +23,10 @@ class Error : public std::runtime_error {
 
 // The text to show a user for any exception: psgd's own without the source location.
 inline std::string user_message(const std::exception& e) {
-  const auto* own = dynamic_cast<const Error*>(&e);
-  return own ? own->message() : e.what();
+  if (const auto* own = dynamic_cast<const Error*>(&e)) return own->message();
+  if (dynamic_cast<const std::bad_alloc*>(&e))
+    return "out of host memory (a smaller batch, or fewer threads, may fit)";
+  return e.what();
 }
 
 namespace detail {

@@ -1,5 +1,6 @@
 #include "engine/checkpoint.h"
 
+#include <cmath>
 #include <cstring>
 #include <sstream>
 #include <vector>
@@ -41,6 +42,23 @@ int64_t read_integer(const StTensor& t) {
   return v;
 }
 
+// A NaN or infinity in a weight or BN statistic makes every later result meaningless: such a
+// tensor is never written, nor loaded. Returns the first non-finite value, or 0.
+template <class T>
+double first_non_finite(const std::byte* values, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    T v;
+    std::memcpy(&v, values + i * sizeof(T), sizeof(T));
+    if (!std::isfinite(v)) return static_cast<double>(v);
+  }
+  return 0.0;
+}
+
+void check_finite(double first_bad, const std::string& where, const std::string& name) {
+  PSGD_CHECK(first_bad == 0.0, where, "tensor '", name, "' holds ", first_bad,
+             " (its weights or statistics are not finite)");
+}
+
 }  // namespace
 
 void add_params(SafeTensorsWriter& writer, const ParamStore& params) {
@@ -54,6 +72,9 @@ void add_params(SafeTensorsWriter& writer, const ParamStore& params) {
     const Tensor v = params.value(id);
     std::vector<float> host(static_cast<size_t>(v.numel()));
     memory_copy(host.data(), Device::CPU, v.data, v.device, v.bytes());
+    check_finite(
+        first_non_finite<float>(reinterpret_cast<const std::byte*>(host.data()), v.numel()), "",
+        e.name);
     writer.add(e.name, StDType::F32, dims_of(e.shape), host.data());
   }
 }
@@ -87,6 +108,10 @@ void load_params(ParamStore& params, const SafeTensorsFile& file,
     PSGD_CHECK(t->shape == dims_of(e.shape), origin, ": tensor '", e.name, "' has shape ",
                dims_str(t->shape), ", the network expects ", e.shape.str(),
                " (wrong architecture or class count?)");
+    if (!counter)
+      check_finite(t->dtype == StDType::F32 ? first_non_finite<float>(t->data, t->numel())
+                                            : first_non_finite<double>(t->data, t->numel()),
+                   origin + ": ", t->name);
     sources.push_back(t);
   }
   std::vector<float> host;

@@ -1,15 +1,18 @@
 #include "engine/safetensors.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <limits>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "engine/check.h"
 
@@ -51,6 +54,7 @@ int64_t StTensor::numel() const {
 
 // ---- Reading ----------------------------------------------------------------------------------
 SafeTensorsFile SafeTensorsFile::read(const std::string& path) {
+  PSGD_CHECK(!std::filesystem::is_directory(path), path, ": a folder, not a checkpoint file");
   std::ifstream in(path, std::ios::binary | std::ios::ate);
   PSGD_CHECK(in.good(), system_error("cannot open checkpoint", path));
   const std::streamsize size = in.tellg();
@@ -131,11 +135,61 @@ SafeTensorsFile SafeTensorsFile::parse(std::vector<std::byte> bytes, const std::
     ranges.emplace_back(begin, end);
     file.tensors_.push_back(std::move(t));
   }
+  // As the format requires: the tensors cover the data exactly, without overlaps or holes (a
+  // file with bytes past its last tensor was cut from, or appended to, something else).
   std::sort(ranges.begin(), ranges.end());
-  for (size_t i = 1; i < ranges.size(); ++i)
-    if (ranges[i].first < ranges[i - 1].second) bad("two tensors share bytes");
+  uint64_t covered = 0;
+  for (const auto& [begin, end] : ranges) {
+    if (begin < covered) bad("two tensors share bytes");
+    if (begin > covered) bad("no tensor holds data bytes [", covered, ", ", begin, ")");
+    covered = end;
+  }
+  if (covered != data_size)
+    bad(data_size - covered, " bytes follow the last tensor's data (", data_size,
+        " bytes of data)");
   file.bytes_ = std::move(bytes);  // the data pointers stay valid: the vector's buffer moves
   return file;
+}
+
+namespace {
+
+// The metadata value of `key` as parse() reads the whole of it (nothing where it cannot), in
+// [lowest, highest]; `fallback` where the key is absent.
+template <class T, class Parse>
+T metadata_value(const SafeTensorsFile& f, const std::string& key, T fallback, T lowest, T highest,
+                 const char* kind, Parse parse) {
+  const auto it = f.metadata().find(key);
+  if (it == f.metadata().end()) return fallback;
+  const std::string& text = it->second;
+  const std::optional<T> value = text.empty() ? std::nullopt : parse(text);
+  PSGD_CHECK(value && *value >= lowest && *value <= highest, f.origin(), ": metadata '", key,
+             "' is '", text, "', not ", kind, " from ", lowest, " to ", highest);
+  return *value;
+}
+
+}  // namespace
+
+int64_t metadata_integer(const SafeTensorsFile& f, const std::string& key, int64_t fallback,
+                         int64_t lowest, int64_t highest) {
+  return metadata_value<int64_t>(f, key, fallback, lowest, highest, "a whole number",
+                                 [](const std::string& text) -> std::optional<int64_t> {
+                                   char* end = nullptr;
+                                   errno = 0;
+                                   const long long v = std::strtoll(text.c_str(), &end, 10);
+                                   if (*end != '\0' || errno == ERANGE) return std::nullopt;
+                                   return v;
+                                 });
+}
+
+double metadata_number(const SafeTensorsFile& f, const std::string& key, double fallback,
+                       double lowest, double highest) {
+  return metadata_value<double>(f, key, fallback, lowest, highest, "a number",
+                                [](const std::string& text) -> std::optional<double> {
+                                  char* end = nullptr;
+                                  const double v = std::strtod(text.c_str(), &end);
+                                  if (*end != '\0') return std::nullopt;
+                                  return v;
+                                });
 }
 
 const StTensor* SafeTensorsFile::find(std::string_view name) const {
@@ -184,7 +238,42 @@ std::vector<std::byte> SafeTensorsWriter::serialize() const {
   return bytes;
 }
 
+namespace {
+
+// All of `bytes` to `fd`, or false with errno set.
+bool write_all(int fd, const std::vector<std::byte>& bytes) {
+  size_t done = 0;
+  while (done < bytes.size()) {
+    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      if (n == 0) errno = EIO;
+      return false;
+    }
+    done += static_cast<size_t>(n);
+  }
+  return true;
+}
+
+// A device or a pipe (/dev/stdout, /dev/full) is written into: renaming a file over it would
+// replace the node itself.
+void write_into_special_file(const std::string& path, const std::vector<std::byte>& bytes) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+  PSGD_CHECK(fd >= 0, system_error("cannot open", path));
+  const bool written = write_all(fd, bytes);
+  const std::string error = written ? "" : system_error("cannot write", path);
+  PSGD_CHECK(::close(fd) == 0 || !written, system_error("cannot close", path));
+  PSGD_CHECK(written, error);
+}
+
+}  // namespace
+
 void write_file_atomic(const std::string& path, const std::vector<std::byte>& bytes) {
+  struct stat existing {};
+  if (::stat(path.c_str(), &existing) == 0) {
+    PSGD_CHECK(!S_ISDIR(existing.st_mode), path, ": a folder, not a file");
+    if (!S_ISREG(existing.st_mode)) return write_into_special_file(path, bytes);
+  }
   const std::string tmp = path + ".tmp." + std::to_string(::getpid());
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   PSGD_CHECK(fd >= 0, system_error("cannot create", tmp));
@@ -194,13 +283,7 @@ void write_file_atomic(const std::string& path, const std::vector<std::byte>& by
     ::unlink(tmp.c_str());
     PSGD_FAIL(msg, " (", path, " left unchanged)");
   };
-  size_t done = 0;
-  while (done < bytes.size()) {
-    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) fail("cannot write");
-    done += static_cast<size_t>(n);
-  }
+  if (!write_all(fd, bytes)) fail("cannot write");
   if (::fsync(fd) != 0) fail("cannot flush");
   if (::close(fd) != 0) {
     ::unlink(tmp.c_str());

@@ -48,7 +48,15 @@ class SafeTensorsFile {
   std::string origin_;
 };
 
-// Writes `bytes` to `path` atomically (temporary file, fsync, rename, directory fsync).
+// A metadata value read as a whole number in [lowest, highest], or as a finite number, or
+// `fallback` where the key is absent; errors name the file, the key and the value.
+int64_t metadata_integer(const SafeTensorsFile& f, const std::string& key, int64_t fallback,
+                         int64_t lowest, int64_t highest);
+double metadata_number(const SafeTensorsFile& f, const std::string& key, double fallback,
+                       double lowest, double highest);
+
+// Writes `bytes` to `path` atomically (temporary file, fsync, rename, directory fsync); a device
+// or pipe at `path` (/dev/stdout) is written into instead, as renaming would replace it.
 void write_file_atomic(const std::string& path, const std::vector<std::byte>& bytes);
 
 class SafeTensorsWriter {

@@ -8,6 +8,10 @@
 namespace psgd {
 namespace {
 
+// Bounds on what a checkpoint may claim: beyond them its metadata is corrupt.
+constexpr int64_t kMaxClasses = 100000;
+constexpr int64_t kMaxEpochs = 1000000;
+
 const std::string kOptimizer = std::string(kStatePrefix) + "optimizer.";
 const std::string kRanges = std::string(kStatePrefix) + "ranges.";
 const std::string kDropout = std::string(kStatePrefix) + "dropout.";
@@ -39,11 +43,6 @@ std::vector<float> read_f32(const SafeTensorsFile& f, const std::string& name, i
   std::vector<float> v(static_cast<size_t>(numel));
   std::memcpy(v.data(), t.data, t.bytes);
   return v;
-}
-
-double metadata_number(const SafeTensorsFile& f, const std::string& key) {
-  const auto it = f.metadata().find(key);
-  return it == f.metadata().end() ? 0.0 : std::stod(it->second);
 }
 
 }  // namespace
@@ -86,12 +85,13 @@ TrainProgress load_checkpoint(const std::string& path, Net& net, Optimizer* opti
   if (meta.count("arch"))
     PSGD_CHECK(meta.at("arch") == net.arch(), path, ": a ", meta.at("arch"),
                " checkpoint cannot start a ", net.arch());
-  if (meta.count("classes"))
-    PSGD_CHECK(std::stoi(meta.at("classes")) == net.classes(), path, ": trained for ",
-               meta.at("classes"), " classes, the network has ", net.classes());
+  const int64_t classes = metadata_integer(f, "classes", net.classes(), 1, kMaxClasses);
+  PSGD_CHECK(classes == net.classes(), path, ": trained for ", classes,
+             " classes, the network has ", net.classes());
   load_params(net.params(), f, kStatePrefix);
-  TrainProgress progress{static_cast<int64_t>(metadata_number(f, "epoch")),
-                         metadata_number(f, "best_fp"), metadata_number(f, "best_lp")};
+  TrainProgress progress{metadata_integer(f, "epoch", 0, 0, kMaxEpochs),
+                         metadata_number(f, "best_fp", 0.0, 0.0, 1.0),
+                         metadata_number(f, "best_lp", 0.0, 0.0, 1.0)};
   if (!optimizer) return progress;
 
   const int64_t n = net.params().trainable_count();

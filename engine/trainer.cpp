@@ -164,6 +164,16 @@ void Trainer::record(int64_t epoch, float lr, const EpochStats& train, const Eva
         << std::setprecision(1) << seconds << " s" << std::endl;
   }
   if (config_.out_dir.empty()) return;
+  // Copied, and checked finite, before the epoch's row: weights broken by the epoch's updates
+  // can still give a finite evaluation loss, and must neither be written nor be recorded.
+  SafeTensorsWriter contents;
+  try {
+    contents = checkpoint_contents(net_, optimizer_, progress_, config_.metadata);
+  } catch (const std::exception& e) {
+    PSGD_FAIL("epoch ", epoch, ": ", user_message(e),
+              "; stopping before this epoch's checkpoint (those of earlier epochs are intact; "
+              "try a lower learning rate)");
+  }
   const nlohmann::json row = {{"epoch", epoch},
                               {"lr", lr},
                               {"train_loss", train.loss},
@@ -188,8 +198,7 @@ void Trainer::record(int64_t epoch, float lr, const EpochStats& train, const Eva
   add("last.safetensors");
   if (fp_best) add("best_fp.safetensors");
   if (lp_best && quantized_) add("best_lp.safetensors");
-  checkpoints_.submit(checkpoint_contents(net_, optimizer_, progress_, config_.metadata),
-                      std::move(paths));
+  checkpoints_.submit(std::move(contents), std::move(paths));
 }
 
 }  // namespace psgd

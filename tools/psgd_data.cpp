@@ -12,6 +12,8 @@
 #include "data/dataset.h"
 #include "data/importers.h"
 #include "engine/check.h"
+#include "engine/safetensors.h"
+#include "tools/cli_support.h"
 
 using namespace psgd;
 using namespace psgd::data;
@@ -22,6 +24,9 @@ void print_summary(const std::string& out, const ImportSummary& s) {
   std::printf("psgd-data: %lld training and %lld test images, %d classes -> %s\n",
               static_cast<long long>(s.train), static_cast<long long>(s.test), s.classes,
               out.c_str());
+  if (s.test == 0)
+    std::printf("note: no test images; psgd-train evaluates such a dataset on held-out training "
+                "images (--holdout N)\n");
 }
 
 // A grid of `count` samples: the first rows as stored, the next as the training transform
@@ -50,8 +55,16 @@ void write_grid(const Dataset& d, int count, uint64_t seed, const std::string& p
       return static_cast<uint8_t>(std::clamp(v + 0.5f, 0.0f, 255.0f));
     });
   }
-  PSGD_CHECK(stbi_write_png(path.c_str(), width, height, kChannels, rgb.data(), width * kChannels),
-             path, ": cannot write PNG");
+  // Encoded in memory and written by psgd: stbi_write_png ignores fwrite's errors (a full disk).
+  std::vector<std::byte> png;
+  const auto append = [](void* to, void* data, int size) {
+    const auto* bytes = static_cast<const std::byte*>(data);
+    static_cast<std::vector<std::byte>*>(to)->insert(static_cast<std::vector<std::byte>*>(to)->end(),
+                                                     bytes, bytes + size);
+  };
+  PSGD_CHECK(stbi_write_png_to_func(append, &png, width, height, kChannels, rgb.data(), width * kChannels),
+             path, ": cannot encode the PNG");
+  write_file_atomic(path, png);
 }
 
 void inspect(const std::string& dir, bool test_split, int samples, uint64_t seed,
@@ -98,7 +111,7 @@ int main(int argc, char** argv) {
   auto* import_folder_cmd = app.add_subcommand("import-folder", "a folder of class folders of images into the CIFAR layout");
   import_folder_cmd->add_option("src", src, "folder of class folders")->required();
   import_folder_cmd->add_option("--out", out, "output folder")->required();
-  import_folder_cmd->add_option("--test-fraction", test_fraction, "share of images for the test split")->check(CLI::Range(0.0, 0.99))->capture_default_str();
+  import_folder_cmd->add_option("--test-fraction", test_fraction, "share of images for the test split")->check(tools::in_range(0.0, 0.99))->capture_default_str();
   import_folder_cmd->add_option("--fit", fit, "crop: centre square then resize; resize: whole image")->check(CLI::IsMember({"crop", "resize"}))->capture_default_str();
   import_folder_cmd->add_option("--seed", seed, "seed of the train/test split")->capture_default_str();
 
@@ -107,8 +120,8 @@ int main(int argc, char** argv) {
   auto* synth_cmd = app.add_subcommand("synth", "a small CIFAR-format dataset with learnable structure");
   synth_cmd->add_option("--out", out, "output folder")->required();
   synth_cmd->add_option("--format", format, "cifar10 or cifar100")->check(CLI::IsMember({"cifar10", "cifar100"}))->capture_default_str();
-  synth_cmd->add_option("--train", train, "training images")->check(CLI::PositiveNumber)->capture_default_str();
-  synth_cmd->add_option("--test", test, "test images")->check(CLI::PositiveNumber)->capture_default_str();
+  synth_cmd->add_option("--train", train, "training images")->check(tools::positive())->capture_default_str();
+  synth_cmd->add_option("--test", test, "test images")->check(tools::positive())->capture_default_str();
   synth_cmd->add_option("--seed", seed, "seed")->capture_default_str();
 
   std::string dir, grid;
@@ -118,11 +131,12 @@ int main(int argc, char** argv) {
   inspect_cmd->add_option("dir", dir, "dataset folder")->required();
   inspect_cmd->add_flag("--test", test_split, "inspect the test split");
   inspect_cmd->add_option("--grid", grid, "write a PNG grid of samples, raw and augmented");
-  inspect_cmd->add_option("--samples", samples, "samples in the grid")->check(CLI::Range(1, 512))->capture_default_str();
+  inspect_cmd->add_option("--samples", samples, "samples in the grid")->check(tools::in_range(1, 512))->capture_default_str();
   inspect_cmd->add_option("--seed", seed, "augmentation seed of the grid")->capture_default_str();
 
+  tools::one_line_errors(app, "psgd-data");
   CLI11_PARSE(app, argc, argv);
-  try {
+  return tools::run_tool("psgd-data", [&] {
     if (import_idx_cmd->parsed()) {
       if (!idx_dir.empty()) idx = find_idx_sources(idx_dir);
       PSGD_CHECK(!idx.train_images.empty() && !idx.train_labels.empty() &&
@@ -146,8 +160,5 @@ int main(int argc, char** argv) {
       inspect(dir, test_split, samples, seed, grid);
     }
     return 0;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "psgd-data: %s\n", e.what());
-    return 1;
-  }
+  });
 }

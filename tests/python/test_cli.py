@@ -143,6 +143,16 @@ def main():
             ([train, "--data", data, "--arch", "resnet32", "--init", os.path.join(a, "last.safetensors"),
               "--out", os.path.join(tmp, "y")], "checkpoint cannot start a resnet32"),
             ([evaluate, "--model", os.path.join(a, "config.json"), "--data", data], "not a valid safetensors file"),
+            ([train, "--data", data, "--w-bits", "abc"], "bits must be 2..8 or 32, got 'abc'"),
+            ([train, "--data", data, "--lr", "nan"], "--lr: must be a positive number, got 'nan'"),
+            ([train, "--data", data, "--adam", "--optimizer", "sgd"], "--optimizer excludes --adam"),
+            ([train, "--data", data, "--threads", "10000"], "--threads: must be 0 (every core) to 1024"),
+            ([train, "--data", data, "--holdout", "32", "--test-subset", "8"], "give one of them"),
+            ([train, *common, "--epoch", "1", "--out", a], "holds a run (last.safetensors)"),
+            ([train, "--resume", a, "--arch", "resnet32"], "--arch cannot change"),
+            ([evaluate, "--model", os.path.join(a, "last.safetensors"), "--data", data, "--a-bits", "4"],
+             "--a-bits requires --act-quant"),
+            ([train, *common, "--init", a, "--out", os.path.join(tmp, "z")], "a folder, not a checkpoint file"),
         ]
         if not gpu_visible():
             bad += [([train, "--data", data, "--device", "cuda"], "--device cuda: no GPU is visible"),
@@ -151,8 +161,24 @@ def main():
         for command, message in bad:
             r = run(command, expect_ok=False)
             text = (r.stdout + r.stderr).strip()
-            check(r.returncode != 0 and message in text and len(r.stderr.strip().splitlines()) <= 2,
+            check(r.returncode != 0 and message in text and len(r.stderr.strip().splitlines()) == 1,
                   f"{' '.join(command[1:3])}...: '{message}'")
+
+        print("a run with weights gone non-finite writes no checkpoint of them:")
+        diverged = os.path.join(tmp, "diverged")
+        r = run([train, "--data", data, "--arch", "resnet20", "--batch-size", "64", "--threads", "2", "--epochs", "1",
+                 "--lr", "1e10", "--out", diverged], expect_ok=False)  # its evaluation loss stays finite
+        check(r.returncode != 0 and "not finite" in r.stderr and len(r.stderr.strip().splitlines()) == 1,
+              "finite loss, NaN weights: one line and a non-zero exit")
+        check(not os.path.exists(os.path.join(diverged, "last.safetensors")), "no checkpoint written")
+
+        print("a new run replaces a finished one only when told:")
+        before = open(os.path.join(b, "last.safetensors"), "rb").read()
+        r = run([train, *common, "--epoch", "1", "--seed", "5", "--out", b, "--overwrite"])
+        check(r.returncode == 0 and open(os.path.join(b, "last.safetensors"), "rb").read() != before,
+              "--overwrite starts anew in the folder")
+        r = run([train, "--resume", b, "--epochs", "1"])
+        check(r.returncode == 0 and "nothing to train" in r.stdout, "a finished run says there is nothing to train")
 
         print("a diverging run stops and keeps the last good checkpoint:")
         before = open(os.path.join(b, "last.safetensors"), "rb").read()

@@ -88,6 +88,36 @@ TEST_CASE("corrupt CIFAR files each give their own clear error") {
   CHECK(load_dataset(dir.string(), Split::Train).labels == std::vector<int32_t>{17, 18, 19});
   CHECK_THROWS_WITH_AS(load_dataset((dir / "nothing").string(), Split::Train),
                        doctest::Contains("no such dataset directory"), Error);
+  fs::remove(dir / "train.bin");
+  fs::create_directory(dir / "train.bin");
+  check_error(dir, "train.bin: a folder, not a data file");
+  write_raw(dir / "test.bin", {});
+  CHECK_THROWS_WITH_AS(load_dataset(dir.string(), Split::Test),
+                       doctest::Contains("test.bin: no test images"), Error);
+}
+
+TEST_CASE("a CIFAR-10 folder short of a batch names the missing batch") {
+  const fs::path dir = fresh_dir("short");
+  write_synthetic(dir.string(), DatasetFormat::Cifar10, 50, 10, 1);
+  fs::remove(dir / "cifar-10-batches-bin" / "data_batch_5.bin");
+  check_error(dir, "cifar-10-batches-bin/data_batch_5.bin");
+}
+
+TEST_CASE("a dataset description's normalisation must be finite, its std positive") {
+  const fs::path dir = fresh_dir("manifest");
+  write_synthetic(dir.string(), DatasetFormat::Cifar10, 20, 10, 1);
+  const auto describe = [&](const std::string& std) {
+    std::ofstream(dir / "dataset.json")
+        << R"({"name": "m", "format": "cifar10", "classes": 10,)"
+        << R"( "train": ["cifar-10-batches-bin/data_batch_1.bin"],)"
+        << R"( "test": ["cifar-10-batches-bin/test_batch.bin"], "std": )" << std << "}";
+  };
+  describe("[0.5, 0.5, 0.5]");
+  CHECK(load_dataset(dir.string(), Split::Train).norm.std[2] == 0.5f);
+  describe("[0.5, 0, 0.5]");
+  check_error(dir, "channel 1's mean");
+  describe("[0.5, 0.5, -1]");
+  check_error(dir, "the std positive");
 }
 
 TEST_CASE("import-idx: gzipped and plain IDX round trip, padded to 32x32 RGB") {
@@ -181,7 +211,9 @@ TEST_CASE("augmentation: reflect padding, flips and crops match a hand-built pad
       }
   const SampleDraws identity{};
   transform_image(img.data(), out.data(), &identity, reference_normalization());
-  CHECK(out[0] == (img[0] / 255.0f - 129.3f / 255) / (68.2f / 255));
+  // The reference's constants: Python's double quotients, rounded to float32 by torchvision.
+  const float mean = static_cast<float>(129.3 / 255), std = static_cast<float>(68.2 / 255);
+  CHECK(out[0] == (img[0] / 255.0f - mean) / std);
 }
 
 TEST_CASE("augmentation draws: deterministic, varied, in range") {

@@ -1,7 +1,10 @@
 // ParamStore: the table, the flat buffers, and strict checkpoint loading.
 #include <doctest/doctest.h>
 
+#include <cstring>
 #include <filesystem>
+#include <limits>
+#include <vector>
 
 #include "engine/checkpoint.h"
 #include "nets/nets.h"
@@ -52,6 +55,34 @@ TEST_CASE("checkpoint: save and strict load round-trip every value and counter")
   CHECK(b->params().buffers().f32()[3] == 0.25f);
   CHECK(b->params().counter(5) == 391);
   CHECK(SafeTensorsFile::read(path).metadata().at("arch") == "resnet20");
+  std::filesystem::remove(path);
+}
+
+TEST_CASE("checkpoint: non-finite weights are never written nor loaded") {
+  auto net = make_net("resnet20", 10, Device::CPU, 1),
+       other = make_net("resnet20", 10, Device::CPU, 2);
+  const std::string path = temp_path("finite.safetensors");
+  save_params(net->params(), path);
+  const int id = net->params().find("layer2.1.bn1.running_var");
+  net->params().value(id).f32()[3] = std::numeric_limits<float>::infinity();
+  CHECK_THROWS_WITH_AS(save_params(net->params(), path),
+                       doctest::Contains("tensor 'layer2.1.bn1.running_var' holds inf"), Error);
+  // A file written by someone else: the load refuses it before changing anything.
+  const SafeTensorsFile good = SafeTensorsFile::read(path);
+  SafeTensorsWriter poisoned;
+  for (const StTensor& t : good.tensors()) {
+    std::vector<std::byte> data(t.data, t.data + t.bytes);
+    if (t.name == "conv1.weight") {
+      const float nan = std::numeric_limits<float>::quiet_NaN();
+      std::memcpy(data.data() + 8, &nan, sizeof nan);
+    }
+    poisoned.add(t.name, t.dtype, t.shape, data.data());
+  }
+  poisoned.write(path);
+  const float before = other->params().weights().f32()[0];
+  CHECK_THROWS_WITH_AS(load_params(other->params(), path),
+                       doctest::Contains("tensor 'conv1.weight' holds nan"), Error);
+  CHECK(other->params().weights().f32()[0] == before);
   std::filesystem::remove(path);
 }
 

@@ -3,7 +3,11 @@
 #include <doctest/doctest.h>
 #include <sys/resource.h>
 
+#include <sys/stat.h>
+
 #include <csignal>
+#include <iterator>
+#include <thread>
 
 #include <cstring>
 #include <filesystem>
@@ -90,8 +94,42 @@ TEST_CASE("safetensors: corrupt files give one clear error each") {
                       8),
           "impossibly large");
   rejects(with_header(R"({"__metadata__":{"k":1}})", 0), "is not a string");
+  // The tensors must cover the data exactly: bytes appended, or a hole between two tensors.
+  rejects(with_header(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})", 12),
+          "4 bytes follow the last tensor's data");
+  rejects(with_header(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},)"
+                      R"("b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}})",
+                      12),
+          "no tensor holds data bytes [4, 8)");
+  rejects(with_header(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})", 8),
+          "no tensor holds data bytes [0, 4)");
   CHECK_THROWS_WITH_AS(SafeTensorsFile::read("/nonexistent/x.safetensors"),
                        doctest::Contains("cannot open checkpoint"), Error);
+  CHECK_THROWS_WITH_AS(SafeTensorsFile::read(scratch_dir("folder").string()),
+                       doctest::Contains("a folder, not a checkpoint file"), Error);
+}
+
+TEST_CASE("safetensors: metadata numbers are checked for form and range") {
+  SafeTensorsWriter w;
+  for (const auto& [key, value] : {std::pair{"epoch", "12"},
+                                   {"huge", "99999999999999999999"},
+                                   {"word", "abc"},
+                                   {"negative", "-5"},
+                                   {"part", "3x"},
+                                   {"share", "0.25"},
+                                   {"nan", "nan"}})
+    w.set_metadata(key, value);
+  const SafeTensorsFile f = SafeTensorsFile::parse(w.serialize(), "m.safetensors");
+  CHECK(metadata_integer(f, "epoch", 0, 0, 1000) == 12);
+  CHECK(metadata_integer(f, "absent", 7, 0, 1000) == 7);
+  for (const char* bad : {"huge", "word", "negative", "part", "share"}) {
+    CAPTURE(bad);
+    CHECK_THROWS_WITH_AS(metadata_integer(f, bad, 0, 0, 1000),
+                         doctest::Contains("not a whole number from 0 to 1000"), Error);
+  }
+  CHECK(metadata_number(f, "share", 0.0, 0.0, 1.0) == 0.25);
+  CHECK_THROWS_WITH_AS(metadata_number(f, "nan", 0.0, 0.0, 1.0),
+                       doctest::Contains("m.safetensors: metadata 'nan' is 'nan'"), Error);
 }
 
 TEST_CASE("safetensors: a PyTorch checkpoint is recognised and pointed to the converter") {
@@ -145,6 +183,32 @@ TEST_CASE("safetensors: writes are atomic and a failed write keeps the old file"
   CHECK_THROWS_WITH_AS(first.write((dir / "missing" / "x.safetensors").string()),
                        doctest::Contains("cannot create"), Error);
   CHECK(*reinterpret_cast<const float*>(SafeTensorsFile::read(path).find("x")->data) == 2.0f);
+}
+
+TEST_CASE("safetensors: a device or pipe is written into, never replaced") {
+  // A pipe, drained by a reader: the bytes arrive and the pipe stays a pipe.
+  const fs::path fifo = scratch_dir("special") / "pipe";
+  fs::remove(fifo);
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  std::string received;
+  std::thread reader([&] {
+    std::ifstream in(fifo, std::ios::binary);
+    received.assign(std::istreambuf_iterator<char>(in), {});
+  });
+  const std::string text = "through the pipe";
+  write_file_atomic(fifo.string(), {reinterpret_cast<const std::byte*>(text.data()),
+                                    reinterpret_cast<const std::byte*>(text.data() + text.size())});
+  reader.join();
+  CHECK(received == text);
+  CHECK(fs::is_fifo(fifo));
+  // A full disk: /dev/full refuses every write, and stays the device it is.
+  if (fs::is_character_file("/dev/full")) {
+    CHECK_THROWS_WITH_AS(write_file_atomic("/dev/full", std::vector<std::byte>(16)),
+                         doctest::Contains("No space left on device"), Error);
+    CHECK(fs::is_character_file("/dev/full"));
+  }
+  CHECK_THROWS_WITH_AS(write_file_atomic(fifo.parent_path().string(), std::vector<std::byte>(1)),
+                       doctest::Contains("a folder, not a file"), Error);
 }
 
 TEST_CASE("checkpoint writer: background writes land in order, and a failed one is reported next") {

@@ -7,6 +7,7 @@
 #include "data/dataset.h"
 #include "data/importers.h"
 #include "data/loader.h"
+#include "tools/cli_support.h"
 
 using namespace psgd;
 using namespace psgd::data;
@@ -19,11 +20,12 @@ int main(int argc, char** argv) {
   app.add_option("--data", dir,
                  "dataset folder (default: synthetic CIFAR-10 in a temporary folder)");
   app.add_option("--epochs", epochs, "epochs to time")
-      ->check(CLI::PositiveNumber)
+      ->check(tools::positive())
       ->capture_default_str();
-  app.add_option("--batch", batch, "batch size")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--batch", batch, "batch size")->check(tools::positive())->capture_default_str();
+  tools::one_line_errors(app, "psgd-bench-loader");
   CLI11_PARSE(app, argc, argv);
-  try {
+  return tools::run_tool("psgd-bench-loader", [&] {
     if (dir.empty()) {
       dir = "/tmp/psgd_bench_loader";
       write_synthetic(dir, DatasetFormat::Cifar10, 50000, 100, 0);
@@ -42,8 +44,5 @@ int main(int argc, char** argv) {
     std::printf("%s: %lld augmented images in %.2f s: %.0f images/s on one loader thread\n",
                 d.name.c_str(), static_cast<long long>(images), seconds, images / seconds);
     return 0;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "psgd-bench-loader: %s\n", e.what());
-    return 1;
-  }
+  });
 }

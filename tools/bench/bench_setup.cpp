@@ -39,13 +39,13 @@ Numerics::Conv conv_choice(const std::string& name) {
 void add_bench_options(CLI::App& app, BenchOptions& o) {
   app.add_option("--arch", o.arch, "network")->capture_default_str();
   app.add_option("--classes", o.classes, "number of classes")->capture_default_str();
-  app.add_option("--batch", o.batch, "batch size")
-      ->check(CLI::PositiveNumber)
-      ->capture_default_str();
+  app.add_option("--batch", o.batch, "batch size")->check(tools::positive())->capture_default_str();
   app.add_option("--device", o.device, "cpu or cuda")
       ->check(CLI::IsMember({"cpu", "cuda"}))
       ->capture_default_str();
-  app.add_option("--threads", o.threads, "CPU threads (0: all cores)")->capture_default_str();
+  app.add_option("--threads", o.threads, "CPU threads (0: all cores)")
+      ->check(tools::thread_count())
+      ->capture_default_str();
   app.add_flag("--strict-fp32", o.strict_fp32, "GPU: no TF32");
   app.add_flag("--bf16", o.bf16, "bf16 activations (float32 weights and optimizer)");
   app.add_option("--conv", o.conv,
@@ -75,15 +75,6 @@ double median_ms(Context& ctx, int warmup, int repeats, const std::function<void
     if (i >= warmup) ms.push_back(took.count());
   }
   return median(std::move(ms));
-}
-
-int run_tool(const char* tool, const std::function<int()>& body) {
-  try {
-    return body();
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "%s: %s\n", tool, user_message(e).c_str());
-    return 1;
-  }
 }
 
 BenchSetup::BenchSetup(const BenchOptions& o)

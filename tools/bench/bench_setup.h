@@ -11,6 +11,7 @@
 
 #include "engine/net.h"
 #include "engine/optim.h"
+#include "tools/cli_support.h"
 
 namespace psgd::bench {
 
@@ -38,9 +39,6 @@ double median(std::vector<double> values);
 // Median milliseconds of `repeats` calls of `work` after `warmup` untimed ones; the device is
 // drained before each clock reading.
 double median_ms(Context& ctx, int warmup, int repeats, const std::function<void()>& work);
-
-// A tool's main after parsing: body()'s exit code, or 1 after a one-line error "tool: ...".
-int run_tool(const char* tool, const std::function<int()>& body);
 
 struct BenchSetup {
   // Checks the options (a GPU where asked, the numerics) with one-line errors.

@@ -80,10 +80,13 @@ int main(int argc, char** argv) {
   Options o;
   CLI::App app{"Time psgd's training step and FP/LP inference on synthetic data (one JSON line)"};
   bench::add_bench_options(app, o.setup);
-  app.add_option("--warmup", o.warmup, "untimed runs first")->capture_default_str();
-  app.add_option("--repeats", o.repeats, "timed runs")
-      ->check(CLI::PositiveNumber)
+  app.add_option("--warmup", o.warmup, "untimed runs first")
+      ->check(tools::non_negative())
       ->capture_default_str();
+  app.add_option("--repeats", o.repeats, "timed runs")
+      ->check(tools::positive())
+      ->capture_default_str();
+  tools::one_line_errors(app, "psgd-bench");
   CLI11_PARSE(app, argc, argv);
-  return bench::run_tool("psgd-bench", [&] { return run(o); });
+  return tools::run_tool("psgd-bench", [&] { return run(o); });
 }

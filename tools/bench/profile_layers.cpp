@@ -211,14 +211,15 @@ int main(int argc, char** argv) {
   CLI::App app{"Time each layer of a psgd training step alone, beside the whole step"};
   bench::add_bench_options(app, o.setup);
   app.add_option("--repeats", o.repeats, "runs per timing")
-      ->check(CLI::PositiveNumber)
+      ->check(tools::positive())
       ->capture_default_str();
   app.add_option("--rounds", o.rounds, "timings per figure (the median counts)")
-      ->check(CLI::PositiveNumber)
+      ->check(tools::positive())
       ->capture_default_str();
   app.add_flag("--profiler-range", o.profiler_range,
                "GPU: at the end, one step op by op inside cudaProfilerStart/Stop, the kernels "
                "that `ncu --profile-from-start off` then records");
+  tools::one_line_errors(app, "psgd-profile");
   CLI11_PARSE(app, argc, argv);
-  return bench::run_tool("psgd-profile", [&] { return run(o); });
+  return tools::run_tool("psgd-profile", [&] { return run(o); });
 }

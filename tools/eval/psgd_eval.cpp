@@ -22,6 +22,7 @@
 #include "kernels/quant_math.h"
 #include "nets/nets.h"
 #include "nets/quant_config.h"
+#include "tools/cli_support.h"
 
 using namespace psgd;
 
@@ -174,7 +175,11 @@ int run(EvalOptions o) {
   const SafeTensorsFile file = SafeTensorsFile::read(o.model);
   if (o.arch.empty()) o.arch = metadata_or(file, "arch", "");
   PSGD_CHECK(!o.arch.empty(), o.model, ": no architecture in the checkpoint; give --arch");
-  if (o.w_bits == 0) o.w_bits = std::stoi(metadata_or(file, "w_bits", "4"));
+  if (o.w_bits == 0) {
+    o.w_bits = static_cast<int>(metadata_integer(file, "w_bits", 4, 2, 32));
+    PSGD_CHECK(o.w_bits <= 8 || o.w_bits == 32, o.model, ": metadata 'w_bits' is ", o.w_bits,
+               ", not 2..8 or 32");
+  }
   o.first_last = o.first_last || metadata_or(file, "first_last_quant", "0") == "1";
   PSGD_CHECK(!(o.bf16 && o.strict_fp32), "--bf16 and --strict-fp32 exclude each other");
   Context ctx(pick_device(o.device), o.threads, 0, {.tf32 = !o.strict_fp32, .bf16 = o.bf16});
@@ -259,12 +264,6 @@ int main(int argc, char** argv) {
   CLI::App app{
       "Evaluate a psgd checkpoint: FP and LP accuracy, bit-width sweeps, pruning, per-layer "
       "report"};
-  const auto bits = CLI::Validator(
-      [](std::string& s) {
-        const int b = std::stoi(s);
-        return (b >= 2 && b <= 8) || b == 32 ? std::string() : "bits must be 2..8 or 32";
-      },
-      "2..8|32");
   app.add_option("--model", o.model, "checkpoint (safetensors)")
       ->required()
       ->check(CLI::ExistingFile);
@@ -276,25 +275,29 @@ int main(int argc, char** argv) {
   app.add_option("--arch", o.arch, "network (default: the checkpoint's)");
   app.add_option("--w-bits,--w_bit", o.w_bits,
                  "weight bits of the LP network (default: the checkpoint's)")
-      ->check(bits);
-  app.add_option("--a-bits,--a_bit", o.a_bits, "activation bits with --act-quant")
-      ->check(bits)
-      ->capture_default_str();
+      ->check(tools::bit_width());
+  auto* a_bits = app.add_option("--a-bits,--a_bit", o.a_bits, "activation bits with --act-quant")
+                     ->check(tools::bit_width())
+                     ->capture_default_str();
   app.add_flag("--first-last-quant,--first_last_quant", o.first_last,
                "quantize the first and last layers too");
-  app.add_flag("--act-quant,--act_quant", o.act_quant, "quantize activations to --a-bits");
+  auto* act_quant =
+      app.add_flag("--act-quant,--act_quant", o.act_quant, "quantize activations to --a-bits");
+  a_bits->needs(act_quant);
   app.add_flag("--act-clipping,--act_clipping", o.act_clipping,
-               "clip activations at beta + n gamma of the preceding BN");
+               "clip activations at beta + n gamma of the preceding BN")
+      ->needs(act_quant);
   app.add_option("--clipping-range,--clipping_range", o.clipping_range, "n of the clipping")
-      ->check(CLI::PositiveNumber)
+      ->check(tools::positive())
       ->capture_default_str();
   app.add_option("--lambda-s,--lambda_s", o.lambda_s, "recorded only (the reference's option)");
-  app.add_option("--sweep", o.sweep_w, "weight bit widths to sweep, e.g. 8 6 4 3 2")->check(bits);
+  app.add_option("--sweep", o.sweep_w, "weight bit widths to sweep, e.g. 8 6 4 3 2")
+      ->check(tools::bit_width());
   app.add_option("--sweep-a", o.sweep_a, "activation bit widths of the sweep (default 32)")
-      ->check(bits);
+      ->check(tools::bit_width());
   app.add_option("--sparsity", o.sparsity,
                  "evaluate the float network magnitude-pruned to this sparsity")
-      ->check(CLI::Range(0.0, 1.0));
+      ->check(tools::in_range(0.0, 1.0));
   app.add_option("--prune-scope", o.prune_scope, "prune each layer, or all at once")
       ->check(CLI::IsMember({"layer", "global"}))
       ->capture_default_str();
@@ -303,14 +306,16 @@ int main(int argc, char** argv) {
   app.add_flag("--find-clipping", o.find_clipping,
                "pick the clipping range on held-out training images");
   app.add_option("--holdout", o.holdout, "held-out training images for --find-clipping")
-      ->check(CLI::PositiveNumber)
+      ->check(tools::positive())
       ->capture_default_str();
   app.add_option("--export", o.export_path,
                  "write the LP model as I8 levels plus F32 scales (safetensors)");
   app.add_option("--batch-size", o.batch_size, "evaluation batch")
-      ->check(CLI::PositiveNumber)
+      ->check(tools::positive())
       ->capture_default_str();
-  app.add_option("--threads", o.threads, "CPU threads (0: all cores)")->capture_default_str();
+  app.add_option("--threads", o.threads, "CPU threads (0: all cores)")
+      ->check(tools::thread_count())
+      ->capture_default_str();
   app.add_option("--device", o.device, "cpu, cuda, or auto (the GPU where one is visible)")
       ->check(CLI::IsMember({"cpu", "cuda", "auto"}))
       ->capture_default_str();
@@ -318,11 +323,7 @@ int main(int argc, char** argv) {
                "GPU: strict float32, no TF32 (the CPU's arithmetic)");
   app.add_flag("--bf16", o.bf16,
                "bf16 activations (weights stay float32), as a model trained with --bf16 runs");
+  tools::one_line_errors(app, "psgd-eval");
   CLI11_PARSE(app, argc, argv);
-  try {
-    return run(o);
-  } catch (const std::exception& e) {
-    std::cerr << "psgd-eval: " << user_message(e) << std::endl;
-    return 1;
-  }
+  return tools::run_tool("psgd-eval", [&] { return run(o); });
 }

@@ -2,6 +2,7 @@
 // --lambda-s 0), evaluating the float (FP) and low-precision (LP) network after every epoch.
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -16,6 +17,7 @@
 #include "engine/trainer.h"
 #include "nets/nets.h"
 #include "nets/quant_config.h"
+#include "tools/cli_support.h"
 #include "tools/train/train_options.h"
 
 using namespace psgd;
@@ -62,13 +64,32 @@ TrainOptions resumed_options(const std::string& dir, const CLI::App& app,
   } catch (const nlohmann::json::exception& e) {
     PSGD_FAIL(config.string(), ": unreadable (", e.what(), ")");
   }
-  if (app.count("--epochs") || app.count("--epoch")) o.epochs = given.epochs;  // extend the run
+  for (const CLI::Option* option : app.get_options()) {
+    const std::string name = option->get_name();
+    PSGD_CHECK(option->count() == 0 ||
+                   std::find(std::begin(kResumableOptions), std::end(kResumableOptions), name) !=
+                       std::end(kResumableOptions),
+               "--resume continues the run as ", config.string(), " records it: ", name,
+               " cannot change (only --epochs, --data, --threads, --device and --gpu may)");
+  }
+  if (app.count("--epochs")) o.epochs = given.epochs;  // extend the run
+  if (app.count("--data")) o.data = given.data;        // the same images, moved
   if (app.count("--threads")) o.threads = given.threads;
+  if (app.count("--device")) o.device = given.device;
+  if (app.count("--gpu")) o.gpu = given.gpu;
   o.out = dir;
   return o;
 }
 
-int train(TrainOptions& o, const std::string& resume, Context& ctx, Comm& comm);
+// A new run in a folder that holds one must say that it replaces it.
+void check_fresh_out(const TrainOptions& o, const Invocation& invocation) {
+  const fs::path last = fs::path(o.out) / "last.safetensors";
+  PSGD_CHECK(!fs::exists(last) || invocation.overwrite, "--out ", o.out,
+             " holds a run (last.safetensors): continue it with --resume ", o.out,
+             ", or replace it with --overwrite (or give another --out)");
+}
+
+int train(TrainOptions& o, const Invocation& invocation, Context& ctx, Comm& comm);
 
 // Ends every rank of a job now, through the communicator in use (NCCL aborts its kernels first):
 // unwinding further would wait on collectives the others may never finish.
@@ -77,10 +98,16 @@ int train(TrainOptions& o, const std::string& resume, Context& ctx, Comm& comm);
   std::abort();  // not reached (Comm::abort does not return; the compiler cannot see through it)
 }
 
-int run(TrainOptions o, const std::string& resume, const CLI::App& app, Comm& job) {
-  if (!resume.empty()) o = resumed_options(resume, app, o);
+int run(TrainOptions o, const Invocation& invocation, const CLI::App& app, Comm& job) {
+  if (!invocation.resume.empty()) o = resumed_options(invocation.resume, app, o);
   if (o.out.empty()) o.out = "runs/" + o.arch;
   validate(o, job.world());
+  PSGD_CHECK(o.schedule != "cosine" || !app.count("--decay-epochs"),
+             "--decay-epochs sets the multistep schedule's milestones; --schedule cosine has none");
+  if (invocation.resume.empty()) {
+    check_fresh_out(o, invocation);
+    o.data = fs::absolute(o.data).string();  // so that --resume finds it from any folder
+  }
   Context ctx(pick_device(o, job), o.threads, rank_seed(o.seed, job.rank()),
               {.tf32 = !o.strict_fp32, .deterministic = o.deterministic, .bf16 = o.bf16});
   // GPU ranks exchange device tensors through NCCL; CPU ranks use the job's MPI ranks.
@@ -90,15 +117,16 @@ int run(TrainOptions o, const std::string& resume, const CLI::App& app, Comm& jo
     gpu_ranks = make_nccl_comm(job, ctx);
   Comm& comm = gpu_ranks ? *gpu_ranks : job;
   try {
-    return train(o, resume, ctx, comm);
+    return train(o, invocation, ctx, comm);
   } catch (const std::exception& e) {
     if (comm.world() == 1) throw;
     abort_ranks(comm, e);
   }
 }
 
-int train(TrainOptions& o, const std::string& resume, Context& ctx, Comm& comm) {
+int train(TrainOptions& o, const Invocation& invocation, Context& ctx, Comm& comm) {
   const bool leader = comm.rank() == 0;
+  const std::string& resume = invocation.resume;
 
   const data::DatasetOptions dopts{data::parse_format(o.dataset), o.coarse};
   data::Dataset train_set = data::load_dataset(o.data, data::Split::Train, dopts);
@@ -170,9 +198,19 @@ int train(TrainOptions& o, const std::string& resume, Context& ctx, Comm& comm) 
     }
     o.first_epoch = static_cast<int>(progress.epoch) + 1;
   }
+  if (progress.epoch >= o.epochs) {
+    if (leader)
+      std::cout << "nothing to train: " << (resume.empty() ? o.init : o.out) << " is at epoch "
+                << progress.epoch << " and --epochs is " << o.epochs
+                << " (give a later --epochs to train on)\n";
+    return 0;
+  }
   broadcast_state(ctx, comm, *net, optimizer);  // every rank starts from rank 0's state
   if (resume.empty() && leader) {
     fs::create_directories(o.out);
+    // A replaced run's checkpoints go first: a best_lp.safetensors of its own could outlive it.
+    for (const char* name : {"last.safetensors", "best_fp.safetensors", "best_lp.safetensors"})
+      fs::remove(fs::path(o.out) / name);
     const std::string config = nlohmann::json(o).dump(2) + "\n";
     write_file_atomic((fs::path(o.out) / "config.json").string(),
                       {reinterpret_cast<const std::byte*>(config.data()),
@@ -231,16 +269,17 @@ int train(TrainOptions& o, const std::string& resume, Context& ctx, Comm& comm) 
 
 int main(int argc, char** argv) {
   TrainOptions options;
-  std::string resume;
+  Invocation invocation;
   CLI::App app{
       "Train a CIFAR network with PSGD (Position-based Scaled Gradient); --lambda-s 0 is plain "
       "SGD"};
-  add_options(app, options, resume);
+  add_options(app, options, invocation);
+  tools::one_line_errors(app, "psgd-train");
   CLI11_PARSE(app, argc, argv);
   std::unique_ptr<Comm> job;
   try {
     job = join_job();
-    return run(options, resume, app, *job);
+    return run(options, invocation, app, *job);
   } catch (const std::exception& e) {
     if (!job || job->world() == 1) {
       std::cerr << "psgd-train: " << user_message(e) << std::endl;

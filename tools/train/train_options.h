@@ -62,8 +62,18 @@ NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(TrainOptions, arch, data, datase
                                                 test_subset, holdout, no_augment, no_shuffle, drop_last,
                                                 norm_mean, norm_std, first_epoch)
 
-// Registers every option on `app`; `resume` receives --resume.
-void add_options(CLI::App& app, TrainOptions& o, std::string& resume);
+// What a command asks of its output folder, beside the run's options (not in config.json).
+struct Invocation {
+  std::string resume;      // --resume: continue the run in this folder
+  bool overwrite = false;  // --overwrite: start anew where a run's checkpoints are
+};
+
+// Registers every option on `app`.
+void add_options(CLI::App& app, TrainOptions& o, Invocation& invocation);
+// The options a resumed run may change: where the data now is, the last epoch, the device and
+// its threads. The rest are the run's, from its config.json.
+inline constexpr const char* kResumableOptions[] = {"--resume", "--epochs", "--data", "--threads",
+                                                    "--device", "--gpu"};
 // A clear error for an impossible combination; `world` is the number of ranks in the job.
 void validate(const TrainOptions& o, int world = 1);
 
