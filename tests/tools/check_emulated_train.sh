@@ -16,7 +16,7 @@ common=(--data "$tmp/data" --device auto --arch resnet20 --batch-size 32 --eval-
 "$bin/psgd-train" "${common[@]}" --epochs 2 --out "$tmp/whole" | tee "$tmp/whole.log"
 grep -q '), cuda with ' "$tmp/whole.log" || fail "--device auto did not train on the (emulated) GPU"
 "$bin/psgd-train" "${common[@]}" --epochs 1 --out "$tmp/resumed" >/dev/null
-"$bin/psgd-train" "${common[@]}" --epochs 2 --resume "$tmp/resumed" >/dev/null
+"$bin/psgd-train" --resume "$tmp/resumed" --epochs 2 >/dev/null
 cmp "$tmp/whole/last.safetensors" "$tmp/resumed/last.safetensors" ||
   fail "the resumed run's weights differ from the uninterrupted run's"
 "$bin/psgd-train" "${common[@]}" --epochs 1 --nccl --sync-bn --out "$tmp/nccl" | tee "$tmp/nccl.log"
