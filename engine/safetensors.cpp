@@ -15,6 +15,7 @@
 #include <optional>
 
 #include "engine/check.h"
+#include "engine/temporary_files.h"
 
 namespace psgd {
 namespace {
@@ -275,6 +276,7 @@ void write_file_atomic(const std::string& path, const std::vector<std::byte>& by
     if (!S_ISREG(existing.st_mode)) return write_into_special_file(path, bytes);
   }
   const std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  const TemporaryFileGuard removed_if_interrupted(tmp);
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   PSGD_CHECK(fd >= 0, system_error("cannot create", tmp));
   const auto fail = [&](const std::string& what) {

@@ -4,8 +4,11 @@
 #include <sys/resource.h>
 
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <csignal>
+#include <cstdlib>
 #include <iterator>
 #include <thread>
 
@@ -15,6 +18,7 @@
 
 #include "engine/checkpoint_writer.h"
 #include "engine/safetensors.h"
+#include "engine/temporary_files.h"
 
 using namespace psgd;
 namespace fs = std::filesystem;
@@ -209,6 +213,24 @@ TEST_CASE("safetensors: a device or pipe is written into, never replaced") {
   }
   CHECK_THROWS_WITH_AS(write_file_atomic(fifo.parent_path().string(), std::vector<std::byte>(1)),
                        doctest::Contains("a folder, not a file"), Error);
+}
+
+TEST_CASE("safetensors: Ctrl-C during a write leaves no temporary file") {
+  const fs::path partial = scratch_dir("interrupted") / "last.safetensors.tmp.1";
+  const pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {                // the writer, interrupted with its temporary file half written
+    std::signal(SIGINT, SIG_DFL);  // doctest's handler in the parent
+    const TemporaryFileGuard guard(partial.string());
+    std::ofstream(partial) << "half a checkpoint";
+    std::raise(SIGINT);
+    std::_Exit(0);  // not reached
+  }
+  int status = 0;
+  REQUIRE(::waitpid(child, &status, 0) == child);
+  CHECK(WIFSIGNALED(status));
+  CHECK(WTERMSIG(status) == SIGINT);  // ended as the signal ends it
+  CHECK_FALSE(fs::exists(partial));
 }
 
 TEST_CASE("checkpoint writer: background writes land in order, and a failed one is reported next") {
