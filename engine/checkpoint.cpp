@@ -2,6 +2,8 @@
 
 #include <cmath>
 #include <cstring>
+#include <limits>
+#include <optional>
 #include <sstream>
 #include <vector>
 
@@ -42,24 +44,46 @@ int64_t read_integer(const StTensor& t) {
   return v;
 }
 
-// A NaN or infinity in a weight or BN statistic makes every later result meaningless: such a
-// tensor is never written, nor loaded. Returns the first non-finite value, or 0.
+// The first of n values (of type T, unaligned) that is not a finite float32: NaN, an infinity,
+// or a double beyond float32's range, which would load as an infinity.
 template <class T>
-double first_non_finite(const std::byte* values, int64_t n) {
+std::optional<double> first_non_finite(const void* values, int64_t n) {
   for (int64_t i = 0; i < n; ++i) {
     T v;
-    std::memcpy(&v, values + i * sizeof(T), sizeof(T));
-    if (!std::isfinite(v)) return static_cast<double>(v);
+    std::memcpy(&v, static_cast<const std::byte*>(values) + i * sizeof(T), sizeof(T));
+    if (!(std::fabs(static_cast<double>(v)) <= std::numeric_limits<float>::max()))
+      return static_cast<double>(v);
   }
-  return 0.0;
+  return std::nullopt;
 }
 
-void check_finite(double first_bad, const std::string& where, const std::string& name) {
-  PSGD_CHECK(first_bad == 0.0, where, "tensor '", name, "' holds ", first_bad,
-             " (its weights or statistics are not finite)");
+std::string describe(const std::string& name, double value) {
+  std::ostringstream s;
+  s << "tensor '" << name << "' holds " << value << " (not a finite float32)";
+  return s.str();
 }
 
 }  // namespace
+
+void check_finite(const std::string& where, const std::string& name, const float* values,
+                  int64_t n) {
+  const std::optional<double> bad = first_non_finite<float>(values, n);
+  PSGD_CHECK(!bad, where, describe(name, bad.value_or(0.0)));
+}
+
+std::string non_finite_tensor(const ParamStore& params) {
+  std::vector<float> host;
+  for (int id = 0; id < static_cast<int>(params.entries().size()); ++id) {
+    const ParamEntry& e = params.entry(id);
+    if (storage_of(e.role) == ParamStorage::Counter) continue;
+    const Tensor v = params.value(id);
+    host.resize(static_cast<size_t>(v.numel()));
+    memory_copy(host.data(), Device::CPU, v.data, v.device, v.bytes());
+    if (const std::optional<double> bad = first_non_finite<float>(host.data(), v.numel()))
+      return describe(e.name, *bad);
+  }
+  return "";
+}
 
 void add_params(SafeTensorsWriter& writer, const ParamStore& params) {
   for (int id = 0; id < static_cast<int>(params.entries().size()); ++id) {
@@ -72,9 +96,7 @@ void add_params(SafeTensorsWriter& writer, const ParamStore& params) {
     const Tensor v = params.value(id);
     std::vector<float> host(static_cast<size_t>(v.numel()));
     memory_copy(host.data(), Device::CPU, v.data, v.device, v.bytes());
-    check_finite(
-        first_non_finite<float>(reinterpret_cast<const std::byte*>(host.data()), v.numel()), "",
-        e.name);
+    check_finite("", e.name, host.data(), v.numel());
     writer.add(e.name, StDType::F32, dims_of(e.shape), host.data());
   }
 }
@@ -108,10 +130,12 @@ void load_params(ParamStore& params, const SafeTensorsFile& file,
     PSGD_CHECK(t->shape == dims_of(e.shape), origin, ": tensor '", e.name, "' has shape ",
                dims_str(t->shape), ", the network expects ", e.shape.str(),
                " (wrong architecture or class count?)");
-    if (!counter)
-      check_finite(t->dtype == StDType::F32 ? first_non_finite<float>(t->data, t->numel())
-                                            : first_non_finite<double>(t->data, t->numel()),
-                   origin + ": ", t->name);
+    if (!counter) {
+      const std::optional<double> bad = t->dtype == StDType::F32
+                                            ? first_non_finite<float>(t->data, t->numel())
+                                            : first_non_finite<double>(t->data, t->numel());
+      PSGD_CHECK(!bad, origin, ": ", describe(t->name, bad.value_or(0.0)));
+    }
     sources.push_back(t);
   }
   std::vector<float> host;

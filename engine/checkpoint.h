@@ -10,7 +10,16 @@
 
 namespace psgd {
 
-// Adds every entry of the store (values only, never gradients) to a writer.
+// A NaN or an infinity in a weight, a statistic or an optimizer's state makes every later result
+// meaningless: checkpoints never hold one. check_finite throws unless all n values are finite
+// float32 ("<where>tensor '<name>' holds nan (...)"); non_finite_tensor describes the first of the
+// store's tensors that is not, or is "".
+void check_finite(const std::string& where, const std::string& name, const float* values,
+                  int64_t n);
+std::string non_finite_tensor(const ParamStore& params);
+
+// Adds every entry of the store (values only, never gradients) to a writer; throws on a
+// non-finite value.
 void add_params(SafeTensorsWriter& writer, const ParamStore& params);
 void save_params(const ParamStore& params, const std::string& path,
                  const std::map<std::string, std::string>& metadata = {});

@@ -6,7 +6,6 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -15,6 +14,7 @@
 #include <optional>
 
 #include "engine/check.h"
+#include "engine/parse_number.h"
 #include "engine/temporary_files.h"
 
 namespace psgd {
@@ -162,7 +162,7 @@ T metadata_value(const SafeTensorsFile& f, const std::string& key, T fallback, T
   const auto it = f.metadata().find(key);
   if (it == f.metadata().end()) return fallback;
   const std::string& text = it->second;
-  const std::optional<T> value = text.empty() ? std::nullopt : parse(text);
+  const std::optional<T> value = parse(text);
   PSGD_CHECK(value && *value >= lowest && *value <= highest, f.origin(), ": metadata '", key,
              "' is '", text, "', not ", kind, " from ", lowest, " to ", highest);
   return *value;
@@ -173,24 +173,13 @@ T metadata_value(const SafeTensorsFile& f, const std::string& key, T fallback, T
 int64_t metadata_integer(const SafeTensorsFile& f, const std::string& key, int64_t fallback,
                          int64_t lowest, int64_t highest) {
   return metadata_value<int64_t>(f, key, fallback, lowest, highest, "a whole number",
-                                 [](const std::string& text) -> std::optional<int64_t> {
-                                   char* end = nullptr;
-                                   errno = 0;
-                                   const long long v = std::strtoll(text.c_str(), &end, 10);
-                                   if (*end != '\0' || errno == ERANGE) return std::nullopt;
-                                   return v;
-                                 });
+                                 parse_whole_number);
 }
 
 double metadata_number(const SafeTensorsFile& f, const std::string& key, double fallback,
                        double lowest, double highest) {
-  return metadata_value<double>(f, key, fallback, lowest, highest, "a number",
-                                [](const std::string& text) -> std::optional<double> {
-                                  char* end = nullptr;
-                                  const double v = std::strtod(text.c_str(), &end);
-                                  if (*end != '\0') return std::nullopt;
-                                  return v;
-                                });
+  return metadata_value<double>(f, key, fallback, lowest, highest, "a finite number",
+                                parse_finite_number);
 }
 
 const StTensor* SafeTensorsFile::find(std::string_view name) const {
@@ -256,11 +245,14 @@ bool write_all(int fd, const std::vector<std::byte>& bytes) {
   return true;
 }
 
-// A device or a pipe (/dev/stdout, /dev/full) is written into: renaming a file over it would
-// replace the node itself.
-void write_into_special_file(const std::string& path, const std::vector<std::byte>& bytes) {
-  const int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+// A device, a pipe or a file descriptor's link (/dev/full, /dev/stdout) is written into:
+// renaming a file over it would replace the node or the link itself. A pipe nobody reads is
+// an error, not a wait.
+void write_into(const std::string& path, const std::vector<std::byte>& bytes) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+  PSGD_CHECK(fd >= 0 || errno != ENXIO, path, ": a pipe that no process reads");
   PSGD_CHECK(fd >= 0, system_error("cannot open", path));
+  ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK);
   const bool written = write_all(fd, bytes);
   const std::string error = written ? "" : system_error("cannot write", path);
   PSGD_CHECK(::close(fd) == 0 || !written, system_error("cannot close", path));
@@ -270,10 +262,21 @@ void write_into_special_file(const std::string& path, const std::vector<std::byt
 }  // namespace
 
 void write_file_atomic(const std::string& path, const std::vector<std::byte>& bytes) {
-  struct stat existing {};
-  if (::stat(path.c_str(), &existing) == 0) {
-    PSGD_CHECK(!S_ISDIR(existing.st_mode), path, ": a folder, not a file");
-    if (!S_ISREG(existing.st_mode)) return write_into_special_file(path, bytes);
+  struct stat entry {
+  }, target{};
+  if (::lstat(path.c_str(), &entry) == 0) {
+    const bool exists = ::stat(path.c_str(), &target) == 0;
+    PSGD_CHECK(!exists || !S_ISDIR(target.st_mode), path, ": a folder, not a file");
+    if (S_ISLNK(entry.st_mode)) {
+      // A link to a regular file is kept: the file it names is replaced. A descriptor's link
+      // (/dev/stdout is /proc/self/fd/1) is written into, whatever it leads to.
+      const std::string to = std::filesystem::read_symlink(path).string();
+      const bool descriptor = to.rfind("/proc/", 0) == 0 || to.rfind("/dev/fd/", 0) == 0;
+      if (!descriptor && exists && S_ISREG(target.st_mode))
+        return write_file_atomic(std::filesystem::canonical(path).string(), bytes);
+      return write_into(path, bytes);
+    }
+    if (!S_ISREG(entry.st_mode)) return write_into(path, bytes);
   }
   const std::string tmp = path + ".tmp." + std::to_string(::getpid());
   const TemporaryFileGuard removed_if_interrupted(tmp);

@@ -55,8 +55,9 @@ int64_t metadata_integer(const SafeTensorsFile& f, const std::string& key, int64
 double metadata_number(const SafeTensorsFile& f, const std::string& key, double fallback,
                        double lowest, double highest);
 
-// Writes `bytes` to `path` atomically (temporary file, fsync, rename, directory fsync); a device
-// or pipe at `path` (/dev/stdout) is written into instead, as renaming would replace it.
+// Writes `bytes` to `path` atomically (temporary file, fsync, rename, directory fsync). A device,
+// a pipe or a file descriptor's link at `path` (/dev/full, /dev/stdout) is written into instead,
+// as renaming would replace it; a link to a regular file stays, and that file is replaced.
 void write_file_atomic(const std::string& path, const std::vector<std::byte>& bytes);
 
 class SafeTensorsWriter {

@@ -5,24 +5,33 @@
 #include <array>
 #include <atomic>
 #include <csignal>
-#include <cstring>
 
 namespace psgd {
 namespace {
 
-// A path the signal handler may read: `live` is set after the path is written and cleared before
-// the slot is given back, so the handler never reads a path being written.
+constexpr size_t kMaxPath = 4096;
+
+// A registered path, which the signal handler may read on any thread while another thread
+// registers a new path in the same slot: the path is atomic characters, and `version` (odd
+// while the path is written) tells the handler whether what it copied is whole.
 struct Slot {
   std::atomic<bool> taken{false}, live{false};
-  char path[4096] = {};
+  std::atomic<unsigned> version{0};
+  std::array<std::atomic<char>, kMaxPath> path{};
 };
 std::array<Slot, 8> slots;
 
 constexpr int kSignals[] = {SIGINT, SIGTERM, SIGHUP};
 
 extern "C" void remove_and_reraise(int signal) {
-  for (Slot& s : slots)
-    if (s.live.load(std::memory_order_acquire)) ::unlink(s.path);  // async-signal-safe
+  for (Slot& s : slots) {
+    const unsigned before = s.version.load(std::memory_order_acquire);
+    if ((before & 1) || !s.live.load(std::memory_order_acquire)) continue;
+    char path[kMaxPath];
+    for (size_t i = 0; i < kMaxPath; ++i) path[i] = s.path[i].load(std::memory_order_relaxed);
+    std::atomic_thread_fence(std::memory_order_acquire);
+    if (s.version.load(std::memory_order_relaxed) == before) ::unlink(path);  // async-signal-safe
+  }
   std::signal(signal, SIG_DFL);
   std::raise(signal);
 }
@@ -44,12 +53,17 @@ void install_handlers() {
 
 TemporaryFileGuard::TemporaryFileGuard(const std::string& path) {
   install_handlers();
-  if (path.size() >= sizeof(Slot::path)) return;
+  if (path.size() >= kMaxPath) return;
   for (int i = 0; i < static_cast<int>(slots.size()); ++i) {
+    Slot& s = slots[i];
     bool expected = false;
-    if (!slots[i].taken.compare_exchange_strong(expected, true)) continue;
-    std::memcpy(slots[i].path, path.c_str(), path.size() + 1);
-    slots[i].live.store(true, std::memory_order_release);
+    if (!s.taken.compare_exchange_strong(expected, true)) continue;
+    s.version.fetch_add(1, std::memory_order_relaxed);  // odd: being written
+    std::atomic_thread_fence(std::memory_order_release);
+    for (size_t c = 0; c <= path.size(); ++c)
+      s.path[c].store(path.c_str()[c], std::memory_order_relaxed);
+    s.version.fetch_add(1, std::memory_order_release);
+    s.live.store(true, std::memory_order_release);
     slot_ = i;
     return;
   }

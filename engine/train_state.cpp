@@ -42,7 +42,13 @@ std::vector<float> read_f32(const SafeTensorsFile& f, const std::string& name, i
   const StTensor& t = require(f, name, StDType::F32, numel);
   std::vector<float> v(static_cast<size_t>(numel));
   std::memcpy(v.data(), t.data, t.bytes);
+  check_finite(f.origin() + ": ", name, v.data(), numel);
   return v;
+}
+
+void add_f32(SafeTensorsWriter& w, const std::string& name, const std::vector<float>& values) {
+  check_finite("", name, values.data(), static_cast<int64_t>(values.size()));
+  w.add(name, StDType::F32, {static_cast<int64_t>(values.size())}, values.data());
 }
 
 }  // namespace
@@ -53,17 +59,15 @@ SafeTensorsWriter checkpoint_contents(const Net& net, const Optimizer& optimizer
   SafeTensorsWriter w;
   add_params(w, net.params());
   for (int i = 0; i < optimizer.state_count(); ++i) {
-    const std::vector<float> state = to_host(optimizer.state(i));
-    w.add(kOptimizer + "state" + std::to_string(i), StDType::F32,
-          {static_cast<int64_t>(state.size())}, state.data());
+    add_f32(w, kOptimizer + "state" + std::to_string(i), to_host(optimizer.state(i)));
   }
   const int64_t steps = optimizer.steps();
   w.add(kOptimizer + "steps", StDType::I64, {}, &steps);
   const RunningRanges& r = optimizer.ranges();
   const std::vector<float> lo = r.x_min(), hi = r.x_max();
   const int64_t started = r.started();
-  w.add(kRanges + "x_min", StDType::F32, {static_cast<int64_t>(lo.size())}, lo.data());
-  w.add(kRanges + "x_max", StDType::F32, {static_cast<int64_t>(hi.size())}, hi.data());
+  add_f32(w, kRanges + "x_min", lo);
+  add_f32(w, kRanges + "x_max", hi);
   w.add(kRanges + "started", StDType::I64, {}, &started);
   for (const Layer* layer : net.layers())
     if (const auto* d = dynamic_cast<const Dropout*>(layer)) {

@@ -7,6 +7,7 @@
 #include <iomanip>
 #include <nlohmann/json.hpp>
 
+#include "engine/checkpoint.h"
 #include "engine/data_parallel.h"
 #include "engine/safetensors.h"
 #include "kernels/ops.h"
@@ -164,16 +165,13 @@ void Trainer::record(int64_t epoch, float lr, const EpochStats& train, const Eva
         << std::setprecision(1) << seconds << " s" << std::endl;
   }
   if (config_.out_dir.empty()) return;
-  // Copied, and checked finite, before the epoch's row: weights broken by the epoch's updates
+  // Checked finite, and copied, before the epoch's row: weights broken by the epoch's updates
   // can still give a finite evaluation loss, and must neither be written nor be recorded.
-  SafeTensorsWriter contents;
-  try {
-    contents = checkpoint_contents(net_, optimizer_, progress_, config_.metadata);
-  } catch (const std::exception& e) {
-    PSGD_FAIL("epoch ", epoch, ": ", user_message(e),
-              "; stopping before this epoch's checkpoint (those of earlier epochs are intact; "
-              "try a lower learning rate)");
-  }
+  const std::string broken = non_finite_tensor(net_.params());
+  PSGD_CHECK(broken.empty(), "epoch ", epoch, ": ", broken,
+             "; stopping before this epoch's checkpoint (those of earlier epochs are intact; try a "
+             "lower learning rate)");
+  SafeTensorsWriter contents = checkpoint_contents(net_, optimizer_, progress_, config_.metadata);
   const nlohmann::json row = {{"epoch", epoch},
                               {"lr", lr},
                               {"train_loss", train.loss},
@@ -190,7 +188,8 @@ void Trainer::record(int64_t epoch, float lr, const EpochStats& train, const Eva
                               {"seconds", seconds}};
   std::ofstream metrics(std::filesystem::path(config_.out_dir) / "metrics.jsonl", std::ios::app);
   metrics << row.dump() << "\n";
-  PSGD_CHECK(metrics.good(), config_.out_dir, "/metrics.jsonl: cannot write");
+  metrics.close();  // flushed: a full disk shows here, not later
+  PSGD_CHECK(!metrics.fail(), config_.out_dir, "/metrics.jsonl: cannot write");
   std::vector<std::string> paths;
   const auto add = [&](const char* name) {
     paths.push_back((std::filesystem::path(config_.out_dir) / name).string());

@@ -238,7 +238,11 @@ struct AdamStep {
     return {static_cast<float>(beta1), static_cast<float>(beta2), static_cast<float>(1.0 - beta1),
             static_cast<float>(1.0 - beta2), eps, weight_decay, lambda};
   }
-  float beta1, beta2, one_minus_beta1, one_minus_beta2, eps, weight_decay, lambda;
+  // PyTorch's defaults, (0.9, 0.999) and 1e-8.
+  float beta1 = 0.9f, beta2 = 0.999f;
+  float one_minus_beta1 = static_cast<float>(1.0 - 0.9);
+  float one_minus_beta2 = static_cast<float>(1.0 - 0.999);
+  float eps = 1e-8f, weight_decay = 0.0f, lambda = 0.0f;
 };
 // Adam, before its step: counts the step in `steps` (float64 (1), the steps done) and writes
 // hyper's bias corrections for it from hyper's learning rate (optim_math::adam_corrections).

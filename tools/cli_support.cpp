@@ -1,41 +1,19 @@
 #include "tools/cli_support.h"
 
-#include <cerrno>
-#include <cmath>
 #include <cstdio>
-#include <cstdlib>
 #include <optional>
 #include <string>
 
 #include "engine/check.h"
+#include "engine/parse_number.h"
 
 namespace psgd::tools {
 namespace {
 
-// The whole string as a finite number, or nothing.
-std::optional<double> finite_number(const std::string& text) {
-  if (text.empty()) return std::nullopt;
-  char* end = nullptr;
-  errno = 0;
-  const double value = std::strtod(text.c_str(), &end);
-  if (*end != '\0' || errno == ERANGE || !std::isfinite(value)) return std::nullopt;
-  return value;
-}
-
-// The whole string as an integer, or nothing.
-std::optional<long> whole_number(const std::string& text) {
-  if (text.empty()) return std::nullopt;
-  char* end = nullptr;
-  errno = 0;
-  const long value = std::strtol(text.c_str(), &end, 10);
-  if (*end != '\0' || errno == ERANGE) return std::nullopt;
-  return value;
-}
-
 CLI::Validator number_from(double lowest, bool lowest_allowed, const char* rule) {
   return CLI::Validator(
       [=](std::string& text) -> std::string {
-        const std::optional<double> v = finite_number(text);
+        const std::optional<double> v = parse_finite_number(text);
         const bool ok = v && (lowest_allowed ? *v >= lowest : *v > lowest);
         return ok ? std::string() : std::string("must be ") + rule + ", got '" + text + "'";
       },
@@ -63,7 +41,7 @@ CLI::Validator in_range(double lowest, double highest) {
       CLI::detail::to_string(lowest) + " to " + CLI::detail::to_string(highest);
   return CLI::Validator(
       [=](std::string& text) -> std::string {
-        const std::optional<double> v = finite_number(text);
+        const std::optional<double> v = parse_finite_number(text);
         const bool ok = v && *v >= lowest && *v <= highest;
         return ok ? std::string() : "must be a number from " + rule + ", got '" + text + "'";
       },
@@ -73,7 +51,7 @@ CLI::Validator in_range(double lowest, double highest) {
 CLI::Validator bit_width() {
   return CLI::Validator(
       [](std::string& text) -> std::string {
-        const std::optional<long> b = whole_number(text);
+        const std::optional<int64_t> b = parse_whole_number(text);
         const bool ok = b && ((*b >= 2 && *b <= 8) || *b == 32);
         return ok ? std::string() : "bits must be 2..8 or 32, got '" + text + "'";
       },
@@ -83,7 +61,7 @@ CLI::Validator bit_width() {
 CLI::Validator thread_count() {
   return CLI::Validator(
       [](std::string& text) -> std::string {
-        const std::optional<long> n = whole_number(text);
+        const std::optional<int64_t> n = parse_whole_number(text);
         const bool ok = n && *n >= 0 && *n <= 1024;
         return ok ? std::string() : "must be 0 (every core) to 1024, got '" + text + "'";
       },

@@ -14,7 +14,7 @@ if [[ -z $clang ]] || ! echo 'extern "C" int LLVMFuzzerTestOneInput(const char*,
   exit 77
 fi
 case $target in
-  safetensors) sources=(engine/safetensors.cpp) ;;
+  safetensors) sources=(engine/safetensors.cpp engine/temporary_files.cpp) ;;
   cifar) sources=(data/dataset.cpp) ;;
   *) echo "unknown fuzz target $target" >&2; exit 2 ;;
 esac

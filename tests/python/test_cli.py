@@ -150,6 +150,10 @@ def main():
             ([train, "--data", data, "--holdout", "32", "--test-subset", "8"], "give one of them"),
             ([train, *common, "--epoch", "1", "--out", a], "holds a run (last.safetensors)"),
             ([train, "--resume", a, "--arch", "resnet32"], "--arch cannot change"),
+            ([train, "--resume", a, "--overwrite"], "give one of them"),
+            ([train, "--data", data, "--norm-std", "inf", "1", "1"], "--norm-std values must be finite"),
+            ([evaluate, "--model", os.path.join(a, "last.safetensors"), "--data", data, "--act-clipping"],
+             "--act-clipping clips quantized activations"),
             ([evaluate, "--model", os.path.join(a, "last.safetensors"), "--data", data, "--a-bits", "4"],
              "--a-bits requires --act-quant"),
             ([train, *common, "--init", a, "--out", os.path.join(tmp, "z")], "a folder, not a checkpoint file"),
@@ -168,17 +172,19 @@ def main():
         diverged = os.path.join(tmp, "diverged")
         r = run([train, "--data", data, "--arch", "resnet20", "--batch-size", "64", "--threads", "2", "--epochs", "1",
                  "--lr", "1e10", "--out", diverged], expect_ok=False)  # its evaluation loss stays finite
-        check(r.returncode != 0 and "not finite" in r.stderr and len(r.stderr.strip().splitlines()) == 1,
+        check(r.returncode != 0 and "not a finite float32" in r.stderr and len(r.stderr.strip().splitlines()) == 1,
               "finite loss, NaN weights: one line and a non-zero exit")
         check(not os.path.exists(os.path.join(diverged, "last.safetensors")), "no checkpoint written")
 
         print("a new run replaces a finished one only when told:")
         before = open(os.path.join(b, "last.safetensors"), "rb").read()
         r = run([train, *common, "--epoch", "1", "--seed", "5", "--out", b, "--overwrite"])
-        check(r.returncode == 0 and open(os.path.join(b, "last.safetensors"), "rb").read() != before,
-              "--overwrite starts anew in the folder")
-        r = run([train, "--resume", b, "--epochs", "1"])
-        check(r.returncode == 0 and "nothing to train" in r.stdout, "a finished run says there is nothing to train")
+        rows = [json.loads(line)["epoch"] for line in open(os.path.join(b, "metrics.jsonl"))]
+        check(r.returncode == 0 and open(os.path.join(b, "last.safetensors"), "rb").read() != before and rows == [1],
+              "--overwrite starts anew in the folder, the old run's rows gone")
+        r = run([train, "--resume", b, "--epochs", "1", "--arch", "resnet20"])
+        check(r.returncode == 0 and "nothing to train" in r.stdout,
+              "a finished run says there is nothing to train (an option given again unchanged is accepted)")
 
         print("a diverging run stops and keeps the last good checkpoint:")
         before = open(os.path.join(b, "last.safetensors"), "rb").read()

@@ -83,6 +83,21 @@ TEST_CASE("checkpoint: non-finite weights are never written nor loaded") {
   CHECK_THROWS_WITH_AS(load_params(other->params(), path),
                        doctest::Contains("tensor 'conv1.weight' holds nan"), Error);
   CHECK(other->params().weights().f32()[0] == before);
+  // A double beyond float32's range would load as an infinity.
+  SafeTensorsWriter too_large;
+  for (const StTensor& t : good.tensors()) {
+    if (t.name != "conv1.weight") {
+      too_large.add(t.name, t.dtype, t.shape, t.data);
+      continue;
+    }
+    std::vector<double> wide(static_cast<size_t>(t.numel()), 0.25);
+    wide[5] = 1e39;
+    too_large.add(t.name, StDType::F64, t.shape, wide.data());
+  }
+  too_large.write(path);
+  CHECK_THROWS_WITH_AS(load_params(other->params(), path),
+                       doctest::Contains("tensor 'conv1.weight' holds 1e+39"), Error);
+  CHECK(other->params().weights().f32()[0] == before);
   std::filesystem::remove(path);
 }
 

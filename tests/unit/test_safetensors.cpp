@@ -3,10 +3,12 @@
 #include <doctest/doctest.h>
 #include <sys/resource.h>
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <csignal>
 #include <cstdlib>
 #include <iterator>
@@ -18,7 +20,6 @@
 
 #include "engine/checkpoint_writer.h"
 #include "engine/safetensors.h"
-#include "engine/temporary_files.h"
 
 using namespace psgd;
 namespace fs = std::filesystem;
@@ -189,48 +190,86 @@ TEST_CASE("safetensors: writes are atomic and a failed write keeps the old file"
   CHECK(*reinterpret_cast<const float*>(SafeTensorsFile::read(path).find("x")->data) == 2.0f);
 }
 
-TEST_CASE("safetensors: a device or pipe is written into, never replaced") {
-  // A pipe, drained by a reader: the bytes arrive and the pipe stays a pipe.
-  const fs::path fifo = scratch_dir("special") / "pipe";
+TEST_CASE("safetensors: devices, pipes and links are written through, never replaced") {
+  const fs::path dir = scratch_dir("special");
+  const auto bytes = [](const std::string& text) {
+    return std::vector<std::byte>(reinterpret_cast<const std::byte*>(text.data()),
+                                  reinterpret_cast<const std::byte*>(text.data() + text.size()));
+  };
+  const auto drain = [](int fd) {
+    std::string got(64, '\0');
+    const ssize_t n = ::read(fd, got.data(), got.size());
+    got.resize(n > 0 ? static_cast<size_t>(n) : 0);
+    return got;
+  };
+  // A pipe with a reader: the bytes arrive and the pipe stays a pipe (the reader opened without
+  // waiting, so a writer that replaced the pipe would fail the checks, not hang).
+  const fs::path fifo = dir / "pipe";
   fs::remove(fifo);
   REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
-  std::string received;
-  std::thread reader([&] {
-    std::ifstream in(fifo, std::ios::binary);
-    received.assign(std::istreambuf_iterator<char>(in), {});
-  });
-  const std::string text = "through the pipe";
-  write_file_atomic(fifo.string(), {reinterpret_cast<const std::byte*>(text.data()),
-                                    reinterpret_cast<const std::byte*>(text.data() + text.size())});
-  reader.join();
-  CHECK(received == text);
+  CHECK_THROWS_WITH_AS(write_file_atomic(fifo.string(), bytes("lost")),
+                       doctest::Contains("a pipe that no process reads"), Error);
+  const int reader = ::open(fifo.c_str(), O_RDONLY | O_NONBLOCK);
+  REQUIRE(reader >= 0);
+  write_file_atomic(fifo.string(), bytes("through the pipe"));
+  CHECK(drain(reader) == "through the pipe");
+  ::close(reader);
   CHECK(fs::is_fifo(fifo));
+  // A descriptor's link, as /dev/stdout is: written into, the link kept.
+  int ends[2];
+  REQUIRE(::pipe(ends) == 0);
+  const fs::path stdout_like = dir / "stdout";
+  fs::remove(stdout_like);
+  fs::create_symlink("/proc/self/fd/" + std::to_string(ends[1]), stdout_like);
+  write_file_atomic(stdout_like.string(), bytes("to a descriptor"));
+  ::close(ends[1]);
+  CHECK(drain(ends[0]) == "to a descriptor");
+  ::close(ends[0]);
+  CHECK(fs::is_symlink(stdout_like));
+  // A link to a regular file: the file is replaced, the link stays.
+  const fs::path real = dir / "real.bin", link = dir / "link.bin";
+  fs::remove(link);
+  std::ofstream(real) << "old";
+  fs::create_symlink(real, link);
+  write_file_atomic(link.string(), bytes("new"));
+  CHECK(fs::is_symlink(link));
+  CHECK(std::string(std::istreambuf_iterator<char>(std::ifstream(real).rdbuf()), {}) == "new");
   // A full disk: /dev/full refuses every write, and stays the device it is.
   if (fs::is_character_file("/dev/full")) {
     CHECK_THROWS_WITH_AS(write_file_atomic("/dev/full", std::vector<std::byte>(16)),
                          doctest::Contains("No space left on device"), Error);
     CHECK(fs::is_character_file("/dev/full"));
   }
-  CHECK_THROWS_WITH_AS(write_file_atomic(fifo.parent_path().string(), std::vector<std::byte>(1)),
+  CHECK_THROWS_WITH_AS(write_file_atomic(dir.string(), bytes("x")),
                        doctest::Contains("a folder, not a file"), Error);
 }
 
 TEST_CASE("safetensors: Ctrl-C during a write leaves no temporary file") {
-  const fs::path partial = scratch_dir("interrupted") / "last.safetensors.tmp.1";
+  const fs::path dir = scratch_dir("interrupted"), path = dir / "last.safetensors";
+  for (const auto& entry : fs::directory_iterator(dir)) fs::remove(entry.path());  // earlier runs'
+  std::ofstream(path) << "the last good checkpoint";
   const pid_t child = ::fork();
   REQUIRE(child >= 0);
-  if (child == 0) {                // the writer, interrupted with its temporary file half written
-    std::signal(SIGINT, SIG_DFL);  // doctest's handler in the parent
-    const TemporaryFileGuard guard(partial.string());
-    std::ofstream(partial) << "half a checkpoint";
-    std::raise(SIGINT);
-    std::_Exit(0);  // not reached
+  if (child == 0) {                // a writer interrupted once its temporary file exists
+    std::signal(SIGINT, SIG_DFL);  // doctest's handler, from the parent
+    const fs::path partial = path.string() + ".tmp." + std::to_string(::getpid());
+    std::thread interrupter([&] {
+      while (!fs::exists(partial)) std::this_thread::yield();
+      ::kill(::getpid(), SIGINT);
+    });
+    interrupter.detach();
+    write_file_atomic(path.string(), std::vector<std::byte>(size_t{1} << 28));
+    std::this_thread::sleep_for(std::chrono::seconds(10));  // the signal ends the process first
+    std::_Exit(0);
   }
   int status = 0;
   REQUIRE(::waitpid(child, &status, 0) == child);
   CHECK(WIFSIGNALED(status));
   CHECK(WTERMSIG(status) == SIGINT);  // ended as the signal ends it
-  CHECK_FALSE(fs::exists(partial));
+  for (const auto& entry : fs::directory_iterator(dir))
+    CHECK(entry.path().filename() == "last.safetensors");  // no temporary file left
+  CHECK(std::string(std::istreambuf_iterator<char>(std::ifstream(path).rdbuf()), {}) ==
+        "the last good checkpoint");
 }
 
 TEST_CASE("checkpoint writer: background writes land in order, and a failed one is reported next") {

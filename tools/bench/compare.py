@@ -121,6 +121,8 @@ def quantized_parameters(model):
 def check_same_quantizers(arch, mine, classes):
     """Both sides must scale and quantize the same tensors, or they do different work."""
     theirs = quantized_names(benchmark_model(arch, classes))
+    if "quantized_tensors" not in mine:
+        sys.exit("compare: this psgd-bench does not name its quantized tensors; rebuild it")
     if sorted(mine["quantized_tensors"]) != sorted(theirs):
         only_psgd = sorted(set(mine["quantized_tensors"]) - set(theirs))
         only_pytorch = sorted(set(theirs) - set(mine["quantized_tensors"]))
@@ -314,6 +316,13 @@ def write_results(args, machine, commit, rows, limits):
     return table
 
 
+def positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bench", default="build/tools/psgd-bench", help="path to psgd-bench")
@@ -323,8 +332,8 @@ def main():
     parser.add_argument("--classes", type=int, default=100)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--repeats", type=int, default=20, help="timed runs per figure and round")
-    parser.add_argument("--rounds", type=int, default=1,
+    parser.add_argument("--repeats", type=positive_int, default=20, help="timed runs per figure and round")
+    parser.add_argument("--rounds", type=positive_int, default=1,
                         help="rounds of psgd then each PyTorch variant; each figure is the median over them")
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                         help="bf16: psgd's bf16 mode against PyTorch under autocast to bfloat16")

@@ -5,8 +5,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <fstream>
-#include <iostream>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -150,9 +148,10 @@ float find_clipping(Context& ctx, Evaluator& evaluator, Net& net, const EvalOpti
   return best_n;
 }
 
+// <prefix>.json and <prefix>.csv, each written whole or not at all.
 void write_report(const std::vector<QuantReportRow>& rows, const std::string& prefix) {
   nlohmann::json j = nlohmann::json::array();
-  std::ofstream csv(prefix + ".csv");
+  std::ostringstream csv;
   csv << "name,bits,count,delta,mape,sse,sqnr_db,sparsity,q_zeros\n";
   for (const QuantReportRow& r : rows) {
     j.push_back({{"name", r.name},
@@ -167,8 +166,12 @@ void write_report(const std::vector<QuantReportRow>& rows, const std::string& pr
     csv << r.name << "," << r.bits << "," << r.count << "," << r.delta << "," << r.mape << ","
         << r.sse << "," << r.sqnr_db << "," << r.sparsity << "," << r.q_zeros << "\n";
   }
-  std::ofstream(prefix + ".json") << j.dump(2) << "\n";
-  PSGD_CHECK(csv.good(), prefix, ".csv: cannot write");
+  const auto write = [](const std::string& path, const std::string& text) {
+    const auto* bytes = reinterpret_cast<const std::byte*>(text.data());
+    write_file_atomic(path, {bytes, bytes + text.size()});
+  };
+  write(prefix + ".json", j.dump(2) + "\n");
+  write(prefix + ".csv", csv.str());
 }
 
 int run(EvalOptions o) {
@@ -182,6 +185,10 @@ int run(EvalOptions o) {
   }
   o.first_last = o.first_last || metadata_or(file, "first_last_quant", "0") == "1";
   PSGD_CHECK(!(o.bf16 && o.strict_fp32), "--bf16 and --strict-fp32 exclude each other");
+  PSGD_CHECK(!o.act_clipping || o.act_quant ||
+                 std::any_of(o.sweep_a.begin(), o.sweep_a.end(), [](int a) { return a < 32; }),
+             "--act-clipping clips quantized activations: give --act-quant or --sweep-a bits "
+             "below 32");
   Context ctx(pick_device(o.device), o.threads, 0, {.tf32 = !o.strict_fp32, .bf16 = o.bf16});
   const data::Dataset test_set =
       data::load_dataset(o.data, data::Split::Test, {data::parse_format(o.dataset), o.coarse});
@@ -285,8 +292,8 @@ int main(int argc, char** argv) {
       app.add_flag("--act-quant,--act_quant", o.act_quant, "quantize activations to --a-bits");
   a_bits->needs(act_quant);
   app.add_flag("--act-clipping,--act_clipping", o.act_clipping,
-               "clip activations at beta + n gamma of the preceding BN")
-      ->needs(act_quant);
+               "clip activations at beta + n gamma of the preceding BN (with --act-quant or a "
+               "--sweep-a below 32)");
   app.add_option("--clipping-range,--clipping_range", o.clipping_range, "n of the clipping")
       ->check(tools::positive())
       ->capture_default_str();

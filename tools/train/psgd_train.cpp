@@ -53,6 +53,21 @@ Device pick_device(const TrainOptions& o, const Comm& comm) {
   return Device::CUDA;
 }
 
+bool is_resumable(const std::string& option) {
+  return std::find(std::begin(kResumableOptions), std::end(kResumableOptions), option) !=
+         std::end(kResumableOptions);
+}
+
+// Whether `option`, given again with --resume, has the value the run recorded: its config.json
+// key is its long name with underscores (--w-bits: w_bits).
+bool same_as_recorded(const std::string& option, const nlohmann::json& given,
+                      const nlohmann::json& recorded) {
+  if (option == "--adam") return recorded.value("optimizer", "") == "adam";
+  std::string key = option.substr(2);
+  std::replace(key.begin(), key.end(), '-', '_');
+  return given.contains(key) && recorded.contains(key) && given[key] == recorded[key];
+}
+
 TrainOptions resumed_options(const std::string& dir, const CLI::App& app,
                              const TrainOptions& given) {
   const fs::path config = fs::path(dir) / "config.json";
@@ -64,13 +79,15 @@ TrainOptions resumed_options(const std::string& dir, const CLI::App& app,
   } catch (const nlohmann::json::exception& e) {
     PSGD_FAIL(config.string(), ": unreadable (", e.what(), ")");
   }
+  const nlohmann::json recorded = o, wanted = given;
   for (const CLI::Option* option : app.get_options()) {
     const std::string name = option->get_name();
-    PSGD_CHECK(option->count() == 0 ||
-                   std::find(std::begin(kResumableOptions), std::end(kResumableOptions), name) !=
-                       std::end(kResumableOptions),
-               "--resume continues the run as ", config.string(), " records it: ", name,
-               " cannot change (only --epochs, --data, --threads, --device and --gpu may)");
+    if (option->count() == 0 || is_resumable(name) || same_as_recorded(name, wanted, recorded))
+      continue;
+    PSGD_CHECK(name != "--overwrite",
+               "--overwrite starts a new run and --resume continues one: give one of them");
+    PSGD_FAIL("--resume continues the run as ", config.string(), " records it: ", name,
+              " cannot change (only --epochs, --data, --threads, --device and --gpu may)");
   }
   if (app.count("--epochs")) o.epochs = given.epochs;  // extend the run
   if (app.count("--data")) o.data = given.data;        // the same images, moved
@@ -78,6 +95,7 @@ TrainOptions resumed_options(const std::string& dir, const CLI::App& app,
   if (app.count("--device")) o.device = given.device;
   if (app.count("--gpu")) o.gpu = given.gpu;
   o.out = dir;
+  o.init.clear();  // where the run started: a resumed run continues from its own checkpoint
   return o;
 }
 
@@ -105,8 +123,10 @@ int run(TrainOptions o, const Invocation& invocation, const CLI::App& app, Comm&
   PSGD_CHECK(o.schedule != "cosine" || !app.count("--decay-epochs"),
              "--decay-epochs sets the multistep schedule's milestones; --schedule cosine has none");
   if (invocation.resume.empty()) {
+    validate_new_run(o);
     check_fresh_out(o, invocation);
     o.data = fs::absolute(o.data).string();  // so that --resume finds it from any folder
+    if (!o.init.empty()) o.init = fs::absolute(o.init).string();
   }
   Context ctx(pick_device(o, job), o.threads, rank_seed(o.seed, job.rank()),
               {.tf32 = !o.strict_fp32, .deterministic = o.deterministic, .bf16 = o.bf16});
@@ -208,8 +228,9 @@ int train(TrainOptions& o, const Invocation& invocation, Context& ctx, Comm& com
   broadcast_state(ctx, comm, *net, optimizer);  // every rank starts from rank 0's state
   if (resume.empty() && leader) {
     fs::create_directories(o.out);
-    // A replaced run's checkpoints go first: a best_lp.safetensors of its own could outlive it.
-    for (const char* name : {"last.safetensors", "best_fp.safetensors", "best_lp.safetensors"})
+    // A replaced run's files go first: its best_lp.safetensors or its rows could outlive it.
+    for (const char* name :
+         {"last.safetensors", "best_fp.safetensors", "best_lp.safetensors", "metrics.jsonl"})
       fs::remove(fs::path(o.out) / name);
     const std::string config = nlohmann::json(o).dump(2) + "\n";
     write_file_atomic((fs::path(o.out) / "config.json").string(),

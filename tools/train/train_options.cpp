@@ -1,5 +1,6 @@
 #include "tools/train/train_options.h"
 
+#include <cmath>
 #include <filesystem>
 
 #include "engine/check.h"
@@ -65,8 +66,12 @@ void validate(const TrainOptions& o, int world) {
   PSGD_CHECK(o.init.empty() || std::filesystem::exists(o.init), "--init ", o.init, ": no such file");
   PSGD_CHECK(o.optimizer != "adam" || o.lambda_s > 0,
              "--optimizer adam uses lr x 1e-2 x lambda_s (the reference's rule): give --lambda-s > 0");
-  for (float s : o.norm_std) PSGD_CHECK(s > 0, "--norm-std values must be positive");
+  for (float m : o.norm_mean) PSGD_CHECK(std::isfinite(m), "--norm-mean values must be finite");
+  for (float s : o.norm_std) PSGD_CHECK(std::isfinite(s) && s > 0, "--norm-std values must be finite and positive");
   PSGD_CHECK(o.lambda_s == 0 || o.w_bits != 32, "--lambda-s needs quantized weights (--w-bits 2..8)");
+}
+
+void validate_new_run(const TrainOptions& o) {
   PSGD_CHECK(!o.first_last_quant || o.w_bits != 32, "--first-last-quant needs quantized weights (--w-bits 2..8)");
   PSGD_CHECK(o.holdout == 0 || o.test_subset == 0,
              "--test-subset picks from the test set, which --holdout replaces: give one of them");

@@ -76,5 +76,7 @@ inline constexpr const char* kResumableOptions[] = {"--resume", "--epochs", "--d
                                                     "--device", "--gpu"};
 // A clear error for an impossible combination; `world` is the number of ranks in the job.
 void validate(const TrainOptions& o, int world = 1);
+// Combinations refused for new runs only (a run recorded before they were refused can resume).
+void validate_new_run(const TrainOptions& o);
 
 }  // namespace psgd::train
