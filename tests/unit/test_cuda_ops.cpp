@@ -288,7 +288,9 @@ TEST_CASE("cuda: the PSGD optimizer step in one launch, SGD and Adam, grid and z
   const Tensor host_t(table.data(), table_shape, Device::CPU);
   const Tensor gpu_t(reinterpret_cast<int32_t*>(gpu_table.data()), table_shape, Device::CUDA);
   TwinList t;
-  for (int i = 0; i < 4; ++i) t.push_back(std::make_unique<Twin>(Shape{n}, -0.3f, 0.3f, i));
+  // Weights, gradients, momentum or first moment, and the second moment, which is never negative.
+  for (int i = 0; i < 4; ++i)
+    t.push_back(std::make_unique<Twin>(Shape{n}, i == 3 ? 0.0f : -0.3f, 0.3f, i));
   t.push_back(std::make_unique<Twin>(Shape{4, 2}, 0.0f, 0.0f, 4));               // ranges
   t.push_back(std::make_unique<Twin>(Shape{ops::kHyperFields}, 0.0f, 0.0f, 5));  // hyper
   run_both(
