@@ -262,8 +262,8 @@ void write_into(const std::string& path, const std::vector<std::byte>& bytes) {
 }  // namespace
 
 void write_file_atomic(const std::string& path, const std::vector<std::byte>& bytes) {
-  struct stat entry {
-  }, target{};
+  struct stat entry = {};
+  struct stat target = {};
   if (::lstat(path.c_str(), &entry) == 0) {
     const bool exists = ::stat(path.c_str(), &target) == 0;
     PSGD_CHECK(!exists || !S_ISDIR(target.st_mode), path, ": a folder, not a file");

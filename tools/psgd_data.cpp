@@ -58,9 +58,9 @@ void write_grid(const Dataset& d, int count, uint64_t seed, const std::string& p
   // Encoded in memory and written by psgd: stbi_write_png ignores fwrite's errors (a full disk).
   std::vector<std::byte> png;
   const auto append = [](void* to, void* data, int size) {
+    auto& out = *static_cast<std::vector<std::byte>*>(to);
     const auto* bytes = static_cast<const std::byte*>(data);
-    static_cast<std::vector<std::byte>*>(to)->insert(static_cast<std::vector<std::byte>*>(to)->end(),
-                                                     bytes, bytes + size);
+    out.insert(out.end(), bytes, bytes + size);
   };
   PSGD_CHECK(stbi_write_png_to_func(append, &png, width, height, kChannels, rgb.data(), width * kChannels),
              path, ": cannot encode the PNG");
