@@ -9,13 +9,14 @@ training. Synthetic data already on the device on both sides.
 PyTorch variants, with our thread count on the CPU: eager, eager with channels_last,
 torch.compile (mode max-autotune; absent before PyTorch 2), and on a GPU the whole step, and
 for inference the whole forward, captured in a CUDA graph. Both sides must quantize the same
-tensors (psgd-bench names its own). With --rounds R, psgd and the PyTorch variants run in turn R
-times and each figure is the median over the rounds, so that a change in the machine's load
-falls on both sides. A second table sets psgd against PyTorch's fastest variant. TF32 is allowed on both sides (ours by default, PyTorch's by its switches). With
---precision bf16, psgd runs its bf16 mode and every PyTorch variant runs under autocast to
-bfloat16 (AMP; float32 weights and optimizer on both sides). The table is printed last and written as
-results.json and results.md in --out, with the ratios psgd / PyTorch (above 1: psgd faster,
-or for memory: psgd uses more)."""
+tensors (psgd-bench names its own). With --rounds R, psgd and the PyTorch variants run in turn
+R times and each figure is the median over the rounds, so that a change in the machine's load
+falls on both sides. TF32 is allowed on both sides (ours by default, PyTorch's by its
+switches). With --precision bf16, psgd runs its bf16 mode and every PyTorch variant runs under
+autocast to bfloat16 (AMP; float32 weights and optimizer on both sides). The table is printed
+last and written as results.json and results.md in --out, with the ratios psgd / PyTorch
+(above 1: psgd faster, or for memory: psgd uses more), and a second table sets psgd against
+PyTorch's fastest variant for each figure."""
 
 import argparse
 import json
