@@ -8,7 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <chrono>
+#include <atomic>
 #include <csignal>
 #include <cstdlib>
 #include <iterator>
@@ -253,14 +253,17 @@ TEST_CASE("safetensors: Ctrl-C during a write leaves no temporary file") {
   if (child == 0) {                // a writer interrupted once its temporary file exists
     std::signal(SIGINT, SIG_DFL);  // doctest's handler, from the parent
     const fs::path partial = path.string() + ".tmp." + std::to_string(::getpid());
+    const std::vector<std::byte> checkpoint(size_t{1} << 28);  // long enough to be caught writing
+    std::atomic<bool> watching{false};
     std::thread interrupter([&] {
+      watching = true;
       while (!fs::exists(partial)) std::this_thread::yield();
       ::kill(::getpid(), SIGINT);
     });
     interrupter.detach();
-    write_file_atomic(path.string(), std::vector<std::byte>(size_t{1} << 28));
-    std::this_thread::sleep_for(std::chrono::seconds(10));  // the signal ends the process first
-    std::_Exit(0);
+    while (!watching) std::this_thread::yield();
+    write_file_atomic(path.string(), checkpoint);
+    std::_Exit(3);  // not reached: the signal ends the process while it writes
   }
   int status = 0;
   REQUIRE(::waitpid(child, &status, 0) == child);
