@@ -9,8 +9,8 @@
 namespace psgd {
 
 void LrSchedule::validate() const {
-  PSGD_CHECK(base_lr > 0.0f, "the learning rate must be positive, got ", base_lr);
-  PSGD_CHECK(gamma > 0.0f, "the decay factor gamma must be positive, got ", gamma);
+  PSGD_CHECK(base_lr > 0.0, "the learning rate must be positive, got ", base_lr);
+  PSGD_CHECK(gamma > 0.0, "the decay factor gamma must be positive, got ", gamma);
   PSGD_CHECK(std::is_sorted(milestones.begin(), milestones.end()),
              "decay epochs must be in increasing order");
   PSGD_CHECK(last_epoch >= first_epoch, "the schedule ends (epoch ", last_epoch,

@@ -10,9 +10,11 @@ struct LrSchedule {
   enum class Kind { MultiStep, Cosine };
 
   Kind kind = Kind::MultiStep;
-  float base_lr = 0.1f;
+  // In double, as the reference's Python floats: PyTorch multiplies lr by gamma in double and
+  // rounds the product to float32 once, where float inputs would land an ulp off.
+  double base_lr = 0.1;
   std::vector<int> milestones;  // MultiStep: lr *= gamma from each of these epochs on
-  float gamma = 0.1f;
+  double gamma = 0.1;
   int first_epoch = 1;          // Cosine and warm-up count from here ...
   int last_epoch = 1;           // ... to here (inclusive)
   int warmup_epochs = 0;        // linear ramp from 0 over this many epochs, then the schedule

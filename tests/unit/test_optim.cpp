@@ -221,22 +221,26 @@ TEST_CASE("PSG scale: zero where w sits on the grid, lambda * |w| toward zero") 
 }
 
 TEST_CASE("learning-rate schedules: the reference's milestones, cosine, warm-up") {
-  LrSchedule multi{.base_lr = 0.01f, .milestones = {123}, .gamma = 0.1f};
+  LrSchedule multi{.base_lr = 0.01, .milestones = {123}, .gamma = 0.1};
   CHECK(multi.lr(83) == 0.01f);
   CHECK(multi.lr(122, 0.99) == 0.01f);
-  CHECK(multi.lr(123) == doctest::Approx(0.001f));
-  LrSchedule steps{.base_lr = 0.1f, .milestones = {82, 123}, .gamma = 0.1f};
-  CHECK(steps.lr(150) == doctest::Approx(0.001f));
+  CHECK(multi.lr(123) == 0.001f);
+  // PyTorch's rates to the bit: Python's 0.1 * 0.1, rounded once to float32 (float inputs gave
+  // 0.010000001).
+  LrSchedule steps{.base_lr = 0.1, .milestones = {82, 123}, .gamma = 0.1};
+  CHECK(steps.lr(100) == static_cast<float>(0.1 * 0.1));
+  CHECK(steps.lr(100) == 0.01f);
+  CHECK(steps.lr(150) == static_cast<float>(0.1 * 0.1 * 0.1));
   LrSchedule cosine{
-      .kind = LrSchedule::Kind::Cosine, .base_lr = 0.2f, .first_epoch = 1, .last_epoch = 10};
+      .kind = LrSchedule::Kind::Cosine, .base_lr = 0.2, .first_epoch = 1, .last_epoch = 10};
   CHECK(cosine.lr(1) == 0.2f);
   CHECK(cosine.lr(6) == doctest::Approx(0.1f));
   CHECK(cosine.lr(10, 0.999) == doctest::Approx(0.0f).epsilon(1e-3));
-  LrSchedule warm{.base_lr = 0.1f, .first_epoch = 1, .last_epoch = 5, .warmup_epochs = 2};
+  LrSchedule warm{.base_lr = 0.1, .first_epoch = 1, .last_epoch = 5, .warmup_epochs = 2};
   CHECK(warm.lr(1) == 0.0f);
   CHECK(warm.lr(2) == doctest::Approx(0.05f));
   CHECK(warm.lr(3) == 0.1f);
-  LrSchedule bad{.base_lr = 0.1f, .milestones = {5, 3}};
+  LrSchedule bad{.base_lr = 0.1, .milestones = {5, 3}};
   CHECK_THROWS_WITH_AS(bad.validate(), doctest::Contains("increasing order"), Error);
 }
 

@@ -16,11 +16,11 @@ struct TrainOptions {
   std::string dataset = "auto";  // cifar100 | cifar10 | auto
   bool coarse = false;
   int epochs = 150;
-  float lr = 0.1f;
+  double lr = 0.1;  // lr and gamma in double, as the reference's Python floats (LrSchedule)
   float momentum = 0.9f;
   float weight_decay = -1.0f;  // negative: the reference's 1e-4, or 0 at 2 bits
   std::vector<int> decay_epochs = {82, 123};
-  float gamma = 0.1f;
+  double gamma = 0.1;
   std::string schedule = "multistep";  // multistep | cosine
   int warmup_epochs = 0;
   int64_t batch_size = 128;
@@ -50,7 +50,7 @@ struct TrainOptions {
 
   float effective_weight_decay() const { return weight_decay >= 0 ? weight_decay : (w_bits == 2 ? 0.0f : 1e-4f); }
   // The reference's Adam learning rate: lr x 1e-2 x lambda_s.
-  float effective_lr() const { return optimizer == "adam" ? lr * 1e-2f * lambda_s : lr; }
+  double effective_lr() const { return optimizer == "adam" ? lr * 1e-2 * lambda_s : lr; }
 };
 
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(TrainOptions, arch, data, dataset, coarse, epochs, lr,
