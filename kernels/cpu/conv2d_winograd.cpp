@@ -41,13 +41,20 @@ constexpr int64_t kSumBlockFloats = 1024 * 1024;
 constexpr int64_t kMinSumTiles = 256;
 constexpr int64_t kMaxSumTiles = 1024;
 
+constexpr int64_t ceil_div(int64_t a, int64_t b) {
+  return (a + b - 1) / b;
+}
+constexpr int64_t round_up(int64_t a, int64_t multiple) {
+  return ceil_div(a, multiple) * multiple;
+}
+
 // A convolution of `inputs` planes (h, w) into `outputs` planes, as the transforms see it:
 // tiles of 2x2 outputs in rows of w / 2, h / 2 tile rows per image, the batch's tile rows in
 // blocks of `rows`, each block's tiles `pitch` floats apart per point and channel.
 // The data gradient convolves dy's K planes into dx's C; the filter gradient transforms x's C
 // planes as the forward does and dy's K planes as its outputs.
 struct Layout {
-  Layout(const Geometry& g, Direction direction)
+  Layout(const Geometry& g, Direction direction, int threads)
       : inputs(direction == Direction::DataGradient ? g.k : g.c),
         outputs(direction == Direction::DataGradient ? g.c : g.k),
         h(g.h),
@@ -59,27 +66,25 @@ struct Layout {
                         ? std::clamp(kSumBlockFloats / (kPoints * (inputs + outputs)), kMinSumTiles,
                                      kMaxSumTiles)
                         : std::clamp(kBlockFloats / (kPoints * (inputs + padded_outputs())),
-                                     kMinBlockTiles, kMaxBlockTiles)),
-        min_channels(direction == Direction::FilterGradient ? 64 : 32) {
+                                     kMinBlockTiles, kMaxBlockTiles)) {
     // Whole vectors of tiles where the rows allow it.
     const int64_t unit = kLanes / std::gcd<int64_t>(kLanes, tiles_per_row);
     rows = std::max(unit, block_tiles / tiles_per_row / unit * unit);
-    pitch = (rows * tiles_per_row + kLanes - 1) / kLanes * kLanes;
+    // But a block for every thread, and as many for each where the rows allow: the wanted
+    // blocks rounded up to a multiple of the threads. The filter gradient's large blocks kept
+    // ResNet's third stage at batch 128 on 4 threads (VGG16-bn's 4x4 planes on 2), and ResNet-32
+    // at batch 32 or VGG16-bn at 64 there on one. Never fewer tiles than a register tile takes.
+    const int64_t blocks = round_up(std::max<int64_t>(1, ceil_div(tile_rows, rows)), threads);
+    const int64_t least_rows = round_up(ceil_div(kMinBlockTiles, tiles_per_row), unit);
+    rows = std::max(round_up(ceil_div(tile_rows, blocks), unit), std::min(rows, least_rows));
+    pitch = round_up(rows * tiles_per_row, kLanes);
   }
 
   int64_t inputs, outputs, h, w;
   int64_t output_blocks;
   int64_t tiles_per_row, tile_rows;
-  int64_t block_tiles;   // wanted
-  int64_t min_channels;  // on either side, for worthwhile()
+  int64_t block_tiles;  // wanted
   int64_t rows = 0, pitch = 0;
-
-  // The transforms cost per pixel and channel, the products per pixel and channel pair: with
-  // fewer channels the direct method's 2.25x more multiplications at ~90% of the machine's
-  // sgemm rate cost less. ResNet-32 at batch 128, forward: 16 channels 2.3 ms against 1.7,
-  // 32 channels 1.56 against 1.70, 64 channels 1.12 against 1.9; filter gradient (its sums in
-  // sgemm): 3.3 against 2.3, 2.8 against 2.0, 2.1 against 2.4.
-  bool worthwhile() const { return std::min(inputs, outputs) >= min_channels; }
 
   int64_t padded_outputs() const { return output_blocks * kBlockK; }
   // Floats between points in V and M: one vector more than the channels' rows, so that the
@@ -104,6 +109,15 @@ struct Layout {
   int64_t image_of(int64_t row) const { return row / (h / 2); }
   int64_t tile_row_in_image(int64_t row) const { return row % (h / 2); }
 };
+
+// The transforms cost per pixel and channel, the products per pixel and channel pair: with fewer
+// channels the direct method's 2.25x more multiplications at ~90% of the machine's sgemm rate cost
+// less. ResNet-32 at batch 128, forward: 16 channels 2.3 ms against 1.7, 32 channels 1.56 against
+// 1.70, 64 channels 1.12 against 1.9; filter gradient (its sums in sgemm): 3.3 against 2.3, 2.8
+// against 2.0, 2.1 against 2.4.
+bool worthwhile(const Geometry& g, Direction direction) {
+  return std::min(g.c, g.k) >= (direction == Direction::FilterGradient ? 64 : 32);
+}
 
 // Planes of 2x2 are one tile whose patch is three quarters padding, and VGG16-bn's (512
 // channels) ran 8-30% slower than on the im2col GEMM: planes of at least 4x4 (2x2 ones take
@@ -409,16 +423,16 @@ void convolve(int threads, const Layout& l, const float* in, Tap tap, float* out
 }  // namespace
 
 bool computes(const Geometry& g, Direction direction) {
-  return applies(g) && Layout(g, direction).worthwhile();
+  return applies(g) && worthwhile(g, direction);
 }
 
 int64_t workspace_floats(int threads, const Geometry& g, Direction direction) {
-  return Layout(g, direction).workspace_floats(threads, direction);
+  return Layout(g, direction, threads).workspace_floats(threads, direction);
 }
 
 void convolve(int threads, const float* in, const float* w, const Geometry& g, Direction direction,
               float* out, bool accumulate, float* ws) {
-  const Layout l(g, direction);
+  const Layout l(g, direction, threads);
   if (direction == Direction::Forward) {
     const auto tap = [&](int64_t k, int64_t c, int64_t r, int64_t s) {
       return w[((k * g.c + c) * 3 + r) * 3 + s];
@@ -435,7 +449,7 @@ void convolve(int threads, const float* in, const float* w, const Geometry& g, D
 
 void filter_gradient(int threads, const float* x, const float* dy, const Geometry& g, float* dw,
                      float* ws) {
-  const Layout l(g, Direction::FilterGradient);
+  const Layout l(g, Direction::FilterGradient, threads);
   const int64_t per_thread = l.thread_floats() + l.sums_floats();
   const auto sums = [&](int t) { return ws + t * per_thread + l.thread_floats(); };
 #pragma omp parallel num_threads(threads)
