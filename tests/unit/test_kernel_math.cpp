@@ -1,8 +1,11 @@
-// The host-and-device arithmetic the kernels share: the counter-based RNG and fast division.
+// The helpers the kernels share: the counter-based RNG and fast division (host and device), and
+// the CPU's streaming stores.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <vector>
 
+#include "kernels/cpu/streaming_store.h"
 #include "kernels/fast_divide.h"
 #include "kernels/rng.h"
 
@@ -35,4 +38,19 @@ TEST_CASE("fast division by an invariant divisor equals integer division") {
       REQUIRE(fast.remainder(n) == n % d);
     }
   }
+}
+
+TEST_CASE("streaming stores copy every byte, at every alignment, and nothing else") {
+  std::vector<unsigned char> source(1000), target(1100);
+  for (size_t i = 0; i < source.size(); ++i) source[i] = static_cast<unsigned char>(i * 7 + 3);
+  for (size_t offset = 0; offset < 70; ++offset)
+    for (size_t bytes : {0, 1, 15, 16, 17, 63, 64, 65, 200, 929}) {
+      CAPTURE(offset);
+      CAPTURE(bytes);
+      std::fill(target.begin(), target.end(), 0xab);
+      cpu::stream_copy(target.data() + offset, source.data(), bytes);
+      cpu::stream_fence();
+      for (size_t i = 0; i < target.size(); ++i)
+        REQUIRE(target[i] == (i >= offset && i < offset + bytes ? source[i - offset] : 0xab));
+    }
 }

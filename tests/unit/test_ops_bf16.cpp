@@ -201,7 +201,8 @@ TEST_CASE("bf16: pooling and its gradients, overlapping windows included") {
 
 TEST_CASE("bf16: batch norm, whole and in the stages of synchronised BN") {
   Contexts c;
-  for (const Shape xs : {Shape{4, 6, 5, 7}, Shape{9, 6}}) {
+  // Planes of 35 values written the ordinary way; of 135 and 1,221 (two chunks) streamed.
+  for (const Shape xs : {Shape{4, 6, 5, 7}, Shape{9, 6}, Shape{3, 6, 9, 15}, Shape{2, 6, 33, 37}}) {
     CAPTURE(xs.str());
     const Shape cs{6};
     Twin x(xs, 2.0f, 5.0f, 1), y(xs), dy(xs, -1.0f, 1.0f, 2);
