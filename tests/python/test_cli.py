@@ -66,6 +66,8 @@ def main():
         check(config["w_bits"] == 4 and config["lambda_s"] == 50 and config["first_last_quant"],
               "config.json records every option")
         check("epoch 2/2" in r.stdout and "LP" in r.stdout, "an epoch line with FP and LP accuracy")
+        check(config["data_fingerprint"].startswith("192 + 64 images, 10 classes, content "),
+              "config.json records what names the images: their counts, classes and content hash")
 
         print("resume:")
         run([train, *common, "--epoch", "1", "--out", b])
@@ -73,6 +75,12 @@ def main():
         check(r.returncode == 0 and "resuming" in r.stdout, "--resume continues the run")
         same = open(os.path.join(a, "last.safetensors"), "rb").read() == open(os.path.join(b, "last.safetensors"), "rb").read()
         check(same, "an interrupted run ends with exactly the uninterrupted run's checkpoint")
+        other, moved = os.path.join(tmp, "other"), os.path.join(tmp, "moved")
+        run([data_tool, "synth", "--out", other, "--train", "192", "--test", "64", "--seed", "4"])
+        shutil.copytree(data, moved)
+        r = run([train, "--resume", b, "--epochs", "2", "--data", moved])
+        check(r.returncode == 0 and "nothing to train" in r.stdout,
+              "--resume takes the run's images from the folder they moved to")
 
         r = run([train, *common, "--epoch", "1", "--holdout", "32", "--no-augment", "--no-shuffle",
                  "--drop-last", "--norm-mean", "0.5", "0.5", "0.5", "--out", os.path.join(tmp, "h")])
@@ -151,6 +159,8 @@ def main():
             ([train, *common, "--epoch", "1", "--out", a], "holds a run (last.safetensors)"),
             ([train, "--resume", a, "--arch", "resnet32"], "--arch cannot change"),
             ([train, "--resume", a, "--overwrite"], "give one of them"),
+            ([train, "--resume", a, "--epochs", "3", "--data", other],
+             "holds other images than the run trained on"),
             ([train, "--data", data, "--norm-std", "inf", "1", "1"], "--norm-std values must be finite"),
             ([evaluate, "--model", os.path.join(a, "last.safetensors"), "--data", data, "--act-clipping"],
              "--act-clipping clips quantized activations"),

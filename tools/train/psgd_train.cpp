@@ -10,6 +10,7 @@
 #include <iostream>
 
 #include "data/dataset.h"
+#include "data/fingerprint.h"
 #include "data/loader.h"
 #include "engine/comm.h"
 #include "engine/data_parallel.h"
@@ -152,6 +153,15 @@ int train(TrainOptions& o, const Invocation& invocation, Context& ctx, Comm& com
   data::Dataset train_set = data::load_dataset(o.data, data::Split::Train, dopts);
   data::Dataset test_set =
       o.holdout > 0 ? data::Dataset{} : data::load_dataset(o.data, data::Split::Test, dopts);
+  // A resumed run must see the images it trained on; --data may have moved them.
+  const std::string images =
+      o.holdout > 0 ? data::fingerprint({&train_set}) : data::fingerprint({&train_set, &test_set});
+  if (resume.empty())
+    o.data_fingerprint = images;
+  else
+    PSGD_CHECK(o.data_fingerprint.empty() || o.data_fingerprint == images, "--resume ", o.out, ": ",
+               o.data, " holds other images than the run trained on (", images,
+               "; the run's: ", o.data_fingerprint, ")");
   for (data::Dataset* d : {&train_set, &test_set}) {
     if (!o.norm_mean.empty())
       std::copy(o.norm_mean.begin(), o.norm_mean.end(), d->norm.mean.begin());

@@ -47,20 +47,19 @@ struct TrainOptions {
   bool no_augment = false, no_shuffle = false, drop_last = false;
   std::vector<float> norm_mean, norm_std;  // empty: the dataset's own
   int first_epoch = 1;  // set by the run: the first epoch it trained (the schedule starts here)
+  std::string data_fingerprint;  // set by the run: the images it trains on (data::fingerprint)
 
   float effective_weight_decay() const { return weight_decay >= 0 ? weight_decay : (w_bits == 2 ? 0.0f : 1e-4f); }
   // The reference's Adam learning rate: lr x 1e-2 x lambda_s.
   double effective_lr() const { return optimizer == "adam" ? lr * 1e-2 * lambda_s : lr; }
 };
 
-NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(TrainOptions, arch, data, dataset, coarse, epochs, lr,
-                                                momentum, weight_decay, decay_epochs, gamma, schedule,
-                                                warmup_epochs, batch_size, eval_batch_size, optimizer,
-                                                w_bits, lambda_s, target, first_last_quant, a_bits,
-                                                init, seed, out, device, gpu, threads, sync_bn, nccl,
-                                                strict_fp32, deterministic, bf16, train_subset,
-                                                test_subset, holdout, no_augment, no_shuffle, drop_last,
-                                                norm_mean, norm_std, first_epoch)
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(
+    TrainOptions, arch, data, dataset, coarse, epochs, lr, momentum, weight_decay, decay_epochs,
+    gamma, schedule, warmup_epochs, batch_size, eval_batch_size, optimizer, w_bits, lambda_s,
+    target, first_last_quant, a_bits, init, seed, out, device, gpu, threads, sync_bn, nccl,
+    strict_fp32, deterministic, bf16, train_subset, test_subset, holdout, no_augment, no_shuffle,
+    drop_last, norm_mean, norm_std, first_epoch, data_fingerprint)
 
 // What a command asks of its output folder, beside the run's options (not in config.json).
 struct Invocation {
