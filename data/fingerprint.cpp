@@ -9,7 +9,7 @@
 namespace psgd::data {
 namespace {
 
-// Each 8-byte word through splitmix64's finaliser, chained: 150 MB of CIFAR in ~0.1 s.
+// Each 8-byte word through splitmix64's finaliser, chained: CIFAR's 184 MB in ~0.1 s.
 uint64_t hash_bytes(uint64_t h, const void* data, size_t bytes) {
   const auto* p = static_cast<const unsigned char*>(data);
   size_t i = 0;
@@ -20,7 +20,7 @@ uint64_t hash_bytes(uint64_t h, const void* data, size_t bytes) {
   }
   uint64_t tail = 0;
   if (i < bytes) std::memcpy(&tail, p + i, bytes - i);
-  return rng::mix64(h ^ tail ^ (static_cast<uint64_t>(bytes) << 3));
+  return rng::mix64(rng::mix64(h ^ tail) ^ bytes);
 }
 
 }  // namespace
@@ -34,6 +34,9 @@ std::string fingerprint(const std::vector<const Dataset*>& splits) {
     out << (i ? " + " : "") << d.size();
     h = hash_bytes(h, d.images.data(), d.images.size());
     h = hash_bytes(h, d.labels.data(), d.labels.size() * sizeof(int32_t));
+    // The normalisation a dataset.json names, which a run without --norm-mean/--norm-std takes.
+    h = hash_bytes(h, d.norm.mean.data(), sizeof d.norm.mean);
+    h = hash_bytes(h, d.norm.std.data(), sizeof d.norm.std);
     classes = d.classes;
   }
   out << " images, " << classes << " classes, content " << std::hex;

@@ -11,7 +11,7 @@ namespace psgd::data {
 
 // "<n> + <m> images, <classes> classes, content <16 hex digits>" over the splits in order (one
 // split: "<n> images, ..."): the image counts, the classes, and a 64-bit hash of every image byte
-// and label, whatever folder the files lie in.
+// and label and of the splits' normalisation, whatever folder the files lie in.
 std::string fingerprint(const std::vector<const Dataset*>& splits);
 
 }  // namespace psgd::data

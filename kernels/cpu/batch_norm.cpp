@@ -92,8 +92,8 @@ void normalise_run(int64_t count, const T* __restrict x, float mean, float scale
 }
 
 // The elements a normalisation computes into cache before streaming them out, and the least plane
-// it streams: streaming stores pay on whole cache lines, and the parts of a plane that are not
-// whole lines are written the ordinary way.
+// it streams: streaming stores pay on whole cache lines, and the parts of a plane short of a
+// whole vector are written the ordinary way.
 constexpr int64_t kStreamChunk = 1024;
 constexpr int64_t kStreamMinBytes = 256;
 
@@ -106,7 +106,7 @@ constexpr int64_t kStreamMinBytes = 256;
 template <bool kRelu, bool kResidual, class T>
 void normalise_channel(const BnDims& d, int64_t c, const T* x, float mean, float scale, float beta,
                        const T* residual, T* y) {
-  const bool stream = d.hw * static_cast<int64_t>(sizeof(T)) >= kStreamMinBytes;
+  const bool stream = kStreamingStores && d.hw * static_cast<int64_t>(sizeof(T)) >= kStreamMinBytes;
   alignas(64) T chunk[kStreamChunk];
   for (int64_t n = 0; n < d.n; ++n) {
     const int64_t off = d.plane(n, c);

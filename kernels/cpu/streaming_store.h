@@ -17,6 +17,13 @@
 
 namespace psgd::cpu {
 
+// Whether this build has streaming stores (x86 from SSE2): elsewhere stream_copy is a memcpy.
+#if defined(__SSE2__)
+inline constexpr bool kStreamingStores = true;
+#else
+inline constexpr bool kStreamingStores = false;
+#endif
+
 // Copies `bytes` from src to dst, the vectors of dst that lie whole on their alignment with
 // streaming stores, the ends with ordinary ones. A caller computes its values into a small buffer
 // in cache first, with the code of its ordinary path, so that streaming changes no bit. Streaming

@@ -78,9 +78,17 @@ def main():
         other, moved = os.path.join(tmp, "other"), os.path.join(tmp, "moved")
         run([data_tool, "synth", "--out", other, "--train", "192", "--test", "64", "--seed", "4"])
         shutil.copytree(data, moved)
-        r = run([train, "--resume", b, "--epochs", "2", "--data", moved])
+        r = run([train, "--resume", b, "--epochs", "3", "--data", moved])
+        check(r.returncode == 0 and "resuming" in r.stdout and "epoch 3/3" in r.stdout,
+              "--resume trains on the run's images from the folder they moved to")
+        unrecorded = os.path.join(tmp, "unrecorded")
+        shutil.copytree(b, unrecorded)
+        config = json.load(open(os.path.join(unrecorded, "config.json")))
+        del config["data_fingerprint"]
+        json.dump(config, open(os.path.join(unrecorded, "config.json"), "w"))
+        r = run([train, "--resume", unrecorded, "--epochs", "3", "--data", other])
         check(r.returncode == 0 and "nothing to train" in r.stdout,
-              "--resume takes the run's images from the folder they moved to")
+              "a run recorded without the images' fingerprint resumes unchecked")
 
         r = run([train, *common, "--epoch", "1", "--holdout", "32", "--no-augment", "--no-shuffle",
                  "--drop-last", "--norm-mean", "0.5", "0.5", "0.5", "--out", os.path.join(tmp, "h")])

@@ -252,6 +252,37 @@ TEST_CASE("conv2d backward: every CPU method equals the exact adjoints and repea
   }
 }
 
+TEST_CASE("conv2d: Winograd's forward and data gradient give the same bits on any team") {
+  // Its blocks follow the threads; each tile's arithmetic is its own.
+  for (const ConvCase& c : kConvCases) {
+    const bool winograd = c.w[2] == 3 && c.w[3] == 3 && c.stride == 1 && c.pad == 1 &&
+                          c.x[1] >= 32 && c.w[0] >= 32 && c.x[2] >= 4 && c.x[3] >= 4;
+    if (!winograd) continue;
+    CAPTURE(c.x.str());
+    CAPTURE(c.w.str());
+    const ops::Conv2dGeometry g{c.stride, c.pad};
+    HostTensor x(c.x), w(c.w), dy(ops::conv2d_output_shape(c.x, c.w, g)), dw(c.w);
+    fill_uniform(x.t(), -1, 1, 5, 0);
+    fill_uniform(w.t(), -1, 1, 5, 1);
+    fill_uniform(dy.t(), -1, 1, 5, 2);
+    std::vector<float> first_y, first_dx;
+    for (const int threads : {1, 2, 3, 5, 8}) {
+      CAPTURE(threads);
+      Context ctx(Device::CPU, threads);
+      HostTensor y(dy.t().shape), dx(c.x);
+      reserve_poisoned_workspace(ctx, ops::conv2d_workspace_floats(ctx, c.x, c.w, g));
+      ops::conv2d_forward(ctx, x.t(), w.t(), g, y.t());
+      ops::conv2d_backward(ctx, x.t(), w.t(), dy.t(), g, dx.t(), ops::GradMode::Overwrite, dw.t());
+      if (first_y.empty()) {
+        first_y.assign(y.data(), y.data() + y.numel());
+        first_dx.assign(dx.data(), dx.data() + dx.numel());
+      }
+      REQUIRE(std::equal(first_y.begin(), first_y.end(), y.data()));
+      REQUIRE(std::equal(first_dx.begin(), first_dx.end(), dx.data()));
+    }
+  }
+}
+
 TEST_CASE("conv2d: an empty batch gives an empty output and a zero filter gradient") {
   for (const int stride : {1, 2}) {
     CAPTURE(stride);
