@@ -68,11 +68,13 @@ void batch_norm_forward_eval(Context& ctx, const Tensor& x, const Tensor& gamma,
                              const Tensor& running_mean, const Tensor& running_var,
                              BatchNormParams p, const Tensor& y, const Tensor& residual = {});
 // Backward of the training forward; dgamma and dbeta are overwritten. With a fused ReLU, dy is
-// the gradient of the ReLU's output and `relu_y` that output (dy counts where relu_y > 0).
+// the gradient of the ReLU's output and counts where that output is positive: given `relu_y`,
+// the ReLU's output is read; given `relu_beta` instead (the forward's beta, a ReLU fused without
+// a residual), it is recomputed from x as the forward computed it, which reads a tensor fewer.
 void batch_norm_backward(Context& ctx, const Tensor& x, const Tensor& dy, const Tensor& gamma,
                          const Tensor& saved_mean, const Tensor& saved_invstd, const Tensor& dx,
                          GradMode dx_mode, const Tensor& dgamma, const Tensor& dbeta,
-                         const Tensor& relu_y = {});
+                         const Tensor& relu_y = {}, const Tensor& relu_beta = {});
 
 // The same in stages, for statistics summed over ranks (synchronised BN): forward is moments ->
 // (sum over ranks) -> stats -> normalize, backward is backward_reduce -> (sum over ranks) ->

@@ -56,6 +56,7 @@ void BatchNorm::forward_with(Context& ctx, const Tensor& x, const Tensor& y, Mod
     return;
   }
   PSGD_CHECK(!(relu && sync_), name_, ": synchronised BN keeps its ReLU separate");
+  residual_fused_ = residual.defined();
   if (sync_)
     forward_synchronised(ctx, x, y);
   else
@@ -89,17 +90,21 @@ void BatchNorm::backward(Context& ctx, std::span<const Tensor> x, const Tensor&,
 void BatchNorm::backward_relu(Context& ctx, std::span<const Tensor> x, const Tensor& relu_y,
                               const Tensor& relu_dy, std::span<const Tensor> dx,
                               std::span<const ops::GradMode> dx_modes) {
-  if (saved_.device() == Device::CUDA) {
-    ops::batch_norm_backward(ctx, x[0], relu_dy, params_.value(weight_), saved_mean(),
-                             saved_invstd(), dx[0], dx_modes[0], params_.grad(weight_),
-                             params_.grad(bias_), relu_y);
-    return;
+  const Tensor gamma = params_.value(weight_), dgamma = params_.grad(weight_),
+               dbeta = params_.grad(bias_);
+  if (!residual_fused_) {
+    ops::batch_norm_backward(ctx, x[0], relu_dy, gamma, saved_mean(), saved_invstd(), dx[0],
+                             dx_modes[0], dgamma, dbeta, {}, params_.value(bias_));
+  } else if (saved_.device() == Device::CUDA) {
+    ops::batch_norm_backward(ctx, x[0], relu_dy, gamma, saved_mean(), saved_invstd(), dx[0],
+                             dx_modes[0], dgamma, dbeta, relu_y);
+  } else {
+    // Nothing reads the ReLU's output gradient after this layer (masking it twice, where the
+    // fused join masks it for the residual too, changes nothing).
+    ops::relu_backward(ctx, relu_y, relu_dy, relu_dy, ops::GradMode::Overwrite);
+    ops::batch_norm_backward(ctx, x[0], relu_dy, gamma, saved_mean(), saved_invstd(), dx[0],
+                             dx_modes[0], dgamma, dbeta);
   }
-  // Nothing reads the ReLU's output gradient after this layer (masking it twice, where a fused
-  // join masks it for the residual too, changes nothing).
-  ops::relu_backward(ctx, relu_y, relu_dy, relu_dy, ops::GradMode::Overwrite);
-  ops::batch_norm_backward(ctx, x[0], relu_dy, params_.value(weight_), saved_mean(), saved_invstd(),
-                           dx[0], dx_modes[0], params_.grad(weight_), params_.grad(bias_));
 }
 
 void BatchNorm::backward_synchronised(Context& ctx, const Tensor& x, const Tensor& dy,

@@ -28,12 +28,13 @@ class BatchNorm final : public Layer {
   void count_replayed_forward() override { ++params_.counter(batches_tracked_); }
   // Synchronised BN runs in stages and keeps its ReLU and residual join separate.
   bool can_fuse_relu() const override { return sync_ == nullptr; }
-  // The ReLU is fused on both devices. The GPU's backward reads the ReLU's output in BN's
-  // passes, where each pass is a trip through memory; the CPU's masks the gradient in place
-  // first, as a separate ReLU would, because reading the ReLU's output in both of BN's passes
-  // measured 13% slower per ResNet-32 step (the separate pass leaves the gradient in cache for
-  // them): so on the CPU the fusion saves the ReLU's forward pass. BN + add + ReLU is fused on
-  // the GPU only: on the CPU it measured 5-7% slower for the same reason.
+  // The ReLU is fused on both devices. Its backward recomputes the ReLU's mask from x in BN's
+  // passes, which read x anyway. Behind a fused residual join the mask needs the residual too:
+  // there the GPU reads the ReLU's output in BN's passes, and the CPU masks the gradient in
+  // place first, as a separate ReLU would, because reading the ReLU's output in both of BN's
+  // passes measured 13% slower per ResNet-32 step (the separate pass leaves the gradient in
+  // cache for them). BN + add + ReLU is fused on the GPU only: on the CPU it measured 5-7%
+  // slower for the same reason.
   bool prefers_add_relu_fusion() const override { return saved_.device() == Device::CUDA; }
   void forward_relu(Context& ctx, std::span<const Tensor> x, const Tensor& relu_y,
                     Mode mode) override;
@@ -62,6 +63,7 @@ class BatchNorm final : public Layer {
   int channels_;
   int weight_, bias_, running_mean_, running_var_, batches_tracked_;
   Comm* sync_ = nullptr;
+  bool residual_fused_ = false;  // in the last training forward
   // Batch mean (C), 1/sqrt(var + eps) (C) for backward, then (2, C) float64 for the sums that
   // synchronised BN exchanges between ranks.
   DeviceBuffer saved_;

@@ -2,9 +2,11 @@
 // thread per channel; sums in double so that the statistics of large batches do not lose
 // precision. Loops run over restrict-qualified plane pointers so that they vectorise.
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <type_traits>
 
+#include "kernels/bn_math.h"
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/cpu/streaming_store.h"
 
@@ -39,53 +41,77 @@ void channel_moments(const BnDims& d, int64_t c, const T* __restrict x, double c
   }
 }
 
-// The gradient reaching BN's output: dy, or with a fused ReLU dy where its output is open (the
-// select of the separate ReLU backward, so the results are the same to the bit).
-template <bool kRelu, class T>
-inline float output_gradient(const T* __restrict dy, const T* __restrict relu_y, int64_t i) {
-  if constexpr (kRelu)
-    return load(relu_y, i) > 0.0f ? load(dy, i) : 0.0f;
-  else
-    return load(dy, i);
+// The gradient reaching BN's output: dy, or with a fused ReLU dy where the ReLU's output is open,
+// read from that output or recomputed from x as the forward computed it. The select is the
+// separate ReLU backward's, so the results are the same to the bit.
+enum class Mask { None, ReluOutput, ReluFromInput };
+
+template <class T>
+struct OutputGradient {
+  const T* dy;
+  const T* relu_y;  // ReluOutput
+  // The forward's (for ReluFromInput); the scale, gamma * invstd, is also dx's factor.
+  float mean, scale, beta;
+};
+
+// g at element i of the planes dy and relu_y, x[i] = x, with the forward's mean, scale and beta.
+template <Mask kMask, class T>
+inline float output_gradient(const T* __restrict dy, const T* __restrict relu_y, int64_t i, float x,
+                             float mean, float scale, float beta) {
+  const float gradient = load(dy, i);
+  if constexpr (kMask == Mask::ReluOutput) return load(relu_y, i) > 0.0f ? gradient : 0.0f;
+  if constexpr (kMask == Mask::ReluFromInput) {
+    // The select as a bit mask: as `open ? gradient : 0.0f` GCC turned it into a branch per
+    // element, and the loops stayed scalar. The bits are the select's (+0 where closed).
+    const bool open = bn_math::relu_open<T>(bn_math::affine(x, mean, scale, beta));
+    return std::bit_cast<float>(std::bit_cast<uint32_t>(gradient) & (0u - uint32_t{open}));
+  }
+  return gradient;
 }
 
-// Sum of dy and of dy * (x - mean) over one channel, in double.
-template <bool kRelu, class T>
-void channel_gradient_sums(const BnDims& d, int64_t c, const T* __restrict x,
-                           const T* __restrict dy, const T* __restrict relu_y, float mean,
+// Calls f with the mask as a compile-time constant.
+template <class F>
+void with_mask(Mask mask, F&& f) {
+  switch (mask) {
+    case Mask::ReluOutput:
+      return f(std::integral_constant<Mask, Mask::ReluOutput>{});
+    case Mask::ReluFromInput:
+      return f(std::integral_constant<Mask, Mask::ReluFromInput>{});
+    case Mask::None:
+      return f(std::integral_constant<Mask, Mask::None>{});
+  }
+}
+
+// Sum of g and of g * (x - mean) over one channel, in double, g the output gradient.
+template <Mask kMask, class T>
+void channel_gradient_sums(const BnDims& d, int64_t c, const T* __restrict x, OutputGradient<T> g,
                            double& sum_dy, double& sum_dy_xc) {
+  const float mean = g.mean, scale = g.scale, beta = g.beta;
   sum_dy = 0.0;
   sum_dy_xc = 0.0;
   for (int64_t n = 0; n < d.n; ++n) {
     const int64_t off = d.plane(n, c);
     const T* __restrict xp = x + off;
+    const T* dy = g.dy + off;
+    const T* relu_y = kMask == Mask::ReluOutput ? g.relu_y + off : nullptr;
 #pragma omp simd reduction(+ : sum_dy, sum_dy_xc)
     for (int64_t i = 0; i < d.hw; ++i) {
-      const float g = output_gradient<kRelu>(dy + off, kRelu ? relu_y + off : nullptr, i);
-      sum_dy += g;
-      sum_dy_xc += static_cast<double>(g) * (load(xp, i) - mean);
+      const float xv = load(xp, i);
+      const float gv = output_gradient<kMask>(dy, relu_y, i, xv, mean, scale, beta);
+      sum_dy += gv;
+      sum_dy_xc += static_cast<double>(gv) * (xv - mean);
     }
   }
 }
 
-template <class T>
-void channel_gradient_sums(const BnDims& d, int64_t c, const T* x, const T* dy, const T* relu_y,
-                           float mean, double& sum_dy, double& sum_dy_xc) {
-  if (relu_y)
-    channel_gradient_sums<true>(d, c, x, dy, relu_y, mean, sum_dy, sum_dy_xc);
-  else
-    channel_gradient_sums<false, T>(d, c, x, dy, nullptr, mean, sum_dy, sum_dy_xc);
-}
-
 // y = (x - mean) * scale + beta over `count` elements, plus the residual where given, then ReLU
-// where fused: subtracting first keeps the precision of inputs whose mean is large against their
-// spread.
+// where fused.
 template <bool kRelu, bool kResidual, class T>
 void normalise_run(int64_t count, const T* __restrict x, float mean, float scale, float beta,
                    const T* __restrict residual, T* __restrict y) {
 #pragma omp simd
   for (int64_t i = 0; i < count; ++i) {
-    float v = (load(x, i) - mean) * scale + beta;
+    float v = bn_math::affine(load(x, i), mean, scale, beta);
     if constexpr (kResidual) v += load(residual, i);
     store(y, i, kRelu ? (v > 0.0f ? v : 0.0f) : v);
   }
@@ -145,17 +171,21 @@ const T* data_or_null(const Tensor& t) {
   return t.defined() ? t.as<T>() : nullptr;
 }
 
-// dx = k * (g - mean_dy - (x - mean) * slope) over one channel, g the output gradient.
-template <bool kRelu, bool kAccumulate, class T>
-void input_gradient(const BnDims& d, int64_t c, const T* __restrict x, const T* __restrict dy,
-                    const T* __restrict relu_y, float mean, float k, float mean_dy, float slope,
-                    T* __restrict dx) {
+// dx = k * (g - mean_dy - (x - mean) * slope) over one channel, g the output gradient and k its
+// scale.
+template <Mask kMask, bool kAccumulate, class T>
+void input_gradient(const BnDims& d, int64_t c, const T* __restrict x, OutputGradient<T> g,
+                    float mean_dy, float slope, T* __restrict dx) {
+  const float mean = g.mean, k = g.scale, beta = g.beta;
   for (int64_t n = 0; n < d.n; ++n) {
     const int64_t off = d.plane(n, c);
+    const T* dy = g.dy + off;
+    const T* relu_y = kMask == Mask::ReluOutput ? g.relu_y + off : nullptr;
 #pragma omp simd
     for (int64_t i = 0; i < d.hw; ++i) {
-      const float g = output_gradient<kRelu>(dy + off, kRelu ? relu_y + off : nullptr, i);
-      const float v = k * (g - mean_dy - (load(x, off + i) - mean) * slope);
+      const float xv = load(x, off + i);
+      const float v = k * (output_gradient<kMask>(dy, relu_y, i, xv, mean, k, beta) - mean_dy -
+                           (xv - mean) * slope);
       store(dx, off + i, kAccumulate ? load(dx, off + i) + v : v);
     }
   }
@@ -183,11 +213,11 @@ void batch_norm_forward_train(const Tensor& x, const Tensor& gamma, const Tensor
       const double mean_shifted = sum / m;
       const double mean = shift + mean_shifted;
       const double var = std::max(0.0, squares / m - mean_shifted * mean_shifted);
-      const double invstd = 1.0 / std::sqrt(var + p.eps);
+      const float invstd = static_cast<float>(1.0 / std::sqrt(var + p.eps));
       saved_mean.f32()[c] = static_cast<float>(mean);
-      saved_invstd.f32()[c] = static_cast<float>(invstd);
+      saved_invstd.f32()[c] = invstd;
       normalise_channel(p.relu, d, c, xs, static_cast<float>(mean),
-                        static_cast<float>(gamma.f32()[c] * invstd), beta.f32()[c],
+                        bn_math::training_scale(gamma.f32()[c], invstd), beta.f32()[c],
                         data_or_null<T>(residual), ys);
       float& rm = running_mean.f32()[c];
       float& rv = running_var.f32()[c];
@@ -216,37 +246,40 @@ void batch_norm_forward_eval(const Tensor& x, const Tensor& gamma, const Tensor&
 void batch_norm_backward(const Tensor& x, const Tensor& dy, const Tensor& gamma,
                          const Tensor& saved_mean, const Tensor& saved_invstd, const Tensor& dx,
                          GradMode dx_mode, const Tensor& dgamma, const Tensor& dbeta,
-                         const Tensor& relu_y) {
+                         const Tensor& relu_y, const Tensor& relu_beta) {
+  const Mask mask = relu_y.defined()      ? Mask::ReluOutput
+                    : relu_beta.defined() ? Mask::ReluFromInput
+                                          : Mask::None;
   const BnDims d = dims_of(x);
   const double m = static_cast<double>(d.count());
   const bool accumulate = dx_mode == GradMode::Accumulate;
   with_activation_type(x.dtype, [&](auto t) {
     using T = decltype(t);
     const T* xs = x.as<T>();
-    const T* gs = dy.as<T>();
-    const T* ry = relu_y.defined() ? relu_y.as<T>() : nullptr;
 #pragma omp parallel for schedule(static)
     for (int64_t c = 0; c < d.c; ++c) {
-      const float mean = saved_mean.f32()[c], invstd = saved_invstd.f32()[c];
-      double sum_dy, sum_dy_xc;
-      channel_gradient_sums(d, c, xs, gs, ry, mean, sum_dy, sum_dy_xc);
+      const float invstd = saved_invstd.f32()[c];
+      // dx = gamma * invstd * (dy - mean(dy) - xhat * mean(dy * xhat)), xhat = xc * invstd; the
+      // factor gamma * invstd is the forward's scale.
+      const OutputGradient<T> g{dy.as<T>(), data_or_null<T>(relu_y), saved_mean.f32()[c],
+                                bn_math::training_scale(gamma.f32()[c], invstd),
+                                relu_beta.defined() ? relu_beta.f32()[c] : 0.0f};
+      double sum_dy = 0.0, sum_dy_xc = 0.0;
+      with_mask(mask, [&](auto kind) {
+        channel_gradient_sums<decltype(kind)::value>(d, c, xs, g, sum_dy, sum_dy_xc);
+      });
       dbeta.f32()[c] = static_cast<float>(sum_dy);
       dgamma.f32()[c] = static_cast<float>(sum_dy_xc * invstd);
       if (!dx.defined()) continue;
-      // dx = gamma * invstd * (dy - mean(dy) - xhat * mean(dy * xhat)), xhat = xc * invstd
-      const float k = static_cast<float>(gamma.f32()[c] * invstd);
       const float mean_dy = static_cast<float>(sum_dy / m);
       const float slope = static_cast<float>(sum_dy_xc / m * invstd * invstd);
-      const auto run = [&](auto relu, auto acc) {
-        input_gradient<decltype(relu)::value, decltype(acc)::value>(d, c, xs, gs, ry, mean, k,
-                                                                    mean_dy, slope, dx.as<T>());
-      };
-      using Yes = std::true_type;
-      using No = std::false_type;
-      if (ry)
-        accumulate ? run(Yes{}, Yes{}) : run(Yes{}, No{});
-      else
-        accumulate ? run(No{}, Yes{}) : run(No{}, No{});
+      with_mask(mask, [&](auto kind) {
+        const auto run = [&](auto acc) {
+          input_gradient<decltype(kind)::value, decltype(acc)::value>(d, c, xs, g, mean_dy, slope,
+                                                                      dx.as<T>());
+        };
+        accumulate ? run(std::true_type{}) : run(std::false_type{});
+      });
     }
   });
 }
@@ -294,8 +327,9 @@ void batch_norm_normalize(const Tensor& x, const Tensor& gamma, const Tensor& be
     using T = decltype(t);
 #pragma omp parallel for schedule(static)
     for (int64_t c = 0; c < d.c; ++c)
-      normalise_channel(false, d, c, x.as<T>(), mean.f32()[c], gamma.f32()[c] * invstd.f32()[c],
-                        beta.f32()[c], static_cast<const T*>(nullptr), y.as<T>());
+      normalise_channel(false, d, c, x.as<T>(), mean.f32()[c],
+                        bn_math::training_scale(gamma.f32()[c], invstd.f32()[c]), beta.f32()[c],
+                        static_cast<const T*>(nullptr), y.as<T>());
   });
 }
 
@@ -308,8 +342,8 @@ void batch_norm_backward_reduce(const Tensor& x, const Tensor& dy, const Tensor&
 #pragma omp parallel for schedule(static)
     for (int64_t c = 0; c < d.c; ++c) {
       double sum_dy, sum_dy_xc;
-      channel_gradient_sums<T>(d, c, x.as<T>(), dy.as<T>(), nullptr, mean.f32()[c], sum_dy,
-                               sum_dy_xc);
+      const OutputGradient<T> g{dy.as<T>(), nullptr, mean.f32()[c], 0.0f, 0.0f};
+      channel_gradient_sums<Mask::None>(d, c, x.as<T>(), g, sum_dy, sum_dy_xc);
       const double sum_dy_xhat = sum_dy_xc * invstd.f32()[c];
       sums.f64()[c] = sum_dy;
       sums.f64()[d.c + c] = sum_dy_xhat;
@@ -330,14 +364,14 @@ void batch_norm_backward_input(const Tensor& x, const Tensor& dy, const Tensor& 
 #pragma omp parallel for schedule(static)
     for (int64_t c = 0; c < d.c; ++c) {
       // dx = gamma * invstd * (dy - sum(dy) / m - xhat * sum(dy * xhat) / m)
-      const float mu = mean.f32()[c], is = invstd.f32()[c];
-      const float k = gamma.f32()[c] * is;
+      const float is = invstd.f32()[c];
       const float mean_dy = static_cast<float>(sums.f64()[c] / m);
       const float slope = static_cast<float>(sums.f64()[d.c + c] / m * is);
+      const OutputGradient<T> g{dy.as<T>(), nullptr, mean.f32()[c],
+                                bn_math::training_scale(gamma.f32()[c], is), 0.0f};
       const auto run = [&](auto acc) {
-        input_gradient<false, decltype(acc)::value>(d, c, x.as<T>(), dy.as<T>(),
-                                                    static_cast<const T*>(nullptr), mu, k, mean_dy,
-                                                    slope, dx.as<T>());
+        input_gradient<Mask::None, decltype(acc)::value>(d, c, x.as<T>(), g, mean_dy, slope,
+                                                         dx.as<T>());
       };
       accumulate ? run(std::true_type{}) : run(std::false_type{});
     }

@@ -33,11 +33,11 @@ void forward_train_t(Context& ctx, const Tensor& x, const Tensor& gamma, const T
     const double mean_shifted = total.x / m;
     const double mean = load(in, ch * d.hw) + mean_shifted;
     const double var = fmax(0.0, total.y / m - mean_shifted * mean_shifted);
-    const double invstd = 1.0 / sqrt(var + p.eps);
+    const float invstd = static_cast<float>(1.0 / sqrt(var + p.eps));
     mu[ch] = static_cast<float>(mean);
-    is[ch] = static_cast<float>(invstd);
+    is[ch] = invstd;
     coefficients[ch] = static_cast<float>(mean);
-    coefficients[d.c + ch] = static_cast<float>(g[ch] * invstd);
+    coefficients[d.c + ch] = bn_math::training_scale(g[ch], invstd);
     rm[ch] = static_cast<float>((1.0 - p.momentum) * rm[ch] + p.momentum * mean);
     rv[ch] = static_cast<float>((1.0 - p.momentum) * rv[ch] + p.momentum * var * m / (m - 1.0));
   };
@@ -65,10 +65,12 @@ void forward_eval_t(Context& ctx, const Tensor& x, const Tensor& gamma, const Te
 template <class T>
 void backward_t(Context& ctx, const Tensor& x, const Tensor& dy, const Tensor& gamma,
                 const Tensor& saved_mean, const Tensor& saved_invstd, const Tensor& dx,
-                GradMode dx_mode, const Tensor& dgamma, const Tensor& dbeta, const Tensor& relu_y) {
+                GradMode dx_mode, const Tensor& dgamma, const Tensor& dbeta, const Tensor& relu_y,
+                const Tensor& relu_beta) {
   const BnDims d = dims_of(x);
   const Scratch s = scratch_for(ctx, d);
-  const T *in = x.as<T>(), *g = dy.as<T>(), *open = data_or_null<T>(relu_y);
+  const T *in = x.as<T>(), *g = dy.as<T>();
+  const ReluMask<T> mask{data_or_null<T>(relu_y), data_or_null<float>(relu_beta)};
   const float *mu = saved_mean.f32(), *is = saved_invstd.f32(), *ga = gamma.f32();
   const double m = static_cast<double>(d.count());
   float *dg = dgamma.f32(), *db = dbeta.f32(), *coefficients = s.coefficients;
@@ -76,15 +78,15 @@ void backward_t(Context& ctx, const Tensor& x, const Tensor& dy, const Tensor& g
     db[ch] = static_cast<float>(total.x);
     dg[ch] = static_cast<float>(total.y * is[ch]);
     // dx = gamma invstd (dy - mean(dy) - xhat mean(dy xhat)), xhat = (x - mean) invstd
-    coefficients[ch] = ga[ch] * is[ch];
+    coefficients[ch] = bn_math::training_scale(ga[ch], is[ch]);
     coefficients[d.c + ch] = static_cast<float>(total.x / m);
     coefficients[2 * d.c + ch] = static_cast<float>(total.y / m * is[ch] * is[ch]);
   };
   const bool accumulate = dx_mode == GradMode::Accumulate;
   if (dx.defined() && fits_one_block(d, kBackwardValues))
-    return channel_backward(d, in, g, open, mu, coefficients, accumulate, dx.as<T>(), fold);
-  launch_gradient_sums(d, in, g, open, mu, s.partials, fold);
-  if (dx.defined()) input_gradient(d, in, g, open, mu, coefficients, accumulate, dx.as<T>());
+    return channel_backward(d, in, g, mask, mu, ga, is, coefficients, accumulate, dx.as<T>(), fold);
+  launch_gradient_sums(d, in, g, mask, mu, ga, is, s.partials, fold);
+  if (dx.defined()) input_gradient(d, in, g, mask, mu, coefficients, accumulate, dx.as<T>());
 }
 
 }  // namespace
@@ -117,10 +119,10 @@ void batch_norm_forward_eval(Context& ctx, const Tensor& x, const Tensor& gamma,
 void batch_norm_backward(Context& ctx, const Tensor& x, const Tensor& dy, const Tensor& gamma,
                          const Tensor& saved_mean, const Tensor& saved_invstd, const Tensor& dx,
                          GradMode dx_mode, const Tensor& dgamma, const Tensor& dbeta,
-                         const Tensor& relu_y) {
+                         const Tensor& relu_y, const Tensor& relu_beta) {
   with_activation_type(x.dtype, [&](auto t) {
     backward_t<decltype(t)>(ctx, x, dy, gamma, saved_mean, saved_invstd, dx, dx_mode, dgamma, dbeta,
-                            relu_y);
+                            relu_y, relu_beta);
   });
 }
 

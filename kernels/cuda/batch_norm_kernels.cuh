@@ -5,6 +5,7 @@
 
 #include <algorithm>
 
+#include "kernels/bn_math.h"
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/reduce.h"
 #include "kernels/cuda/vector_access.h"
@@ -159,21 +160,48 @@ __global__ void moments_kernel(BnDims d, const T* x, const float* shift, double2
       partials, fold);
 }
 
-// {g, g * (x - mean)}, g the gradient reaching BN's output: dy, or with a fused ReLU dy where the
-// ReLU's output is open.
+// The ReLU fused onto BN's output, in the backward: the gradient reaching BN's output is dy where
+// the ReLU is open, which is where its output relu_y is positive, or (given beta instead) where
+// the forward's output recomputed from x is (bn_math.h). Neither: no ReLU.
+template <class T>
+struct ReluMask {
+  const T* relu_y = nullptr;
+  const float* beta = nullptr;
+
+  // The gradient reaching BN's output from dy, given relu_y's value where it is read, and x with
+  // the channel's mean, the forward's scale and beta where it is recomputed.
+  __device__ float gradient(float g, float relu_value, float x, float mean, float scale,
+                            float channel_beta) const {
+    if (relu_y) return relu_value > 0.0f ? g : 0.0f;
+    if (beta)
+      return bn_math::relu_open<T>(bn_math::affine(x, mean, scale, channel_beta)) ? g : 0.0f;
+    return g;
+  }
+  // The forward's per-channel constants, where the mask is recomputed.
+  __device__ float scale_of(const float* gamma, const float* invstd, int64_t ch) const {
+    return beta ? bn_math::training_scale(gamma[ch], invstd[ch]) : 0.0f;
+  }
+  __device__ float beta_of(int64_t ch) const { return beta ? beta[ch] : 0.0f; }
+};
+
+// {g, g * (x - mean)}, g the gradient reaching BN's output (ReluMask; gamma and invstd give the
+// forward's scale where it recomputes the mask, and may be null where it does not).
 template <int W, class T, class Fold>
-__global__ void gradient_sums_kernel(BnDims d, const T* x, const T* dy, const T* relu_y,
-                                     const float* mean, double2* partials, Fold fold) {
+__global__ void gradient_sums_kernel(BnDims d, const T* x, const T* dy, ReluMask<T> mask,
+                                     const float* mean, const float* gamma, const float* invstd,
+                                     double2* partials, Fold fold) {
   await_prior_grids();
-  const float mu = mean[blockIdx.x / d.splits];
+  const int64_t ch = blockIdx.x / d.splits;
+  const float mu = mean[ch], mask_scale = mask.scale_of(gamma, invstd, ch),
+              mask_beta = mask.beta_of(ch);
   block_partials<W>(
       d,
       [=](int64_t o) {
         const Lanes<W> xs = load_lanes<W>(x, o), gs = load_lanes<W>(dy, o);
-        const Lanes<W> open = relu_y ? load_lanes<W>(relu_y, o) : Lanes<W>{};
+        const Lanes<W> open = mask.relu_y ? load_lanes<W>(mask.relu_y, o) : Lanes<W>{};
         double a = 0.0, b = 0.0;
         for (int i = 0; i < W; ++i) {
-          const float g = relu_y && !(open.v[i] > 0.0f) ? 0.0f : gs.v[i];
+          const float g = mask.gradient(gs.v[i], open.v[i], xs.v[i], mu, mask_scale, mask_beta);
           a += g;
           b += static_cast<double>(g) * (xs.v[i] - mu);
         }
@@ -194,15 +222,16 @@ void launch_moments(const BnDims& d, const T* x, const float* shift, double2* pa
 }
 
 template <class T, class Fold>
-void launch_gradient_sums(const BnDims& d, const T* x, const T* dy, const T* relu_y,
-                          const float* mean, double2* partials, Fold fold) {
+void launch_gradient_sums(const BnDims& d, const T* x, const T* dy, ReluMask<T> mask,
+                          const float* mean, const float* gamma, const float* invstd,
+                          double2* partials, Fold fold) {
   const auto blocks = static_cast<unsigned>(d.c * d.splits);
-  if (four_wide(d, x, dy, relu_y)) {
+  if (four_wide(d, x, dy, mask.relu_y)) {
     PSGD_LAUNCH((gradient_sums_kernel<4, T, Fold>), blocks, kThreads)
-    (d, x, dy, relu_y, mean, partials, fold);
+    (d, x, dy, mask, mean, gamma, invstd, partials, fold);
   } else {
     PSGD_LAUNCH((gradient_sums_kernel<1, T, Fold>), blocks, kThreads)
-    (d, x, dy, relu_y, mean, partials, fold);
+    (d, x, dy, mask, mean, gamma, invstd, partials, fold);
   }
   CUDA_CHECK_LAUNCH();
 }
@@ -219,7 +248,7 @@ void normalise_lanes(const BnDims& d, const T* in, const float* coefficients, co
     const Lanes<W> r = residual ? load_lanes<W>(residual, o) : Lanes<W>{};
     Lanes<W> y;
     for (int i = 0; i < W; ++i) {
-      float v = (x.v[i] - shift[ch]) * scale[ch] + beta[ch];
+      float v = bn_math::affine(x.v[i], shift[ch], scale[ch], beta[ch]);
       if (residual) v += r.v[i];
       y.v[i] = relu && !(v > 0.0f) ? 0.0f : v;
     }
@@ -236,20 +265,21 @@ void normalise(const BnDims& d, const T* in, const float* coefficients, const fl
     normalise_lanes<1>(d, in, coefficients, beta, residual, relu, out);
 }
 
-// dx = k (g - mean_dy - (x - mean) slope), g as in gradient_sums_kernel; k, mean_dy and slope
-// are the rows of `coefficients`. W elements per thread.
+// dx = k (g - mean_dy - (x - mean) slope), g as in gradient_sums_kernel; k (the forward's scale),
+// mean_dy and slope are the rows of `coefficients`. W elements per thread.
 template <int W, class T>
-void input_gradient_lanes(const BnDims& d, const T* x, const T* dy, const T* relu_y,
+void input_gradient_lanes(const BnDims& d, const T* x, const T* dy, ReluMask<T> mask,
                           const float* mean, const float* coefficients, bool accumulate, T* dx) {
   const float *k = coefficients, *mean_dy = coefficients + d.c, *slope = coefficients + 2 * d.c;
   for_each(d.n * d.c * d.hw / W, [=] __device__(int64_t q) {
     const int64_t o = q * W, ch = d.channel_of(o);
     const Lanes<W> xs = load_lanes<W>(x, o), gs = load_lanes<W>(dy, o);
-    const Lanes<W> open = relu_y ? load_lanes<W>(relu_y, o) : Lanes<W>{};
+    const Lanes<W> open = mask.relu_y ? load_lanes<W>(mask.relu_y, o) : Lanes<W>{};
     const Lanes<W> before = accumulate ? load_lanes<W>(dx, o) : Lanes<W>{};
+    const float mask_beta = mask.beta_of(ch);
     Lanes<W> out;
     for (int i = 0; i < W; ++i) {
-      const float g = relu_y && !(open.v[i] > 0.0f) ? 0.0f : gs.v[i];
+      const float g = mask.gradient(gs.v[i], open.v[i], xs.v[i], mean[ch], k[ch], mask_beta);
       const float v = k[ch] * (g - mean_dy[ch] - (xs.v[i] - mean[ch]) * slope[ch]);
       out.v[i] = accumulate ? before.v[i] + v : v;
     }
@@ -258,12 +288,12 @@ void input_gradient_lanes(const BnDims& d, const T* x, const T* dy, const T* rel
 }
 
 template <class T>
-void input_gradient(const BnDims& d, const T* x, const T* dy, const T* relu_y, const float* mean,
+void input_gradient(const BnDims& d, const T* x, const T* dy, ReluMask<T> mask, const float* mean,
                     const float* coefficients, bool accumulate, T* dx) {
-  if (four_wide(d, x, dy, relu_y, static_cast<const T*>(dx)))
-    input_gradient_lanes<4>(d, x, dy, relu_y, mean, coefficients, accumulate, dx);
+  if (four_wide(d, x, dy, mask.relu_y, static_cast<const T*>(dx)))
+    input_gradient_lanes<4>(d, x, dy, mask, mean, coefficients, accumulate, dx);
   else
-    input_gradient_lanes<1>(d, x, dy, relu_y, mean, coefficients, accumulate, dx);
+    input_gradient_lanes<1>(d, x, dy, mask, mean, coefficients, accumulate, dx);
 }
 
 template <class T>

@@ -92,33 +92,36 @@ __global__ void __launch_bounds__(kChannelThreads)
     for (int k = k0; k < k0 + kFewValues; ++k) {
       const uint32_t i = index_again(k);
       if (i >= count) continue;
-      float out = (v[k] - shift) * scale + bias;
+      float out = bn_math::affine(v[k], shift, scale, bias);
       if (residual) out += r[k - k0];
       store(y, channel_element(d, ch, i), relu && !(out > 0.0f) ? 0.0f : out);
     }
   }
 }
 
-// dx = k (g - mean_dy - (x - mean) slope), g the gradient reaching BN's output (dy, or with a
-// fused ReLU dy where its output is open), after the sums {g, g (x - mean)}.
+// dx = k (g - mean_dy - (x - mean) slope), g the gradient reaching BN's output (ReluMask), after
+// the sums {g, g (x - mean)}.
 template <int Values, class T, class Fold>
 __global__ void __launch_bounds__(kChannelThreads)
-    channel_backward_kernel(BnDims d, const T* x, const T* dy, const T* relu_y, const float* mean,
-                            const float* coefficients, bool accumulate, T* dx, Fold fold) {
+    channel_backward_kernel(BnDims d, const T* x, const T* dy, ReluMask<T> mask, const float* mean,
+                            const float* gamma, const float* invstd, const float* coefficients,
+                            bool accumulate, T* dx, Fold fold) {
   await_prior_grids();
   const int64_t ch = blockIdx.x;
   const uint32_t count = static_cast<uint32_t>(d.count());
   const auto index = [&](int k) { return threadIdx.x + k * blockDim.x; };
-  const float mu = mean[ch];
+  const float mu = mean[ch], mask_scale = mask.scale_of(gamma, invstd, ch),
+              mask_beta = mask.beta_of(ch);
   float g[Values], centred[Values];
 #pragma unroll
   for (int k = 0; k < Values; ++k) {
     const bool here = index(k) < count;
     const int64_t o = here ? channel_element(d, ch, index(k)) : 0;
-    const float open = relu_y && here ? load(relu_y, o) : 1.0f;
+    const float open = mask.relu_y && here ? load(mask.relu_y, o) : 1.0f;
     const float grad = here ? load(dy, o) : 0.0f;
-    g[k] = open > 0.0f ? grad : 0.0f;
-    centred[k] = (here ? load(x, o) : mu) - mu;
+    const float xv = here ? load(x, o) : mu;
+    g[k] = mask.gradient(grad, open, xv, mu, mask_scale, mask_beta);
+    centred[k] = xv - mu;
   }
   double a = 0.0, b = 0.0;
 #pragma unroll
@@ -161,13 +164,14 @@ void channel_forward(const BnDims& d, const T* x, const float* coefficients, con
 }
 
 template <class T, class Fold>
-void channel_backward(const BnDims& d, const T* x, const T* dy, const T* relu_y, const float* mean,
-                      const float* coefficients, bool accumulate, T* dx, Fold fold) {
+void channel_backward(const BnDims& d, const T* x, const T* dy, ReluMask<T> mask, const float* mean,
+                      const float* gamma, const float* invstd, const float* coefficients,
+                      bool accumulate, T* dx, Fold fold) {
   PSGD_CHECK(fits_one_block(d, kBackwardValues), "batch norm: ", d.count(),
              " values per channel do not fit one block");
   PSGD_LAUNCH((channel_backward_kernel<kBackwardValues, T, Fold>), static_cast<unsigned>(d.c),
               channel_threads(d))
-  (d, x, dy, relu_y, mean, coefficients, accumulate, dx, fold);
+  (d, x, dy, mask, mean, gamma, invstd, coefficients, accumulate, dx, fold);
   CUDA_CHECK_LAUNCH();
 }
 

@@ -51,7 +51,7 @@ void batch_norm_normalize(Context& ctx, const Tensor& x, const Tensor& gamma, co
   float* coefficients = scratch_for(ctx, d).coefficients;
   for_each(d.c, [=] __device__(int64_t ch) {
     coefficients[ch] = mu[ch];
-    coefficients[d.c + ch] = g[ch] * is[ch];
+    coefficients[d.c + ch] = bn_math::training_scale(g[ch], is[ch]);
   });
   with_activation_type(x.dtype, [&](auto t) {
     using T = decltype(t);
@@ -77,7 +77,7 @@ void batch_norm_backward_reduce(Context& ctx, const Tensor& x, const Tensor& dy,
   };
   with_activation_type(x.dtype, [&](auto t) {
     using T = decltype(t);
-    launch_gradient_sums(d, x.as<T>(), dy.as<T>(), static_cast<const T*>(nullptr), mean.f32(),
+    launch_gradient_sums(d, x.as<T>(), dy.as<T>(), ReluMask<T>{}, mean.f32(), nullptr, nullptr,
                          s.partials, fold);
   });
 }
@@ -92,14 +92,14 @@ void batch_norm_backward_input(Context& ctx, const Tensor& x, const Tensor& dy, 
   float* coefficients = scratch_for(ctx, d).coefficients;
   // dx = gamma invstd (dy - sum(dy) / m - xhat sum(dy xhat) / m), over the whole global batch
   for_each(d.c, [=] __device__(int64_t ch) {
-    coefficients[ch] = ga[ch] * is[ch];
+    coefficients[ch] = bn_math::training_scale(ga[ch], is[ch]);
     coefficients[d.c + ch] = static_cast<float>(su[ch] / m);
     coefficients[2 * d.c + ch] = static_cast<float>(su[d.c + ch] / m * is[ch]);
   });
   with_activation_type(x.dtype, [&](auto t) {
     using T = decltype(t);
-    input_gradient(d, x.as<T>(), dy.as<T>(), static_cast<const T*>(nullptr), mean.f32(),
-                   coefficients, dx_mode == GradMode::Accumulate, dx.as<T>());
+    input_gradient(d, x.as<T>(), dy.as<T>(), ReluMask<T>{}, mean.f32(), coefficients,
+                   dx_mode == GradMode::Accumulate, dx.as<T>());
   });
 }
 

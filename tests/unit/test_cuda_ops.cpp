@@ -13,6 +13,7 @@
 
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/ops.h"
+#include "tests/support/batch_norm_on_zero.h"
 #include "tests/support/batch_norm_stages.h"
 #include "tests/support/difference.h"
 #include "tests/support/gpu_op_shapes.h"
@@ -186,6 +187,16 @@ TEST_CASE("cuda: batch norm, training and evaluation, forward and backward") {
           ops::batch_norm_forward_eval(ctx, v[0], v[1], v[2], v[3], v[4], relu, v[5]);
         },
         "batch_norm + relu", 1e-5);
+    run_both(
+        t,
+        [](Context& ctx, const std::vector<Tensor>& v) {  // the ReLU's mask recomputed from x
+          const ops::BatchNormParams relu{.relu = true};
+          ctx.reserve_workspace(ops::batch_norm_workspace_floats(ctx, v[0].shape));
+          ops::batch_norm_forward_train(ctx, v[0], v[1], v[2], v[3], v[4], relu, v[5], v[6], v[7]);
+          ops::batch_norm_backward(ctx, v[0], v[8], v[1], v[6], v[7], v[9],
+                                   ops::GradMode::Accumulate, v[10], v[11], Tensor{}, v[2]);
+        },
+        "batch_norm + relu, mask from x", 1e-5);
     t.push_back(std::make_unique<Twin>(x, -1.0f, 1.0f, t.size()));  // a residual
     for (int i = 0; i < 2; ++i)  // dgamma and dbeta of a backward pass without dx
       t.push_back(std::make_unique<Twin>(c, 0.0f, 0.0f, t.size()));
@@ -203,6 +214,16 @@ TEST_CASE("cuda: batch norm, training and evaluation, forward and backward") {
           ops::batch_norm_forward_eval(ctx, v[0], v[1], v[2], v[3], v[4], relu, v[5], v[12]);
         },
         "batch_norm + add + relu", 1e-5);
+  }
+}
+
+TEST_CASE("cuda: batch norm + ReLU backward recomputes the ReLU's mask as the forward took it") {
+  // Per channel one block (ResNet stage 3's 8,192 values) and the split passes (stage 1's).
+  Context ctx(Device::CUDA, 2, 3);
+  for (const Shape xs : {Shape{128, 8, 8, 8}, Shape{16, 4, 32, 32}, Shape{3, 5, 7, 9}}) {
+    CAPTURE(xs.str());
+    const MaskSides sides = check_relu_mask_on_zero(ctx, xs);
+    MESSAGE("outputs on 0: ", sides.open, " open, ", sides.closed, " closed");
   }
 }
 

@@ -214,7 +214,8 @@ TEST_CASE("cuda bf16: batch norm, training and evaluation, forward and backward"
                                                {c, F32, 0.0f, 0.0f},
                                                {c, F32, 0.0f, 0.0f}})
       add(t, shape, dtype, lo, hi);
-    for (bool relu : {false, true})
+    // The ReLU's mask: none, read from its output, recomputed from x.
+    for (int relu : {0, 1, 2})
       for (ops::GradMode mode : kModes) {
         CAPTURE(relu);
         CAPTURE(int(mode));
@@ -222,10 +223,10 @@ TEST_CASE("cuda bf16: batch norm, training and evaluation, forward and backward"
             t,
             [=](Context& ctx, const std::vector<Tensor>& v) {
               ctx.reserve_workspace(ops::batch_norm_workspace_floats(ctx, v[0].shape));
-              const ops::BatchNormParams p{.relu = relu};
+              const ops::BatchNormParams p{.relu = relu > 0};
               ops::batch_norm_forward_train(ctx, v[0], v[1], v[2], v[3], v[4], p, v[5], v[6], v[7]);
               ops::batch_norm_backward(ctx, v[0], v[8], v[1], v[6], v[7], v[9], mode, v[10], v[11],
-                                       relu ? v[5] : Tensor{});
+                                       relu == 1 ? v[5] : Tensor{}, relu == 2 ? v[2] : Tensor{});
               ops::batch_norm_forward_eval(ctx, v[0], v[1], v[2], v[3], v[4], p, v[5]);
             },
             "batch_norm", kAllowance, kParamGradients);

@@ -227,17 +227,24 @@ TEST_CASE("bf16: batch norm, whole and in the stages of synchronised BN") {
       ops::batch_norm_forward_eval(c.bf16, x.b(), gamma.t(), beta.t(), stats_b[0].t(),
                                    stats_b[1].t(), p, y.b());
       y.check_rounded("forward_eval");
-      for (ops::GradMode mode : kModes) {
-        Twin dx(xs, -1.0f, 1.0f, 7), relu_y(xs, -1.0f, 1.0f, 8);
-        HostTensor dgamma_f(cs), dgamma_b(cs), dbeta_f(cs), dbeta_b(cs);
-        ops::batch_norm_backward(c.f32, x.f(), dy.f(), gamma.t(), mean_f.t(), invstd_f.t(), dx.f(),
-                                 mode, dgamma_f.t(), dbeta_f.t(), relu ? relu_y.f() : Tensor());
-        ops::batch_norm_backward(c.bf16, x.b(), dy.b(), gamma.t(), mean_b.t(), invstd_b.t(), dx.b(),
-                                 mode, dgamma_b.t(), dbeta_b.t(), relu ? relu_y.b() : Tensor());
-        dx.check_rounded("backward");
-        check_identical("dgamma", dgamma_f, dgamma_b);
-        check_identical("dbeta", dbeta_f, dbeta_b);
-      }
+      // With the ReLU, its mask read from an output or recomputed from x.
+      for (const bool from_x : {false, true})
+        for (ops::GradMode mode : kModes) {
+          if (from_x && !relu) continue;
+          Twin dx(xs, -1.0f, 1.0f, 7), relu_y(xs, -1.0f, 1.0f, 8);
+          HostTensor dgamma_f(cs), dgamma_b(cs), dbeta_f(cs), dbeta_b(cs);
+          const bool read = relu && !from_x;
+          const Tensor relu_beta = from_x ? beta.t() : Tensor();
+          ops::batch_norm_backward(c.f32, x.f(), dy.f(), gamma.t(), mean_f.t(), invstd_f.t(),
+                                   dx.f(), mode, dgamma_f.t(), dbeta_f.t(),
+                                   read ? relu_y.f() : Tensor(), relu_beta);
+          ops::batch_norm_backward(c.bf16, x.b(), dy.b(), gamma.t(), mean_b.t(), invstd_b.t(),
+                                   dx.b(), mode, dgamma_b.t(), dbeta_b.t(),
+                                   read ? relu_y.b() : Tensor(), relu_beta);
+          dx.check_rounded("backward");
+          check_identical("dgamma", dgamma_f, dgamma_b);
+          check_identical("dbeta", dbeta_f, dbeta_b);
+        }
     }
 
     // The stages: moments, normalisation, gradient sums and the input gradient.

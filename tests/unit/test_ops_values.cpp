@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "kernels/ops.h"
+#include "tests/support/batch_norm_on_zero.h"
 #include "tests/support/difference.h"
 #include "tests/support/host_tensor.h"
 
@@ -404,6 +405,22 @@ TEST_CASE("batch norm with its ReLU fused equals BN then ReLU, to the bit") {
     REQUIRE(dx[0][i] == dx[1][i]);
     REQUIRE(eval[0][i] == eval[1][i]);
   }
+}
+
+TEST_CASE(
+    "batch norm + ReLU backward recomputes the ReLU's mask from x to the bit, at outputs on 0") {
+  Context ctx(Device::CPU, 2);
+  // Planes of 35 values written the ordinary way, of 1,221 streamed in chunks.
+  for (const Shape xs : {Shape{4, 16, 5, 7}, Shape{2, 16, 33, 37}}) {
+    CAPTURE(xs.str());
+    const MaskSides sides = check_relu_mask_on_zero(ctx, xs);
+    MESSAGE("outputs on 0: ", sides.open, " open, ", sides.closed, " closed");
+  }
+  HostTensor x(Shape{2, 3, 2, 2}), c3(Shape{3});
+  CHECK_THROWS_WITH_AS(
+      ops::batch_norm_backward(ctx, x.t(), x.t(), c3.t(), c3.t(), c3.t(), Tensor{},
+                               ops::GradMode::Overwrite, c3.t(), c3.t(), x.t(), c3.t()),
+      doctest::Contains("relu_y or relu_beta, not both"), Error);
 }
 
 TEST_CASE("add with its ReLU fused equals add then ReLU") {
