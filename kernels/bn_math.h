@@ -5,6 +5,7 @@
 // product of gamma and the saved float invstd, which the backward holds too.
 #pragma once
 
+#include <cmath>
 #include <type_traits>
 
 #include "engine/bfloat16.h"
@@ -17,13 +18,19 @@ PSGD_HOST_DEVICE inline float training_scale(float gamma, float invstd) {
 }
 
 // BN's output before any residual and ReLU: subtracting the mean first keeps the precision of
-// inputs whose mean is large against their spread.
+// inputs whose mean is large against their spread. The multiply-add is fused explicitly wherever
+// the machine has one, so that every loop computing it rounds alike without relying on each
+// compiler contracting each of them the same way.
 PSGD_HOST_DEVICE inline float affine(float x, float mean, float scale, float beta) {
+#if defined(__CUDA_ARCH__) || defined(__FMA__)
+  return fmaf(x - mean, scale, beta);
+#else
   return (x - mean) * scale + beta;
+#endif
 }
 
 // Whether the fused ReLU let the gradient through where BN's output is v: its output, stored in
-// T, is positive (a positive float below bf16's least value rounds to 0 there).
+// T, is positive (in bf16 the positive floats up to 2^-134, half its least value, round to 0).
 template <class T>
 PSGD_HOST_DEVICE inline bool relu_open(float v) {
   if constexpr (std::is_same_v<T, bf16>)

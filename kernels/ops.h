@@ -70,7 +70,8 @@ void batch_norm_forward_eval(Context& ctx, const Tensor& x, const Tensor& gamma,
 // Backward of the training forward; dgamma and dbeta are overwritten. With a fused ReLU, dy is
 // the gradient of the ReLU's output and counts where that output is positive: given `relu_y`,
 // the ReLU's output is read; given `relu_beta` instead (the forward's beta, a ReLU fused without
-// a residual), it is recomputed from x as the forward computed it, which reads a tensor fewer.
+// a residual), it is recomputed from x as the forward computed it, which reads a tensor fewer:
+// exact where x, gamma, beta and the saved statistics are the training forward's own.
 void batch_norm_backward(Context& ctx, const Tensor& x, const Tensor& dy, const Tensor& gamma,
                          const Tensor& saved_mean, const Tensor& saved_invstd, const Tensor& dx,
                          GradMode dx_mode, const Tensor& dgamma, const Tensor& dbeta,
