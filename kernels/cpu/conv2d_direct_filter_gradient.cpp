@@ -26,8 +26,10 @@ namespace {
 // Blocks of broadcast channels by filter rows: each broadcast channel adds an accumulator per
 // tap. With 32 registers: 3 channels by all 3 rows, 27 accumulators (over input channels: 9
 // input loads and 3 broadcasts per 27 FMAs). With 16: over input channels 4 channels by one
-// filter row, the rows in turn (12 accumulators; 3 loads and 4 broadcasts per 12 FMAs); over
-// output channels 1 channel by 3 rows (9).
+// filter row, the rows in turn, the row's inputs rolling in registers (12 accumulators, 3
+// inputs, 1 broadcast; 1 load, 2 at stride 2, and 4 broadcasts per 12 FMAs; loading all three
+// inputs per pixel spilled and ran at half the forward's rate on AVX2); over output channels 1
+// channel by 3 rows (9).
 #if defined(__AVX512F__)
 constexpr int kBlock = 3;
 constexpr int kBlockRows = 3;
@@ -139,12 +141,56 @@ void block_over_inputs(const float* images, const float* dy, int64_t count, int6
     }
 }
 
+// The same for one filter row, where a pixel's right tap is the next pixel's left one (and, at
+// stride 1, its middle tap the next one's left): the inputs roll along the row in registers, one
+// load per pixel and tap of stride.
+template <int kChannels, int kStride>
+void row_block_over_inputs(const float* images, const float* dy, int64_t count, int64_t k0,
+                           int64_t c0, int64_t r0, const Geometry& g, const Layout& l,
+                           float* partial) {
+  Vec acc[kChannels][3] = {};
+  const int64_t dy_plane = l.p * l.q, row = l.padded.wp * g.c, pixel = g.c;
+  for (int64_t i = 0; i < count; ++i) {
+    const float* image = images + i * l.image_floats + r0 * row + c0;
+    const float* d = dy + (i * g.k + k0) * dy_plane;
+    for (int64_t p = 0; p < l.p; ++p) {
+      const float* in_row = image + p * kStride * row;
+      const float* dy_row = d + p * l.q;
+      Vec left = load(in_row), middle = load(in_row + pixel);
+      for (int64_t q = 0; q < l.q; ++q) {
+        const float* at = in_row + q * kStride * pixel;
+        if (kStride == 2) middle = load(at + pixel);
+        const Vec right = load(at + 2 * pixel);
+#pragma GCC unroll 4
+        for (int kk = 0; kk < kChannels; ++kk) {
+          const float dv = dy_row[kk * dy_plane + q];  // dy broadcast
+          acc[kk][0] += left * dv;
+          acc[kk][1] += middle * dv;
+          acc[kk][2] += right * dv;
+        }
+        left = kStride == 1 ? middle : right;
+        middle = right;
+      }
+    }
+  }
+  for (int kk = 0; kk < kChannels; ++kk)
+    for (int t = 0; t < 3; ++t) {
+      float* to = partial + ((k0 + kk) * kTaps + r0 * 3 + t) * g.c + c0;
+      store(to, load(to) + acc[kk][t]);
+    }
+}
+
 template <int kChannels>
 void blocks_over_inputs(const float* images, const float* dy, int64_t count, int64_t k0,
                         const Geometry& g, const Layout& l, float* partial) {
   for (int64_t c0 = 0; c0 < g.c; c0 += kLanes)
     for (int64_t r0 = 0; r0 < 3; r0 += kBlockRows)
-      block_over_inputs<kChannels, kBlockRows>(images, dy, count, k0, c0, r0, g, l, partial);
+      if constexpr (kBlockRows > 1)
+        block_over_inputs<kChannels, kBlockRows>(images, dy, count, k0, c0, r0, g, l, partial);
+      else if (g.stride == 1)
+        row_block_over_inputs<kChannels, 1>(images, dy, count, k0, c0, r0, g, l, partial);
+      else
+        row_block_over_inputs<kChannels, 2>(images, dy, count, k0, c0, r0, g, l, partial);
 }
 
 // Over output channels: adds to the partial dw[c0 .. c0 + kChannels][tap][k0 .. k0 + kLanes] the

@@ -112,11 +112,19 @@ struct Layout {
 
 // The transforms cost per pixel and channel, the products per pixel and channel pair: with fewer
 // channels the direct method's 2.25x more multiplications at ~90% of the machine's sgemm rate cost
-// less. ResNet-32 at batch 128, forward: 16 channels 2.3 ms against 1.7, 32 channels 1.56 against
-// 1.70, 64 channels 1.12 against 1.9; filter gradient (its sums in sgemm): 3.3 against 2.3, 2.8
-// against 2.0, 2.1 against 2.4.
+// less. ResNet-32 at batch 128, forward (AVX-512): 16 channels 2.3 ms against 1.7, 32 channels
+// 1.56 against 1.70, 64 channels 1.12 against 1.9. Filter gradient (its sums in sgemm), AVX-512:
+// 3.3 against 2.3, 2.8 against 2.0, 2.1 against 2.4; AVX2, where the direct filter gradient keeps
+// fewer accumulators: 16 channels 8.0-8.4 ms against 6.9-7.1, 32 channels 5.5-6.9 against 8.2-9.9.
+#if defined(__AVX512F__)
+constexpr int64_t kFilterGradientMinChannels = 64;
+#else
+constexpr int64_t kFilterGradientMinChannels = 32;
+#endif
+
 bool worthwhile(const Geometry& g, Direction direction) {
-  return std::min(g.c, g.k) >= (direction == Direction::FilterGradient ? 64 : 32);
+  return std::min(g.c, g.k) >=
+         (direction == Direction::FilterGradient ? kFilterGradientMinChannels : 32);
 }
 
 // Planes of 2x2 are one tile whose patch is three quarters padding, and VGG16-bn's (512

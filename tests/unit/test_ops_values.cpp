@@ -86,7 +86,7 @@ Adjoints naive_conv_backward(const HostTensor& x, const HostTensor& w, const Hos
 
 // Shapes that take each CPU method: 3x3 filters at stride 1 padded by 1 on even planes of at
 // least 4x4 with at least 32 channels on both sides take Winograd's F(2x2, 3x3) (the filter
-// gradient from 64); planes where every output reads every pixel take one matrix product with
+// gradient from 64 with AVX-512); planes where every output reads every pixel take one matrix product with
 // the convolution's dense map; other strides 1 and 2 go direct, by rows where the output width
 // is a multiple of the vector lanes (4 for SSE, 8 for AVX2, 16 for AVX-512) or half of them on
 // an even number of rows, else along the flat padded plane where that wastes little; stride 3,
@@ -149,8 +149,8 @@ const ConvCase kConvCases[] = {{{3, 3, 7, 9}, {5, 3, 3, 3}, 1, 1},
                                // more than 7x7 taps: the GEMM
                                {{1, 2, 20, 20}, {2, 2, 8, 8}, 1, 3},
                                // Winograd F(2x2, 3x3) (at least 32 channels on both sides, 64
-                               // for the filter gradient): 32 channels, the filter gradient
-                               // direct; output channels short of a register block (68) and
+                               // for the filter gradient with AVX-512): 32 channels, the
+                               // filter gradient direct with AVX-512; output channels short of a register block (68) and
                                // tiles short of a vector, two blocks of tile rows crossing
                                // images, the last one short; blocks of exactly three
                                // vectors; rows of three tiles, two rows per image; the fewest
