@@ -12,8 +12,8 @@
 // is transformed, multiplied and transformed back while it is in L2. The filter gradient turns
 // the same transforms around (see filter_gradient). psgd takes it where both sides have at
 // least 32 channels (for the filter gradient 64 with AVX-512; ResNet's second and third
-// stages, VGG16-bn after its first layer): with fewer, the transforms cost more than the multiplications they
-// save (BENCHMARKS.md).
+// stages, VGG16-bn after its first layer): with fewer, the transforms cost more than the
+// multiplications they save (BENCHMARKS.md).
 //
 // Every tile's arithmetic is its own, in a fixed order: the forward and data gradient do not
 // depend on the batch, the blocks or the threads. The rounding differs from the direct sum by

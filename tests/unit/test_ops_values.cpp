@@ -86,13 +86,13 @@ Adjoints naive_conv_backward(const HostTensor& x, const HostTensor& w, const Hos
 
 // Shapes that take each CPU method: 3x3 filters at stride 1 padded by 1 on even planes of at
 // least 4x4 with at least 32 channels on both sides take Winograd's F(2x2, 3x3) (the filter
-// gradient from 64 with AVX-512); planes where every output reads every pixel take one matrix product with
-// the convolution's dense map; other strides 1 and 2 go direct, by rows where the output width
-// is a multiple of the vector lanes (4 for SSE, 8 for AVX2, 16 for AVX-512) or half of them on
-// an even number of rows, else along the flat padded plane where that wastes little; stride 3,
-// filters of more than 7x7 taps, and small planes such as 4x4 under AVX-512, take the im2col GEMM.
-// The direct data gradient needs square filters and pad < R at stride 1, filters of at least 2x2 at
-// stride 2 (by the phases of dx). The direct filter gradient takes the same planes with 3x3
+// gradient from 64 with AVX-512); planes where every output reads every pixel take one matrix
+// product with the convolution's dense map; other strides 1 and 2 go direct, by rows where the
+// output width is a multiple of the vector lanes (4 for SSE, 8 for AVX2, 16 for AVX-512) or half of
+// them on an even number of rows, else along the flat padded plane where that wastes little; stride
+// 3, filters of more than 7x7 taps, and small planes such as 4x4 under AVX-512, take the im2col
+// GEMM. The direct data gradient needs square filters and pad < R at stride 1, filters of at least
+// 2x2 at stride 2 (by the phases of dx). The direct filter gradient takes the same planes with 3x3
 // filters, over input channels where they are a multiple of the lanes, else at stride 1 over output
 // channels where those are (16 covers every build); the GEMM computes the others.
 struct ConvCase {
@@ -150,10 +150,10 @@ const ConvCase kConvCases[] = {{{3, 3, 7, 9}, {5, 3, 3, 3}, 1, 1},
                                {{1, 2, 20, 20}, {2, 2, 8, 8}, 1, 3},
                                // Winograd F(2x2, 3x3) (at least 32 channels on both sides, 64
                                // for the filter gradient with AVX-512): 32 channels, the
-                               // filter gradient direct with AVX-512; output channels short of a register block (68) and
-                               // tiles short of a vector, two blocks of tile rows crossing
-                               // images, the last one short; blocks of exactly three
-                               // vectors; rows of three tiles, two rows per image; the fewest
+                               // filter gradient direct with AVX-512; output channels short of a
+                               // register block (68) and tiles short of a vector, two blocks of
+                               // tile rows crossing images, the last one short; blocks of exactly
+                               // three vectors; rows of three tiles, two rows per image; the fewest
                                // tiles a block takes, more than fit L2; the filter
                                // gradient's larger blocks, two wanted split into one per
                                // thread, four into six, two per thread. 2x2 planes: the dense map
