@@ -2,11 +2,13 @@
 // image, dy[k] at the pixel times x[c] at the pixel shifted by the tap. One of the two is copied
 // with its channels last, so that a vector holds kLanes of its channels at one pixel, and the
 // other is broadcast from its planes; an accumulator per (broadcast channel, tap) then holds
-// kLanes dw values, and nothing is summed across lanes. Every vector load is one pixel's
-// channels, at a multiple of kLanes floats into the (64-byte aligned) workspace: no wrap-around
-// lanes, no loads across cache lines, no shuffles.
+// kLanes dw values, and nothing is summed across lanes. Every vector load of the products is one
+// pixel's channels, at a multiple of kLanes floats into the (64-byte aligned) workspace: no
+// wrap-around lanes, no loads across cache lines, no shuffles (only the channels-last copy
+// shuffles, on AVX2).
 //   Over input channels (C a multiple of the lanes): x channels-last and zero-padded, dy
-//   broadcast; per pixel, 9 input loads feed every output channel of the block.
+//   broadcast; per pixel, 9 input loads feed every output channel of the block (with 16
+//   registers, one filter row at a time, 1 load at stride 1 and 2 at stride 2).
 //   Over output channels (otherwise, K a multiple of the lanes: the first layer's 3 channels):
 //   dy channels-last, x broadcast from its padded planes; per pixel one dy load feeds every tap
 //   of every input channel of the block.
@@ -94,6 +96,7 @@ inline Vec gather_channels(const float* from, int64_t stride) {
 // 8 pixels of 8 channels' rows (`stride` floats apart) to the 8 pixels' channels, `to_stride`
 // floats apart: an 8x8 transpose in registers.
 inline void transpose_8x8(const float* from, int64_t stride, float* to, int64_t to_stride) {
+  static_assert(kLanes == 8, "a pixel's 8 channels fill a vector");
   __m256 r[8], t[8];
   for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(from + i * stride);
   for (int i = 0; i < 8; i += 2) {
@@ -135,6 +138,18 @@ void copy_channels_last(const float* from, int64_t channels, int64_t h, int64_t 
   }
 }
 
+// Adds a block's accumulators to the partial dw [k][tap][c] over input channels: output channels
+// k0 .. k0 + kChannels, taps from first_tap on, input channels c0 .. c0 + kLanes.
+template <int kChannels, int kBlockTaps>
+void add_to_partial(const Vec (&acc)[kChannels][kBlockTaps], int64_t k0, int64_t first_tap,
+                    int64_t c0, int64_t channels, float* partial) {
+  for (int kk = 0; kk < kChannels; ++kk)
+    for (int t = 0; t < kBlockTaps; ++t) {
+      float* to = partial + ((k0 + kk) * kTaps + first_tap + t) * channels + c0;
+      store(to, load(to) + acc[kk][t]);
+    }
+}
+
 // Over input channels: adds to the partial dw[k0 .. k0 + kChannels][taps of rows r0 .. r0 + kRows]
 // [c0 .. c0 + kLanes] the products of the chunk's `count` images, whose dy starts at dy.
 template <int kChannels, int kRows>
@@ -142,7 +157,7 @@ void block_over_inputs(const float* images, const float* dy, int64_t count, int6
                        int64_t r0, const Geometry& g, const Layout& l, float* partial) {
   constexpr int kBlockTaps = 3 * kRows;
   Vec acc[kChannels][kBlockTaps] = {};
-  const int64_t dy_plane = l.p * l.q, row = l.padded.wp * g.c, pixel = g.stride * g.c;
+  const int64_t dy_plane = l.p * l.q, row = l.padded.wp * g.c, output_step = g.stride * g.c;
   for (int64_t i = 0; i < count; ++i) {
     const float* image = images + i * l.image_floats + r0 * row + c0;
     const float* d = dy + (i * g.k + k0) * dy_plane;
@@ -155,18 +170,14 @@ void block_over_inputs(const float* images, const float* dy, int64_t count, int6
         for (int kk = 0; kk < kChannels; ++kk) dv[kk] = dy_row[kk * dy_plane + q];
 #pragma GCC unroll 9
         for (int t = 0; t < kBlockTaps; ++t) {
-          const Vec in = load(in_row + t / 3 * row + q * pixel + t % 3 * g.c);
+          const Vec in = load(in_row + t / 3 * row + q * output_step + t % 3 * g.c);
 #pragma GCC unroll 4
           for (int kk = 0; kk < kChannels; ++kk) acc[kk][t] += in * dv[kk];  // dy broadcast
         }
       }
     }
   }
-  for (int kk = 0; kk < kChannels; ++kk)
-    for (int t = 0; t < kBlockTaps; ++t) {
-      float* to = partial + ((k0 + kk) * kTaps + r0 * 3 + t) * g.c + c0;
-      store(to, load(to) + acc[kk][t]);
-    }
+  add_to_partial(acc, k0, r0 * 3, c0, g.c, partial);
 }
 
 // The same for one filter row, where a pixel's right tap is the next pixel's left one (and, at
@@ -184,10 +195,11 @@ void row_block_over_inputs(const float* images, const float* dy, int64_t count, 
     for (int64_t p = 0; p < l.p; ++p) {
       const float* in_row = image + p * kStride * row;
       const float* dy_row = d + p * l.q;
-      Vec left = load(in_row), middle = load(in_row + pixel);
+      Vec left = load(in_row), middle;
+      if constexpr (kStride == 1) middle = load(in_row + pixel);
       for (int64_t q = 0; q < l.q; ++q) {
         const float* at = in_row + q * kStride * pixel;
-        if (kStride == 2) middle = load(at + pixel);
+        if constexpr (kStride == 2) middle = load(at + pixel);
         const Vec right = load(at + 2 * pixel);
 #pragma GCC unroll 4
         for (int kk = 0; kk < kChannels; ++kk) {
@@ -196,17 +208,19 @@ void row_block_over_inputs(const float* images, const float* dy, int64_t count, 
           acc[kk][1] += middle * dv;
           acc[kk][2] += right * dv;
         }
-        left = kStride == 1 ? middle : right;
-        middle = right;
+        if constexpr (kStride == 1) {
+          left = middle;
+          middle = right;
+        } else {
+          left = right;
+        }
       }
     }
   }
-  for (int kk = 0; kk < kChannels; ++kk)
-    for (int t = 0; t < 3; ++t) {
-      float* to = partial + ((k0 + kk) * kTaps + r0 * 3 + t) * g.c + c0;
-      store(to, load(to) + acc[kk][t]);
-    }
+  add_to_partial(acc, k0, r0 * 3, c0, g.c, partial);
 }
+
+static_assert(kMaxStride == 2, "the filter rows roll at strides 1 and 2");
 
 template <int kChannels>
 void blocks_over_inputs(const float* images, const float* dy, int64_t count, int64_t k0,

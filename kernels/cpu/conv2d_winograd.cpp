@@ -114,8 +114,9 @@ struct Layout {
 // channels the direct method's 2.25x more multiplications at ~90% of the machine's sgemm rate cost
 // less. ResNet-32 at batch 128, forward (AVX-512): 16 channels 2.3 ms against 1.7, 32 channels
 // 1.56 against 1.70, 64 channels 1.12 against 1.9. Filter gradient (its sums in sgemm), AVX-512:
-// 3.3 against 2.3, 2.8 against 2.0, 2.1 against 2.4; AVX2, where the direct filter gradient keeps
-// fewer accumulators: 16 channels 8.0-8.4 ms against 6.9-7.1, 32 channels 5.5-6.9 against 8.2-9.9.
+// 3.3 against 2.3, 2.8 against 2.0, 2.1 against 2.4; AVX2 (a Zen 3), where the direct filter
+// gradient keeps fewer accumulators: 16 channels 7.8-8.1 ms against 5.0-5.5, 32 channels 4.4-5.0
+// against 6.6-6.9. SSE builds take AVX2's threshold, unmeasured.
 #if defined(__AVX512F__)
 constexpr int64_t kFilterGradientMinChannels = 64;
 #else
@@ -193,6 +194,14 @@ void with_tiles_per_row(int64_t tiles, Body body) {
   }
 }
 
+// B^T down column q of the patch rows d, into u[0], u[step], u[2 step], u[3 step].
+inline void transform_column(const float* const (&d)[4], int64_t q, float* u, int64_t step) {
+  u[0] = d[0][q] - d[2][q];
+  u[step] = d[1][q] + d[2][q];
+  u[2 * step] = d[2][q] - d[1][q];
+  u[3 * step] = d[1][q] - d[3][q];
+}
+
 // B^T d B for the tiles of tile rows [row0, row0 + rows) and every input channel into
 // v [point][input][pitch], zero from the last tile to the end of its vector (the products read
 // whole vectors, and stale workspace there could be slow denormals). Per channel, B^T down the
@@ -221,19 +230,15 @@ void transform_inputs(const Layout& l, const float* x, int64_t row0, int64_t row
         const int64_t ih = 2 * ty - 1 + i;
         d[i] = ih >= 0 && ih < l.h ? plane + ih * width : zeros;
       }
-      // Padded column 2 k + 1 (column 2 k) is odds[k], padded column 2 k + 2 evens[k + 1].
+      // The even padded columns, then the odd ones: column 2 k is padded column 2 k + 1, odds[k];
+      // column 2 k + 1 is padded column 2 k + 2, evens[k + 1].
       float* evens = columns + 4 * r * padded;
       float* odds = evens + tw + 1;
 #pragma omp simd
-      for (int64_t k = 0; k < tw; ++k)
-        for (int parity = 0; parity < 2; ++parity) {
-          const int64_t q = 2 * k + parity;
-          float* u = parity ? evens + k + 1 : odds + k;
-          u[0] = d[0][q] - d[2][q];
-          u[padded] = d[1][q] + d[2][q];
-          u[2 * padded] = d[2][q] - d[1][q];
-          u[3 * padded] = d[1][q] - d[3][q];
-        }
+      for (int64_t k = 0; k < tw; ++k) {
+        transform_column(d, 2 * k, odds + k, padded);
+        transform_column(d, 2 * k + 1, evens + k + 1, padded);
+      }
     }
     // Tile tx reads padded columns 2 tx .. 2 tx + 3: evens[tx], odds[tx], evens[tx + 1],
     // odds[tx + 1].
