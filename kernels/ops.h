@@ -67,15 +67,20 @@ void batch_norm_forward_train(Context& ctx, const Tensor& x, const Tensor& gamma
 void batch_norm_forward_eval(Context& ctx, const Tensor& x, const Tensor& gamma, const Tensor& beta,
                              const Tensor& running_mean, const Tensor& running_var,
                              BatchNormParams p, const Tensor& y, const Tensor& residual = {});
-// Backward of the training forward; dgamma and dbeta are overwritten. With a fused ReLU, dy is
-// the gradient of the ReLU's output and counts where that output is positive: given `relu_y`,
-// the ReLU's output is read; given `relu_beta` instead (the forward's beta, a ReLU fused without
-// a residual), it is recomputed from x as the forward computed it, which reads a tensor fewer:
-// exact where x, gamma, beta and the saved statistics are the training forward's own.
+// Where batch_norm_backward learns which outputs of a fused ReLU were open: from the ReLU's
+// `output` (open where positive), or recomputed from x with the forward's `beta` (C; a ReLU fused
+// without a residual), which reads a tensor fewer and is exact where x, gamma, beta and the saved
+// statistics are the training forward's own. Neither: no ReLU.
+struct ReluMaskSource {
+  Tensor output;
+  Tensor beta;
+};
+// Backward of the training forward; dgamma and dbeta are overwritten. With a fused ReLU (`relu`),
+// dy is the gradient of the ReLU's output and counts only where the ReLU was open.
 void batch_norm_backward(Context& ctx, const Tensor& x, const Tensor& dy, const Tensor& gamma,
                          const Tensor& saved_mean, const Tensor& saved_invstd, const Tensor& dx,
                          GradMode dx_mode, const Tensor& dgamma, const Tensor& dbeta,
-                         const Tensor& relu_y = {}, const Tensor& relu_beta = {});
+                         const ReluMaskSource& relu = {});
 
 // The same in stages, for statistics summed over ranks (synchronised BN): forward is moments ->
 // (sum over ranks) -> stats -> normalize, backward is backward_reduce -> (sum over ranks) ->

@@ -71,24 +71,25 @@ void batch_norm_forward_eval(Context& ctx, const Tensor& x, const Tensor& gamma,
 void batch_norm_backward(Context& ctx, const Tensor& x, const Tensor& dy, const Tensor& gamma,
                          const Tensor& saved_mean, const Tensor& saved_invstd, const Tensor& dx,
                          GradMode dx_mode, const Tensor& dgamma, const Tensor& dbeta,
-                         const Tensor& relu_y, const Tensor& relu_beta) {
+                         const ReluMaskSource& relu) {
   const char* op = "batch_norm_backward";
-  check_devices(
-      ctx, op,
-      {&x, &dy, &gamma, &saved_mean, &saved_invstd, &dx, &dgamma, &dbeta, &relu_y, &relu_beta});
+  check_devices(ctx, op,
+                {&x, &dy, &gamma, &saved_mean, &saved_invstd, &dx, &dgamma, &dbeta, &relu.output,
+                 &relu.beta});
   check_batch_norm(op, x, {&gamma, &saved_mean, &saved_invstd, &dgamma, &dbeta});
-  check_activations(op, {&x, &dy, &dx, &relu_y});
+  check_activations(op, {&x, &dy, &dx, &relu.output});
   check_float32(op, {&gamma, &saved_mean, &saved_invstd, &dgamma, &dbeta});
   check_same_shape(op, x, dy);
   if (dx.defined()) check_same_shape(op, x, dx);
-  if (relu_y.defined()) check_same_shape(op, x, relu_y);
-  if (relu_beta.defined()) {
-    PSGD_CHECK(!relu_y.defined(), op, ": the ReLU's mask comes from relu_y or relu_beta, not both");
-    check_batch_norm(op, x, {&relu_beta});
-    check_float32(op, {&relu_beta});
+  if (relu.output.defined()) check_same_shape(op, x, relu.output);
+  if (relu.beta.defined()) {
+    PSGD_CHECK(!relu.output.defined(), op,
+               ": the ReLU's mask comes from its output or from beta, not both");
+    check_batch_norm(op, x, {&relu.beta});
+    check_float32(op, {&relu.beta});
   }
   PSGD_DISPATCH_BN(ctx, batch_norm_backward, x, dy, gamma, saved_mean, saved_invstd, dx, dx_mode,
-                   dgamma, dbeta, relu_y, relu_beta);
+                   dgamma, dbeta, relu);
 }
 
 namespace {

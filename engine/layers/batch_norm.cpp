@@ -94,10 +94,10 @@ void BatchNorm::backward_relu(Context& ctx, std::span<const Tensor> x, const Ten
                dbeta = params_.grad(bias_);
   if (!residual_fused_) {
     ops::batch_norm_backward(ctx, x[0], relu_dy, gamma, saved_mean(), saved_invstd(), dx[0],
-                             dx_modes[0], dgamma, dbeta, {}, params_.value(bias_));
+                             dx_modes[0], dgamma, dbeta, {.beta = params_.value(bias_)});
   } else if (saved_.device() == Device::CUDA) {
     ops::batch_norm_backward(ctx, x[0], relu_dy, gamma, saved_mean(), saved_invstd(), dx[0],
-                             dx_modes[0], dgamma, dbeta, relu_y);
+                             dx_modes[0], dgamma, dbeta, {.output = relu_y});
   } else {
     // Nothing reads the ReLU's output gradient after this layer (masking it twice, where the
     // fused join masks it for the residual too, changes nothing).

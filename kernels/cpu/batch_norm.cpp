@@ -246,9 +246,9 @@ void batch_norm_forward_eval(const Tensor& x, const Tensor& gamma, const Tensor&
 void batch_norm_backward(const Tensor& x, const Tensor& dy, const Tensor& gamma,
                          const Tensor& saved_mean, const Tensor& saved_invstd, const Tensor& dx,
                          GradMode dx_mode, const Tensor& dgamma, const Tensor& dbeta,
-                         const Tensor& relu_y, const Tensor& relu_beta) {
-  const Mask mask = relu_y.defined()      ? Mask::ReluOutput
-                    : relu_beta.defined() ? Mask::ReluFromInput
+                         const ops::ReluMaskSource& relu) {
+  const Mask mask = relu.output.defined() ? Mask::ReluOutput
+                    : relu.beta.defined() ? Mask::ReluFromInput
                                           : Mask::None;
   const BnDims d = dims_of(x);
   const double m = static_cast<double>(d.count());
@@ -261,9 +261,9 @@ void batch_norm_backward(const Tensor& x, const Tensor& dy, const Tensor& gamma,
       const float invstd = saved_invstd.f32()[c];
       // dx = gamma * invstd * (dy - mean(dy) - xhat * mean(dy * xhat)), xhat = xc * invstd; the
       // factor gamma * invstd is the forward's scale.
-      const OutputGradient<T> g{dy.as<T>(), data_or_null<T>(relu_y), saved_mean.f32()[c],
+      const OutputGradient<T> g{dy.as<T>(), data_or_null<T>(relu.output), saved_mean.f32()[c],
                                 bn_math::training_scale(gamma.f32()[c], invstd),
-                                relu_beta.defined() ? relu_beta.f32()[c] : 0.0f};
+                                relu.beta.defined() ? relu.beta.f32()[c] : 0.0f};
       double sum_dy = 0.0, sum_dy_xc = 0.0;
       with_mask(mask, [&](auto kind) {
         channel_gradient_sums<decltype(kind)::value>(d, c, xs, g, sum_dy, sum_dy_xc);

@@ -31,7 +31,7 @@ void batch_norm_forward_eval(const Tensor& x, const Tensor& gamma, const Tensor&
 void batch_norm_backward(const Tensor& x, const Tensor& dy, const Tensor& gamma,
                          const Tensor& saved_mean, const Tensor& saved_invstd, const Tensor& dx,
                          GradMode dx_mode, const Tensor& dgamma, const Tensor& dbeta,
-                         const Tensor& relu_y, const Tensor& relu_beta);
+                         const ops::ReluMaskSource& relu);
 void batch_norm_moments(const Tensor& x, const Tensor& shift, const Tensor& moments);
 void batch_norm_stats(const Tensor& shift, const Tensor& moments, int64_t count,
                       ops::BatchNormParams p, const Tensor& running_mean, const Tensor& running_var,

@@ -65,12 +65,12 @@ void forward_eval_t(Context& ctx, const Tensor& x, const Tensor& gamma, const Te
 template <class T>
 void backward_t(Context& ctx, const Tensor& x, const Tensor& dy, const Tensor& gamma,
                 const Tensor& saved_mean, const Tensor& saved_invstd, const Tensor& dx,
-                GradMode dx_mode, const Tensor& dgamma, const Tensor& dbeta, const Tensor& relu_y,
-                const Tensor& relu_beta) {
+                GradMode dx_mode, const Tensor& dgamma, const Tensor& dbeta,
+                const ops::ReluMaskSource& relu) {
   const BnDims d = dims_of(x);
   const Scratch s = scratch_for(ctx, d);
   const T *in = x.as<T>(), *g = dy.as<T>();
-  const ReluMask<T> mask{data_or_null<T>(relu_y), data_or_null<float>(relu_beta)};
+  const ReluMask<T> mask{data_or_null<T>(relu.output), data_or_null<float>(relu.beta)};
   const float *mu = saved_mean.f32(), *is = saved_invstd.f32(), *ga = gamma.f32();
   const double m = static_cast<double>(d.count());
   float *dg = dgamma.f32(), *db = dbeta.f32(), *coefficients = s.coefficients;
@@ -119,10 +119,10 @@ void batch_norm_forward_eval(Context& ctx, const Tensor& x, const Tensor& gamma,
 void batch_norm_backward(Context& ctx, const Tensor& x, const Tensor& dy, const Tensor& gamma,
                          const Tensor& saved_mean, const Tensor& saved_invstd, const Tensor& dx,
                          GradMode dx_mode, const Tensor& dgamma, const Tensor& dbeta,
-                         const Tensor& relu_y, const Tensor& relu_beta) {
+                         const ops::ReluMaskSource& relu) {
   with_activation_type(x.dtype, [&](auto t) {
     backward_t<decltype(t)>(ctx, x, dy, gamma, saved_mean, saved_invstd, dx, dx_mode, dgamma, dbeta,
-                            relu_y, relu_beta);
+                            relu);
   });
 }
 

@@ -65,9 +65,9 @@ MaskSides check_relu_mask_on_zero(Context& ctx, const Shape& xs) {
     Staged read_dgamma(ctx, cs), read_dbeta(ctx, cs), recomputed_dgamma(ctx, cs),
         recomputed_dbeta(ctx, cs);
     ops::batch_norm_backward(ctx, x.t, dy.t, gamma.t, mean.t, invstd.t, read_dx.t, mode,
-                             read_dgamma.t, read_dbeta.t, y.t);
+                             read_dgamma.t, read_dbeta.t, {.output = y.t});
     ops::batch_norm_backward(ctx, x.t, dy.t, gamma.t, mean.t, invstd.t, recomputed_dx.t, mode,
-                             recomputed_dgamma.t, recomputed_dbeta.t, {}, beta.t);
+                             recomputed_dgamma.t, recomputed_dbeta.t, {.beta = beta.t});
     const HostTensor &a = read_dx.download(), &b = recomputed_dx.download();
     for (int64_t i = 0; i < a.numel(); ++i) REQUIRE(a[i] == b[i]);
     for (const auto& [p, q] :

@@ -1,5 +1,5 @@
 // BN + ReLU whose outputs land on 0, for checking that the backward's ReLU mask, recomputed from
-// x (ops::batch_norm_backward with relu_beta), takes the side the forward took.
+// x (ops::batch_norm_backward given beta), takes the side the forward took.
 #pragma once
 
 #include <cstdint>

@@ -183,7 +183,7 @@ TEST_CASE("cuda: batch norm, training and evaluation, forward and backward") {
           ctx.reserve_workspace(ops::batch_norm_workspace_floats(ctx, v[0].shape));
           ops::batch_norm_forward_train(ctx, v[0], v[1], v[2], v[3], v[4], relu, v[5], v[6], v[7]);
           ops::batch_norm_backward(ctx, v[0], v[8], v[1], v[6], v[7], v[9],
-                                   ops::GradMode::Accumulate, v[10], v[11], v[5]);
+                                   ops::GradMode::Accumulate, v[10], v[11], {.output = v[5]});
           ops::batch_norm_forward_eval(ctx, v[0], v[1], v[2], v[3], v[4], relu, v[5]);
         },
         "batch_norm + relu", 1e-5);
@@ -194,7 +194,7 @@ TEST_CASE("cuda: batch norm, training and evaluation, forward and backward") {
           ctx.reserve_workspace(ops::batch_norm_workspace_floats(ctx, v[0].shape));
           ops::batch_norm_forward_train(ctx, v[0], v[1], v[2], v[3], v[4], relu, v[5], v[6], v[7]);
           ops::batch_norm_backward(ctx, v[0], v[8], v[1], v[6], v[7], v[9],
-                                   ops::GradMode::Accumulate, v[10], v[11], Tensor{}, v[2]);
+                                   ops::GradMode::Accumulate, v[10], v[11], {.beta = v[2]});
         },
         "batch_norm + relu, mask from x", 1e-5);
     t.push_back(std::make_unique<Twin>(x, -1.0f, 1.0f, t.size()));  // a residual
@@ -208,9 +208,9 @@ TEST_CASE("cuda: batch norm, training and evaluation, forward and backward") {
           ops::batch_norm_forward_train(ctx, v[0], v[1], v[2], v[3], v[4], relu, v[5], v[6], v[7],
                                         v[12]);
           ops::batch_norm_backward(ctx, v[0], v[8], v[1], v[6], v[7], v[9],
-                                   ops::GradMode::Overwrite, v[10], v[11], v[5]);
+                                   ops::GradMode::Overwrite, v[10], v[11], {.output = v[5]});
           ops::batch_norm_backward(ctx, v[0], v[8], v[1], v[6], v[7], Tensor{},
-                                   ops::GradMode::Overwrite, v[13], v[14], v[5]);
+                                   ops::GradMode::Overwrite, v[13], v[14], {.output = v[5]});
           ops::batch_norm_forward_eval(ctx, v[0], v[1], v[2], v[3], v[4], relu, v[5], v[12]);
         },
         "batch_norm + add + relu", 1e-5);

@@ -225,8 +225,9 @@ TEST_CASE("cuda bf16: batch norm, training and evaluation, forward and backward"
               ctx.reserve_workspace(ops::batch_norm_workspace_floats(ctx, v[0].shape));
               const ops::BatchNormParams p{.relu = relu > 0};
               ops::batch_norm_forward_train(ctx, v[0], v[1], v[2], v[3], v[4], p, v[5], v[6], v[7]);
-              ops::batch_norm_backward(ctx, v[0], v[8], v[1], v[6], v[7], v[9], mode, v[10], v[11],
-                                       relu == 1 ? v[5] : Tensor{}, relu == 2 ? v[2] : Tensor{});
+              ops::batch_norm_backward(
+                  ctx, v[0], v[8], v[1], v[6], v[7], v[9], mode, v[10], v[11],
+                  {.output = relu == 1 ? v[5] : Tensor{}, .beta = relu == 2 ? v[2] : Tensor{}});
               ops::batch_norm_forward_eval(ctx, v[0], v[1], v[2], v[3], v[4], p, v[5]);
             },
             "batch_norm", kAllowance, kParamGradients);

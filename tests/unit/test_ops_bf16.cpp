@@ -237,10 +237,10 @@ TEST_CASE("bf16: batch norm, whole and in the stages of synchronised BN") {
           const Tensor relu_beta = from_x ? beta.t() : Tensor();
           ops::batch_norm_backward(c.f32, x.f(), dy.f(), gamma.t(), mean_f.t(), invstd_f.t(),
                                    dx.f(), mode, dgamma_f.t(), dbeta_f.t(),
-                                   read ? relu_y.f() : Tensor(), relu_beta);
+                                   {.output = read ? relu_y.f() : Tensor(), .beta = relu_beta});
           ops::batch_norm_backward(c.bf16, x.b(), dy.b(), gamma.t(), mean_b.t(), invstd_b.t(),
                                    dx.b(), mode, dgamma_b.t(), dbeta_b.t(),
-                                   read ? relu_y.b() : Tensor(), relu_beta);
+                                   {.output = read ? relu_y.b() : Tensor(), .beta = relu_beta});
           dx.check_rounded("backward");
           check_identical("dgamma", dgamma_f, dgamma_b);
           check_identical("dbeta", dbeta_f, dbeta_b);
