@@ -285,7 +285,9 @@ void multiply_tile(const float* u, const float* v, int64_t inputs, int64_t pitch
 #pragma GCC unroll 4
       for (int j = 0; j < kVectors; ++j) acc[kk][j] += in[j] * u[kk];
   }
+#pragma GCC unroll 16
   for (int kk = 0; kk < kBlockK; ++kk)
+#pragma GCC unroll 4
     for (int j = 0; j < kVectors; ++j) store(m + kk * pitch + (j0 + j) * kLanes, acc[kk][j]);
 }
 
