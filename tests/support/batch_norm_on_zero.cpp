@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <utility>
+#include <vector>
 
 #include "kernels/ops.h"
 #include "tests/support/host_tensor.h"
@@ -10,20 +11,41 @@
 namespace psgd::test {
 namespace {
 
-// A float32 tensor on a device, with its host values.
+// A float32 or bfloat16 tensor on a device, with its host values as floats (bf16 ones rounded on
+// upload, so that the host computes with the values the device holds).
 struct Staged {
   Context& ctx;
   HostTensor host;
   DeviceBuffer buffer;
   Tensor t;
-  Staged(Context& c, const Shape& shape, float value = 0.0f)
-      : ctx(c), host(shape, value), buffer(c.device(), host.t().bytes()), t(buffer.f32(0, shape)) {
+  Staged(Context& c, const Shape& shape, float value = 0.0f, DType dtype = DType::F32)
+      : ctx(c),
+        host(shape, value),
+        buffer(c.device(), static_cast<size_t>(shape.numel()) * dtype_size(dtype)),
+        t(buffer.view(0, shape, dtype)) {
     upload();
   }
-  void upload() { memory_copy(t.data, t.device, host.data(), Device::CPU, t.bytes()); }
+  void upload() {
+    if (t.dtype == DType::F32) {
+      memory_copy(t.data, t.device, host.data(), Device::CPU, t.bytes());
+      return;
+    }
+    std::vector<bf16> values(static_cast<size_t>(host.numel()));
+    for (size_t i = 0; i < values.size(); ++i) {
+      values[i] = to_bf16(host[static_cast<int64_t>(i)]);
+      host[static_cast<int64_t>(i)] = to_float(values[i]);
+    }
+    memory_copy(t.data, t.device, values.data(), Device::CPU, t.bytes());
+  }
   HostTensor& download() {
     ctx.synchronize();
-    memory_copy(host.data(), Device::CPU, t.data, t.device, t.bytes());
+    if (t.dtype == DType::F32) {
+      memory_copy(host.data(), Device::CPU, t.data, t.device, t.bytes());
+      return host;
+    }
+    std::vector<bf16> values(static_cast<size_t>(host.numel()));
+    memory_copy(values.data(), Device::CPU, t.data, t.device, t.bytes());
+    for (size_t i = 0; i < values.size(); ++i) host[static_cast<int64_t>(i)] = to_float(values[i]);
     return host;
   }
 };
@@ -33,8 +55,10 @@ struct Staged {
 MaskSides check_relu_mask_on_zero(Context& ctx, const Shape& xs) {
   const int64_t n = xs[0], c = xs[1], hw = xs[2] * xs[3];
   const Shape cs{c};
-  Staged x(ctx, xs), dy(ctx, xs), y(ctx, xs), gamma(ctx, cs), beta(ctx, cs), rm(ctx, cs),
-      rv(ctx, cs, 1.0f), mean(ctx, cs), invstd(ctx, cs);
+  const DType activations = ctx.activation_dtype();
+  Staged x(ctx, xs, 0.0f, activations), dy(ctx, xs, 0.0f, activations),
+      y(ctx, xs, 0.0f, activations), gamma(ctx, cs), beta(ctx, cs), rm(ctx, cs), rv(ctx, cs, 1.0f),
+      mean(ctx, cs), invstd(ctx, cs);
   fill_uniform(x.host.t(), -2, 3, 9, 0);
   fill_uniform(dy.host.t(), -1, 1, 9, 1);
   fill_uniform(gamma.host.t(), 0.5, 2, 9, 2);
@@ -61,7 +85,7 @@ MaskSides check_relu_mask_on_zero(Context& ctx, const Shape& xs) {
 
   for (ops::GradMode mode : {ops::GradMode::Overwrite, ops::GradMode::Accumulate}) {
     CAPTURE(static_cast<int>(mode));
-    Staged read_dx(ctx, xs, 0.25f), recomputed_dx(ctx, xs, 0.25f);
+    Staged read_dx(ctx, xs, 0.25f, activations), recomputed_dx(ctx, xs, 0.25f, activations);
     Staged read_dgamma(ctx, cs), read_dbeta(ctx, cs), recomputed_dgamma(ctx, cs),
         recomputed_dbeta(ctx, cs);
     ops::batch_norm_backward(ctx, x.t, dy.t, gamma.t, mean.t, invstd.t, read_dx.t, mode,

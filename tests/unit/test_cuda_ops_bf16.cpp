@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "kernels/ops.h"
+#include "tests/support/batch_norm_on_zero.h"
 #include "tests/support/batch_norm_stages.h"
 #include "tests/support/gpu_op_shapes.h"
 #include "tests/support/host_tensor.h"
@@ -233,6 +234,27 @@ TEST_CASE("cuda bf16: batch norm, training and evaluation, forward and backward"
             "batch_norm", kAllowance, kParamGradients);
       }
   }
+}
+
+TEST_CASE(
+    "cuda bf16: batch norm + ReLU backward recomputes the ReLU's mask as the forward took it") {
+  // The shapes of the float32 case: one block per channel, 4-wide and scalar, and the split
+  // passes, 4-wide and scalar. A channel's outputs on 0 all take one side, so a shape of 3 to 8
+  // channels may see one side only; together the shapes must see both.
+  Context ctx(Device::CUDA, 2, 3, kBf16);
+  MaskSides all;
+  for (const Shape xs :
+       {Shape{128, 8, 8, 8}, Shape{3, 5, 7, 15}, Shape{32, 4, 32, 32}, Shape{64, 3, 15, 19}}) {
+    CAPTURE(xs.str());
+    const MaskSides sides = check_relu_mask_on_zero(ctx, xs);
+    MESSAGE("outputs on 0: ", sides.open, " open, ", sides.closed, " closed");
+    all.open += sides.open;
+    all.closed += sides.closed;
+  }
+#ifdef __FMA__  // the products fused (a GPU always fuses them), so outputs fall either side of 0
+  CHECK(all.open > 0);
+  CHECK(all.closed > 0);
+#endif
 }
 
 TEST_CASE("cuda bf16: synchronised batch norm's stages") {

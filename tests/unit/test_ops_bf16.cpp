@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "kernels/ops.h"
+#include "tests/support/batch_norm_on_zero.h"
 #include "tests/support/host_tensor.h"
 
 using namespace psgd;
@@ -275,6 +276,23 @@ TEST_CASE("bf16: batch norm, whole and in the stages of synchronised BN") {
                                      sums_view(sums_f), count, dx.b(), mode);
       dx.check_rounded("backward_input");
     }
+  }
+}
+
+TEST_CASE(
+    "bf16: batch norm + ReLU backward recomputes the ReLU's mask from x to the bit, at "
+    "outputs on 0") {
+  // The forward's output is rounded to bf16 before its ReLU, and the recomputed mask must round
+  // it the same way (bn_math::relu_open). Planes written the ordinary way and streamed in chunks.
+  Contexts c;
+  for (const Shape xs : {Shape{4, 16, 5, 7}, Shape{2, 16, 33, 37}}) {
+    CAPTURE(xs.str());
+    const MaskSides sides = check_relu_mask_on_zero(c.bf16, xs);
+    MESSAGE("outputs on 0: ", sides.open, " open, ", sides.closed, " closed");
+#ifdef __FMA__  // the products fused, so the outputs fall either side of 0
+    CHECK(sides.open > 0);
+    CHECK(sides.closed > 0);
+#endif
   }
 }
 
