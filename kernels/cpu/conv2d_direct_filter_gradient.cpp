@@ -113,6 +113,19 @@ inline void transpose_8x8(const float* from, int64_t stride, float* to, int64_t 
     _mm256_storeu_ps(to + (i + 4) * to_stride, _mm256_permute2f128_ps(r[i], r[i + 4], 0x31));
   }
 }
+
+// A row's whole blocks of 8 pixels by 8 channels, transposed; returns the pixels done.
+inline int64_t transpose_blocks(const float* from, int64_t w, int64_t stride, float* to,
+                                int64_t to_stride) {
+  int64_t x = 0;
+  for (; x + 8 <= w; x += 8) transpose_8x8(from + x, stride, to + x * to_stride, to_stride);
+  return x;
+}
+#else
+// None: the gathers take every pixel.
+inline int64_t transpose_blocks(const float*, int64_t, int64_t, float*, int64_t) {
+  return 0;
+}
 #endif
 
 // Planes (channels, h, w) into the interior of a buffer (h + 2 pad, padded_w, channels),
@@ -128,11 +141,7 @@ void copy_channels_last(const float* from, int64_t channels, int64_t h, int64_t 
     float* out = to + ((y + pad) * padded_w + pad) * channels;
     for (int64_t c = 0; c < channels; c += kLanes) {
       const float* in = from + c * plane_floats + y * w;
-      int64_t x = 0;
-#if defined(__AVX2__) && !defined(__AVX512F__)
-      for (; x + 8 <= w; x += 8)
-        transpose_8x8(in + x, plane_floats, out + x * channels + c, channels);
-#endif
+      int64_t x = transpose_blocks(in, w, plane_floats, out + c, channels);
       for (; x < w; ++x) store(out + x * channels + c, gather_channels(in + x, plane_floats));
     }
   }
