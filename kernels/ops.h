@@ -57,8 +57,8 @@ int64_t batch_norm_workspace_floats(const Context& ctx, const Shape& x);
 // Training: normalises with the biased batch variance, updates running_var with the unbiased
 // one, and saves the batch mean and 1/sqrt(var + eps) (C) for the backward pass. With a
 // `residual` (x's shape and type), y = BN(x) + residual before the fused ReLU: a residual join
-// and its ReLU in BN's pass (backward: batch_norm_backward with relu_y, and relu_backward into
-// the residual's gradient).
+// and its ReLU in BN's pass (backward: batch_norm_backward with the ReLU's output as the mask,
+// {.output = y}, and relu_backward into the residual's gradient).
 void batch_norm_forward_train(Context& ctx, const Tensor& x, const Tensor& gamma,
                               const Tensor& beta, const Tensor& running_mean,
                               const Tensor& running_var, BatchNormParams p, const Tensor& y,

@@ -8,17 +8,30 @@ cd "$(dirname "$0")/.."
 scripts/build.sh
 ctest --test-dir "${PSGD_BUILD_DIR:-build}" --output-on-failure -j"$(nproc)"
 
-# The CPU suites once more under AddressSanitizer and UndefinedBehaviorSanitizer (the fuzzers
-# have their own sanitized build), compiled for the x86-64 level below this machine's: the
-# kernels' vector paths differ by level (AVX-512, AVX2 with FMA, SSE4.2), and so the tests run
-# two of them on any machine that has AVX2.
-sanitized=${PSGD_SANITIZED_BUILD_DIR:-build-asan}
-lower_level=x86-64-v2
-if grep -qw avx512f /proc/cpuinfo 2>/dev/null; then
-  lower_level=x86-64-v3
+# The CPU kernels' suites once more, compiled for the x86-64 level below the one just built: the
+# kernels' vector paths differ by level (AVX-512; AVX2 with FMA; SSE4.2), so that wherever the
+# machine has AVX2 two of them run.
+cache="${PSGD_BUILD_DIR:-build}/CMakeCache.txt"
+native_level=$(sed -n 's/^PSGD_CPU_ARCH_BUILT:INTERNAL=//p' "$cache")
+case $native_level in
+  x86-64-v4) lower_level=x86-64-v3 ;;
+  x86-64-v3) lower_level=x86-64-v2 ;;
+  *) lower_level= ;;
+esac
+if [[ -n $lower_level ]]; then
+  lower=${PSGD_LOWER_LEVEL_BUILD_DIR:-build-$lower_level}
+  cmake -S . -B "$lower" -G Ninja -DCMAKE_BUILD_TYPE=Release -DPSGD_CUDA=OFF \
+    -DPSGD_CPU_ARCH="$lower_level" >/dev/null
+  kernel_suites=(kernel_math ops_values ops_gradcheck ops_bf16)
+  cmake --build "$lower" -j"$(nproc)" --target "${kernel_suites[@]/#/test_}"
+  ctest --test-dir "$lower" --output-on-failure -j"$(nproc)" \
+    -R "^($(IFS='|'; echo "${kernel_suites[*]}"))/"
 fi
-PSGD_BUILD_DIR=$sanitized scripts/build.sh -DPSGD_CUDA=OFF -DPSGD_SANITIZE=ON \
-  -DPSGD_CPU_ARCH="$lower_level"
+
+# The CPU suites once more under AddressSanitizer and UndefinedBehaviorSanitizer (the fuzzers
+# have their own sanitized build).
+sanitized=${PSGD_SANITIZED_BUILD_DIR:-build-asan}
+PSGD_BUILD_DIR=$sanitized scripts/build.sh -DPSGD_CUDA=OFF -DPSGD_SANITIZE=ON
 ctest --test-dir "$sanitized" --output-on-failure -j"$(nproc)" -E '^fuzz/'
 
 # Where no GPU is visible (CI), the GPU suites run once more, on the CPU emulator of the CUDA

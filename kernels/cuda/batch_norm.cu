@@ -5,7 +5,7 @@
 // over a contiguous run of images; the last of a channel's blocks to finish adds the splits in a
 // fixed order and turns them into per-channel coefficients; the elementwise passes run over all
 // elements at once. Where a channel fits one block's registers, one launch does it all
-// (batch_norm_one_block.cuh). Activations (x, y, dy, dx, relu_y) are float or bf16 (T);
+// (batch_norm_one_block.cuh). Activations (x, y, dy, dx, the ReLU's output) are float or bf16 (T);
 // parameters and statistics float32.
 #include <cmath>
 
