@@ -2,6 +2,7 @@
 
 #include <doctest/doctest.h>
 
+#include <cstdint>
 #include <utility>
 #include <vector>
 
@@ -50,9 +51,11 @@ struct Staged {
   }
 };
 
-}  // namespace
+struct MaskSides {
+  int64_t open = 0, closed = 0;  // outputs built to land on 0, by the side they took
+};
 
-MaskSides check_relu_mask_on_zero(Context& ctx, const Shape& xs) {
+MaskSides check_shape(Context& ctx, const Shape& xs) {
   const int64_t n = xs[0], c = xs[1], hw = xs[2] * xs[3];
   const Shape cs{c};
   const DType activations = ctx.activation_dtype();
@@ -101,6 +104,30 @@ MaskSides check_relu_mask_on_zero(Context& ctx, const Shape& xs) {
     }
   }
   return sides;
+}
+
+}  // namespace
+
+void check_relu_mask_on_zero(Context& ctx, std::initializer_list<Shape> x_shapes,
+                             BothSidesIn where) {
+  MaskSides all;
+  for (const Shape& xs : x_shapes) {
+    CAPTURE(xs.str());
+    const MaskSides sides = check_shape(ctx, xs);
+    MESSAGE("outputs on 0: ", sides.open, " open, ", sides.closed, " closed");
+#ifdef __FMA__
+    if (where == BothSidesIn::EachShape) {
+      CHECK(sides.open > 0);
+      CHECK(sides.closed > 0);
+    }
+#endif
+    all.open += sides.open;
+    all.closed += sides.closed;
+  }
+#ifdef __FMA__
+  CHECK(all.open > 0);
+  CHECK(all.closed > 0);
+#endif
 }
 
 }  // namespace psgd::test

@@ -2,22 +2,26 @@
 // x (ops::batch_norm_backward given beta), takes the side the forward took.
 #pragma once
 
-#include <cstdint>
+#include <initializer_list>
 
 #include "engine/context.h"
 
 namespace psgd::test {
 
-struct MaskSides {
-  int64_t open = 0, closed = 0;  // outputs built to land on 0, by the side they took
-};
+// Where outputs on 0 must be seen on both sides of the ReLU: in each shape, or over all the
+// shapes together (a channel's outputs on 0 all take one side, so a shape of few channels may
+// see one side only).
+enum class BothSidesIn { EachShape, AllShapes };
 
-// On ctx's device, in its activation type (float32, or bf16 in the bf16 mode): every third value
-// of each channel of x is one value a, and beta = -round((a - mean) * scale) from the device's
-// own statistics, so that BN's output there is the product's rounding error: a few ulps either
-// side of 0 where BN fuses the multiply-add (bn_math.h), exactly 0 where it does not. Requires
-// the backward with the mask recomputed to give the bits of the backward reading the ReLU's
-// output, for both gradient modes.
-MaskSides check_relu_mask_on_zero(Context& ctx, const Shape& x_shape);
+// For each shape, on ctx's device, in its activation type (float32, or bf16 in the bf16 mode):
+// every third value of each channel of x is one value a, and beta = -round((a - mean) * scale)
+// from the device's own statistics, so that BN's output there is the product's rounding error: a
+// few ulps either side of 0 where BN fuses the multiply-add (bn_math.h), exactly 0 where it does
+// not. Requires the backward with the mask recomputed to give the bits of the backward reading
+// the ReLU's output, for both gradient modes, and reports the sides the outputs took. Where the
+// build fuses the products (__FMA__ on the CPU and in the GPU emulator; a GPU always does),
+// requires both sides, as `where` says.
+void check_relu_mask_on_zero(Context& ctx, std::initializer_list<Shape> x_shapes,
+                             BothSidesIn where);
 
 }  // namespace psgd::test

@@ -412,15 +412,7 @@ TEST_CASE(
     "batch norm + ReLU backward recomputes the ReLU's mask from x to the bit, at outputs on 0") {
   Context ctx(Device::CPU, 2);
   // Planes of 35 values written the ordinary way, of 1,221 streamed in chunks.
-  for (const Shape xs : {Shape{4, 16, 5, 7}, Shape{2, 16, 33, 37}}) {
-    CAPTURE(xs.str());
-    const MaskSides sides = check_relu_mask_on_zero(ctx, xs);
-    MESSAGE("outputs on 0: ", sides.open, " open, ", sides.closed, " closed");
-#ifdef __FMA__  // the products fused, so the outputs fall either side of 0
-    CHECK(sides.open > 0);
-    CHECK(sides.closed > 0);
-#endif
-  }
+  check_relu_mask_on_zero(ctx, {Shape{4, 16, 5, 7}, Shape{2, 16, 33, 37}}, BothSidesIn::EachShape);
   HostTensor x(Shape{2, 3, 2, 2}), c3(Shape{3});
   CHECK_THROWS_WITH_AS(ops::batch_norm_backward(ctx, x.t(), x.t(), c3.t(), c3.t(), c3.t(), Tensor{},
                                                 ops::GradMode::Overwrite, c3.t(), c3.t(),
