@@ -156,8 +156,9 @@ const ConvCase kConvCases[] = {{{3, 3, 7, 9}, {5, 3, 3, 3}, 1, 1},
                                // three vectors; rows of three tiles, two rows per image; the fewest
                                // tiles a block takes, more than fit L2; the filter
                                // gradient's larger blocks, two wanted split into one per
-                               // thread, four into six, two per thread. 2x2 planes: the dense map
-                               // of small planes
+                               // thread, four into six, two per thread; rows of 16 tiles, two
+                               // vectors of the input transform's register path (AVX2), its
+                               // carries between them. 2x2 planes: the dense map of small planes
                                {{3, 32, 16, 16}, {32, 32, 3, 3}, 1, 1},
                                {{5, 64, 10, 10}, {68, 64, 3, 3}, 1, 1},
                                {{9, 64, 16, 16}, {64, 64, 3, 3}, 1, 1},
@@ -166,6 +167,7 @@ const ConvCase kConvCases[] = {{{3, 3, 7, 9}, {5, 3, 3, 3}, 1, 1},
                                {{17, 64, 2, 2}, {64, 64, 3, 3}, 1, 1},
                                {{3, 256, 4, 4}, {72, 256, 3, 3}, 1, 1},
                                {{25, 64, 16, 16}, {64, 64, 3, 3}, 1, 1},
+                               {{2, 32, 32, 32}, {32, 32, 3, 3}, 1, 1},
                                // planes where every output reads every pixel, as a dense map:
                                // 1x1 (the centre tap alone), 2x1, 3x3 under 5x5 filters; and
                                // 3x2 and 2x3 under 3x3 filters, a row or a column too many
