@@ -205,8 +205,9 @@ inline void transform_column(const float* const (&d)[4], int64_t q, float* u, in
   u[3 * step] = d[1][q] - d[3][q];
 }
 
-// The register path's vectors: kN consecutive tiles of a row, at most 8 (and 4 where the
-// machine's vectors are), so that each is one register.
+// The register path's vectors: kN consecutive tiles of a row, at most the machine's lanes, so
+// that each is one register, and at most 8 (the shuffles below come in 4 and 8 lanes; AVX-512
+// runs AVX2's).
 template <int64_t kTilesPerRow>
 constexpr int64_t kRowLanes = std::min<int64_t>({kTilesPerRow, kLanes, 8});
 
@@ -249,11 +250,12 @@ inline void store_row(float* to, V v) {
 // the even columns 2t and the odd ones 2t + 1 gives vectors of the middle two, and the outer
 // two are the odd one's vector a lane up and the even one's a lane down, zero past the plane.
 // The additions of transform_column and then of the row pass in transform_inputs, so the same
-// bits; no partial vectors, stores reloaded or lanes assembled in scalar code.
+// bits, in whole vectors with no lane assembled in scalar code.
 template <int64_t kTilesPerRow>
 [[gnu::always_inline]] inline void transform_tile_row(const float* const (&d)[4], float* to,
                                                       int64_t step) {
   constexpr int64_t kN = kRowLanes<kTilesPerRow>, kChunks = kTilesPerRow / kN;
+  static_assert((kN == 4 || kN == 8) && kTilesPerRow % kN == 0, "whole vectors of 4 or 8 tiles");
   using V = RowVec<kN>;
   V even[kChunks][4], odd[kChunks][4];  // B^T down the even and the odd columns, by its row
   for (int64_t m = 0; m < kChunks; ++m) {
@@ -288,8 +290,9 @@ template <int64_t kTilesPerRow>
 // B^T d B for the tiles of tile rows [row0, row0 + rows) and every input channel into
 // v [point][input][pitch], zero from the last tile to the end of its vector (the products read
 // whole vectors, and stale workspace there could be slow denormals). Rows of a multiple of 4
-// tiles (ResNet's and VGG's planes from 8x8) transform in registers (transform_tile_row:
-// ResNet-32's stage-2 and stage-3 forward and data gradient 10-28% faster on a Zen 3). Else, per
+// tiles (ResNet's and VGG's planes from 8x8) transform in registers (transform_tile_row: with
+// the prefetch below, ResNet-32's stage-2 and stage-3 forward and data gradient 10-28% faster on
+// a Zen 3). Else, per
 // channel, B^T down the columns of every tile row first, into `columns` (rows x 4 rows of padded
 // columns, the even ones then the odd ones), then B along them: reading a row just written would
 // stall on the stores still in flight, and the even and odd columns apart make every read of B's
@@ -304,9 +307,11 @@ void transform_inputs(const Layout& l, const float* x, int64_t row0, int64_t row
   float* zeros = scratch;
   float* columns = scratch + width;
   std::fill(zeros, zeros + width, 0.0f);
-  // Padded columns 0 and w + 1: the first even one and the last odd one.
-  for (int64_t r = 0; r < 4 * rows; ++r)
-    columns[r * padded] = columns[r * padded + width + 1] = 0.0f;
+  if constexpr (!kInRegisters) {
+    // Padded columns 0 and w + 1: the first even one and the last odd one.
+    for (int64_t r = 0; r < 4 * rows; ++r)
+      columns[r * padded] = columns[r * padded + width + 1] = 0.0f;
+  }
   for (int64_t c = 0; c < l.inputs; ++c) {
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t image = l.image_of(row0 + r), ty = l.tile_row_in_image(row0 + r);
@@ -316,41 +321,43 @@ void transform_inputs(const Layout& l, const float* x, int64_t row0, int64_t row
         const int64_t ih = 2 * ty - 1 + i;
         d[i] = ih >= 0 && ih < l.h ? plane + ih * width : zeros;
       }
-      // The next channel's rows, which a step brings from memory (with cold caches, ~10% of
-      // ResNet-32's stage-2 forward on a Zen 3).
-      for (int i = 0; i < 4; ++i)
-        for (int64_t f = 0; f < width; f += kFloatsPerLine)
-          __builtin_prefetch(d[i] + l.h * width + f);
+      // The next channel's rows, which a step brings from memory (with cold caches ~10% of
+      // ResNet-32's stage-2 forward on a Zen 3; both paths).
+      for (int i = 0; i < 4 && c + 1 < l.inputs; ++i)
+        if (d[i] != zeros)
+          for (int64_t f = 0; f < width; f += kFloatsPerLine)
+            __builtin_prefetch(d[i] + l.h * width + f);
       if constexpr (kInRegisters) {
         transform_tile_row<kTilesPerRow>(d, v + c * l.pitch + r * tw, step);
-        continue;
-      }
-      // The even padded columns, then the odd ones: column 2 k is padded column 2 k + 1, odds[k];
-      // column 2 k + 1 is padded column 2 k + 2, evens[k + 1].
-      float* evens = columns + 4 * r * padded;
-      float* odds = evens + tw + 1;
+      } else {
+        // The even padded columns, then the odd ones: column 2 k is padded column 2 k + 1,
+        // odds[k]; column 2 k + 1 is padded column 2 k + 2, evens[k + 1].
+        float* evens = columns + 4 * r * padded;
+        float* odds = evens + tw + 1;
 #pragma omp simd
-      for (int64_t k = 0; k < tw; ++k) {
-        transform_column(d, 2 * k, odds + k, padded);
-        transform_column(d, 2 * k + 1, evens + k + 1, padded);
-      }
-    }
-    if constexpr (kInRegisters) continue;
-    // Tile tx reads padded columns 2 tx .. 2 tx + 3: evens[tx], odds[tx], evens[tx + 1],
-    // odds[tx + 1].
-    for (int64_t r = 0; r < rows; ++r)
-      for (int i = 0; i < 4; ++i) {
-        const float* evens = columns + (4 * r + i) * padded;
-        const float* odds = evens + tw + 1;
-        float* to = v + 4 * i * step + c * l.pitch + r * tw;
-#pragma omp simd
-        for (int64_t tx = 0; tx < tw; ++tx) {
-          to[tx] = evens[tx] - evens[tx + 1];
-          to[step + tx] = odds[tx] + evens[tx + 1];
-          to[2 * step + tx] = evens[tx + 1] - odds[tx];
-          to[3 * step + tx] = odds[tx] - odds[tx + 1];
+        for (int64_t k = 0; k < tw; ++k) {
+          transform_column(d, 2 * k, odds + k, padded);
+          transform_column(d, 2 * k + 1, evens + k + 1, padded);
         }
       }
+    }
+    if constexpr (!kInRegisters) {
+      // Tile tx reads padded columns 2 tx .. 2 tx + 3: evens[tx], odds[tx], evens[tx + 1],
+      // odds[tx + 1].
+      for (int64_t r = 0; r < rows; ++r)
+        for (int i = 0; i < 4; ++i) {
+          const float* evens = columns + (4 * r + i) * padded;
+          const float* odds = evens + tw + 1;
+          float* to = v + 4 * i * step + c * l.pitch + r * tw;
+#pragma omp simd
+          for (int64_t tx = 0; tx < tw; ++tx) {
+            to[tx] = evens[tx] - evens[tx + 1];
+            to[step + tx] = odds[tx] + evens[tx + 1];
+            to[2 * step + tx] = evens[tx + 1] - odds[tx];
+            to[3 * step + tx] = odds[tx] - odds[tx + 1];
+          }
+        }
+    }
   }
   const int64_t tiles = rows * tw, vector_end = (tiles + kLanes - 1) / kLanes * kLanes;
   for (int p = 0; p < kPoints; ++p)

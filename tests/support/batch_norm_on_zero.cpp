@@ -55,7 +55,7 @@ struct MaskSides {
   int64_t open = 0, closed = 0;  // outputs built to land on 0, by the side they took
 };
 
-MaskSides check_shape(Context& ctx, const Shape& xs) {
+MaskSides check_one_shape(Context& ctx, const Shape& xs) {
   const int64_t n = xs[0], c = xs[1], hw = xs[2] * xs[3];
   const Shape cs{c};
   const DType activations = ctx.activation_dtype();
@@ -113,7 +113,7 @@ void check_relu_mask_on_zero(Context& ctx, std::initializer_list<Shape> x_shapes
   MaskSides all;
   for (const Shape& xs : x_shapes) {
     CAPTURE(xs.str());
-    const MaskSides sides = check_shape(ctx, xs);
+    const MaskSides sides = check_one_shape(ctx, xs);
     MESSAGE("outputs on 0: ", sides.open, " open, ", sides.closed, " closed");
 #ifdef __FMA__
     if (where == BothSidesIn::EachShape) {
@@ -125,8 +125,10 @@ void check_relu_mask_on_zero(Context& ctx, std::initializer_list<Shape> x_shapes
     all.closed += sides.closed;
   }
 #ifdef __FMA__
-  CHECK(all.open > 0);
-  CHECK(all.closed > 0);
+  if (where == BothSidesIn::AllShapes) {
+    CHECK(all.open > 0);
+    CHECK(all.closed > 0);
+  }
 #endif
 }
 

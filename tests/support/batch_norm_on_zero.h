@@ -19,8 +19,9 @@ enum class BothSidesIn { EachShape, AllShapes };
 // few ulps either side of 0 where BN fuses the multiply-add (bn_math.h), exactly 0 where it does
 // not. Requires the backward with the mask recomputed to give the bits of the backward reading
 // the ReLU's output, for both gradient modes, and reports the sides the outputs took. Where the
-// build fuses the products (__FMA__ on the CPU and in the GPU emulator; a GPU always does),
-// requires both sides, as `where` says.
+// host compiler targets FMA (__FMA__), requires both sides, as `where` says: the CPU's BN and
+// the GPU emulator's then fuse the products (a real GPU always does, but the check still keys on
+// the host's flag).
 void check_relu_mask_on_zero(Context& ctx, std::initializer_list<Shape> x_shapes,
                              BothSidesIn where);
 

@@ -157,8 +157,9 @@ const ConvCase kConvCases[] = {{{3, 3, 7, 9}, {5, 3, 3, 3}, 1, 1},
                                // tiles a block takes, more than fit L2; the filter
                                // gradient's larger blocks, two wanted split into one per
                                // thread, four into six, two per thread; rows of 16 tiles, two
-                               // vectors of the input transform's register path (AVX2), its
-                               // carries between them. 2x2 planes: the dense map of small planes
+                               // vectors of the input transform's register path (AVX2 and
+                               // AVX-512; four at SSE4.2), its carries between them. 2x2 planes:
+                               // the dense map of small planes
                                {{3, 32, 16, 16}, {32, 32, 3, 3}, 1, 1},
                                {{5, 64, 10, 10}, {68, 64, 3, 3}, 1, 1},
                                {{9, 64, 16, 16}, {64, 64, 3, 3}, 1, 1},
