@@ -292,11 +292,11 @@ template <int64_t kTilesPerRow>
 // whole vectors, and stale workspace there could be slow denormals). Rows of a multiple of 4
 // tiles (ResNet's and VGG's planes from 8x8) transform in registers (transform_tile_row: with
 // the prefetch below, ResNet-32's stage-2 and stage-3 forward and data gradient 10-28% faster on
-// a Zen 3). Else, per
-// channel, B^T down the columns of every tile row first, into `columns` (rows x 4 rows of padded
-// columns, the even ones then the odd ones), then B along them: reading a row just written would
-// stall on the stores still in flight, and the even and odd columns apart make every read of B's
-// pass contiguous (read interleaved, GCC vectorised it in part, in scalar code for its rest).
+// a Zen 3). Other rows, per channel: B^T down the columns of every tile row first, into
+// `columns` (rows x 4 rows of padded columns, the even ones then the odd ones), then B along
+// them: reading a row just written would stall on the stores still in flight, and the even and
+// odd columns apart make every read of B's pass contiguous (read interleaved, GCC vectorised it
+// in part, in scalar code for its rest).
 template <int64_t kTilesPerRow>
 void transform_inputs(const Layout& l, const float* x, int64_t row0, int64_t rows, float* v,
                       float* scratch) {
