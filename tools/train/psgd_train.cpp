@@ -27,8 +27,14 @@ namespace fs = std::filesystem;
 
 namespace {
 
+// A --train-subset or --test-subset asking for more images than there are is a mistake, not "all".
+void check_subset(int64_t keep, int64_t size, const char* flag, const char* from) {
+  PSGD_CHECK(keep <= size, flag, " ", keep, ": ", from, " holds only ", size, " images");
+}
+
+// `keep` of `size` samples picked at random by `seed`; empty (every sample) for 0 or all.
 std::vector<int64_t> subset(int64_t size, int64_t keep, uint64_t seed) {
-  if (keep == 0 || keep >= size) return {};
+  if (keep == 0 || keep == size) return {};
   return data::hold_out(size, size - keep, seed).train;
 }
 
@@ -167,15 +173,18 @@ int train(TrainOptions& o, const Invocation& invocation, Context& ctx, Comm& com
       std::copy(o.norm_mean.begin(), o.norm_mean.end(), d->norm.mean.begin());
     if (!o.norm_std.empty()) std::copy(o.norm_std.begin(), o.norm_std.end(), d->norm.std.begin());
   }
-  std::vector<int64_t> train_indices = subset(train_set.size(), o.train_subset, o.seed),
-                       test_indices;
+  std::vector<int64_t> train_indices, test_indices;
   if (o.holdout > 0) {  // validation images come out of the training set
     const data::HeldOut split = data::hold_out(train_set.size(), o.holdout, o.seed);
     train_indices = split.train;
-    if (o.train_subset > 0 && o.train_subset < static_cast<int64_t>(split.train.size()))
-      train_indices.resize(static_cast<size_t>(o.train_subset));
+    check_subset(o.train_subset, static_cast<int64_t>(train_indices.size()), "--train-subset",
+                 "the training set less --holdout");
+    if (o.train_subset > 0) train_indices.resize(static_cast<size_t>(o.train_subset));
     test_indices = split.validation;
   } else {
+    check_subset(o.train_subset, train_set.size(), "--train-subset", "the training set");
+    check_subset(o.test_subset, test_set.size(), "--test-subset", "the test set");
+    train_indices = subset(train_set.size(), o.train_subset, o.seed);
     test_indices = subset(test_set.size(), o.test_subset, o.seed);
   }
   const data::Dataset& eval_set = o.holdout > 0 ? train_set : test_set;
