@@ -62,8 +62,8 @@ Tensor Optimizer::state(int index) const {
 void Optimizer::prepare(float lr) {
   ++steps_;
   // A copy to the GPU waits for the work queued before it: only when the learning rate changes
-  // (once per epoch) or the step count was set from outside. Adam's bias corrections follow the
-  // count on the device (ops::adam_advance in apply()).
+  // (once per epoch; every step of a warm-up) or the step count was set from outside. Adam's bias
+  // corrections follow the count on the device (ops::adam_advance in apply()).
   const bool recount = config_.kind == OptimizerKind::Adam && counted_steps_ != steps_ - 1;
   if (lr != uploaded_lr_ || recount) {
     const std::array<float, ops::kHyperFields> hyper = {lr, 0.0f, 0.0f};

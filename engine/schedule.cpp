@@ -19,15 +19,16 @@ void LrSchedule::validate() const {
 }
 
 float LrSchedule::lr(int epoch, double fraction) const {
-  const double done = epoch - first_epoch + fraction;  // epochs of this schedule completed
+  const int before = epoch - first_epoch;  // epochs of this schedule completed before `epoch`
   double rate = base_lr;
   if (kind == Kind::MultiStep) {
     for (int m : milestones)
       if (epoch >= m) rate *= gamma;
   } else {
     const double span = last_epoch - first_epoch + 1;
-    rate *= 0.5 * (1.0 + std::cos(std::numbers::pi * std::clamp(done / span, 0.0, 1.0)));
+    rate *= 0.5 * (1.0 + std::cos(std::numbers::pi * std::clamp(before / span, 0.0, 1.0)));
   }
+  const double done = before + fraction;  // counting this step
   if (warmup_epochs > 0 && done < warmup_epochs) rate *= std::max(done, 0.0) / warmup_epochs;
   return static_cast<float>(rate);
 }

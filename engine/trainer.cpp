@@ -93,8 +93,7 @@ void Trainer::run_epochs() {
   for (int64_t epoch = std::max(config_.first_epoch, progress_.epoch + 1);
        epoch <= config_.last_epoch; ++epoch) {
     const auto start = Clock::now();
-    const float lr = config_.schedule.lr(static_cast<int>(epoch));
-    const EpochStats train = train_epoch(epoch, lr);
+    const EpochStats train = train_epoch(epoch);
     // One model for the whole job: rank 0's BN statistics, and replicas checked identical.
     broadcast_buffers(ctx_, comm_, net_);
     check_replicas_agree(comm_, net_, optimizer_);
@@ -108,11 +107,12 @@ void Trainer::run_epochs() {
     progress_.epoch = epoch;
     progress_.best_fp = std::max(progress_.best_fp, fp.top1);
     progress_.best_lp = std::max(progress_.best_lp, lp.top1);
-    record(epoch, lr, train, fp, lp, seconds_since(start), fp_best, lp_best);
+    const float last_lr = config_.schedule.lr(static_cast<int>(epoch));  // of its last step
+    record(epoch, last_lr, train, fp, lp, seconds_since(start), fp_best, lp_best);
   }
 }
 
-Trainer::EpochStats Trainer::train_epoch(int64_t epoch, float lr) {
+Trainer::EpochStats Trainer::train_epoch(int64_t epoch) {
   const auto start = Clock::now();
   auto last_report = start;
   const int64_t batches = train_.batches_per_epoch();
@@ -123,8 +123,9 @@ Trainer::EpochStats Trainer::train_epoch(int64_t epoch, float lr) {
   train_.start_epoch(epoch);
   Tensor images, labels;
   while (train_.next(images, labels)) {
-    step_.run(images, labels, lr);
     ++step;
+    step_.run(images, labels,
+              config_.schedule.lr(static_cast<int>(epoch), static_cast<double>(step) / batches));
     const bool report =
         config_.log &&
         (config_.interactive ? seconds_since(last_report) > 0.25

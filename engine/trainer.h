@@ -43,7 +43,7 @@ class Trainer {
     double loss = 0.0, accuracy = 0.0, images_per_second = 0.0;
   };
   void run_epochs();
-  EpochStats train_epoch(int64_t epoch, float lr);
+  EpochStats train_epoch(int64_t epoch);
   void record(int64_t epoch, float lr, const EpochStats& train, const EvalResult& fp,
               const EvalResult& lp, double seconds, bool fp_best, bool lp_best);
 

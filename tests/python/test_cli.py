@@ -106,6 +106,17 @@ def main():
         check(r.returncode == 0 and "CPU, bf16" in r.stdout and "LP W4" in r.stdout,
               "psgd-eval --bf16 evaluates FP and LP in bf16")
 
+        print("a linear warm-up ramps every step, so its first epoch trains:")
+        conv = {}
+        for epochs in ("1", "2"):
+            warm = os.path.join(tmp, "warm" + epochs)
+            r = run([train, *common, "--epoch", "1", "--warmup-epochs", epochs, "--out", warm])
+            rows = [json.loads(line) for line in open(os.path.join(warm, "metrics.jsonl"))] if r.returncode == 0 else []
+            check(len(rows) == 1 and abs(rows[0]["lr"] - 0.05 / int(epochs)) < 1e-9,
+                  f"--warmup-epochs {epochs}: the first epoch ends at lr 0.05 / {epochs}")
+            conv[epochs] = safetensors_io.load(os.path.join(warm, "last.safetensors"))[0]["layer1.0.conv1.weight"]
+        check(not (conv["1"] == conv["2"]).all(), "ramps of one and two epochs train the first epoch apart")
+
         print("PyTorch reads our checkpoint:")
         tensors, meta = safetensors_io.load(os.path.join(a, "last.safetensors"))
         state = {k: torch.from_numpy(v) for k, v in tensors.items() if not k.startswith("psgd.")}

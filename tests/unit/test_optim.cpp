@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <numbers>
 
 #include "engine/optim.h"
 #include "engine/schedule.h"
@@ -234,12 +235,17 @@ TEST_CASE("learning-rate schedules: the reference's milestones, cosine, warm-up"
   LrSchedule cosine{
       .kind = LrSchedule::Kind::Cosine, .base_lr = 0.2, .first_epoch = 1, .last_epoch = 10};
   CHECK(cosine.lr(1) == 0.2f);
+  CHECK(cosine.lr(1, 0.5) == 0.2f);  // once per epoch, as CosineAnnealingLR(T_max=10) steps
   CHECK(cosine.lr(6) == doctest::Approx(0.1f));
-  CHECK(cosine.lr(10, 0.999) == doctest::Approx(0.0f).epsilon(1e-3));
+  CHECK(cosine.lr(10) == doctest::Approx(0.1 * (1.0 + std::cos(0.9 * std::numbers::pi))));
+  // The warm-up ramps every step: the first epoch's first step trains, its last is at half.
   LrSchedule warm{.base_lr = 0.1, .first_epoch = 1, .last_epoch = 5, .warmup_epochs = 2};
-  CHECK(warm.lr(1) == 0.0f);
-  CHECK(warm.lr(2) == doctest::Approx(0.05f));
-  CHECK(warm.lr(3) == 0.1f);
+  CHECK(warm.lr(1, 1.0 / 100) == doctest::Approx(0.0005f));
+  CHECK(warm.lr(1, 0.5) == doctest::Approx(0.025f));
+  CHECK(warm.lr(1) == doctest::Approx(0.05f));
+  CHECK(warm.lr(2, 0.5) == doctest::Approx(0.075f));
+  CHECK(warm.lr(2) == 0.1f);
+  CHECK(warm.lr(3, 0.01) == 0.1f);
   LrSchedule bad{.base_lr = 0.1, .milestones = {5, 3}};
   CHECK_THROWS_WITH_AS(bad.validate(), doctest::Contains("increasing order"), Error);
 }

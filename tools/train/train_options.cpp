@@ -21,7 +21,7 @@ void add_options(CLI::App& app, TrainOptions& o, Invocation& invocation) {
   app.add_option("--decay-epochs,--decay_epoch", o.decay_epochs, "multistep: epochs from which lr is multiplied by gamma")->check(tools::positive())->capture_default_str();
   app.add_option("--gamma", o.gamma, "multistep decay factor")->check(tools::positive())->capture_default_str();
   app.add_option("--schedule", o.schedule, "learning-rate schedule")->check(CLI::IsMember({"multistep", "cosine"}))->capture_default_str();
-  app.add_option("--warmup-epochs", o.warmup_epochs, "linear warm-up epochs")->check(tools::non_negative())->capture_default_str();
+  app.add_option("--warmup-epochs", o.warmup_epochs, "linear warm-up over this many epochs, ramped every step")->check(tools::non_negative())->capture_default_str();
   app.add_option("--batch-size,--batch_size", o.batch_size, "training batch (global: split evenly over the ranks of a job)")->check(tools::positive())->capture_default_str();
   app.add_option("--eval-batch-size", o.eval_batch_size, "test batch")->check(tools::positive())->capture_default_str();
   auto* optimizer = app.add_option("--optimizer", o.optimizer, "optimizer")->check(CLI::IsMember({"sgd", "adam"}))->capture_default_str();
