@@ -1,7 +1,7 @@
 // Convolution on the CPU. Planes so small that every output reads every input pixel (VGG16-bn's
 // 2x2 planes) take one matrix product with the convolution's dense map (conv2d_small_plane.h).
 // 3x3 convolutions at stride 1 padded by 1 on even planes of at least 4x4, with at least 32
-// channels on both sides (for the filter gradient 64 with AVX-512), take Winograd's F(2x2, 3x3)
+// channels on both sides (or fewer, as winograd::computes says), take Winograd's F(2x2, 3x3)
 // (conv2d_winograd.h). Other stride-1 and stride-2 convolutions on planes large enough take the
 // direct method (conv2d_direct.h): forward, the data gradient, and the filter gradient of 3x3
 // filters.

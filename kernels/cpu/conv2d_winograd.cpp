@@ -113,22 +113,34 @@ struct Layout {
   int64_t tile_row_in_image(int64_t row) const { return row % (h / 2); }
 };
 
+// Rows of tiles whose input transform runs in registers (transform_tile_row): those of
+// with_tiles_per_row's compile-time lengths that are whole vectors of 4 tiles.
+constexpr bool transforms_in_registers(int64_t tiles_per_row) {
+  return tiles_per_row == 4 || tiles_per_row == 8 || tiles_per_row == 16;
+}
+
 // The transforms cost per pixel and channel, the products per pixel and channel pair: with fewer
 // channels the direct method's 2.25x more multiplications at ~90% of the machine's sgemm rate cost
 // less. ResNet-32 at batch 128, forward (AVX-512): 16 channels 2.3 ms against 1.7, 32 channels
-// 1.56 against 1.70, 64 channels 1.12 against 1.9. Filter gradient (its sums in sgemm), AVX-512:
-// 3.3 against 2.3, 2.8 against 2.0, 2.1 against 2.4; AVX2 (a Zen 3), where the direct filter
+// 1.56 against 1.70, 64 channels 1.12 against 1.9. Without AVX-512 the input transform in
+// registers pays from 16 channels (a Zen 3, 16 channels, 32x32): forward 4.0-4.9 ms against
+// 6.1-6.3, data gradient 4.6-4.7 against 6.1-6.2 (AVX2); 8.9-10.0 and 9.4-9.6 against 17.8-22.7
+// and 13.9-18.3 (an SSE4.2 build); on 28x28 planes (rows of 14 tiles, the two-pass transform) it
+// still lost at AVX2 (data gradient 5.6 against 5.0). Filter gradient (its sums in sgemm),
+// AVX-512: 3.3 against 2.3, 2.8 against 2.0, 2.1 against 2.4; AVX2, where the direct filter
 // gradient keeps fewer accumulators: 16 channels 7.8-8.1 ms against 5.0-5.5, 32 channels 4.4-5.0
-// against 6.6-6.9. SSE builds take AVX2's threshold, unmeasured.
+// against 6.6-6.9. SSE builds take AVX2's thresholds for it.
 #if defined(__AVX512F__)
-constexpr int64_t kFilterGradientMinChannels = 64;
+constexpr int64_t kMinChannels = 32, kMinChannelsInRegisters = 32, kFilterGradientMinChannels = 64;
 #else
-constexpr int64_t kFilterGradientMinChannels = 32;
+constexpr int64_t kMinChannels = 32, kMinChannelsInRegisters = 16, kFilterGradientMinChannels = 32;
 #endif
 
 bool worthwhile(const Geometry& g, Direction direction) {
-  return std::min(g.c, g.k) >=
-         (direction == Direction::FilterGradient ? kFilterGradientMinChannels : 32);
+  const int64_t least = direction == Direction::FilterGradient ? kFilterGradientMinChannels
+                        : transforms_in_registers(g.w / 2)     ? kMinChannelsInRegisters
+                                                               : kMinChannels;
+  return std::min(g.c, g.k) >= least;
 }
 
 // Planes of 2x2 are one tile whose patch is three quarters padding, and VGG16-bn's (512
@@ -300,7 +312,7 @@ template <int64_t kTilesPerRow>
 template <int64_t kTilesPerRow>
 void transform_inputs(const Layout& l, const float* x, int64_t row0, int64_t rows, float* v,
                       float* scratch) {
-  constexpr bool kInRegisters = kTilesPerRow > 0 && kTilesPerRow % 4 == 0;
+  constexpr bool kInRegisters = transforms_in_registers(kTilesPerRow);
   const int64_t tw = kTilesPerRow ? kTilesPerRow : l.tiles_per_row, width = 2 * tw;
   const int64_t step = l.v_point();  // between points (i, j)
   const int64_t padded = width + 2;  // columns -1 .. w

@@ -11,9 +11,10 @@
 // the direct method's, vectorised over tiles. A block of consecutive tile rows (crossing images)
 // is transformed, multiplied and transformed back while it is in L2. The filter gradient turns
 // the same transforms around (see filter_gradient). psgd takes it where both sides have at
-// least 32 channels (for the filter gradient 64 with AVX-512; ResNet's second and third
-// stages, VGG16-bn after its first layer): with fewer, the transforms cost more than the
-// multiplications they save (BENCHMARKS.md).
+// least 32 channels (ResNet's second and third stages, VGG16-bn after its first layer); without
+// AVX-512, forward and data gradient from 16 on rows of 4, 8 or 16 tiles, whose input transform
+// runs in registers (ResNet's first stage); with AVX-512, the filter gradient from 64. With
+// fewer, the transforms cost more than the multiplications they save (BENCHMARKS.md).
 //
 // Every tile's arithmetic is its own, in a fixed order: the forward and data gradient do not
 // depend on the batch, the blocks or the threads. The rounding differs from the direct sum by
@@ -35,8 +36,9 @@ using direct::Geometry;
 enum class Direction { Forward, DataGradient, FilterGradient };
 
 // Whether F(2x2, 3x3) computes this convolution in this direction: 3x3 filters at stride 1
-// padded by 1, even planes of at least 4x4, and at least 32 channels on both sides (for the
-// filter gradient 64 with AVX-512).
+// padded by 1, even planes of at least 4x4, and at least 32 channels on both sides (without
+// AVX-512: forward and data gradient from 16 on planes 8, 16 or 32 wide; with AVX-512: the filter
+// gradient from 64).
 bool computes(const Geometry& g, Direction direction);
 
 int64_t workspace_floats(int threads, const Geometry& g, Direction direction);

@@ -6,6 +6,7 @@
 #include <limits>
 #include <vector>
 
+#include "kernels/cpu/conv2d_winograd.h"
 #include "kernels/ops.h"
 #include "tests/support/batch_norm_on_zero.h"
 #include "tests/support/difference.h"
@@ -85,8 +86,9 @@ Adjoints naive_conv_backward(const HostTensor& x, const HostTensor& w, const Hos
 }
 
 // Shapes that take each CPU method: 3x3 filters at stride 1 padded by 1 on even planes of at
-// least 4x4 with at least 32 channels on both sides take Winograd's F(2x2, 3x3) (the filter
-// gradient from 64 with AVX-512); planes where every output reads every pixel take one matrix
+// least 4x4 with at least 32 channels on both sides take Winograd's F(2x2, 3x3) (without AVX-512
+// forward and data gradient from 16 on planes 8, 16 or 32 wide; with it the filter gradient from
+// 64); planes where every output reads every pixel take one matrix
 // product with the convolution's dense map; other strides 1 and 2 go direct, by rows where the
 // output width is a multiple of the vector lanes (4 for SSE, 8 for AVX2, 16 for AVX-512) or half of
 // them on an even number of rows, else along the flat padded plane where that wastes little; stride
@@ -158,8 +160,10 @@ const ConvCase kConvCases[] = {{{3, 3, 7, 9}, {5, 3, 3, 3}, 1, 1},
                                // gradient's larger blocks, two wanted split into one per
                                // thread, four into six, two per thread; rows of 16 tiles, two
                                // vectors of the input transform's register path (AVX2 and
-                               // AVX-512; four at SSE4.2), its carries between them. 2x2 planes:
-                               // the dense map of small planes
+                               // AVX-512; four at SSE4.2), its carries between them; 16 channels
+                               // on rows of 16 tiles (forward and data gradient without
+                               // AVX-512, the filter gradient direct). 2x2 planes: the dense map
+                               // of small planes
                                {{3, 32, 16, 16}, {32, 32, 3, 3}, 1, 1},
                                {{5, 64, 10, 10}, {68, 64, 3, 3}, 1, 1},
                                {{9, 64, 16, 16}, {64, 64, 3, 3}, 1, 1},
@@ -169,6 +173,7 @@ const ConvCase kConvCases[] = {{{3, 3, 7, 9}, {5, 3, 3, 3}, 1, 1},
                                {{3, 256, 4, 4}, {72, 256, 3, 3}, 1, 1},
                                {{25, 64, 16, 16}, {64, 64, 3, 3}, 1, 1},
                                {{2, 32, 32, 32}, {32, 32, 3, 3}, 1, 1},
+                               {{3, 16, 32, 32}, {16, 16, 3, 3}, 1, 1},
                                // planes where every output reads every pixel, as a dense map:
                                // 1x1 (the centre tap alone), 2x1, 3x3 under 5x5 filters; and
                                // 3x2 and 2x3 under 3x3 filters, a row or a column too many
@@ -259,9 +264,16 @@ TEST_CASE("conv2d backward: every CPU method equals the exact adjoints and repea
 TEST_CASE("conv2d: Winograd's forward and data gradient give the same bits on any team") {
   // Its blocks follow the threads; each tile's arithmetic is its own.
   for (const ConvCase& c : kConvCases) {
-    const bool winograd = c.w[2] == 3 && c.w[3] == 3 && c.stride == 1 && c.pad == 1 &&
-                          c.x[1] >= 32 && c.w[0] >= 32 && c.x[2] >= 4 && c.x[3] >= 4;
-    if (!winograd) continue;
+    const cpu::direct::Geometry geometry{.n = c.x[0],
+                                         .c = c.x[1],
+                                         .h = c.x[2],
+                                         .w = c.x[3],
+                                         .k = c.w[0],
+                                         .r = c.w[2],
+                                         .s = c.w[3],
+                                         .pad = c.pad,
+                                         .stride = c.stride};
+    if (!cpu::winograd::computes(geometry, cpu::winograd::Direction::Forward)) continue;
     CAPTURE(c.x.str());
     CAPTURE(c.w.str());
     const ops::Conv2dGeometry g{c.stride, c.pad};
