@@ -147,9 +147,12 @@ void im2col_columns(const ConvDims& d, const float* x, int64_t j0, int64_t count
         } else {
           const float* in_row = plane + ih * d.w;
           for (int64_t q = q0; q < lo; ++q) out[q - q0] = 0.0f;
+          // Compile-time strides: GCC vectorises stride 2 as pairs of loads and a shuffle.
           if (d.stride == 1) {
 #pragma omp simd
             for (int64_t q = lo; q < hi; ++q) out[q - q0] = in_row[q + shift];
+          } else if (d.stride == 2) {
+            for (int64_t q = lo; q < hi; ++q) out[q - q0] = in_row[q * 2 + shift];
           } else {
             for (int64_t q = lo; q < hi; ++q) out[q - q0] = in_row[q * d.stride + shift];
           }
