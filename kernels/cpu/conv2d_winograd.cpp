@@ -123,17 +123,18 @@ constexpr bool transforms_in_registers(int64_t tiles_per_row) {
 // channels the direct method's 2.25x more multiplications at ~90% of the machine's sgemm rate cost
 // less. ResNet-32 at batch 128, forward (AVX-512): 16 channels 2.3 ms against 1.7, 32 channels
 // 1.56 against 1.70, 64 channels 1.12 against 1.9. Without AVX-512 the input transform in
-// registers pays from 16 channels (a Zen 3, 16 channels, 32x32): forward 4.0-4.9 ms against
-// 6.1-6.3, data gradient 4.6-4.7 against 6.1-6.2 (AVX2); 8.9-10.0 and 9.4-9.6 against 17.8-22.7
+// registers pays from 16 channels (a Zen 3, 16 channels, 32x32, warm): forward 4.0-4.7 ms against
+// 6.1-6.2, data gradient 4.6-4.7 against 6.1 (AVX2); 8.9-10.0 and 9.4-9.6 against 17.8-22.7
 // and 13.9-18.3 (an SSE4.2 build); on 28x28 planes (rows of 14 tiles, the two-pass transform) it
 // still lost at AVX2 (data gradient 5.6 against 5.0). Filter gradient (its sums in sgemm),
 // AVX-512: 3.3 against 2.3, 2.8 against 2.0, 2.1 against 2.4; AVX2, where the direct filter
 // gradient keeps fewer accumulators: 16 channels 7.8-8.1 ms against 5.0-5.5, 32 channels 4.4-5.0
 // against 6.6-6.9. SSE builds take AVX2's thresholds for it.
+constexpr int64_t kMinChannels = 32;
 #if defined(__AVX512F__)
-constexpr int64_t kMinChannels = 32, kMinChannelsInRegisters = 32, kFilterGradientMinChannels = 64;
+constexpr int64_t kMinChannelsInRegisters = 32, kFilterGradientMinChannels = 64;
 #else
-constexpr int64_t kMinChannels = 32, kMinChannelsInRegisters = 16, kFilterGradientMinChannels = 32;
+constexpr int64_t kMinChannelsInRegisters = 16, kFilterGradientMinChannels = 32;
 #endif
 
 bool worthwhile(const Geometry& g, Direction direction) {

@@ -150,8 +150,10 @@ const ConvCase kConvCases[] = {{{3, 3, 7, 9}, {5, 3, 3, 3}, 1, 1},
                                {{2, 16, 33, 33}, {5, 16, 3, 3}, 2, 0},
                                // more than 7x7 taps: the GEMM
                                {{1, 2, 20, 20}, {2, 2, 8, 8}, 1, 3},
-                               // Winograd F(2x2, 3x3) (at least 32 channels on both sides, 64
-                               // for the filter gradient with AVX-512): 32 channels, the
+                               // Winograd F(2x2, 3x3) (at least 32 channels on both sides, 16
+                               // for the forward and data gradient on rows of 4, 8 or 16 tiles
+                               // without AVX-512, 64 for the filter gradient with it): 32
+                               // channels, the
                                // filter gradient direct with AVX-512; output channels short of a
                                // register block (68) and tiles short of a vector, two blocks of
                                // tile rows crossing images, the last one short; blocks of exactly

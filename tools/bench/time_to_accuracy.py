@@ -57,7 +57,9 @@ def augment(images):
 
 
 def subset(split, keep, seed):
-    if keep <= 0 or keep >= len(split.labels):
+    if keep > len(split.labels):  # as psgd-train says it: more than there are is a mistake
+        sys.exit(f"time_to_accuracy: --train-subset {keep}: the training set holds only {len(split.labels)} images")
+    if keep <= 0 or keep == len(split.labels):
         return split
     chosen = torch.randperm(len(split.labels), generator=torch.Generator().manual_seed(seed))[:keep]
     return cifar_files.Split(split.images[chosen], split.labels[chosen])
