@@ -59,17 +59,15 @@ Tensor Optimizer::state(int index) const {
   return state_.f32(index * params_.trainable_count(), Shape{params_.trainable_count()});
 }
 
-void Optimizer::prepare(float lr) {
+void Optimizer::prepare(Context& ctx, float lr) {
   ++steps_;
-  // A copy to the GPU waits for the work queued before it: only when the learning rate changes
-  // (once per epoch; every step of a warm-up) or the step count was set from outside. Adam's bias
-  // corrections follow the count on the device (ops::adam_advance in apply()).
+  // Only when the learning rate changes (once per epoch; every step of a warm-up) or the step
+  // count was set from outside: each write is a launch on a GPU, though one that no host waits
+  // for. Adam's bias corrections follow the count on the device (ops::adam_advance in apply()).
   const bool recount = config_.kind == OptimizerKind::Adam && counted_steps_ != steps_ - 1;
   if (lr != uploaded_lr_ || recount) {
-    const std::array<float, ops::kHyperFields> hyper = {lr, 0.0f, 0.0f};
-    memory_copy(hyper_.data(), hyper_.device(), hyper.data(), Device::CPU, sizeof hyper);
-    const double done = static_cast<double>(steps_ - 1);
-    memory_copy(adam_steps_.data(), adam_steps_.device(), &done, Device::CPU, sizeof done);
+    ops::set_step_values(ctx, hyper_.f32(0, Shape{ops::kHyperFields}), adam_steps_.f64(0, Shape{1}),
+                         lr, static_cast<double>(steps_ - 1));
     uploaded_lr_ = lr;
   }
   counted_steps_ = steps_;

@@ -2,7 +2,6 @@
 // every quantized tensor fused into one pass over the flat buffers.
 #pragma once
 
-#include <array>
 #include <limits>
 
 #include "engine/params.h"
@@ -31,14 +30,14 @@ class Optimizer {
   // One update of every trainable tensor from params.grads(), at learning rate `lr`. Updates the
   // quantizer ranges from the weights first, as the reference does in its forward pass.
   void step(Context& ctx, float lr) {
-    prepare(lr);
+    prepare(ctx, lr);
     apply(ctx);
   }
-  // The two halves of step(), for captured steps: prepare() counts the step and writes the
-  // learning rate to the device when it changes; apply() launches the kernels, which read it
-  // there (Adam's first advances the step count and bias corrections on the device). One
-  // apply() per prepare().
-  void prepare(float lr);
+  // The two halves of step(), for captured steps: prepare() counts the step and, when the
+  // learning rate changes, writes it to the device in the order of ctx's work; apply() launches
+  // the kernels, which read it there (Adam's first advances the step count and bias corrections
+  // on the device). One apply() per prepare().
+  void prepare(Context& ctx, float lr);
   void apply(Context& ctx);
   // Whether apply() launches the same kernels with the same arguments as at the previous step,
   // so that a captured step may replay it: true after the first step.

@@ -15,7 +15,7 @@ void TrainStep::launch(const Tensor& images, const Tensor& labels) {
 }
 
 void TrainStep::run(const Tensor& images, const Tensor& labels, float lr) {
-  optimizer_.prepare(lr);
+  optimizer_.prepare(ctx_, lr);
   if (ctx_.device() != Device::CUDA) {
     launch(images, labels);
     return;

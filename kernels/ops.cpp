@@ -325,6 +325,13 @@ void check_table(const char* op, const Tensor& weights, std::initializer_list<co
   PSGD_CHECK(ranges.numel() == 0 || (ranges.shape.rank() == 2 && ranges.shape[1] == 2), op,
              ": ranges must be (tensors, 2), got ", ranges.shape.str());
 }
+
+void check_step_values(const char* op, const Tensor& hyper, const Tensor& steps) {
+  check_shape(op, "hyper", hyper, Shape{kHyperFields});
+  check_shape(op, "steps", steps, Shape{1});
+  PSGD_CHECK(hyper.dtype == DType::F32 && steps.dtype == DType::F64, op,
+             ": hyper is float32 and steps float64");
+}
 }  // namespace
 
 void update_weight_ranges(Context& ctx, const Tensor& weights, const Tensor& segments,
@@ -349,13 +356,17 @@ int64_t number_range_chunks(int32_t* table, int64_t rows) {
   return chunks;
 }
 
+void set_step_values(Context& ctx, const Tensor& hyper, const Tensor& steps, float lr,
+                     double steps_done) {
+  check_devices(ctx, "set_step_values", {&hyper, &steps});
+  check_step_values("set_step_values", hyper, steps);
+  PSGD_DISPATCH(ctx, set_step_values, hyper, steps, lr, steps_done);
+}
+
 void adam_advance(Context& ctx, const Tensor& hyper, const Tensor& steps, double beta1,
                   double beta2) {
   check_devices(ctx, "adam_advance", {&hyper, &steps});
-  check_shape("adam_advance", "hyper", hyper, Shape{kHyperFields});
-  check_shape("adam_advance", "steps", steps, Shape{1});
-  PSGD_CHECK(hyper.dtype == DType::F32 && steps.dtype == DType::F64,
-             "adam_advance: hyper is float32 and steps float64");
+  check_step_values("adam_advance", hyper, steps);
   PSGD_CHECK(beta1 >= 0.0 && beta1 < 1.0 && beta2 >= 0.0 && beta2 < 1.0,
              "Adam's betas must lie in [0, 1), got ", beta1, " and ", beta2);
   PSGD_DISPATCH(ctx, adam_advance, hyper, steps, beta1, beta2);

@@ -252,6 +252,11 @@ struct AdamStep {
   float one_minus_beta2 = static_cast<float>(1.0 - 0.999);
   float eps = 1e-8f, weight_decay = 0.0f, lambda = 0.0f;
 };
+// Before a step: writes the learning rate into `hyper` and the count of steps done into `steps`
+// (float64 (1)), in the order of the context's work. On a GPU that is a launch, which the host
+// does not wait for, where a copy from the host would wait for the step before it.
+void set_step_values(Context& ctx, const Tensor& hyper, const Tensor& steps, float lr,
+                     double steps_done);
 // Adam, before its step: counts the step in `steps` (float64 (1), the steps done) and writes
 // hyper's bias corrections for it from hyper's learning rate (optim_math::adam_corrections).
 void adam_advance(Context& ctx, const Tensor& hyper, const Tensor& steps, double beta1,

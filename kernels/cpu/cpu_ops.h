@@ -86,6 +86,7 @@ void psgd_sgd_step(const Tensor& weights, const Tensor& grads, const Tensor& mom
 void psgd_adam_step(const Tensor& weights, const Tensor& grads, const Tensor& m, const Tensor& v,
                     const Tensor& segments, const Tensor& ranges, const Tensor& hyper,
                     ops::AdamStep h);
+void set_step_values(const Tensor& hyper, const Tensor& steps, float lr, double steps_done);
 void adam_advance(const Tensor& hyper, const Tensor& steps, double beta1, double beta2);
 
 }  // namespace psgd::cpu

@@ -55,6 +55,11 @@ void psgd_sgd_step(const Tensor& weights, const Tensor& grads, const Tensor& mom
   });
 }
 
+void set_step_values(const Tensor& hyper, const Tensor& steps, float lr, double steps_done) {
+  hyper.f32()[ops::kHyperLr] = lr;
+  steps.f64()[0] = steps_done;
+}
+
 void adam_advance(const Tensor& hyper, const Tensor& steps, double beta1, double beta2) {
   const double t = ++steps.f64()[0];
   optim_math::adam_corrections(beta1, beta2, t, hyper.f32());

@@ -151,6 +151,15 @@ void psgd_sgd_step(const Tensor& weights, const Tensor& grads, const Tensor& mom
   });
 }
 
+void set_step_values(const Tensor& hyper, const Tensor& steps, float lr, double steps_done) {
+  float* hp = hyper.f32();
+  double* count = steps.f64();
+  for_each(1, [=] __device__(int64_t) {
+    hp[ops::kHyperLr] = lr;
+    count[0] = steps_done;
+  });
+}
+
 void adam_advance(const Tensor& hyper, const Tensor& steps, double beta1, double beta2) {
   float* hp = hyper.f32();
   double* count = steps.f64();

@@ -317,27 +317,21 @@ TEST_CASE("cuda: the PSGD optimizer step in one launch, SGD and Adam, grid and z
       t,
       [&](Context& ctx, const std::vector<Tensor>& v) {
         const Tensor& segments = ctx.device() == Device::CPU ? host_t : gpu_t;
-        const auto set_hyper = [&](const float* values) {
-          memory_copy(v[5].data, v[5].device, values, Device::CPU,
-                      ops::kHyperFields * sizeof(float));
-        };
+        // The step values are written on the device too; Adam's count starts at 3, so that its
+        // bias corrections (hyper, a twin, is compared) tell whether the count was written.
+        DeviceBuffer steps(ctx.device(), sizeof(double));
+        const Tensor count = steps.f64(0, Shape{1});
         DeviceBuffer partials(ctx.device(), 2 * chunks * sizeof(float));  // the GPU's only
         for (bool first : {true, false}) {
           ops::update_weight_ranges(ctx, v[0], segments, v[4], partials.f32(0, Shape{chunks, 2}),
                                     first);
-          const float sgd[ops::kHyperFields] = {0.01f, 0.0f, 0.0f};
-          set_hyper(sgd);
+          ops::set_step_values(ctx, v[5], count, first ? 0.01f : 0.02f, first ? 0.0 : 1.0);
           ops::psgd_sgd_step(ctx, v[0], v[1], v[2], segments, v[4], v[5],
                              {0.9f, 1e-4f, 150.0f, first});
         }
-        // Adam's corrections advance on the device: steps 1 and 2 (hyper, a twin, is compared too).
-        const float adam[ops::kHyperFields] = {1e-3f, 0.0f, 0.0f};
-        set_hyper(adam);
-        DeviceBuffer steps(ctx.device(), sizeof(double));
-        const double none = 0.0;
-        memory_copy(steps.data(), ctx.device(), &none, Device::CPU, sizeof none);
+        ops::set_step_values(ctx, v[5], count, 1e-3f, 3.0);
         for (int step = 0; step < 2; ++step) {
-          ops::adam_advance(ctx, v[5], steps.f64(0, Shape{1}), 0.9, 0.999);
+          ops::adam_advance(ctx, v[5], count, 0.9, 0.999);
           ops::psgd_adam_step(ctx, v[0], v[1], v[2], v[3], segments, v[4], v[5],
                               ops::AdamStep::from(0.9, 0.999, 1e-8f, 1e-4f, 150.0f));
         }

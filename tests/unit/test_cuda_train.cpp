@@ -139,7 +139,8 @@ TEST_CASE("cuda training: one bf16 PSGD step of ResNet-20 matches the CPU's bf16
 }
 
 TEST_CASE("cuda training: the captured step replays exactly what the op-by-op step computes") {
-  // Adam's bias corrections advance inside the graph, with no upload per step.
+  // Adam's bias corrections advance inside the graph, with no upload per step; the rate changes
+  // every step, as in a warm-up, and the replays read it where prepare() wrote it.
   for (const auto& [bf16, kind] : {std::pair{false, OptimizerKind::Sgd},
                                    {true, OptimizerKind::Sgd},
                                    {false, OptimizerKind::Adam}}) {
@@ -147,9 +148,10 @@ TEST_CASE("cuda training: the captured step replays exactly what the op-by-op st
     CAPTURE(int(kind));
     const Numerics math{.tf32 = true, .deterministic = true, .bf16 = bf16};
     Run captured(Device::CUDA, math, kind), eager(Device::CUDA, math, kind);
-    const float lr = kind == OptimizerKind::Adam ? 1e-3f : 0.05f;
+    const float peak = kind == OptimizerKind::Adam ? 1e-3f : 0.05f;
     TrainStep step(captured.ctx, *captured.net, captured.optimizer, single_rank());
     for (int i = 0; i < 5; ++i) {
+      const float lr = peak * static_cast<float>(i + 1) / 5;
       step.run(captured.x(), captured.y(), lr);
       eager.net->forward(eager.ctx, eager.x(), Mode::Train);
       eager.net->loss(eager.ctx, eager.y());

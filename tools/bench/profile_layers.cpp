@@ -157,7 +157,7 @@ int run(const Options& o) {
   rows.push_back(loss);
   // Repeating apply() after one prepare() suits BenchSetup's SGD, which counts nothing on the
   // device (Adam's step count would run ahead of the host's).
-  b.optimizer.prepare(lr);
+  b.optimizer.prepare(ctx, lr);
   Row update{"optimizer: ranges, Q(w), PSG scale, momentum, update", ""};
   update.forward_us = microseconds(ctx, o, Launch::Captured, [&] { b.optimizer.apply(ctx); });
   by_kind["optimizer"] += update.forward_us;
@@ -166,7 +166,7 @@ int run(const Options& o) {
     ctx.profiler_recording(true);
     step_until(0);
     net.backward_layer(ctx, 0);
-    b.optimizer.prepare(lr);
+    b.optimizer.prepare(ctx, lr);
     b.optimizer.apply(ctx);
     ctx.profiler_recording(false);
   }
