@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <numeric>
+#include <utility>
 
 #include "data/augment.h"
 #ifdef PSGD_WITH_CUDA
@@ -39,6 +40,38 @@ HeldOut hold_out(int64_t n, int64_t count, uint64_t seed) {
   std::sort(h.train.begin(), h.train.end());
   std::sort(h.validation.begin(), h.validation.end());
   return h;
+}
+
+namespace {
+
+// `keep` of `size` samples picked at random by `seed`; empty (every sample) for 0 or all.
+std::vector<int64_t> pick(int64_t size, int64_t keep, uint64_t seed, const char* flag,
+                          const char* from) {
+  PSGD_CHECK(keep <= size, flag, " ", keep, ": ", from, " holds only ", size, " images");
+  if (keep == 0 || keep == size) return {};
+  return hold_out(size, size - keep, seed).train;
+}
+
+}  // namespace
+
+RunSamples choose_samples(int64_t train_size, int64_t test_size, const SampleChoice& choice,
+                          uint64_t seed) {
+  if (choice.holdout == 0) {
+    return {pick(train_size, choice.train_subset, seed, "--train-subset", "the training set"),
+            pick(test_size, choice.test_subset, seed, "--test-subset", "the test set")};
+  }
+  PSGD_CHECK(choice.test_subset == 0, "a test subset means nothing with a hold-out");
+  HeldOut split = hold_out(train_size, choice.holdout, seed);
+  const std::vector<int64_t> picked =
+      pick(static_cast<int64_t>(split.train.size()), choice.train_subset, seed, "--train-subset",
+           "the training set less --holdout");
+  RunSamples samples{std::move(split.train), std::move(split.validation)};
+  if (!picked.empty()) {
+    std::vector<int64_t> rest = std::move(samples.train);
+    samples.train.clear();
+    for (int64_t i : picked) samples.train.push_back(rest[static_cast<size_t>(i)]);
+  }
+  return samples;
 }
 
 void prepare_subset(const Dataset& data, const LoaderConfig& config, std::vector<int64_t>& subset) {

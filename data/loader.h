@@ -34,6 +34,20 @@ struct HeldOut {
 };
 HeldOut hold_out(int64_t n, int64_t count, uint64_t seed);
 
+// The samples a run trains and evaluates on, named by psgd-train's flags: with `holdout`, that
+// many training images held out for evaluation and `train_subset` (0: all) picked at random from
+// the rest; without, `train_subset` and `test_subset` picked at random from the training and
+// test sets (a hold-out takes no test subset). Empty: every sample of its set. Asking for more
+// images than a set holds is an error.
+struct SampleChoice {
+  int64_t holdout = 0, train_subset = 0, test_subset = 0;
+};
+struct RunSamples {
+  std::vector<int64_t> train, evaluation;
+};
+RunSamples choose_samples(int64_t train_size, int64_t test_size, const SampleChoice& choice,
+                          uint64_t seed);
+
 // The dataset indices of rank config.rank's part of global batch `b` of an epoch order over
 // `subset`.
 std::vector<int64_t> shard_of(const std::vector<int64_t>& order, int64_t b,

@@ -3,6 +3,7 @@
 #include <stb_image_write.h>
 #include <zlib.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -265,6 +266,49 @@ TEST_CASE("sharding: each sample once per epoch, ranks disjoint, W ranks = one r
   CHECK_THROWS_WITH_AS(Loader(d, {.batch_size = 30, .world = 4}),
                        doctest::Contains("does not split evenly over 4 ranks"), Error);
   CHECK(Loader(d, {.batch_size = 32, .drop_last = true}).batches_per_epoch() == 6);
+}
+
+TEST_CASE("run samples: subsets picked at random, with or without a hold-out, and never too many") {
+  const auto sorted_unique_below = [](const std::vector<int64_t>& v, int64_t n) {
+    return std::is_sorted(v.begin(), v.end()) &&
+           std::adjacent_find(v.begin(), v.end()) == v.end() && !v.empty() && v.front() >= 0 &&
+           v.back() < n;
+  };
+  const RunSamples all = choose_samples(100, 40, {}, 3);
+  CHECK(all.train.empty());
+  CHECK(all.evaluation.empty());
+  CHECK(choose_samples(100, 40, {.train_subset = 100, .test_subset = 40}, 3).train.empty());
+
+  const RunSamples some = choose_samples(100, 40, {.train_subset = 30, .test_subset = 10}, 3);
+  CHECK(some.train.size() == 30);
+  CHECK(some.evaluation.size() == 10);
+  CHECK(sorted_unique_below(some.train, 100));
+  CHECK(sorted_unique_below(some.evaluation, 40));
+
+  // With a hold-out the subset is a random pick of the images left, not their first ones.
+  const HeldOut split = hold_out(100, 20, 3);
+  const RunSamples held = choose_samples(100, 0, {.holdout = 20, .train_subset = 30}, 3);
+  CHECK(held.evaluation == split.validation);
+  CHECK(held.train.size() == 30);
+  CHECK(sorted_unique_below(held.train, 100));
+  CHECK(
+      std::includes(split.train.begin(), split.train.end(), held.train.begin(), held.train.end()));
+  CHECK(held.train != std::vector<int64_t>(split.train.begin(), split.train.begin() + 30));
+  CHECK(held.train == choose_samples(100, 0, {.holdout = 20, .train_subset = 30}, 3).train);
+  CHECK(held.train != choose_samples(100, 0, {.holdout = 20, .train_subset = 30}, 4).train);
+  CHECK(choose_samples(100, 0, {.holdout = 20}, 3).train == split.train);
+
+  CHECK_THROWS_WITH_AS(
+      choose_samples(100, 40, {.train_subset = 101}, 3),
+      doctest::Contains("--train-subset 101: the training set holds only 100 images"), Error);
+  CHECK_THROWS_WITH_AS(choose_samples(100, 40, {.test_subset = 41}, 3),
+                       doctest::Contains("--test-subset 41: the test set holds only 40 images"),
+                       Error);
+  CHECK_THROWS_WITH_AS(
+      choose_samples(100, 0, {.holdout = 20, .train_subset = 81}, 3),
+      doctest::Contains("--train-subset 81: the training set less --holdout holds only 80 images"),
+      Error);
+  CHECK_THROWS_AS(choose_samples(100, 0, {.holdout = 100}, 3), Error);
 }
 
 TEST_CASE("loader: prefetched batches are the transformed samples, the same on every run") {

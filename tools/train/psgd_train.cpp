@@ -27,17 +27,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// A --train-subset or --test-subset asking for more images than there are is a mistake, not "all".
-void check_subset(int64_t keep, int64_t size, const char* flag, const char* from) {
-  PSGD_CHECK(keep <= size, flag, " ", keep, ": ", from, " holds only ", size, " images");
-}
-
-// `keep` of `size` samples picked at random by `seed`; empty (every sample) for 0 or all.
-std::vector<int64_t> subset(int64_t size, int64_t keep, uint64_t seed) {
-  if (keep == 0 || keep == size) return {};
-  return data::hold_out(size, size - keep, seed).train;
-}
-
 // The CPU, or the GPU of this rank (--gpu alone; the local rank's in a job), made current.
 Device pick_device(const TrainOptions& o, const Comm& comm) {
   if (o.device == "cpu") return Device::CPU;
@@ -173,20 +162,9 @@ int train(TrainOptions& o, const Invocation& invocation, Context& ctx, Comm& com
       std::copy(o.norm_mean.begin(), o.norm_mean.end(), d->norm.mean.begin());
     if (!o.norm_std.empty()) std::copy(o.norm_std.begin(), o.norm_std.end(), d->norm.std.begin());
   }
-  std::vector<int64_t> train_indices, test_indices;
-  if (o.holdout > 0) {  // validation images come out of the training set
-    const data::HeldOut split = data::hold_out(train_set.size(), o.holdout, o.seed);
-    train_indices = split.train;
-    check_subset(o.train_subset, static_cast<int64_t>(train_indices.size()), "--train-subset",
-                 "the training set less --holdout");
-    if (o.train_subset > 0) train_indices.resize(static_cast<size_t>(o.train_subset));
-    test_indices = split.validation;
-  } else {
-    check_subset(o.train_subset, train_set.size(), "--train-subset", "the training set");
-    check_subset(o.test_subset, test_set.size(), "--test-subset", "the test set");
-    train_indices = subset(train_set.size(), o.train_subset, o.seed);
-    test_indices = subset(test_set.size(), o.test_subset, o.seed);
-  }
+  data::RunSamples samples = data::choose_samples(
+      train_set.size(), test_set.size(),
+      {.holdout = o.holdout, .train_subset = o.train_subset, .test_subset = o.test_subset}, o.seed);
   const data::Dataset& eval_set = o.holdout > 0 ? train_set : test_set;
   // On a GPU the datasets live in device memory and batches are augmented there.
   const auto train = data::make_loader(train_set,
@@ -197,14 +175,14 @@ int train(TrainOptions& o, const Invocation& invocation, Context& ctx, Comm& com
                                         .seed = o.seed,
                                         .rank = comm.rank(),
                                         .world = comm.world()},
-                                       train_indices, ctx.device());
+                                       std::move(samples.train), ctx.device());
   const auto test = data::make_loader(eval_set,
                                       {.batch_size = o.eval_batch_size,
                                        .shuffle = false,
                                        .augment = false,
                                        .rank = comm.rank(),
                                        .world = comm.world()},
-                                      test_indices, ctx.device());
+                                      std::move(samples.evaluation), ctx.device());
   // Every rank holds an equal share of every batch: the gradient mean over ranks is then the
   // global batch's, and synchronised BN counts the shares as equal.
   const int64_t last_batch = train->samples() % o.batch_size;

@@ -44,14 +44,14 @@ void add_options(CLI::App& app, TrainOptions& o, Invocation& invocation) {
   app.add_flag("--sync-bn", o.sync_bn, "with several ranks: BN statistics over the whole global batch (default: per rank)");
   app.add_flag("--nccl", o.nccl, "use NCCL collectives even for a single GPU rank (checks the multi-GPU path)");
   app.add_option("--threads", o.threads, "CPU threads (0: all cores)")->check(tools::thread_count())->capture_default_str();
-  app.add_option("--train-subset", o.train_subset, "train on this many samples (0: all)")->check(tools::non_negative())->capture_default_str();
+  app.add_option("--train-subset", o.train_subset, "train on this many samples, picked at random by --seed (0: all)")->check(tools::non_negative())->capture_default_str();
   app.add_option("--holdout", o.holdout, "evaluate on this many held-out training images instead of the test set")->check(tools::non_negative())->capture_default_str();
   app.add_flag("--no-augment", o.no_augment, "train on the images as stored (debugging, parity runs)");
   app.add_flag("--no-shuffle", o.no_shuffle, "keep the stored order every epoch");
   app.add_flag("--drop-last", o.drop_last, "drop the last partial training batch");
   app.add_option("--norm-mean", o.norm_mean, "override the per-channel mean (3 values, pixels in [0, 1])")->expected(3);
   app.add_option("--norm-std", o.norm_std, "override the per-channel std (3 values)")->expected(3);
-  app.add_option("--test-subset", o.test_subset, "evaluate on this many samples (0: all)")->check(tools::non_negative())->capture_default_str();
+  app.add_option("--test-subset", o.test_subset, "evaluate on this many test samples, picked at random by --seed (0: all)")->check(tools::non_negative())->capture_default_str();
 }
 
 void validate(const TrainOptions& o, int world) {
