@@ -14,12 +14,32 @@
 namespace psgd::data {
 namespace {
 
-// Streams of the order and hold-out permutations, apart from the augmentation streams.
+// Streams of the order, hold-out and subset permutations, apart from the augmentation streams.
 constexpr uint64_t kOrderStream = 0x0dd5ull << 48;
 constexpr uint64_t kHoldOutStream = 0x401dull << 48;
+constexpr uint64_t kSubsetStream = 0x5b5eull << 48;
 
 void permute(std::vector<int64_t>& v, uint64_t key) {
   for (size_t i = v.size(); i > 1; --i) std::swap(v[i - 1], v[rng::bits64(key, i) % i]);
+}
+
+// [0, n) split by a permutation of `key` into its first `count` and the rest, each sorted.
+HeldOut split_drawn(int64_t n, int64_t count, uint64_t key) {
+  std::vector<int64_t> order(static_cast<size_t>(n));
+  std::iota(order.begin(), order.end(), 0);
+  permute(order, key);
+  HeldOut h{{order.begin() + count, order.end()}, {order.begin(), order.begin() + count}};
+  std::sort(h.train.begin(), h.train.end());
+  std::sort(h.validation.begin(), h.validation.end());
+  return h;
+}
+
+// `keep` of `size` samples drawn by `key`; empty (every sample) for 0 or all.
+std::vector<int64_t> pick(int64_t size, int64_t keep, uint64_t key, const char* flag,
+                          const char* from) {
+  PSGD_CHECK(keep <= size, flag, " ", keep, ": ", from, " holds only ", size, " images");
+  if (keep == 0 || keep == size) return {};
+  return split_drawn(size, size - keep, key).train;
 }
 
 }  // namespace
@@ -33,38 +53,25 @@ std::vector<int64_t> epoch_order(int64_t n, uint64_t seed, int64_t epoch, bool s
 
 HeldOut hold_out(int64_t n, int64_t count, uint64_t seed) {
   PSGD_CHECK(count >= 0 && count < n, "cannot hold out ", count, " of ", n, " samples");
-  std::vector<int64_t> order(static_cast<size_t>(n));
-  std::iota(order.begin(), order.end(), 0);
-  permute(order, rng::stream_key(seed, kHoldOutStream));
-  HeldOut h{{order.begin() + count, order.end()}, {order.begin(), order.begin() + count}};
-  std::sort(h.train.begin(), h.train.end());
-  std::sort(h.validation.begin(), h.validation.end());
-  return h;
+  return split_drawn(n, count, rng::stream_key(seed, kHoldOutStream));
 }
-
-namespace {
-
-// `keep` of `size` samples picked at random by `seed`; empty (every sample) for 0 or all.
-std::vector<int64_t> pick(int64_t size, int64_t keep, uint64_t seed, const char* flag,
-                          const char* from) {
-  PSGD_CHECK(keep <= size, flag, " ", keep, ": ", from, " holds only ", size, " images");
-  if (keep == 0 || keep == size) return {};
-  return hold_out(size, size - keep, seed).train;
-}
-
-}  // namespace
 
 RunSamples choose_samples(int64_t train_size, int64_t test_size, const SampleChoice& choice,
                           uint64_t seed) {
+  // Without a hold-out the subsets are drawn as hold-outs of the images left out (the picks of
+  // earlier runs); with one, by a stream of their own, which the hold-out's draws do not bias.
+  const uint64_t drawn_as_held_out = rng::stream_key(seed, kHoldOutStream);
   if (choice.holdout == 0) {
-    return {pick(train_size, choice.train_subset, seed, "--train-subset", "the training set"),
-            pick(test_size, choice.test_subset, seed, "--test-subset", "the test set")};
+    return {
+        pick(train_size, choice.train_subset, drawn_as_held_out, "--train-subset",
+             "the training set"),
+        pick(test_size, choice.test_subset, drawn_as_held_out, "--test-subset", "the test set")};
   }
   PSGD_CHECK(choice.test_subset == 0, "a test subset means nothing with a hold-out");
   HeldOut split = hold_out(train_size, choice.holdout, seed);
-  const std::vector<int64_t> picked =
-      pick(static_cast<int64_t>(split.train.size()), choice.train_subset, seed, "--train-subset",
-           "the training set less --holdout");
+  const std::vector<int64_t> picked = pick(
+      static_cast<int64_t>(split.train.size()), choice.train_subset,
+      rng::stream_key(seed, kSubsetStream), "--train-subset", "the training set less --holdout");
   RunSamples samples{std::move(split.train), std::move(split.validation)};
   if (!picked.empty()) {
     std::vector<int64_t> rest = std::move(samples.train);

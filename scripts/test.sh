@@ -29,8 +29,8 @@ if [[ -n $lower_level ]]; then
 fi
 
 # The levels above the machine's cannot run here, but their vector paths are compiled all the
-# same (the kernels' libraries, compile and link only): an edit that breaks the AVX-512 code on
-# an AVX2 machine fails here, not on a user's.
+# same (the kernels' and the tests' helper libraries, compiled only): an edit that breaks the
+# AVX-512 code on an AVX2 machine fails here, not on a user's.
 case $native_level in
   x86-64-v2) upper_levels=(x86-64-v3 x86-64-v4) ;;
   x86-64-v3) upper_levels=(x86-64-v4) ;;

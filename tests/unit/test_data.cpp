@@ -284,6 +284,7 @@ TEST_CASE("run samples: subsets picked at random, with or without a hold-out, an
   CHECK(some.evaluation.size() == 10);
   CHECK(sorted_unique_below(some.train, 100));
   CHECK(sorted_unique_below(some.evaluation, 40));
+  CHECK(some.train == hold_out(100, 70, 3).train);  // the images earlier runs picked
 
   // With a hold-out the subset is a random pick of the images left, not their first ones.
   const HeldOut split = hold_out(100, 20, 3);
